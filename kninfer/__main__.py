@@ -1,0 +1,7 @@
+"""`python -m kninfer` is the `kninfer` command."""
+
+import sys
+
+from kninfer.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""The `kninfer` command. Nothing here runs at import: `main()` parses and dispatches, and each
+subcommand imports what it needs only when chosen (so `kninfer validate` never imports kserve and
+`kninfer serve` imports only the served model's framework).
+
+`serve` options are generated from `ServeSettings`: every field `foo_bar` is `--foo-bar` and also
+`KNINFER_FOO_BAR` in the environment; a flag given on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+_STARTED = time.perf_counter()
+
+
+def _flag_type(annotation: Any) -> tuple[Any, Any]:
+    """(argparse type, choices) for a settings field annotation."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if origin is typing.Literal:
+        return str, list(args)
+    if annotation in (int, float):
+        return annotation, None
+    return str, None
+
+
+def add_serve_options(parser: argparse.ArgumentParser) -> None:
+    from kninfer.settings import ServeSettings
+
+    for name, info in ServeSettings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"env KNINFER_{name.upper()}"
+        annotation = info.annotation
+        if annotation is bool or annotation == (bool | None):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+            continue
+        kind, choices = _flag_type(annotation)
+        parser.add_argument(flag, dest=name, type=kind, choices=choices,
+                            default=argparse.SUPPRESS, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kninfer",
+        description="Serve scikit-learn, MLflow and PyTorch models on KServe/Knative.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a model (default: the embedded iris model)")
+    add_serve_options(serve)
+    serve.set_defaults(handler=_cmd_serve)
+
+    return parser
+
+
+def _cmd_serve(options: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from kninfer.settings import ServeSettings
+
+    given = {k: v for k, v in vars(options).items() if k not in ("command", "handler")}
+    try:
+        settings = ServeSettings(**given)
+    except ValidationError as exc:
+        print(f"kninfer serve: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    # `import kserve` parses sys.argv with its own argparse at import time
+    # (kserve/model_server.py); hide our flags from it so the two parsers never disagree.
+    sys.argv = sys.argv[:1]
+    from kninfer.serving import serve
+
+    return serve(settings, started=_STARTED)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    result: int = options.handler(options)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

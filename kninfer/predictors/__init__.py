@@ -1,0 +1,26 @@
+"""Model families. Each is one module with one `Predictor` subclass, imported only when served,
+so a scikit-learn service never pays for importing torch or mlflow."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kninfer.predictors.base import Predictor
+
+FAMILIES: dict[str, str] = {
+    "sklearn": "kninfer.predictors.sklearn:SklearnPredictor",
+    "mlflow": "kninfer.predictors.mlflow:MlflowPredictor",
+    "pytorch": "kninfer.predictors.pytorch:PytorchPredictor",
+}
+
+
+def predictor_class(family: str) -> type[Predictor]:
+    try:
+        target = FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown predictor '{family}'; choose one of {', '.join(FAMILIES)}") from None
+    module_name, _, class_name = target.partition(":")
+    cls: type[Predictor] = getattr(importlib.import_module(module_name), class_name)
+    return cls

@@ -1,0 +1,263 @@
+"""The one model contract every family implements: `load_model()` and a synchronous `run()`.
+
+`Predictor` is a `kserve.Model`, so KServe's ModelServer, dataplane and gRPC servicer drive it
+unchanged. What it adds over a bare `kserve.Model`:
+
+- model metadata stated from the loaded model (`inputs`/`outputs` as TensorSpecs);
+- requests checked against those specs before the model sees them (client mistakes are 400s);
+- `run()` executed on a bounded thread pool, never on the event loop. KServe 0.21 calls a
+  synchronous `predict` on the loop, so one slow prediction stalls every request and the
+  liveness probe (kserve#3950, kserve#5019);
+- an optional adaptive batcher between `predict` and `run` (kninfer.batching);
+- load and warm-up timings for the cold-start log line and metrics.
+
+A family module subclasses this, sets `family`, and implements `load_model` and `run`; it never
+touches HTTP, gRPC or CloudEvents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from kserve import InferRequest, InferResponse, Model
+
+from kninfer.codec import to_output
+from kninfer.errors import InvalidInput, ModelNotReady, Overloaded, PayloadTooLarge
+from kninfer.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
+
+if TYPE_CHECKING:
+    from kninfer.batching import AdaptiveBatcher
+    from kninfer.settings import ServeSettings
+
+Arrays = dict[str, np.ndarray]
+
+
+class Predictor(Model):
+    """Base of kninfer's model families (a `kserve.Model`)."""
+
+    family: ClassVar[str] = "base"
+    # Whether adaptive batching is on when the user does not say (--batching/--no-batching).
+    batching_by_default: ClassVar[bool] = False
+
+    def __init__(self, name: str, model_dir: Path, settings: ServeSettings) -> None:
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.settings = settings
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.load_ms = 0.0
+        self.warmup_ms = 0.0
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, settings.inference_threads), thread_name_prefix=f"infer-{name}"
+        )
+        self._inflight = 0
+        self.batcher: AdaptiveBatcher | None = None
+
+    # ---- the family contract -------------------------------------------------------------
+
+    @abstractmethod
+    def load_model(self) -> None:
+        """Load from `self.model_dir` and fill `self.inputs` / `self.outputs`."""
+
+    @abstractmethod
+    def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        """Compute the named `outputs` for validated `inputs`. Runs on a worker thread."""
+
+    def warmup_inputs(self) -> Arrays:
+        """One row of zeros per declared input: enough to page in weights and JIT paths."""
+        arrays: Arrays = {}
+        for spec in self.inputs:
+            if spec.optional:
+                continue
+            shape = [1 if d == -1 else d for d in spec.shape]
+            if spec.datatype == "BYTES":
+                arrays[spec.name] = np.full(shape, b"", dtype=object)
+            else:
+                arrays[spec.name] = np.zeros(shape, dtype=V2_TO_NUMPY[spec.datatype])
+        return arrays
+
+    def v1_inputs(self, instances: list[Any]) -> Arrays:
+        """V1 `instances` are rows of the single (first) declared input."""
+        spec = self.inputs[0]
+        try:
+            array = np.asarray(instances, dtype=V2_TO_NUMPY[spec.datatype])
+        except (ValueError, TypeError):
+            raise InvalidInput(
+                f"'instances' must be a list of rows of {spec.shape[-1]} numbers "
+                f"for input '{spec.name}'"
+            ) from None
+        if array.ndim == 1 and len(spec.shape) == 2 and array.size:
+            raise InvalidInput(
+                f"'instances' must be a list of rows (shape {list(spec.shape)}); got a flat list"
+            )
+        return {spec.name: array}
+
+    def validate_arrays(self, arrays: Arrays) -> None:
+        """Family hook for value checks (NaN where not allowed, ranges). Raise InvalidInput."""
+
+    # ---- kserve.Model ----------------------------------------------------------------------
+
+    def load(self) -> bool:
+        started = time.perf_counter()
+        self.load_model()
+        self.load_ms = (time.perf_counter() - started) * 1000
+        if self.settings.warmup:
+            started = time.perf_counter()
+            warm = self.warmup_inputs()
+            if warm:
+                self.run(warm, [spec.name for spec in self.outputs])
+            self.warmup_ms = (time.perf_counter() - started) * 1000
+        self.ready = True
+        return self.ready
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.inputs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.outputs]
+
+    @property
+    def platform(self) -> str:
+        return f"kninfer-{self.family}"
+
+    def metadata(self) -> dict[str, Any]:
+        """V2 model metadata (OIP "Model Metadata Response JSON Object")."""
+        return {
+            "name": self.name,
+            "versions": [],
+            "platform": self.platform,
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+        }
+
+    async def predict(  # type: ignore[override]
+        self, payload: InferRequest | dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> InferResponse | dict[str, Any]:
+        if not self.ready:
+            raise ModelNotReady(self.name)
+        if isinstance(payload, dict):
+            instances = payload.get("instances", payload.get("inputs"))
+            if not isinstance(instances, list):
+                raise InvalidInput('request has no "instances" list')
+            arrays = self.v1_inputs(instances)
+            self.check_arrays(arrays)
+            result = await self.execute(arrays, [self.outputs[0].name])
+            return {"predictions": result[self.outputs[0].name].tolist()}
+        arrays = self.decode(payload)
+        names = self.requested_outputs(payload)
+        result = await self.execute(arrays, names)
+        return InferResponse(
+            response_id=payload.id or "",
+            model_name=self.name,
+            infer_outputs=[to_output(name, result[name]) for name in names],
+            use_binary_outputs=payload.use_binary_outputs,
+        )
+
+    # ---- request checking and execution ---------------------------------------------------
+
+    def decode(self, request: InferRequest) -> Arrays:
+        """Numpy arrays for each declared input, checked against its spec."""
+        by_name = {spec.name: spec for spec in self.inputs}
+        arrays: Arrays = {}
+        for infer_input in request.inputs:
+            spec = by_name.get(infer_input.name)
+            if spec is None:
+                if len(self.inputs) == 1 and len(request.inputs) == 1:
+                    # A single-input model takes its tensor whatever the client named it, as
+                    # KServe's and MLServer's sklearn runtimes do.
+                    spec = self.inputs[0]
+                else:
+                    raise InvalidInput(
+                        f"unknown input '{infer_input.name}'; model '{self.name}' takes "
+                        f"{', '.join(s.name for s in self.inputs)}"
+                    )
+            array = _as_array(infer_input)
+            spec.check(array, infer_input.datatype)
+            arrays[spec.name] = array
+        missing = [s.name for s in self.inputs if s.name not in arrays and not s.optional]
+        if missing:
+            raise InvalidInput(f"missing input(s) {', '.join(missing)} for model '{self.name}'")
+        self.check_arrays(arrays)
+        return arrays
+
+    def check_arrays(self, arrays: Arrays) -> None:
+        settings = self.settings
+        for name, array in arrays.items():
+            if array.size > settings.max_tensor_elements:
+                raise PayloadTooLarge(
+                    f"input '{name}' has {array.size} elements; the limit is "
+                    f"{settings.max_tensor_elements} (KNINFER_MAX_TENSOR_ELEMENTS)"
+                )
+            if array.ndim and array.shape[0] > settings.max_batch_rows:
+                raise PayloadTooLarge(
+                    f"input '{name}' has {array.shape[0]} rows; the limit is "
+                    f"{settings.max_batch_rows} (KNINFER_MAX_BATCH_ROWS)"
+                )
+        self.validate_arrays(arrays)
+
+    def requested_outputs(self, request: InferRequest) -> list[str]:
+        declared = [spec.name for spec in self.outputs]
+        if not request.request_outputs:
+            return [spec.name for spec in self.outputs if not spec.optional]
+        names = [o.name for o in request.request_outputs]
+        unknown = [n for n in names if n not in declared]
+        if unknown:
+            raise InvalidInput(
+                f"unknown output(s) {', '.join(unknown)}; model '{self.name}' has "
+                f"{', '.join(declared)}"
+            )
+        return names
+
+    async def execute(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
+        """Run the model off the event loop, through the batcher when one is configured."""
+        if self._inflight >= self.settings.max_inflight:
+            raise Overloaded(
+                f"{self._inflight} inferences in flight for model '{self.name}' "
+                f"(limit {self.settings.max_inflight}); retry later"
+            )
+        self._inflight += 1
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(arrays, outputs)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, self.run, arrays, list(outputs))
+        finally:
+            self._inflight -= 1
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        super().stop()
+
+
+def _as_array(infer_input: Any) -> np.ndarray:
+    """The numpy array of a KServe InferInput, from our REST codec or KServe's gRPC decoder."""
+    data = infer_input.data
+    if isinstance(data, np.ndarray) and infer_input._raw_data is None:
+        return data
+    try:
+        return infer_input.as_numpy()
+    except Exception as exc:  # KServe raises ValueError/InvalidInput for a bad tensor
+        raise InvalidInput(
+            f"input '{infer_input.name}': data does not match shape {infer_input.shape} "
+            f"and datatype {infer_input.datatype} ({exc})"
+        ) from None
+
+
+def result_array(name: str, value: Any) -> np.ndarray:
+    """Normalise a model's output into a numpy array with a V2 datatype."""
+    array = np.asarray(value)
+    if array.dtype.kind in "US":
+        array = array.astype(object)
+    v2_datatype_of(array)  # raises for dtypes V2 cannot carry
+    return array

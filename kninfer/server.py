@@ -1,0 +1,133 @@
+"""Server wiring: a `kserve.ModelServer` whose start/stop kninfer owns.
+
+KServe's ModelServer keeps the model registry, the dataplane and the gRPC servicer; kninfer
+replaces how they are served:
+- HTTP is kninfer.rest's lean app (plus extra routes such as CloudEvents), on uvicorn;
+- gRPC is KServe's servicer behind kninfer's error map (kninfer.grpc_server), started after
+  HTTP is listening so it is not on the cold-start critical path;
+- SIGTERM drains instead of unloading: KServe 0.21's `ModelServer.stop` unloads every model as
+  soon as the signal arrives, failing in-flight requests. Here readiness turns 503 at once (so
+  Knative's queue-proxy and probes stop routing), uvicorn and gRPC finish in-flight requests
+  within `grace_period_s`, and only then are models unloaded; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from kserve import ModelServer
+from starlette.routing import Route
+
+from kninfer.rest import ServerState, build_app
+from kninfer.settings import ServeSettings
+
+logger = logging.getLogger("kninfer")
+
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class _DrainingUvicorn(uvicorn.Server):
+    """uvicorn that leaves signal handling to KninferServer (uvicorn would re-raise SIGTERM
+    after shutdown, turning a clean drain into exit status 143)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class KninferServer(ModelServer):
+    def __init__(self, settings: ServeSettings, extra_routes: list[Route] | None = None) -> None:
+        super().__init__(
+            http_port=settings.http_port,
+            grpc_port=settings.grpc_port,
+            workers=1,
+            enable_grpc=settings.enable_grpc,
+            enable_latency_logging=False,
+            grace_period=int(settings.grace_period_s),
+        )
+        self.settings = settings
+        self.extra_routes = list(extra_routes or [])
+        self.state = ServerState(self.registered_models, settings.max_body_bytes)
+        self._http: _DrainingUvicorn | None = None
+        self._grpc: Any = None
+        self._stopping: asyncio.Event | None = None
+        self.on_ready: list[Any] = []
+
+    def start(self, models: list[Any]) -> None:  # type: ignore[override]
+        for model in models:
+            if model.ready:
+                self.register_model(model)
+        asyncio.run(self.serve())
+
+    def build_app(self) -> Any:
+        return build_app(self.state, self.extra_routes)
+
+    async def serve(self) -> None:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.begin_drain, sig)
+        config = uvicorn.Config(
+            self.build_app(),
+            host=settings.host,
+            port=settings.http_port,
+            log_config=None,
+            access_log=settings.access_log,
+            lifespan="off",
+            timeout_graceful_shutdown=int(settings.grace_period_s),
+            timeout_keep_alive=65,
+        )
+        self._http = _DrainingUvicorn(config)
+        http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if http_task.done():
+                http_task.result()  # surfaces bind errors
+                raise RuntimeError("HTTP server stopped before it started")
+            await asyncio.sleep(0.002)
+        for callback in self.on_ready:
+            callback()
+        if settings.enable_grpc:
+            from kninfer.grpc_server import build_grpc_server
+
+            self._grpc = build_grpc_server(
+                self.dataplane,
+                self.model_repository_extension,
+                settings.grpc_port,
+                settings.host,
+                GRPC_MAX_MESSAGE_BYTES,
+            )
+            await self._grpc.start()
+            logger.info("gRPC V2 listening on port %d", settings.grpc_port)
+        await http_task
+        if self._grpc is not None:
+            await self._grpc.stop(grace=settings.grace_period_s)
+        for name in list(self.registered_models.get_models()):
+            self.registered_models.unload(name)
+        logger.info("stopped cleanly")
+
+    def begin_drain(self, sig: int = signal.SIGTERM) -> None:
+        """Stop reporting ready, stop accepting, finish in-flight work, then exit."""
+        if self.state.draining:
+            return
+        logger.info("received %s: draining (grace %.0fs)", signal.Signals(sig).name,
+                    self.settings.grace_period_s)
+        self.state.draining = True
+        if self._grpc is not None:
+            asyncio.ensure_future(self._grpc.stop(grace=self.settings.grace_period_s))
+        if self._http is not None:
+            self._http.should_exit = True
+
+    def stop(self, sig: int) -> None:
+        self.begin_drain(sig)
+
+
+def now_ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)

@@ -1,0 +1,13 @@
+"""Routes that extend the V1/V2 REST surface (CloudEvents and friends). One function so
+kninfer.serving does not need to know which extensions exist."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from kninfer.rest import ServerState
+from kninfer.settings import ServeSettings
+
+
+def extra_routes(state: ServerState, settings: ServeSettings) -> list[Route]:
+    return []

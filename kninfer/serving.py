@@ -1,0 +1,118 @@
+"""`kninfer serve`: resolve the model, load and warm it, then start the servers.
+
+Order matters for scale-from-zero: the model is loaded and warmed before any port opens, so
+Knative's readiness probe (and the first request queued at the activator) never sees a server that
+answers but cannot infer (kserve#2882). A model that fails to load ends the process with status 1
+and one log line naming the reason, so Knative marks the revision failed instead of routing to it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kninfer.settings import ServeSettings
+
+logger = logging.getLogger("kninfer")
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("kninfer")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def resolve_model_dir(settings: ServeSettings) -> Path:
+    from kninfer.storage import confine, resolve_storage_uri
+
+    if settings.serves_default_model:
+        from kninfer.iris import ensure_iris_model
+
+        return ensure_iris_model(settings.cache_dir)
+    if settings.storage_uri is not None:
+        local = resolve_storage_uri(settings.storage_uri, settings.cache_dir / "models" /
+                                    settings.model_name)
+    else:
+        assert settings.model_dir is not None
+        local = settings.model_dir
+    return confine(local, settings.model_root or local)
+
+
+def build_models(settings: ServeSettings) -> list[Any]:
+    """The kserve.Model objects this process serves, loaded and warmed up."""
+    if settings.transformer is not None:
+        from kninfer.transformers import transformer_class
+
+        transformer = transformer_class(settings.transformer)(settings.model_name, settings)
+        transformer.load()
+        return [transformer]
+    from kninfer.predictors import predictor_class
+
+    family = settings.predictor or "sklearn"
+    model_dir = resolve_model_dir(settings)
+    predictor = predictor_class(family)(settings.model_name, model_dir, settings)
+    predictor.load()
+    batching = settings.batching if settings.batching is not None else \
+        predictor.batching_by_default
+    if batching:
+        from kninfer.batching import AdaptiveBatcher
+
+        predictor.batcher = AdaptiveBatcher(predictor, settings.max_batch_size,
+                                            settings.max_latency_ms)
+    return [predictor]
+
+
+def _process_age_ms() -> float | None:
+    try:
+        import psutil
+
+        return round((time.time() - psutil.Process().create_time()) * 1000, 1)
+    except Exception:
+        return None
+
+
+def serve(settings: ServeSettings, started: float) -> int:
+    configure_logging(settings.log_level)
+    from kninfer.errors import KninferError
+
+    breakdown: dict[str, float | None] = {"interpreter_ms": _process_age_ms()}
+    mark = time.perf_counter()
+    try:
+        from kninfer.server import KninferServer
+        from kninfer.server_routes import extra_routes
+
+        breakdown["imports_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        models = build_models(settings)
+    except KninferError as exc:
+        logger.error("model failed to load: %s", exc)
+        return 1
+    except Exception as exc:  # any other load failure: one line, non-zero exit
+        logger.error("model failed to load: %s: %s", type(exc).__name__, exc)
+        return 1
+    model = models[0]
+    breakdown["model_load_ms"] = round(getattr(model, "load_ms", 0.0), 1)
+    breakdown["warmup_ms"] = round(getattr(model, "warmup_ms", 0.0), 1)
+    load_total = time.perf_counter() - mark
+
+    server = KninferServer(settings)
+    server.extra_routes = extra_routes(server.state, settings)
+
+    def log_ready() -> None:
+        breakdown["ready_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        breakdown["build_ms"] = round(load_total * 1000, 1)
+        age = _process_age_ms()
+        breakdown["since_process_start_ms"] = age
+        logger.info("cold start %s", json.dumps(breakdown))
+        logger.info("serving model '%s' on HTTP port %d", model.name, settings.http_port)
+
+    server.on_ready.append(log_ready)
+    server.cold_start = breakdown  # type: ignore[attr-defined]
+    server.start(models)
+    return 0

@@ -1,0 +1,59 @@
+"""Where model files come from: a local directory, `file://`, or KServe's storage layer.
+
+Local paths and `file://` work offline with no extra package. Remote schemes (gs://, s3://,
+hdfs://, https://, hf://, pvc://...) go through `kserve_storage.Storage.download`, which ships in the
+`kserve-storage` package (`pip install kninfer[storage]`): without it they fail with a message
+that says so. Whatever the source, the directory a model is read from must resolve inside the
+configured root, and model files must not be symlinks that leave it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from kninfer.errors import ModelLoadError
+
+LOCAL_SCHEMES = ("", "file")
+
+
+def resolve_storage_uri(uri: str, download_dir: Path) -> Path:
+    """A local directory holding the model named by `uri`."""
+    parsed = urlparse(uri)
+    if parsed.scheme in LOCAL_SCHEMES:
+        path = unquote(parsed.path) if parsed.scheme == "file" else uri
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise ModelLoadError(f"file:// URI with a host is not supported: {uri}")
+        return Path(path)
+    try:
+        from kserve_storage import Storage  # type: ignore[import-not-found]
+    except ImportError:
+        raise ModelLoadError(
+            f"storage URI scheme '{parsed.scheme}://' needs the kserve-storage package "
+            "(pip install 'kninfer[storage]'); local paths and file:// work without it"
+        ) from None
+    download_dir.mkdir(parents=True, exist_ok=True)
+    return Path(Storage.download(uri, out_dir=str(download_dir)))
+
+
+def confine(model_dir: Path, root: Path | None) -> Path:
+    """`model_dir` resolved (symlinks followed); refuse it when it leaves `root`."""
+    resolved = model_dir.resolve()
+    if not resolved.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist or is not a directory")
+    if root is not None:
+        root_resolved = root.resolve()
+        if not resolved.is_relative_to(root_resolved):
+            raise ModelLoadError(
+                f"model directory {model_dir} resolves to {resolved}, outside the configured "
+                f"model root {root_resolved}"
+            )
+    return resolved
+
+
+def model_file(model_dir: Path, name: str) -> Path:
+    """`model_dir/name`, refusing a file that resolves outside `model_dir` (a symlink escape)."""
+    candidate = (model_dir / name).resolve()
+    if not candidate.is_relative_to(model_dir.resolve()):
+        raise ModelLoadError(f"model file {model_dir / name} resolves outside {model_dir}")
+    return candidate

@@ -1,0 +1,144 @@
+"""Shared fixtures: real `kninfer serve` processes on free loopback ports, real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SCHEMAS = SHARED / "schemas"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A `kninfer serve` child process. Stopped by PID (ours only) when the test ends."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> ServerProcess:
+        command = [
+            sys.executable, "-m", "kninfer", "serve",
+            "--host", "127.0.0.1",
+            "--http-port", str(self.http_port),
+            "--grpc-port", str(self.grpc_port),
+            *self.args,
+        ]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(command, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KNINFER_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("PORT", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    """`start_server(*args, env={...}, wait=True)` starts `kninfer serve ARGS`; all are stopped
+    at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True,
+              timeout: float = 60.0) -> ServerProcess:
+        server = ServerProcess(
+            list(args), server_env(tmp_path, **(env or {})),
+            tmp_path / f"server-{len(started)}.log",
+        )
+        started.append(server)
+        return server.start(wait=wait, timeout=timeout)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def iris_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One default `kninfer serve` (embedded iris) shared by read-only tests."""
+    tmp = tmp_path_factory.mktemp("iris")
+    server = ServerProcess([], server_env(tmp), tmp / "server.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def iris_estimator(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """The same deterministic iris model the default server trains."""
+    import joblib
+
+    from kninfer.iris import ensure_iris_model
+
+    model_dir = ensure_iris_model(tmp_path_factory.mktemp("iris-ref"))
+    return joblib.load(model_dir / "model.joblib")
