@@ -29,7 +29,13 @@ import numpy as np
 from kserve import InferRequest, InferResponse, Model
 
 from kninfer.codec import to_output
-from kninfer.errors import InvalidInput, ModelNotReady, Overloaded, PayloadTooLarge
+from kninfer.errors import (
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from kninfer.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
 
 if TYPE_CHECKING:
@@ -97,6 +103,7 @@ class Predictor(Model):
             raise InvalidInput(
                 f"'instances' must be a list of rows (shape {list(spec.shape)}); got a flat list"
             )
+        spec.check(array, spec.datatype)
         return {spec.name: array}
 
     def validate_arrays(self, arrays: Arrays) -> None:
@@ -147,16 +154,26 @@ class Predictor(Model):
             if not isinstance(instances, list):
                 raise InvalidInput('request has no "instances" list')
             arrays = self.v1_inputs(instances)
+            for spec in self.inputs:
+                if spec.name in arrays:
+                    spec.check(arrays[spec.name], spec.datatype)
             self.check_arrays(arrays)
             result = await self.execute(arrays, [self.outputs[0].name])
             return {"predictions": result[self.outputs[0].name].tolist()}
         arrays = self.decode(payload)
         names = self.requested_outputs(payload)
         result = await self.execute(arrays, names)
+        outputs = [to_output(name, result[name]) for name in names]
+        if payload.from_grpc:
+            # KServe 0.21's InferResponse.to_grpc evaluates `infer_output.data` for truth when
+            # the request used raw_input_contents, which raises for a numpy array of more than
+            # one element; hand it the raw bytes it would produce anyway.
+            for output in outputs:
+                output.set_data_from_numpy(output.data, binary_data=True)
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,
-            infer_outputs=[to_output(name, result[name]) for name in names],
+            infer_outputs=outputs,
             use_binary_outputs=payload.use_binary_outputs,
         )
 
@@ -222,14 +239,38 @@ class Predictor(Model):
                 f"{self._inflight} inferences in flight for model '{self.name}' "
                 f"(limit {self.settings.max_inflight}); retry later"
             )
-        self._inflight += 1
+        loop = asyncio.get_running_loop()
+        if self.batcher is not None:
+            work: asyncio.Future[Arrays] = asyncio.ensure_future(
+                self.batcher.submit(arrays, outputs)
+            )
+            work.add_done_callback(lambda _: self._release())
+            cancel: Any = work.cancel  # a queued request simply leaves its batch
+        else:
+            # The slot is freed when the thread really finishes, not when the caller stops
+            # waiting: a running thread cannot be cancelled, so a timed-out request keeps
+            # counting against max_inflight and memory stays bounded.
+            job = self.executor.submit(self.run, arrays, list(outputs))
+            job.add_done_callback(lambda _: _call_soon(loop, self._release))
+            work = asyncio.wrap_future(job)
+            cancel = job.cancel  # succeeds only while the job is still queued
+        self._inflight += 1  # released by the callbacks above, which run on this loop later
+        work.add_done_callback(_consume)
+        timeout = self.settings.request_timeout_s
         try:
-            if self.batcher is not None:
-                return await self.batcher.submit(arrays, outputs)
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, self.run, arrays, list(outputs))
-        finally:
-            self._inflight -= 1
+            return await asyncio.wait_for(asyncio.shield(work), timeout if timeout > 0 else None)
+        except TimeoutError:
+            cancel()
+            raise RequestTimeout(
+                f"model '{self.name}' did not answer within {timeout:g}s "
+                "(KNINFER_REQUEST_TIMEOUT_S)"
+            ) from None
+        except asyncio.CancelledError:  # the client went away
+            cancel()
+            raise
+
+    def _release(self) -> None:
+        self._inflight -= 1
 
     @property
     def inflight(self) -> int:
@@ -238,6 +279,21 @@ class Predictor(Model):
     def stop(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         super().stop()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of work nobody waits for any more (timed out) as seen, so asyncio does
+    not log 'exception was never retrieved' for it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any) -> None:
+    """Run `callback` on `loop` from a worker thread (a no-op once the loop has closed)."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
 
 
 def _as_array(infer_input: Any) -> np.ndarray:

@@ -1,0 +1,103 @@
+"""gRPC V2 against a real server: same answers as REST, and client mistakes never INTERNAL."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+@pytest.fixture(scope="module")
+def stub(iris_server):
+    channel = grpc.insecure_channel(iris_server.grpc_target)
+    grpc.channel_ready_future(channel).result(timeout=30)
+    yield GRPCInferenceServiceStub(channel)
+    channel.close()
+
+
+def infer_request(rows=ROWS, datatype="FP64", name="input-0", model="iris", outputs=()):
+    flat = [v for row in rows for v in row]
+    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype,
+                                                   shape=[len(rows), len(rows[0])])
+    if datatype == "FP64":
+        tensor.contents.fp64_contents.extend(flat)
+    elif datatype == "FP32":
+        tensor.contents.fp32_contents.extend(flat)
+    elif datatype == "INT64":
+        tensor.contents.int64_contents.extend(int(v) for v in flat)
+    return pb.ModelInferRequest(
+        model_name=model, id="g-1", inputs=[tensor],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=o) for o in outputs],
+    )
+
+
+def test_health_and_metadata(stub):
+    assert stub.ServerLive(pb.ServerLiveRequest()).live
+    assert stub.ServerReady(pb.ServerReadyRequest()).ready
+    assert stub.ModelReady(pb.ModelReadyRequest(name="iris")).ready
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"))
+    assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [
+        ("input-0", "FP64", [-1, 4])
+    ]
+    assert [t.name for t in meta.outputs] == ["predict", "predict_proba"]
+
+
+def test_infer_matches_estimator(stub, iris_estimator):
+    reply = stub.ModelInfer(infer_request(outputs=("predict", "predict_proba")))
+    assert reply.model_name == "iris" and reply.id == "g-1"
+    names = [o.name for o in reply.outputs]
+    assert names == ["predict", "predict_proba"]
+    labels = np.frombuffer(reply.raw_output_contents[0], dtype=np.int64)
+    proba = np.frombuffer(reply.raw_output_contents[1], dtype=np.float64).reshape(2, 3)
+    assert labels.tolist() == iris_estimator.predict(np.asarray(ROWS)).tolist()
+    np.testing.assert_allclose(proba, iris_estimator.predict_proba(np.asarray(ROWS)))
+
+
+def test_raw_input_contents(stub, iris_estimator):
+    features = np.asarray(ROWS, dtype=np.float32)
+    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[2, 4])
+    reply = stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor],
+                                                 raw_input_contents=[features.tobytes()]))
+    labels = np.frombuffer(reply.raw_output_contents[0], dtype=np.int64)
+    assert labels.tolist() == iris_estimator.predict(features.astype(np.float64)).tolist()
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "fragment"),
+    [
+        (infer_request(model="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
+        (infer_request(rows=[[1.0, 2.0, 3.0]]), grpc.StatusCode.INVALID_ARGUMENT,
+         "has shape [1, 3]; expected [-1, 4]"),
+        (infer_request(datatype="INT64", rows=[[1, 2, 3, 4]], name="a"),
+         grpc.StatusCode.OK, ""),
+        (infer_request(outputs=("nope",)), grpc.StatusCode.INVALID_ARGUMENT,
+         "unknown output(s) nope"),
+        (pb.ModelInferRequest(
+            model_name="iris",
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32",
+                                                          shape=[2, 4])],
+            raw_input_contents=[b"\x00" * 12]),
+         grpc.StatusCode.INVALID_ARGUMENT, "input 'input-0'"),
+        (pb.ModelInferRequest(
+            model_name="iris",
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
+                                                          shape=[1, 4])]),
+         grpc.StatusCode.INVALID_ARGUMENT, "input 'input-0'"),
+    ],
+    ids=["unknown-model", "wrong-features", "int64-renamed-ok", "unknown-output",
+         "short-raw-bytes", "no-data"],
+)
+def test_errors_use_matching_status(stub, request_, code, fragment):
+    if code == grpc.StatusCode.OK:
+        assert stub.ModelInfer(request_).outputs[0].name == "predict"
+        return
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request_)
+    assert caught.value.code() == code
+    assert fragment in caught.value.details()
+    # and the server keeps serving
+    assert stub.ModelInfer(infer_request()).outputs[0].name == "predict"
