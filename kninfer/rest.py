@@ -54,6 +54,8 @@ class ServerState:
     max_body_bytes: int
     draining: bool = False
     extensions: list[str] = field(default_factory=lambda: list(SERVER_EXTENSIONS))
+    # CloudEvents endpoint (kninfer.event_routes.EventEndpoint), installed by server_routes.
+    events: Any = None
 
     def model(self, name: str) -> Any:
         model = self.registry.get_model(name)
@@ -157,6 +159,10 @@ class V2Routes:
 
     async def infer(self, request: Request) -> Response:
         name = request.path_params["name"]
+        events = self.state.events
+        if events is not None and events.wants(request.headers):
+            # A CloudEvent (binary or structured mode) gets a reply event (kninfer.events).
+            return await events.respond(request, name)
         model = self.state.ready_model(name)
         body = await read_body(request, self.state.max_body_bytes)
         headers = dict(request.headers)

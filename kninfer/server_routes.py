@@ -10,4 +10,8 @@ from kninfer.settings import ServeSettings
 
 
 def extra_routes(state: ServerState, settings: ServeSettings) -> list[Route]:
-    return []
+    from kninfer.event_routes import event_routes
+
+    routes: list[Route] = []
+    routes += event_routes(state, settings)  # POST / and CloudEvents on V2 infer
+    return routes

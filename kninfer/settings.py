@@ -79,6 +79,8 @@ class ServeSettings(BaseSettings):
     # CloudEvents
     ce_dedupe_size: int = 10000
     ce_dedupe_ttl_s: float = 600.0
+    # Bytes of replies the redelivery cache may hold (kninfer.events.DedupeCache).
+    ce_dedupe_max_bytes: int = 64 * 1024 * 1024
     ce_source: str | None = None
 
     # Logging

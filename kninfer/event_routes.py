@@ -1,0 +1,148 @@
+"""CloudEvents on the HTTP server: `POST /` and the event side of `POST /v2/models/{name}/infer`.
+
+Knative Eventing's Broker delivers each event to a Trigger's subscriber as an HTTP POST and puts a
+200 response that carries a CloudEvent back into the Broker as a reply (knative/specs,
+data-plane.md, "Event Reply"). So: event in, reply event out, in the request's content mode.
+Status codes follow the same spec's retry rules ("Event Acknowledgement and Delivery Retry"):
+a malformed event or bad tensor is 400 (not retried: it goes to the dead-letter sink); a model
+not ready (503) or overloaded (429) is retried. Statuses come from kninfer.errors; errors are
+answered by kninfer.rest.error_response, the one HTTP error path.
+
+The model is called exactly as the plain V2 route calls it (`kserve.Model.__call__`), so
+predictors and transformers both take events, and a transformer forwards a plain V2 request to
+its predictor: the `ce-*` headers are not passed on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kninfer.codec import encode_v2_response
+from kninfer.errors import InvalidInput, UnsupportedMediaType
+from kninfer.events import (
+    MODEL_EXTENSION,
+    DedupeCache,
+    InboundEvent,
+    Reply,
+    build_reply,
+    content_mode,
+    decode_request,
+    event_key,
+    has_ce_headers,
+    parse_event,
+    render_reply,
+    reply_source,
+)
+from kninfer.rest import ServerState, guarded, read_body
+from kninfer.settings import ServeSettings
+
+# Headers that describe the event envelope, not the inference request.
+_ENVELOPE_HEADERS = ("content-type", "content-length", "inference-header-content-length")
+
+
+def _replays_counter() -> Any:
+    from prometheus_client import Counter
+
+    return Counter(
+        "kninfer_cloudevent_replays",
+        "CloudEvents answered with a stored or in-flight reply instead of running the model "
+        "(redeliveries of the same source and id)",
+        ["model_name"],
+    )
+
+
+_REPLAYS: Any = None
+
+
+class EventEndpoint:
+    """CloudEvents in, CloudEvents out, for the models in `state`."""
+
+    def __init__(self, state: ServerState, settings: ServeSettings) -> None:
+        global _REPLAYS
+        if _REPLAYS is None:
+            _REPLAYS = _replays_counter()
+        self.state = state
+        self.settings = settings
+        self.k_service = os.environ.get("K_SERVICE")
+        self.cache = DedupeCache(
+            settings.ce_dedupe_size, settings.ce_dedupe_ttl_s, settings.ce_dedupe_max_bytes
+        )
+
+    @staticmethod
+    def wants(headers: Any) -> bool:
+        """Is this request a CloudEvent? A header lookup (plain V2 requests pay nothing more)."""
+        return content_mode(headers) is not None
+
+    async def root(self, request: Request) -> Response:
+        """`POST /`: the model is the `kninfermodel` extension, else the only model served."""
+        if content_mode(request.headers) is None:
+            if has_ce_headers(request.headers):
+                raise InvalidInput(
+                    "CloudEvent is missing required attribute(s) ce-specversion "
+                    "(CloudEvents 1.0, Required Attributes: non-empty strings)"
+                )
+            raise UnsupportedMediaType(
+                "POST / takes CloudEvents only: binary mode (ce-* headers) or structured mode "
+                "(content-type application/cloudevents+json); plain V2 requests go to "
+                "POST /v2/models/{name}/infer"
+            )
+        return await self.respond(request, None)
+
+    async def respond(self, request: Request, path_model: str | None) -> Response:
+        body = await read_body(request, self.state.max_body_bytes)
+        headers = dict(request.headers)
+        event = parse_event(headers, body)
+        name = path_model or self._pick_model(event)
+        model = self.state.ready_model(name)
+        model_headers = {
+            k: v for k, v in headers.items()
+            if not k.startswith("ce-") and k not in _ENVELOPE_HEADERS
+        }
+
+        async def run() -> Reply:
+            infer_request = decode_request(event, name)
+            response, _ = await model(infer_request, headers=model_headers)
+            # Replies carry JSON data: a Broker keeps only ce-* headers and the body, so the
+            # binary tensor extension's length header would not survive the trip.
+            payload, _ = encode_v2_response(response)
+            source = reply_source(name, self.settings.ce_source, self.k_service)
+            return build_reply(event, payload, source)
+
+        reply, replayed = await self.cache.run(event_key(event, name), run)
+        if replayed:
+            _REPLAYS.labels(model_name=name).inc()
+        wire_headers, payload = render_reply(reply, event.mode)
+        return Response(payload, 200, headers=wire_headers)
+
+    def _pick_model(self, event: InboundEvent) -> str:
+        names = [m.name for m in self.state.models()]
+        wanted = event.model
+        if wanted is not None:
+            if wanted not in names:
+                # The event is wrong, not the route: 400 (Knative would retry a 404).
+                raise InvalidInput(
+                    f"CloudEvent extension {MODEL_EXTENSION}='{wanted}' names a model this "
+                    f"server does not serve; it serves: {', '.join(names) or 'none'}"
+                )
+            return wanted
+        if len(names) == 1:
+            return names[0]
+        raise InvalidInput(
+            f"CloudEvent has no {MODEL_EXTENSION} extension and this server serves "
+            f"{len(names)} models ({', '.join(names)}); set {MODEL_EXTENSION} to one of them"
+        )
+
+    def routes(self) -> list[Route]:
+        return [Route("/", guarded(self.root), methods=["POST"])]
+
+
+def event_routes(state: ServerState, settings: ServeSettings) -> list[Route]:
+    """Install the CloudEvents endpoint on `state` (for the V2 infer route) and return `POST /`."""
+    endpoint = EventEndpoint(state, settings)
+    state.events = endpoint
+    return endpoint.routes()

@@ -1,0 +1,377 @@
+"""CloudEvents in and out: pure functions over (headers, body), plus the redelivery cache.
+
+Implements, for kninfer's inference events:
+- CloudEvents HTTP protocol binding 1.0 (cloudevents/spec, http-protocol-binding.md): binary content
+  mode (section 3.1, attributes in `ce-*` headers, body = data), structured content mode (3.2,
+  `application/cloudevents+json`, JSON event format incl. `data_base64`), batched mode (3.3,
+  `application/cloudevents-batch+json`), which the `cloudevents` SDK 1.x cannot parse and Knative
+  never sends (a Trigger delivers one event per request), so it is refused with 415.
+- CloudEvents core 1.0 "Required Attributes": `id`, `source`, `type` non-empty, `specversion` 1.0.
+- Knative Eventing delivery (knative/specs, data-plane.md "Event Acknowledgement and Delivery
+  Retry"): at-least-once, so a redelivered event (same `source` + `id`) gets the reply it got the
+  first time without running the model again (`DedupeCache`).
+
+Parsing and building go through the `cloudevents` SDK; this module only adds what the SDK leaves
+out (it fills a missing `id` with a fresh UUID, accepts empty attributes, and reports a binary event
+with a missing `ce-id` as "Failed to find specversion"), and the V2 decoding of `data`.
+No transport, no models: kninfer.event_routes wires these into the HTTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from kninfer.errors import InvalidInput, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from kserve.protocol.infer_type import InferRequest
+
+# kninfer's public event contract (README, "Asynchronous inference with Knative Eventing").
+REQUEST_TYPE = "dev.kninfer.inference.request"
+RESPONSE_TYPE = "dev.kninfer.inference.response"
+MODEL_EXTENSION = "kninfermodel"
+CAUSATION_EXTENSION = "causationid"
+CORRELATION_EXTENSION = "correlationid"
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+DATA_CONTENT_TYPE = "application/json"
+SPEC_VERSION = "1.0"
+_REQUIRED = ("id", "source", "type", "specversion")
+
+ContentMode = Literal["binary", "structured", "batch"]
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def content_mode(headers: Mapping[str, str]) -> ContentMode | None:
+    """Which CloudEvents HTTP content mode a request uses, or None for a plain request.
+
+    A header lookup only, so plain V2 requests pay nothing. `headers` must look up lower-case
+    names (a dict with lower-case keys, or Starlette's case-insensitive Headers)."""
+    if "ce-specversion" in headers:
+        return "binary"  # http-protocol-binding 3.1: ce-specversion marks binary mode
+    content_type = headers.get("content-type")
+    if content_type is None or not content_type.startswith("application/cloudevents"):
+        return None
+    media = _media_type(headers)
+    if media == STRUCTURED_CONTENT_TYPE:
+        return "structured"
+    if media == BATCH_CONTENT_TYPE:
+        return "batch"
+    return None
+
+
+def has_ce_headers(headers: Mapping[str, str]) -> bool:
+    """Some `ce-*` header is present (a binary event that lost its `ce-specversion`)."""
+    return any(name.lower().startswith("ce-") for name in headers)
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A parsed, validated request event. `data` is the raw V2 request (JSON bytes, or the
+    binary tensor extension's bytes in binary mode), not yet decoded."""
+
+    mode: Literal["binary", "structured"]
+    attributes: dict[str, Any]
+    data: bytes
+    data_headers: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        return str(self.attributes["id"])
+
+    @property
+    def source(self) -> str:
+        return str(self.attributes["source"])
+
+    @property
+    def type(self) -> str:
+        return str(self.attributes["type"])
+
+    @property
+    def model(self) -> str | None:
+        value = self.attributes.get(MODEL_EXTENSION)
+        return str(value) if value is not None else None
+
+    @property
+    def correlation_id(self) -> str:
+        value = self.attributes.get(CORRELATION_EXTENSION)
+        return str(value) if value else self.id
+
+
+def _keep_raw(data: Any) -> Any:
+    """SDK data unmarshaller: hand back what the SDK read, so kninfer.codec decodes it once."""
+    return data
+
+
+def _missing_message(missing: list[str], prefix: str = "") -> str:
+    return (
+        "CloudEvent is missing required attribute(s) "
+        + ", ".join(f"{prefix}{name}" for name in missing)
+        + " (CloudEvents 1.0, Required Attributes: non-empty strings)"
+    )
+
+
+def _check_specversion(value: Any) -> None:
+    if value != SPEC_VERSION:
+        raise InvalidInput(
+            f"CloudEvent specversion is {value!r}; kninfer accepts {SPEC_VERSION!r}"
+        )
+
+
+def _check_binary_headers(headers: Mapping[str, str]) -> None:
+    # The SDK only recognises binary mode when all four required headers are present and
+    # otherwise tries the body as a structured event ("Failed to find specversion");
+    # name the missing attribute instead.
+    missing = [name for name in _REQUIRED if not headers.get(f"ce-{name}")]
+    if missing:
+        raise InvalidInput(_missing_message(missing, "ce-"))
+    _check_specversion(headers["ce-specversion"])
+
+
+def _explain_structured(body: bytes) -> None:
+    """Raise a precise InvalidInput for a structured event the SDK refused (its own messages
+    echo the whole body)."""
+    from kninfer.codec import loads_json
+
+    doc = loads_json(body, "structured CloudEvent")
+    if not isinstance(doc, dict):
+        raise InvalidInput("structured CloudEvent must be a JSON object")
+    missing = [name for name in _REQUIRED if doc.get(name) in (None, "")]
+    if missing:
+        raise InvalidInput(_missing_message(missing))
+    _check_specversion(doc["specversion"])
+
+
+def parse_event(headers: Mapping[str, str], body: bytes) -> InboundEvent:
+    """Parse and validate a binary or structured CloudEvent whose data is a V2 request.
+
+    `headers` has lower-case keys. Raises InvalidInput (400: a malformed event is never retried,
+    so Knative hands it to the dead-letter sink) or UnsupportedMediaType (415, batched mode)."""
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import from_http
+
+    mode = content_mode(headers)
+    if mode == "batch":
+        raise UnsupportedMediaType(
+            f"batched CloudEvents ({BATCH_CONTENT_TYPE}) are not supported: the cloudevents SDK "
+            "1.x has no batch format and Knative delivers one event per request; "
+            "send each event on its own (binary or structured mode)"
+        )
+    if mode is None:
+        raise InvalidInput(
+            "not a CloudEvent: expected binary mode (ce-specversion, ce-id, ce-source, ce-type "
+            f"headers) or structured mode (content-type {STRUCTURED_CONTENT_TYPE})"
+        )
+    if mode == "binary":
+        _check_binary_headers(headers)
+    try:
+        event = from_http(headers, body, data_unmarshaller=_keep_raw)
+    except (GenericException, ValueError) as exc:
+        if mode == "structured":
+            _explain_structured(body)
+        raise InvalidInput(f"malformed CloudEvent: {str(exc)[:200]}") from None
+    attributes: dict[str, Any] = dict(event.get_attributes())
+    # The SDK accepts empty or non-string ids/sources/types and specversion 0.3.
+    missing = [n for n in _REQUIRED if not isinstance(attributes.get(n), str) or not attributes[n]]
+    if missing:
+        raise InvalidInput(_missing_message(missing))
+    _check_specversion(attributes["specversion"])
+    data = event.get_data()
+    if isinstance(data, str):  # structured `data` (the SDK hands it over as JSON text)
+        data = data.encode()
+    if not data or data == b"null":
+        raise InvalidInput("CloudEvent has no data; its data must be a V2 inference request")
+    data_headers: dict[str, str] = {}
+    if mode == "binary":
+        # Binary mode's body is the data verbatim, so the binary tensor extension works too.
+        data_headers = {k: v for k, v in headers.items() if not k.startswith("ce-")}
+    return InboundEvent(mode, attributes, bytes(data), data_headers)
+
+
+def decode_request(event: InboundEvent, model_name: str) -> InferRequest:
+    """The V2 inference request carried in the event's data (kninfer.codec rules, 400 on error)."""
+    from kninfer.codec import decode_v2_request
+
+    try:
+        return decode_v2_request(event.data, event.data_headers, model_name)
+    except InvalidInput as exc:
+        raise InvalidInput(f"CloudEvent data: {exc.message}") from None
+
+
+def reply_source(model_name: str, configured: str | None, k_service: str | None) -> str:
+    """`source` of replies: KNINFER_CE_SOURCE, else kninfer/<K_SERVICE or local>/models/<model>.
+    K_SERVICE is set by Knative Serving (runtime-contract.md, "Process")."""
+    if configured:
+        return configured
+    return f"kninfer/{k_service or 'local'}/models/{model_name}"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply event: attributes plus the V2 response JSON, rendered per content mode."""
+
+    attributes: dict[str, Any]
+    data: bytes
+
+    @property
+    def id(self) -> str:
+        return str(self.attributes["id"])
+
+    @property
+    def size(self) -> int:
+        return len(self.data) + sum(len(str(v)) + len(k) for k, v in self.attributes.items())
+
+
+def build_reply(event: InboundEvent, response_json: bytes, source: str) -> Reply:
+    """The reply to `event`: new id, kninfer's response type (never a request type, so a reply
+    re-enqueued into the Broker matches no request Trigger: kserve#1671), correlation extensions.
+    """
+    from cloudevents.http import CloudEvent
+
+    reply = CloudEvent(
+        {
+            "id": str(uuid.uuid4()),
+            "source": source,
+            "type": RESPONSE_TYPE,
+            "specversion": SPEC_VERSION,
+            "datacontenttype": DATA_CONTENT_TYPE,
+            CAUSATION_EXTENSION: event.id,
+            CORRELATION_EXTENSION: event.correlation_id,
+        }
+    )
+    return Reply(dict(reply.get_attributes()), response_json)
+
+
+def render_reply(
+    reply: Reply, mode: Literal["binary", "structured"]
+) -> tuple[dict[str, str], bytes]:
+    """HTTP headers and body for `reply` in the request's content mode (SDK marshalling)."""
+    import orjson
+    from cloudevents.conversion import to_binary, to_structured
+    from cloudevents.http import CloudEvent
+
+    event = CloudEvent(reply.attributes, reply.data)
+    if mode == "binary":
+        headers, body = to_binary(event, data_marshaller=_keep_raw)
+    else:
+        # Structured data must be the JSON value itself, not data_base64 of its text.
+        headers, body = to_structured(event, data_marshaller=orjson.loads)
+    return dict(headers), body if isinstance(body, bytes) else body.encode()
+
+
+# ---- redelivery -----------------------------------------------------------------------------
+
+_ENTRY_OVERHEAD = 256  # bytes per cache entry beyond the reply itself (key, bookkeeping)
+
+
+@dataclass
+class _Entry:
+    reply: Reply
+    expires: float
+    size: int
+
+
+@dataclass
+class DedupeCache:
+    """Replies by event key, bounded in entries, bytes and age; duplicates in flight share one run.
+
+    Knative Eventing delivers at least once and says subscribers must tolerate duplicates
+    (data-plane.md, "Event Acknowledgement and Delivery Retry"); CloudEvents 1.0 says `source` +
+    `id` identify an event. Only successful replies are kept: a failed run (400 or a retryable
+    503/429) is forgotten, so Knative's retry runs the model again. One process, one asyncio loop:
+    the cache is per replica.
+    """
+
+    max_entries: int
+    ttl_s: float
+    max_bytes: int
+    clock: Callable[[], float] = time.monotonic
+    _entries: OrderedDict[tuple[str, ...], _Entry] = field(default_factory=OrderedDict)
+    _inflight: dict[tuple[str, ...], asyncio.Future[Reply]] = field(default_factory=dict)
+    _bytes: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0 and self.ttl_s > 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: tuple[str, ...]) -> Reply | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self.clock():
+            self._drop(key)
+            return None
+        return entry.reply
+
+    async def run(
+        self, key: tuple[str, ...], compute: Callable[[], Awaitable[Reply]]
+    ) -> tuple[Reply, bool]:
+        """(reply, replayed): the stored reply, the in-flight run's, or a new run's."""
+        if not self.enabled:
+            return await compute(), False
+        cached = self.get(key)
+        if cached is not None:
+            return cached, True
+        pending = self._inflight.get(key)
+        if pending is not None:
+            # shield: a waiter whose client went away must not cancel the shared run.
+            return await asyncio.shield(pending), True
+        task = asyncio.ensure_future(compute())
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._settle(key, done))
+        return await asyncio.shield(task), False
+
+    def _settle(self, key: tuple[str, ...], task: asyncio.Future[Reply]) -> None:
+        self._inflight.pop(key, None)
+        if task.cancelled() or task.exception() is not None:
+            return
+        self.put(key, task.result())
+
+    def put(self, key: tuple[str, ...], reply: Reply) -> None:
+        size = reply.size + _ENTRY_OVERHEAD
+        if size > self.max_bytes:
+            return  # would evict everything else; the duplicate will simply run again
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = _Entry(reply, self.clock() + self.ttl_s, size)
+        self._bytes += size
+        self._evict()
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.size
+
+    def _evict(self) -> None:
+        # Insertion order is expiry order (one TTL), so the oldest entries go first.
+        now = self.clock()
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if (
+                entry.expires <= now
+                or len(self._entries) > self.max_entries
+                or self._bytes > self.max_bytes
+            ):
+                self._drop(key)
+            else:
+                break
+
+
+def event_key(event: InboundEvent, model_name: str) -> tuple[str, str, str]:
+    return (model_name, event.source, event.id)
