@@ -1,0 +1,346 @@
+"""PyTorch predictor: a `torch.export` program, a TorchScript module, or an eager `nn.Module`,
+on CPU or CUDA. The GPU variant is this same class configured with `--device cuda --dtype
+float16|bfloat16` (and a larger `--max-batch-size`); nothing else forks.
+
+Model directory, first match wins:
+  module given (--torch-module or `module:` in kninfer.yaml)  eager: Class(**module_kwargs) plus a
+      state_dict in state_dict.pt, state_dict.pth, model.pth, model.pt, or exactly one *.pt/*.pth
+  model.pt2, or exactly one *.pt2                             torch.export program
+  model.pt, or exactly one *.pt / *.ts                        TorchScript
+  kninfer.yaml (optional)                                     declared inputs/outputs (spec.py)
+
+Trust model. `torch.load` defaults to full pickle, which runs arbitrary code while loading; the
+state_dict is loaded with `weights_only=True` (PyTorch's restricted unpickler: tensors, primitive
+containers, no code), so a tampered weights file cannot execute anything. The eager class itself is
+Python you install and import, a separate trust decision. TorchScript (`torch.jit.load`) and
+`torch.export.load` read their own serialized graph formats and never unpickle arbitrary objects.
+
+Metadata. A `.pt2` states its inputs: names, dtypes and shapes come from the program's placeholders
+(a dynamic dimension is -1). TorchScript and eager models need declared inputs (`--input-spec` or
+kninfer.yaml); when outputs are not declared they are found by a probe run on zeros (names
+`output-0`, ... or the keys of a returned dict, batch dimension -1). Floating outputs are returned
+as FP32 whatever the compute dtype (numpy, and so the V2 wire, has no bfloat16), so clients see the
+same metadata from the CPU and the GPU variant.
+
+Execution. `run()` holds `torch.inference_mode()`, casts floating inputs to `--dtype`, and on CUDA
+copies them from pinned host memory with `non_blocking=True` (the copy overlaps the launch queue
+instead of a pageable synchronous copy). Warm-up runs batch sizes 1 and `--max-batch-size` twice
+each before the server reports ready, so TorchScript's profiling executor, cuBLAS handles and the
+CUDA caching allocator are settled before the first request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kninfer.errors import InvalidInput, ModelLoadError
+from kninfer.predictors.base import Arrays, Predictor
+from kninfer.predictors.spec import DeclaredSpec, declared_spec
+from kninfer.storage import model_file
+from kninfer.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
+
+logger = logging.getLogger("kninfer")
+
+STATE_DICT_FILES = ("state_dict.pt", "state_dict.pth", "model.pth", "model.pt")
+FLOAT_DATATYPES = ("FP32", "FP64", "FP16")
+INT_DATATYPES = ("INT64", "INT32", "INT16", "INT8", "UINT8")
+
+# torch dtype name -> V2 datatype. bfloat16 has no numpy dtype, so it is stated as FP32.
+_TORCH_TO_V2 = {
+    "float32": "FP32", "float64": "FP64", "float16": "FP16", "bfloat16": "FP32",
+    "int64": "INT64", "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
+    "bool": "BOOL",
+}
+
+
+def _single(model_dir: Path, suffixes: tuple[str, ...]) -> Path | None:
+    found = sorted(p.name for p in model_dir.iterdir() if p.suffix in suffixes and p.is_file())
+    if len(found) > 1:
+        raise ModelLoadError(f"several model files in {model_dir} ({', '.join(found)}); "
+                             f"name the one to serve model{suffixes[0]}")
+    return model_file(model_dir, found[0]) if found else None
+
+
+def _named(model_dir: Path, names: Sequence[str], suffixes: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (model_dir / name).is_file():
+            return model_file(model_dir, name)
+    return _single(model_dir, suffixes)
+
+
+def resolve_device(requested: str) -> str:
+    """`auto` is CUDA when available, else CPU; an explicit CUDA device must exist."""
+    import torch
+
+    if requested == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda" or requested.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ModelLoadError(
+                f"--device {requested} but torch.cuda.is_available() is False (torch "
+                f"{torch.__version__}, a CPU build or no GPU visible); use --device auto or cpu"
+            )
+        index = 0 if requested == "cuda" else requested.partition(":")[2]
+        if not str(index).isdigit() or int(index) >= torch.cuda.device_count():
+            raise ModelLoadError(f"--device {requested}: this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s)")
+        return f"cuda:{int(index)}"
+    raise ModelLoadError(f"--device must be auto, cpu, cuda or cuda:N; got '{requested}'")
+
+
+def _input_spec(spec: TensorSpec) -> TensorSpec:
+    """Let a floating input take any floating V2 type (JSON clients often send FP64) and an
+    integer input any integer type; run() casts to what the model wants."""
+    family = FLOAT_DATATYPES if spec.datatype in FLOAT_DATATYPES else \
+        INT_DATATYPES if spec.datatype in INT_DATATYPES else ()
+    accepts = (spec.datatype, *(d for d in family if d != spec.datatype))
+    return TensorSpec(spec.name, spec.datatype, spec.shape, accepts=accepts)
+
+
+class PytorchPredictor(Predictor):
+    family = "pytorch"
+    batching_by_default = True
+
+    kind: str = ""
+    module: Any = None
+
+    # ---- loading -------------------------------------------------------------------------------
+
+    def load_model(self) -> None:
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(resolve_device(self.settings.device))
+        self.compute_dtype = getattr(torch, self.settings.dtype)
+        declared = declared_spec(self.settings.input_spec, self.model_dir)
+        module_path = self.settings.torch_module or declared.module
+        inferred: tuple[list[TensorSpec], list[TensorSpec]] | None = None
+        try:
+            if module_path:
+                self.kind, self.module = "eager", self._load_eager(module_path, declared)
+            elif (path := _named(self.model_dir, ("model.pt2",), (".pt2",))) is not None:
+                self.kind = "export"
+                self.module, inferred = self._load_export(path)
+            elif (path := _named(self.model_dir, ("model.pt",), (".pt", ".ts"))) is not None:
+                self.kind, self.module = "torchscript", self._load_torchscript(path)
+            else:
+                raise ModelLoadError(
+                    f"no PyTorch model in {self.model_dir}: expected model.pt2 (torch.export), "
+                    "model.pt (TorchScript), or a state_dict with --torch-module module:Class"
+                )
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the {self.kind or 'PyTorch'} model from "
+                                 f"{self.model_dir}: {type(exc).__name__}: {exc}") from exc
+        inputs = declared.inputs or (inferred[0] if inferred else None)
+        if not inputs:
+            raise ModelLoadError(
+                f"a {self.kind} model does not state its inputs; declare them with --input-spec "
+                "'[{name: input-0, datatype: FP32, shape: [-1, 4]}]' or in kninfer.yaml beside "
+                "the model"
+            )
+        self.inputs = [_input_spec(s) for s in inputs]
+        self.outputs = declared.outputs or (inferred[1] if inferred else None) or \
+            self._probe_outputs()
+        logger.info("pytorch %s model on %s (%s), inputs %s", self.kind, self.device,
+                    self.settings.dtype, [s.metadata() for s in self.inputs])
+
+    def _to_target(self, module: Any) -> Any:
+        module = module.to(self.device)
+        if self.compute_dtype != self._torch.float32:
+            module = module.to(self.compute_dtype)
+        return module
+
+    def _load_torchscript(self, path: Path) -> Any:
+        torch = self._torch
+        try:
+            module = torch.jit.load(str(path), map_location=self.device)
+        except RuntimeError as exc:
+            if "constants.pkl" in str(exc) or "archive" in str(exc).lower():
+                raise ModelLoadError(
+                    f"{path.name} is not a TorchScript archive (torch.jit.save); if it is a "
+                    "state_dict, serve it with --torch-module module:Class"
+                ) from exc
+            raise
+        return self._to_target(module).eval()
+
+    def _load_export(self, path: Path) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]]]:
+        torch = self._torch
+        program = torch.export.load(str(path))
+        inferred = _program_specs(program)
+        if self.device.type != "cpu":
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, self.device)
+        module = program.module()
+        if self.compute_dtype != torch.float32:
+            module = module.to(self.compute_dtype)
+        # An exported module refuses .eval(); it was traced in whatever mode export saw.
+        return module, inferred
+
+    def _load_eager(self, module_path: str, declared: DeclaredSpec) -> Any:
+        torch = self._torch
+        module_name, _, class_name = module_path.partition(":")
+        if not module_name or not class_name:
+            raise ModelLoadError(f"--torch-module must be 'package.module:Class', got "
+                                 f"'{module_path}'")
+        weights = _named(self.model_dir, STATE_DICT_FILES, (".pt", ".pth"))
+        if weights is None:
+            raise ModelLoadError(f"no state_dict in {self.model_dir}: expected one of "
+                                 f"{', '.join(STATE_DICT_FILES)}")
+        # The class may live beside the weights (model.py), as TorchServe's model files do.
+        sys.path.insert(0, str(self.model_dir))
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            raise ModelLoadError(f"cannot import {module_path}: {exc}") from None
+        finally:
+            sys.path.remove(str(self.model_dir))
+        # weights_only=True: the restricted unpickler, no code runs while loading (see docstring).
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{weights.name} is not a weights-only state_dict ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]}); save it with torch.save(model.state_dict(), ...)"
+            ) from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]  # a checkpoint wrapping the state_dict
+        module = cls(**declared.module_kwargs)
+        module.load_state_dict(state)
+        return self._to_target(module).eval()
+
+    def _probe_outputs(self) -> list[TensorSpec]:
+        if any(d == -1 for spec in self.inputs for d in spec.shape[1:]):
+            raise ModelLoadError("outputs are not declared and an input has a free (-1) "
+                                 "non-batch dimension, so a probe run cannot be built; declare "
+                                 "'outputs' in --input-spec or kninfer.yaml")
+        probe = {k: np.concatenate([v, v]) for k, v in super().warmup_inputs().items()}
+        result = self._forward(probe)
+        return [TensorSpec(name, _TORCH_TO_V2.get(str(t.dtype).removeprefix("torch."), "FP32"),
+                           (-1, *t.shape[1:])) for name, t in result.items()]
+
+    # ---- warm-up -------------------------------------------------------------------------------
+
+    def warmup_inputs(self) -> Arrays:
+        if any(d == -1 for spec in self.inputs for d in spec.shape[1:]):
+            return {}  # free non-batch dimensions: no shape to warm up with
+        return super().warmup_inputs()
+
+    def load(self) -> bool:
+        ready = super().load()  # load_model + one batch-1 warm-up
+        if self.settings.warmup:
+            started = time.perf_counter()
+            one = self.warmup_inputs()
+            outputs = [spec.name for spec in self.outputs]
+            if one and all(spec.shape[0] == -1 for spec in self.inputs):
+                full = {k: np.repeat(v, self.settings.max_batch_size, axis=0)
+                        for k, v in one.items()}
+                for arrays in (one, full, one, full):
+                    self.run(arrays, outputs)
+            self.warmup_ms += (time.perf_counter() - started) * 1000
+        return ready
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    def validate_arrays(self, arrays: Arrays) -> None:
+        # V2 requests were checked by TensorSpec.check in decode(); V1 rows arrive here unchecked.
+        for spec in self.inputs:
+            array = arrays.get(spec.name)
+            if array is not None and not shape_matches(array.shape, spec.shape):
+                raise InvalidInput(
+                    f"input '{spec.name}' has shape {list(array.shape)}; expected "
+                    f"{list(spec.shape)} (-1 is any size)"
+                )
+            if array is not None and array.dtype.kind in "iu" and array.size and \
+                    spec.datatype in INT_DATATYPES:
+                info = np.iinfo(V2_TO_NUMPY[spec.datatype])
+                if array.min() < info.min or array.max() > info.max:
+                    raise InvalidInput(f"input '{spec.name}': a value is out of range for "
+                                       f"{spec.datatype}")
+
+    def _tensor(self, array: np.ndarray, spec: TensorSpec) -> Any:
+        torch = self._torch
+        if not array.flags.writeable or not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array).copy()  # binary tensors arrive read-only
+        tensor = torch.from_numpy(array)
+        if tensor.is_floating_point():
+            tensor = tensor.to(self.compute_dtype)  # cast on the host: fewer bytes to copy
+        elif spec.datatype in INT_DATATYPES:
+            tensor = tensor.to(getattr(torch, np.dtype(V2_TO_NUMPY[spec.datatype]).name))
+        if self.device.type == "cuda":
+            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
+
+    def _forward(self, inputs: Arrays) -> dict[str, Any]:
+        """Named output tensors (still on the model's device) for `inputs`."""
+        torch = self._torch
+        with torch.inference_mode():
+            args = [self._tensor(inputs[spec.name], spec) for spec in self.inputs]
+            result = self.module(*args)
+        if isinstance(result, torch.Tensor):
+            result = (result,)
+        if isinstance(result, dict):
+            return dict(result)
+        if isinstance(result, (tuple, list)):
+            names = [s.name for s in self.outputs] if self.outputs else \
+                [f"output-{i}" for i in range(len(result))]
+            if len(names) != len(result):
+                raise ModelLoadError(f"the model returned {len(result)} outputs but "
+                                     f"{len(names)} are declared ({', '.join(names)})")
+            return dict(zip(names, result, strict=True))
+        raise ModelLoadError(f"the model returned a {type(result).__name__}; expected a tensor, "
+                             "a tuple/list of tensors or a dict of tensors")
+
+    def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        result = self._forward(inputs)
+        by_name = {spec.name: spec for spec in self.outputs}
+        arrays: Arrays = {}
+        for name in outputs:
+            tensor = result[name].detach()
+            want = V2_TO_NUMPY[by_name[name].datatype]
+            if tensor.is_floating_point() and tensor.dtype != getattr(self._torch,
+                                                                      np.dtype(want).name):
+                tensor = tensor.float()  # bf16/fp16 compute comes back as the declared type
+            arrays[name] = tensor.cpu().numpy().astype(want, copy=False)
+        return arrays
+
+
+def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of a torch.export program from its graph's example metadata."""
+    signature = program.graph_signature
+    user_inputs = set(signature.user_inputs)
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            inputs.append(_fake_spec(node.name, node.meta.get("val")))
+        elif node.op == "output":
+            values = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
+            for i, value in enumerate(values):
+                outputs.append(_fake_spec(f"output-{i}", getattr(value, "meta", {}).get("val")))
+    return inputs, outputs
+
+
+def _fake_spec(name: str, value: Any) -> TensorSpec:
+    if value is None or not hasattr(value, "shape"):
+        raise ModelLoadError(f"exported program: '{name}' is not a tensor; declare the model's "
+                             "inputs and outputs in kninfer.yaml")
+    shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+    dtype = str(value.dtype).removeprefix("torch.")
+    if shape and shape[0] != -1:
+        logger.warning("exported program: '%s' has a static batch dimension %d; export with "
+                       "dynamic_shapes={...: {0: Dim('batch')}} to serve any batch size",
+                       name, shape[0])
+    return TensorSpec(name, _TORCH_TO_V2.get(dtype, "FP32"), shape)
