@@ -40,7 +40,7 @@ class ModelNotFound(KninferError):
     grpc_code = "NOT_FOUND"
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"model '{name}' not found; this server serves the models at GET /v2/models")
+        super().__init__(f"model '{name}' not found; GET /v1/models lists the served models")
         self.name = name
 
 

@@ -84,7 +84,6 @@ def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
 
 def test_untrusted_skops_types_refused(tmp_path):
     import skops.io as sio
-
     from sklearn.base import BaseEstimator
 
     (tmp_path / "u").mkdir()

@@ -20,7 +20,8 @@ def predictor_class(family: str) -> type[Predictor]:
     try:
         target = FAMILIES[family]
     except KeyError:
-        raise ValueError(f"unknown predictor '{family}'; choose one of {', '.join(FAMILIES)}") from None
+        choices = ", ".join(FAMILIES)
+        raise ValueError(f"unknown predictor '{family}'; choose one of {choices}") from None
     module_name, _, class_name = target.partition(":")
     cls: type[Predictor] = getattr(importlib.import_module(module_name), class_name)
     return cls

@@ -92,7 +92,8 @@ class SklearnPredictor(Predictor):
             raise ModelLoadError(f"could not load {path}: {type(exc).__name__}: {exc}") from exc
         estimator = self.estimator
         if not hasattr(estimator, "predict"):
-            raise ModelLoadError(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
+            kind = type(estimator).__name__
+            raise ModelLoadError(f"{path.name} holds a {kind}, not an estimator")
         n_features = int(getattr(estimator, "n_features_in_", -1))
         self._allow_nan = _allows_nan(estimator)
         self._feature_names = getattr(estimator, "feature_names_in_", None)
