@@ -59,7 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_options(serve)
     serve.set_defaults(handler=_cmd_serve)
 
+    event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
+    event_sub = event.add_subparsers(dest="event_command", required=True)
+    send = event_sub.add_parser("send", help="post a V2 request as a CloudEvent, print the reply")
+    send.add_argument("--url", required=True,
+                      help="e.g. http://HOST/ or http://HOST/v2/models/iris/infer")
+    send.add_argument("--file", required=True, help="a V2 inference request (JSON)")
+    send.add_argument("--structured", action="store_true",
+                      help="structured content mode (default: binary mode, ce-* headers)")
+    send.add_argument("--model", help="kninfermodel extension: picks the model on POST /")
+    send.add_argument("--id", help="event id (repeat one to try redelivery); default: a UUID")
+    send.add_argument("--source", default="kninfer/cli", help="event source")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    send.set_defaults(handler=_cmd_event_send)
+
     return parser
+
+
+def _cmd_event_send(options: argparse.Namespace) -> int:
+    from kninfer.event_client import cmd_event_send
+
+    return cmd_event_send(options)
 
 
 def _cmd_serve(options: argparse.Namespace) -> int:
