@@ -86,7 +86,12 @@ class KninferServer(ModelServer):
             timeout_keep_alive=65,
         )
         self._http = _DrainingUvicorn(config)
-        http_task = asyncio.create_task(self._http.serve())
+        sockets = None
+        if settings.workers > 1:  # one of N worker processes sharing the port (kninfer.workers)
+            from kninfer.workers import reuse_port_socket
+
+            sockets = [reuse_port_socket(settings.host, settings.http_port)]
+        http_task = asyncio.create_task(self._http.serve(sockets=sockets))
         while not self._http.started:
             if http_task.done():
                 http_task.result()  # surfaces bind errors

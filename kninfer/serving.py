@@ -78,13 +78,20 @@ def _process_age_ms() -> float | None:
         return None
 
 
-def serve(settings: ServeSettings, started: float) -> int:
+def serve(settings: ServeSettings, started: float, worker: bool = False,
+          on_ready: Any = None) -> int:
+    """Serve until SIGTERM/SIGINT. With --workers > 1 this process only supervises worker
+    processes (kninfer.workers), each of which calls `serve(..., worker=True)`."""
     configure_logging(settings.log_level)
     from kninfer.errors import KninferError
 
     breakdown: dict[str, float | None] = {"interpreter_ms": _process_age_ms()}
     mark = time.perf_counter()
     try:
+        if settings.workers > 1 and not worker:
+            from kninfer.workers import run_workers
+
+            return run_workers(settings)
         from kninfer.server import KninferServer
         from kninfer.server_routes import extra_routes
 
@@ -113,6 +120,8 @@ def serve(settings: ServeSettings, started: float) -> int:
         logger.info("serving model '%s' on HTTP port %d", model.name, settings.http_port)
 
     server.on_ready.append(log_ready)
+    if on_ready is not None:
+        server.on_ready.append(on_ready)
     server.cold_start = breakdown  # type: ignore[attr-defined]
     server.start(models)
     return 0

@@ -1,0 +1,165 @@
+"""`kninfer serve --workers N`: N complete server processes sharing the HTTP and gRPC ports.
+
+KServe injects `--workers <containerConcurrency>` into custom transformer containers
+(kserve/kserve pkg/apis/serving/v1beta1/transformer_custom.go), and KServe 0.21's own multi-worker
+mode spawns uvicorn workers that never see the predictor configuration (a ContextVar set in
+`ModelServer.__init__`), so its transformers answer 501 "Could not find PredictorConfig.".
+
+Here each worker is a whole `kninfer serve` process started with `multiprocessing`'s spawn (no
+fork: a forked PyTorch or gRPC runtime can deadlock), built from the same `ServeSettings`, so a
+transformer's predictor client, a predictor's model and its limits exist in every worker. Every
+worker binds the HTTP port with SO_REUSEPORT (socket(7)) and the gRPC port with gRPC's default
+`grpc.so_reuseport`, and the kernel spreads incoming connections across them. Consequences worth
+knowing: a keep-alive HTTP connection or a gRPC channel stays with one worker; every worker loads
+its own copy of the model (memory x N); per-worker limits (max_inflight) apply per worker.
+
+The parent holds no port and loads no model. It starts the workers, exits 1 if one fails before
+all are serving, restarts a worker that dies later (at most `_MAX_RESTARTS` per minute), and on
+SIGTERM/SIGINT forwards SIGTERM so each worker drains as a single server does (kninfer.server),
+then exits 0 when they all did.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from kninfer.settings import ServeSettings
+
+logger = logging.getLogger("kninfer")
+
+_MAX_RESTARTS = 5  # per rolling minute, across all workers
+_POLL_S = 0.5
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other worker processes may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
+    """Entry point of one worker process (spawned)."""
+    # `import kserve` parses sys.argv at import time (kninfer.cli says why we hide it).
+    sys.argv = sys.argv[:1]
+    # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
+    from kninfer.serving import serve
+
+    def announce() -> None:
+        logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
+        ready.set()
+
+    sys.exit(serve(settings, started=time.perf_counter(), worker=True, on_ready=announce))
+
+
+class _Supervisor:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.workers: dict[int, tuple[BaseProcess, Any]] = {}
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def spawn(self, index: int) -> None:
+        ready = self.context.Event()
+        process = self.context.Process(target=_worker_main, args=(self.settings, index, ready),
+                                       name=f"kninfer-worker-{index + 1}", daemon=False)
+        process.start()
+        self.workers[index] = (process, ready)
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            logger.info("received %s: stopping %d workers", signal.Signals(signum).name,
+                        len(self.workers))
+        self.stopping = True
+        for process, _ in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def wait_started(self) -> bool:
+        """True once every worker is serving; False when one exits first."""
+        while not self.stopping:
+            if all(ready.is_set() for _, ready in self.workers.values()):
+                return True
+            for index, (process, _) in self.workers.items():
+                if not process.is_alive():
+                    logger.error("worker %d exited with %s before serving", index + 1,
+                                 process.exitcode)
+                    return False
+            wait([p.sentinel for p, _ in self.workers.values()], timeout=0.05)
+        return False
+
+    def supervise(self) -> None:
+        while not self.stopping:
+            wait([p.sentinel for p, _ in self.workers.values()], timeout=_POLL_S)
+            if self.stopping:
+                break
+            for index, (process, _) in list(self.workers.items()):
+                if process.is_alive():
+                    continue
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+                if len(self.restarts) > _MAX_RESTARTS:
+                    logger.error("workers keep dying (%d restarts in a minute); giving up",
+                                 len(self.restarts) - 1)
+                    self.on_signal(signal.SIGTERM, None)
+                    return
+                logger.warning("worker %d (pid %s) exited with %s; starting a new one",
+                               index + 1, process.pid, process.exitcode)
+                self.spawn(index)
+
+    def stop(self) -> int:
+        deadline = time.monotonic() + self.settings.grace_period_s + 5
+        for process, _ in self.workers.values():
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        codes = []
+        for process, _ in self.workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+            codes.append(process.exitcode)
+        return 0 if all(code == 0 for code in codes) else 1
+
+
+def run_workers(settings: ServeSettings) -> int:
+    """Run `settings.workers` server processes until SIGTERM/SIGINT; the process exit status."""
+    if settings.storage_uri is not None and settings.transformer is None:
+        # Download once here rather than N times, concurrently, into one directory.
+        from kninfer.serving import resolve_model_dir
+
+        local = resolve_model_dir(settings)
+        settings = settings.model_copy(update={"storage_uri": None, "model_dir": local})
+    supervisor = _Supervisor(settings)
+    previous = {sig: signal.signal(sig, supervisor.on_signal)
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        logger.info("starting %d workers on HTTP port %d", settings.workers, settings.http_port)
+        for index in range(settings.workers):
+            supervisor.spawn(index)
+        if supervisor.wait_started():
+            logger.info("all %d workers serving", settings.workers)
+            supervisor.supervise()
+        elif not supervisor.stopping:  # a worker failed to start: fail like a single server
+            supervisor.stopping = True
+            supervisor.stop()
+            return 1
+        return supervisor.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
