@@ -36,15 +36,17 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
     from kninfer.settings import ServeSettings
 
     for name, info in ServeSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
+        # KServe's spelling (`--model_name`, `--predictor_host`, `--http_port`) is accepted too:
+        # KServe appends it to custom transformer containers (kserve transformer_custom.go).
+        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
         help_text = f"env KNINFER_{name.upper()}"
         annotation = info.annotation
         if annotation is bool or annotation == (bool | None):
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=help_text)
             continue
         kind, choices = _flag_type(annotation)
-        parser.add_argument(flag, dest=name, type=kind, choices=choices,
+        parser.add_argument(*flags, dest=name, type=kind, choices=choices,
                             default=argparse.SUPPRESS, help=help_text)
 
 
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a model (default: the embedded iris model)")
     add_serve_options(serve)
     serve.set_defaults(handler=_cmd_serve)
+
+    from kninfer.deploy.commands import add_deploy_commands
+
+    add_deploy_commands(sub)  # render, validate, canary
 
     event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
     event_sub = event.add_subparsers(dest="event_command", required=True)

@@ -1,0 +1,166 @@
+"""The `render`, `validate` and `canary` subcommands. Registering them imports nothing heavy;
+each handler imports its module only when chosen."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CRDS = "../shared/schemas"
+
+
+def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    render = sub.add_parser(
+        "render", help="render KServe and Knative manifests from a deploy config",
+        description="Writes OUTDIR/kserve/<name>.yaml, OUTDIR/knative/<name>.yaml and, with "
+                    "eventing on, OUTDIR/knative/<name>-eventing.yaml.")
+    render.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
+    render.add_argument("-o", "--output", type=Path, default=Path("."), metavar="OUTDIR")
+    render.add_argument("--image", help="override the image (the GPU image for GPU configs)")
+    render.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if files under OUTDIR differ (drift check)")
+    render.set_defaults(handler=_cmd_render)
+
+    validate = sub.add_parser(
+        "validate", help="validate manifests offline against CRD schemas",
+        description="Checks every document against the openAPIV3Schema of the CRDs in --crds "
+                    "(e.g. `kubectl get crd NAME -o yaml > DIR/NAME.yaml`), strictly, as "
+                    "`kubectl apply --validate=strict` and the admission webhooks would.")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE",
+                          help="YAML/JSON files or directories")
+    validate.add_argument("--crds", type=Path, default=Path(DEFAULT_CRDS), metavar="DIR")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    validate.set_defaults(handler=_cmd_validate)
+
+    canary = sub.add_parser("canary", help="canary rollout of an InferenceService (Knative mode)")
+    actions = canary.add_subparsers(dest="action", required=True)
+    for action, text in (("start", "send PERCENT%% of traffic to a new model"),
+                         ("promote", "send 100%% to the latest revision"),
+                         ("rollback", "send 100%% back to the previous rolled-out revision"),
+                         ("status", "show the traffic split")):
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("--name", required=True, help="InferenceService name")
+        parser.add_argument("--namespace", "-n", help="default: kubectl's current namespace")
+        parser.add_argument("--component", choices=("predictor", "transformer"),
+                            default="predictor")
+        if action != "status":
+            parser.add_argument("--dry-run", action="store_true",
+                                help="print the patch and the kubectl command; change nothing")
+        if action in ("start", "status"):
+            parser.add_argument("--from-file", type=Path, metavar="FILE",
+                                help="read the InferenceService from FILE instead of kubectl get")
+        if action == "start":
+            parser.add_argument("--storage-uri", required=True)
+            parser.add_argument("--percent", type=int, required=True)
+        if action == "status":
+            parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+        parser.set_defaults(handler=_cmd_canary)
+
+
+def _cmd_render(options: argparse.Namespace) -> int:
+    from kninfer.deploy.config import ConfigError, load_config
+    from kninfer.deploy.render import render, write
+
+    status = 0
+    for path in options.configs:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 2
+            continue
+        if options.image:
+            if config.gpu_enabled:
+                config = config.model_copy(
+                    update={"gpu": config.gpu.model_copy(update={"image": options.image})})
+            else:
+                config = config.model_copy(update={"image": options.image})
+        files = render(config, path.as_posix())
+        if options.check:
+            for relative, text in sorted(files.items()):
+                target = options.output / relative
+                current = target.read_text() if target.exists() else None
+                if current != text:
+                    what = "missing" if current is None else "differs from the rendered output"
+                    print(f"{target}: {what}; run `kninfer render {path} -o {options.output}`",
+                          file=sys.stderr)
+                    status = max(status, 1)
+            continue
+        for written in write(files, options.output):
+            print(written)
+    return status
+
+
+def _cmd_validate(options: argparse.Namespace) -> int:
+    from kninfer.deploy.validate import CrdError, SchemaStore, expand, validate_file
+
+    try:
+        store = SchemaStore(options.crds)
+    except CrdError as exc:
+        print(f"kninfer validate: {exc}", file=sys.stderr)
+        return 2
+    files = expand(options.files)
+    documents = errors = 0
+    for path in files:
+        count, problems = validate_file(path, store)
+        documents += count
+        for problem in problems:
+            print(problem)
+            errors += problem.severity == "error"
+    if not options.quiet:
+        verdict = "valid" if errors == 0 else f"{errors} error(s)"
+        print(f"{documents} document(s) in {len(files)} file(s): {verdict}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _cmd_canary(options: argparse.Namespace) -> int:
+    from kninfer.deploy import canary
+
+    kubectl = canary.Kubectl(options.name, options.namespace)
+    try:
+        if options.action == "status":
+            isvc = _read_isvc(options, kubectl)
+            if options.output == "json":
+                rows = [row.__dict__ for row in canary.traffic_rows(isvc, options.component)]
+                print(json.dumps(rows, indent=2, sort_keys=True))
+            else:
+                sys.stdout.write(canary.status_report(isvc, options.component))
+            return 0
+        if options.action == "start":
+            isvc = _read_isvc(options, kubectl)
+            patch = canary.start_patch(isvc, options.storage_uri, options.percent,
+                                       options.component)
+        elif options.action == "promote":
+            patch = canary.for_component(canary.promote_patch(), options.component)
+        else:
+            patch = canary.for_component(canary.rollback_patch(), options.component)
+        if options.dry_run:
+            print(json.dumps(patch.body, indent=2, sort_keys=True))
+            print(kubectl.describe(patch))
+            return 0
+        sys.stdout.write(kubectl.patch(patch))
+        return 0
+    except canary.CanaryError as exc:
+        print(f"kninfer canary {options.action}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _read_isvc(options: argparse.Namespace, kubectl: object) -> dict[str, object]:
+    from kninfer.deploy.canary import CanaryError, Kubectl
+
+    if options.from_file is not None:
+        import yaml
+
+        try:
+            docs = list(yaml.safe_load_all(options.from_file.read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise CanaryError(f"cannot read {options.from_file}: {exc}") from None
+        for doc in docs:
+            if (isinstance(doc, dict) and doc.get("kind") == "InferenceService"
+                    and (doc.get("metadata") or {}).get("name") == options.name):
+                return doc
+        raise CanaryError(f"{options.from_file} has no InferenceService named {options.name}")
+    assert isinstance(kubectl, Kubectl)
+    return kubectl.get()

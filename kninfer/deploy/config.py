@@ -1,0 +1,229 @@
+"""The one small config `kninfer render` reads (deploy/examples/*.yaml are samples).
+
+Unknown keys are errors (a typo must not silently fall back to a default). Values that
+Kubernetes or Knative would only reject at admission time are checked here, with the rule
+that rejects them cited next to the check.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
+DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
+# Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
+# reply, so it can never feed events back into the broker.
+DEFAULT_SINK_IMAGE = "gcr.io/knative-releases/knative.dev/eventing/cmd/event_display"
+
+# KServe: ISVC names must match this (kserve pkg/apis/serving/v1beta1/
+# inference_service_validation.go); it is also a DNS-1035 label, as Knative requires.
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# "<name>-transformer-00001" (the longest generated revision name) must fit a 63-char label.
+MAX_NAME = 63 - len("-transformer-00001")
+# Kubernetes resource quantity (apimachinery resource.Quantity), the same pattern the CRDs carry.
+QUANTITY_RE = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+# Go time.Duration as Knative parses the scale-to-zero retention and progress deadline.
+DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+# ISO-8601 duration, Knative Eventing's backoffDelay (eventing docs, event-delivery.md).
+ISO_DURATION_RE = re.compile(
+    r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+# Env names Knative reserves (knative/serving pkg/apis/serving/k8s_validation.go).
+RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Quantity = str | int
+
+
+def _check_quantities(values: dict[str, Quantity]) -> dict[str, Quantity]:
+    for key, value in values.items():
+        if isinstance(value, bool) or not QUANTITY_RE.match(str(value)):
+            raise ValueError(f"{key}: {value!r} is not a Kubernetes quantity (e.g. 500m, 2Gi, 1)")
+    return values
+
+
+class Resources(_Strict):
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+    _q1 = field_validator("requests", "limits")(_check_quantities)
+
+
+class Scale(_Strict):
+    """Knative KPA settings (knative docs, serving/autoscaling/*)."""
+
+    min: int = Field(default=0, ge=0)  # 0 = scale to zero
+    max: int = Field(default=3, ge=0)  # 0 = unbounded
+    target: int = Field(default=4, ge=1)  # soft target per pod for `metric`
+    metric: Literal["concurrency", "rps"] = "concurrency"
+    # Minimum time the last pod is kept after traffic stops (scale-to-zero-pod-retention-period).
+    retention: str = "1m"
+    # Per-revision progress deadline (serving.knative.dev/progress-deadline); None = global 600s.
+    progress_deadline: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Scale:
+        # KServe webhook: minReplicas <= maxReplicas unless maxReplicas == 0 (component.go).
+        if self.max and self.min > self.max:
+            raise ValueError(f"scale.min ({self.min}) is above scale.max ({self.max})")
+        for field, value in (("retention", self.retention),
+                             ("progress_deadline", self.progress_deadline)):
+            if value is not None and not DURATION_RE.match(value):
+                raise ValueError(f"scale.{field}: {value!r} is not a duration like 90s, 2m, 1h")
+        return self
+
+
+class Gpu(_Strict):
+    count: int = Field(default=1, ge=1)  # extended resources are whole numbers
+    resource: str = "nvidia.com/gpu"
+    image: str = DEFAULT_GPU_IMAGE
+    node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    tolerations: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists",
+                                  "effect": "NoSchedule"}])
+
+
+class Runtime(_Strict):
+    """How the InferenceService declares the predictor (see README: custom container vs runtime)."""
+
+    kind: Literal["ServingRuntime", "ClusterServingRuntime"] = "ServingRuntime"
+    name: str | None = None  # default kninfer-<family>[-gpu]
+
+
+class Transformer(_Strict):
+    name: str = "tabular"  # `kninfer serve --transformer NAME`
+    image: str | None = None  # default: the predictor's CPU image
+    resources: Resources = Field(default_factory=lambda: Resources(
+        requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}))
+
+
+class Sink(_Strict):
+    """A Knative Eventing destination: a Knative Service in the namespace, or a URI."""
+
+    service: str | None = None
+    uri: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Sink:
+        if (self.service is None) == (self.uri is None):
+            raise ValueError("a sink names exactly one of `service` or `uri`")
+        return self
+
+
+class Eventing(_Strict):
+    enabled: bool = True
+    broker: str = "default"
+    create_broker: bool = True
+    broker_class: str = "MTChannelBasedBroker"
+    # Where the request Trigger delivers: the V2 infer path or `POST /` (DESIGN, CloudEvents).
+    path: Literal["v2", "root"] = "v2"
+    # Also filter requests on the `kninfermodel` extension, so many models can share one broker.
+    match_model: bool = True
+    results_sink: Sink | None = None  # None: render an event-display Service <name>-results
+    dead_letter_sink: Sink | None = None  # None: render an event-display Service <name>-dead-letter
+    sink_image: str = DEFAULT_SINK_IMAGE
+    retry: int = Field(default=5, ge=0)
+    backoff_policy: Literal["linear", "exponential"] = "exponential"
+    backoff_delay: str = "PT0.5S"
+
+    @field_validator("backoff_delay")
+    @classmethod
+    def _iso(cls, value: str) -> str:
+        if not ISO_DURATION_RE.match(value):
+            raise ValueError(f"{value!r} is not an ISO-8601 duration like PT0.5S")
+        return value
+
+
+class DeployConfig(_Strict):
+    name: str
+    namespace: str = "default"
+    predictor: Literal["sklearn", "mlflow", "pytorch"] = "sklearn"
+    model_name: str | None = None  # default: `name`
+    storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
+    image: str = DEFAULT_IMAGE
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    gpu: Gpu = Field(default_factory=lambda: Gpu())
+    # `container`: the predictor is a custom container in the ISVC; `runtime`: a
+    # (Cluster)ServingRuntime declares the container; the ISVC names model format and storage URI.
+    kserve: Literal["container", "runtime"] = "container"
+    runtime: Runtime = Field(default_factory=lambda: Runtime())
+    transformer: Transformer | None = None
+    scale: Scale = Field(default_factory=lambda: Scale())
+    # Knative bounds: container-concurrency-max-limit 1000, max-revision-timeout-seconds 600.
+    container_concurrency: int = Field(default=8, ge=0, le=1000)
+    timeout_seconds: int = Field(default=120, ge=1, le=600)
+    canary_percent: int | None = Field(default=None, ge=0, le=100)
+    resources: Resources | None = None  # None: per-accelerator defaults
+    env: dict[str, str] = Field(default_factory=dict)
+    args: list[str] = Field(default_factory=list)  # extra `kninfer serve` flags
+    eventing: Eventing | None = None
+
+    @field_validator("eventing", mode="before")
+    @classmethod
+    def _eventing_switch(cls, value: Any) -> Any:
+        # `eventing: true` / `eventing: false` is the on/off switch; a mapping configures it.
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> DeployConfig:
+        if not NAME_RE.match(self.name) or len(self.name) > MAX_NAME:
+            raise ValueError(f"name {self.name!r} must match {NAME_RE.pattern} and be at most "
+                             f"{MAX_NAME} characters (generated revision names must fit 63)")
+        if not NAME_RE.match(self.namespace):
+            raise ValueError(f"namespace {self.namespace!r} is not a DNS-1123 label")
+        if self.storage_uri is None and self.predictor != "sklearn":
+            raise ValueError(f"predictor {self.predictor} needs storage_uri (only sklearn has an "
+                             "embedded default model)")
+        if self.kserve == "runtime" and self.storage_uri is None:
+            raise ValueError("kserve: runtime needs storage_uri (the runtime loads /mnt/models)")
+        reserved = sorted(RESERVED_ENV & set(self.env))
+        if reserved:
+            raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "
+                             "contract")
+        return self
+
+    @property
+    def served_model(self) -> str:
+        return self.model_name or self.name
+
+    @property
+    def gpu_enabled(self) -> bool:
+        return self.accelerator == "gpu"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be rendered; the message names the file and the field."""
+
+
+def load_config(path: Path) -> DeployConfig:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a deploy config is a mapping with at least `name`")
+    try:
+        return DeployConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{path}: {where}: {message}")
+        raise ConfigError("\n".join(problems)) from None

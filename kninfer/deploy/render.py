@@ -1,0 +1,475 @@
+"""`kninfer render`: one DeployConfig -> KServe and Knative manifests as plain dicts -> YAML.
+
+Files written under OUTDIR (multi-document YAML, in `kubectl apply` order):
+- kserve/<name>.yaml: [ServingRuntime|ClusterServingRuntime,] InferenceService (Knative mode)
+- knative/<name>.yaml: plain Knative Service(s) for clusters without KServe
+- knative/<name>-eventing.yaml: Broker, Triggers, result and dead-letter sinks (eventing on)
+
+The plain Knative Services carry the names KServe gives the Services it generates
+(`<name>-predictor`, `<name>-transformer`, kserve pkg/constants PredictorServiceName), so the
+eventing file works unchanged with either variant. The two variants are alternatives: apply one
+of them per namespace, never both.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kninfer.deploy.config import DeployConfig, Resources, Sink
+
+REQUEST_TYPE = "dev.kninfer.inference.request"
+RESPONSE_TYPE = "dev.kninfer.inference.response"
+MODEL_EXTENSION = "kninfermodel"
+MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
+PORT = 8080  # Knative passes it back to the container as $PORT, which `kninfer serve` honours
+
+Doc = dict[str, Any]
+
+_CPU_RESOURCES = Resources(requests={"cpu": "500m", "memory": "1Gi"},
+                           limits={"cpu": "2", "memory": "2Gi"})
+_GPU_RESOURCES = Resources(requests={"cpu": "2", "memory": "8Gi"},
+                           limits={"cpu": "4", "memory": "16Gi"})
+
+
+def predictor_service(config: DeployConfig) -> str:
+    return f"{config.name}-predictor"
+
+
+def transformer_service(config: DeployConfig) -> str:
+    return f"{config.name}-transformer"
+
+
+def entry_service(config: DeployConfig) -> str:
+    """The Knative Service that takes requests first: the transformer when there is one."""
+    return transformer_service(config) if config.transformer else predictor_service(config)
+
+
+def _labels(config: DeployConfig, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": config.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "kninfer",
+        "app.kubernetes.io/managed-by": "kninfer-render",
+    }
+
+
+def _meta(config: DeployConfig, name: str, component: str,
+          annotations: dict[str, str] | None = None) -> Doc:
+    meta: Doc = {"name": name, "namespace": config.namespace,
+                 "labels": _labels(config, component)}
+    if annotations:
+        meta["annotations"] = annotations
+    return meta
+
+
+def _resources(config: DeployConfig) -> Doc:
+    base = config.resources or (_GPU_RESOURCES if config.gpu_enabled else _CPU_RESOURCES)
+    requests = {k: str(v) for k, v in base.requests.items()}
+    limits = {k: str(v) for k, v in base.limits.items()}
+    if config.gpu_enabled:
+        # Extended resources: whole numbers, and requests must equal limits when both are set.
+        requests[config.gpu.resource] = str(config.gpu.count)
+        limits[config.gpu.resource] = str(config.gpu.count)
+    out: Doc = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _security_context() -> Doc:
+    # The images run as uid 1000 (Dockerfile); these are the "restricted" Pod Security settings.
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _probes(config: DeployConfig) -> Doc:
+    # Readiness on the V2 ready endpoint: Knative's queue-proxy runs it and routes traffic only
+    # after the model is loaded and warmed (kninfer loads before opening the port). The startup
+    # probe gives a slow (GPU) load time before liveness may restart the container.
+    # The port is explicit because the ServingRuntime CRD (and the ISVC's startupProbe)
+    # require it; Knative accepts it when it equals the serving port.
+    startup_budget_s = 600 if config.gpu_enabled else 180
+    return {
+        "readinessProbe": _http_probe("/v2/health/ready"),
+        "livenessProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 10,
+                          "failureThreshold": 3},
+        "startupProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 2,
+                         "failureThreshold": startup_budget_s // 2},
+    }
+
+
+def _http_probe(path: str) -> Doc:
+    return {"httpGet": {"path": path, "port": PORT}}
+
+
+def _env(config: DeployConfig, extra: dict[str, str] | None = None) -> list[Doc]:
+    env = dict(config.env)
+    env.update(extra or {})
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def _image(config: DeployConfig) -> str:
+    return config.gpu.image if config.gpu_enabled else config.image
+
+
+def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
+    """`kninfer serve` flags for the predictor. `storage` is `mounted` (KServe's storage
+    initializer downloaded STORAGE_URI to /mnt/models), `download` (kninfer fetches the URI
+    itself, plain Knative) or `template` (ServingRuntime, model name from `{{.Name}}`)."""
+    args = ["serve", "--predictor", config.predictor]
+    if config.storage_uri is not None:
+        if storage == "download":
+            args += ["--storage-uri", config.storage_uri]
+        else:
+            args += ["--model-dir", MODEL_DIR]
+    args += ["--model-name", "{{.Name}}" if storage == "template" else config.served_model]
+    if config.gpu_enabled:
+        args += ["--device", "cuda"]
+    return args + list(config.args)
+
+
+def _predictor_container(config: DeployConfig, *, name: str, storage: str,
+                         env: dict[str, str] | None = None) -> Doc:
+    container: Doc = {
+        "name": name,
+        "image": _image(config),
+        "args": predictor_args(config, storage=storage),
+        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": _resources(config),
+        "securityContext": _security_context(),
+        **_probes(config),
+    }
+    env_list = _env(config, env)
+    if env_list:
+        container["env"] = env_list
+    return container
+
+
+def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[str]:
+    assert config.transformer is not None
+    host = f"{predictor_service(config)}.{config.namespace}:80"
+    if kserve_spelling:
+        # KServe appends `--model_name <isvc>`, `--predictor_host <svc>.<ns>` and
+        # `--workers <containerConcurrency>` to a custom transformer unless an argument with that
+        # prefix is present (kserve pkg/apis/serving/v1beta1/transformer_custom.go, IncludesArg).
+        # Giving them in KServe's spelling (accepted by `kninfer serve` as aliases) keeps our
+        # values and stops containerConcurrency from becoming a process count.
+        return ["serve", "--transformer", config.transformer.name,
+                f"--model_name={config.served_model}", f"--predictor_host={host}",
+                "--predictor-protocol", "v2", "--workers=1"]
+    return ["serve", "--transformer", config.transformer.name,
+            "--model-name", config.served_model, "--predictor-host", host,
+            "--predictor-protocol", "v2"]
+
+
+def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: bool) -> Doc:
+    assert config.transformer is not None
+    resources = config.transformer.resources
+    return {
+        "name": name,
+        "image": config.transformer.image or config.image,
+        "args": _transformer_args(config, kserve_spelling=kserve_spelling),
+        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": {"requests": {k: str(v) for k, v in resources.requests.items()},
+                      "limits": {k: str(v) for k, v in resources.limits.items()}},
+        "securityContext": _security_context(),
+        "readinessProbe": _http_probe("/v2/health/ready"),
+        "livenessProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 10,
+                          "failureThreshold": 3},
+    }
+
+
+def _revision_annotations(config: DeployConfig) -> dict[str, str]:
+    """Per-revision Knative autoscaling annotations (knative docs serving/autoscaling/*); all
+    values are strings, since annotations are map[string]string."""
+    scale = config.scale
+    annotations = {
+        "autoscaling.knative.dev/class": "kpa.autoscaling.knative.dev",
+        "autoscaling.knative.dev/min-scale": str(scale.min),
+        "autoscaling.knative.dev/max-scale": str(scale.max),
+        "autoscaling.knative.dev/metric": scale.metric,
+        "autoscaling.knative.dev/target": str(scale.target),
+        "autoscaling.knative.dev/scale-to-zero-pod-retention-period": scale.retention,
+    }
+    annotations.update(_deadline_annotation(config))
+    return annotations
+
+
+def _deadline_annotation(config: DeployConfig) -> dict[str, str]:
+    # A GPU pod scaled from zero may wait minutes for a node (kserve#1247, knative/serving#6788);
+    # the default 600s progress deadline then fails the revision. GPU configs default to 20m.
+    deadline = config.scale.progress_deadline or ("20m" if config.gpu_enabled else None)
+    return {"serving.knative.dev/progress-deadline": deadline} if deadline else {}
+
+
+def _placement(config: DeployConfig) -> Doc:
+    if not config.gpu_enabled:
+        return {}
+    return {"nodeSelector": dict(config.gpu.node_selector),
+            "tolerations": [dict(t) for t in config.gpu.tolerations]}
+
+
+# --- KServe -----------------------------------------------------------------------------------
+
+def runtime_name(config: DeployConfig) -> str:
+    suffix = "-gpu" if config.gpu_enabled else ""
+    return config.runtime.name or f"kninfer-{config.predictor}{suffix}"
+
+
+def serving_runtime(config: DeployConfig) -> Doc:
+    """A (Cluster)ServingRuntime declaring the V2 protocol and the model format it serves."""
+    metadata = _meta(config, runtime_name(config), "runtime")
+    if config.runtime.kind == "ClusterServingRuntime":
+        del metadata["namespace"]  # cluster-scoped
+    container = _predictor_container(config, name="kserve-container", storage="template")
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": config.runtime.kind,
+        "metadata": metadata,
+        "spec": {
+            "annotations": {"prometheus.kserve.io/path": "/metrics",
+                            "prometheus.kserve.io/port": str(PORT)},
+            "containers": [container],
+            "multiModel": False,
+            "protocolVersions": ["v2", "v1"],
+            # autoSelect off: an ISVC must name this runtime, so installing it never captures
+            # other teams' `modelFormat: sklearn` services from the stock runtime.
+            "supportedModelFormats": [{"name": config.predictor, "version": "1",
+                                       "autoSelect": False}],
+        },
+    }
+
+
+def _component_extension(config: DeployConfig) -> Doc:
+    scale = config.scale
+    return {
+        "minReplicas": scale.min,
+        "maxReplicas": scale.max,
+        "scaleMetric": scale.metric,
+        "scaleTarget": scale.target,
+        "containerConcurrency": config.container_concurrency,
+        "timeout": config.timeout_seconds,
+    }
+
+
+def inference_service(config: DeployConfig) -> Doc:
+    annotations = {"serving.kserve.io/deploymentMode": "Knative"}
+    if config.canary_percent is not None:
+        # Tags `latest` and `prev` get their own URLs for testing each side of the split.
+        annotations["serving.kserve.io/enable-tag-routing"] = "true"
+    predictor: Doc = _component_extension(config)
+    # KServe copies component annotations onto the Knative revision template (kserve
+    # components/predictor.go); the autoscaling ones it derives from min/max/scale* itself.
+    predictor["annotations"] = {
+        "autoscaling.knative.dev/scale-to-zero-pod-retention-period": config.scale.retention,
+        **_deadline_annotation(config),
+    }
+    predictor.update(_placement(config))
+    if config.canary_percent is not None:
+        predictor["canaryTrafficPercent"] = config.canary_percent
+    if config.kserve == "runtime":
+        assert config.storage_uri is not None
+        model: Doc = {
+            "modelFormat": {"name": config.predictor},
+            "protocolVersion": "v2",
+            "runtime": runtime_name(config),
+            "storageUri": config.storage_uri,
+        }
+        if config.served_model != config.name:
+            # KServe concatenates these after the runtime's args (pkg/utils MergeRuntimeContainers),
+            # so this flag overrides the runtime's `--model-name {{.Name}}`.
+            model["args"] = ["--model-name", config.served_model]
+        predictor["model"] = model
+    else:
+        env = {"PROTOCOL": "v2"}
+        if config.storage_uri is not None:
+            env["STORAGE_URI"] = config.storage_uri  # runs KServe's storage initializer
+        predictor["containers"] = [_predictor_container(
+            config, name="kserve-container", storage="mounted", env=env)]
+    spec: Doc = {"predictor": predictor}
+    if config.transformer is not None:
+        transformer = _component_extension(config)
+        transformer["containers"] = [_transformer_container(
+            config, name="kserve-container", kserve_spelling=True)]
+        spec["transformer"] = transformer
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": _meta(config, config.name, "inferenceservice", annotations),
+        "spec": spec,
+    }
+
+
+def kserve_documents(config: DeployConfig) -> list[Doc]:
+    docs = [serving_runtime(config)] if config.kserve == "runtime" else []
+    return docs + [inference_service(config)]
+
+
+# --- Knative Serving --------------------------------------------------------------------------
+
+def knative_service(config: DeployConfig, name: str, component: str, container: Doc,
+                    *, placement: bool) -> Doc:
+    template_spec: Doc = {
+        "containerConcurrency": config.container_concurrency,
+        "timeoutSeconds": config.timeout_seconds,
+        "containers": [container],
+    }
+    if placement:
+        template_spec.update(_placement(config))
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": _meta(config, name, component),
+        "spec": {
+            "template": {
+                "metadata": {"labels": _labels(config, component),
+                             "annotations": _revision_annotations(config)},
+                "spec": template_spec,
+            },
+        },
+    }
+
+
+def knative_documents(config: DeployConfig) -> list[Doc]:
+    docs = [knative_service(
+        config, predictor_service(config), "predictor",
+        _predictor_container(config, name="predictor", storage="download"), placement=True)]
+    if config.transformer is not None:
+        docs.append(knative_service(
+            config, transformer_service(config), "transformer",
+            _transformer_container(config, name="transformer", kserve_spelling=False),
+            placement=False))
+    return docs
+
+
+# --- Knative Eventing -------------------------------------------------------------------------
+
+def _ksvc_ref(name: str) -> Doc:
+    return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}
+
+
+def _destination(sink: Sink) -> Doc:
+    if sink.service is not None:
+        return {"ref": _ksvc_ref(sink.service)}
+    return {"uri": sink.uri}
+
+
+def _sink_service(config: DeployConfig, name: str, component: str, image: str) -> Doc:
+    container = {"name": "display", "image": image,
+                 "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+                 "securityContext": _security_context(),
+                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                               "limits": {"cpu": "500m", "memory": "128Mi"}}}
+    return {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": _meta(config, name, component),
+        "spec": {"template": {
+            "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
+            "spec": {"containers": [container]},
+        }},
+    }
+
+
+def eventing_documents(config: DeployConfig) -> list[Doc]:
+    events = config.eventing
+    if events is None or not events.enabled:
+        return []
+    docs: list[Doc] = []
+    results = events.results_sink or Sink(service=f"{config.name}-results")
+    dead_letter = events.dead_letter_sink or Sink(service=f"{config.name}-dead-letter")
+    delivery = {
+        # retry = attempts after the first; 4xx other than 404/408/409/429 are not retried and
+        # go straight to the dead-letter sink (knative specs, eventing data-plane.md).
+        "retry": events.retry,
+        "backoffPolicy": events.backoff_policy,
+        "backoffDelay": events.backoff_delay,
+        "deadLetterSink": _destination(dead_letter),
+    }
+    if events.dead_letter_sink is None:
+        docs.append(_sink_service(config, dead_letter.service or "", "dead-letter-sink",
+                                  events.sink_image))
+    if events.results_sink is None:
+        docs.append(_sink_service(config, results.service or "", "results-sink",
+                                  events.sink_image))
+    if events.create_broker:
+        docs.append({
+            "apiVersion": "eventing.knative.dev/v1",
+            "kind": "Broker",
+            "metadata": {"name": events.broker, "namespace": config.namespace,
+                         "labels": _labels(config, "broker"),
+                         "annotations": {"eventing.knative.dev/broker.class":
+                                         events.broker_class}},
+            "spec": {"delivery": dict(delivery)},
+        })
+    request_filter = {"type": REQUEST_TYPE}
+    if events.match_model:
+        request_filter[MODEL_EXTENSION] = config.served_model
+    path = "/" if events.path == "root" else f"/v2/models/{config.served_model}/infer"
+    docs.append(_trigger(config, f"{config.name}-requests", events.broker, request_filter,
+                         {"ref": _ksvc_ref(entry_service(config)), "uri": path}, delivery))
+    # Replies are re-enqueued into the broker (knative specs, data-plane.md "Replies"): they carry
+    # a different type, so they match only this trigger and never loop back into the model.
+    reply_filter = {"type": RESPONSE_TYPE,
+                    "source": f"kninfer/{entry_service(config)}/models/{config.served_model}"}
+    docs.append(_trigger(config, f"{config.name}-responses", events.broker, reply_filter,
+                         _destination(results), delivery))
+    return docs
+
+
+def _trigger(config: DeployConfig, name: str, broker: str, exact: dict[str, str],
+             subscriber: Doc, delivery: Doc) -> Doc:
+    return {
+        "apiVersion": "eventing.knative.dev/v1",
+        "kind": "Trigger",
+        "metadata": _meta(config, name, "trigger"),
+        "spec": {
+            "broker": broker,
+            "filters": [{"exact": dict(exact)}],
+            "subscriber": subscriber,
+            "delivery": dict(delivery),
+        },
+    }
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def dump_documents(docs: list[Doc], header: str) -> str:
+    """Deterministic multi-document YAML: sorted keys, block style, no line wrapping. PyYAML
+    quotes strings that YAML 1.1 would read as another type ("0", "true", "on")."""
+    import yaml
+
+    body = "---\n".join(
+        yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, width=4096)
+        for doc in docs)
+    return header + body
+
+
+def render(config: DeployConfig, source: str) -> dict[str, str]:
+    """Relative path -> file text for one config. `source` names the config in the header."""
+    header = f"# Generated by `kninfer render {source}`; edit the config, not this file.\n"
+    files = {
+        f"kserve/{config.name}.yaml": dump_documents(kserve_documents(config), header),
+        f"knative/{config.name}.yaml": dump_documents(knative_documents(config), header),
+    }
+    events = eventing_documents(config)
+    if events:
+        files[f"knative/{config.name}-eventing.yaml"] = dump_documents(events, header)
+    return files
+
+
+def write(files: dict[str, str], outdir: Path) -> list[Path]:
+    written = []
+    for relative, text in sorted(files.items()):
+        path = outdir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
