@@ -390,3 +390,156 @@ def test_event_send_cli(server: ServerProcess, tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("HTTP 404: ")
+
+
+# ---- end to end through a Broker and Triggers ---------------------------------------------
+#
+# An in-test stand-in for Knative Eventing's Broker/Trigger data plane, following the documented
+# behaviour (knative/specs, specs/eventing/data-plane.md; knative/eventing,
+# pkg/kncloudevents/retries.go):
+# - a Trigger delivers each event whose attributes match its `exact` filter, with `Prefer: reply`;
+# - a 200 response carrying a CloudEvent is a reply: it goes back into the Broker and is matched
+#   against every Trigger (including the one that produced it);
+# - network errors and 5xx, 404, 408, 409, 429 are retried `retry` times, waiting
+#   backoffDelay * 2^n (exponential) or backoffDelay * n (linear) before retry n; any other
+#   status is final;
+# - an event that is not delivered goes to the deadLetterSink with the `knativeerrordest`,
+#   `knativeerrorcode` and `knativeerrordata` (base64 of the response body) extensions.
+
+
+def retryable(status: int | None) -> bool:
+    return status is None or status >= 500 or status in (404, 408, 409, 429)
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.queue: list[CloudEvent] = []
+        self.triggers: list[dict[str, Any]] = []
+        self.dead_letters: list[CloudEvent] = []
+        self.attempts: list[tuple[str, str, int | None]] = []  # (trigger, event id, status)
+
+    def trigger(self, name: str, type_: str, subscriber: Any, *, retry: int = 0,
+                backoff_delay: float = 0.05, backoff_policy: str = "exponential",
+                fmt: str = "binary") -> None:
+        self.triggers.append({"name": name, "type": type_, "subscriber": subscriber,
+                              "retry": retry, "delay": backoff_delay, "policy": backoff_policy,
+                              "format": fmt})
+
+    def publish(self, ce: CloudEvent) -> None:
+        self.queue.append(ce)
+
+    def run(self) -> None:
+        import time
+
+        while self.queue:
+            ce = self.queue.pop(0)
+            for trigger in self.triggers:
+                if ce["type"] == trigger["type"]:
+                    self._dispatch(trigger, ce, time.sleep)
+
+    def _send(self, trigger: dict[str, Any], ce: CloudEvent) -> tuple[int | None, Any]:
+        subscriber = trigger["subscriber"]
+        if callable(subscriber):  # an in-process sink
+            return subscriber(ce), None
+        headers, body = to_binary(ce) if trigger["format"] == "binary" else to_structured(ce)
+        try:
+            response = httpx.post(subscriber, content=body, timeout=60,
+                                  headers={**headers, "prefer": "reply"})
+        except httpx.TransportError:
+            return None, None
+        return response.status_code, response
+
+    def _dispatch(self, trigger: dict[str, Any], ce: CloudEvent, sleep: Any) -> None:
+        status: int | None = None
+        response: Any = None
+        for attempt in range(trigger["retry"] + 1):
+            if attempt:
+                factor = 2 ** attempt if trigger["policy"] == "exponential" else attempt
+                sleep(trigger["delay"] * factor)
+            status, response = self._send(trigger, ce)
+            self.attempts.append((trigger["name"], ce["id"], status))
+            if status is not None and 200 <= status < 300:
+                if status == 200 and response is not None and response.content:
+                    self.publish(from_http(dict(response.headers), response.content))
+                return
+            if not retryable(status):
+                break
+        dead = CloudEvent({**ce.get_attributes(), "knativeerrordest": str(trigger["subscriber"]),
+                           "knativeerrorcode": str(status)}, ce.get_data())
+        if response is not None:
+            dead["knativeerrordata"] = base64.b64encode(response.content).decode()
+        self.dead_letters.append(dead)
+
+
+def test_broker_round_trip_replies_dead_letters_and_no_loops(server: ServerProcess) -> None:
+    results: list[CloudEvent] = []
+    broker = Broker()
+    broker.trigger("infer", REQUEST_TYPE, f"{server.url}/v2/models/iris/infer", retry=3)
+    broker.trigger("infer-root", "dev.kninfer.inference.request.structured",
+                   f"{server.url}/", retry=3, fmt="json")
+    broker.trigger("results", RESPONSE_TYPE, lambda ce: results.append(ce) or 202)
+
+    good = [event(v2_request()) for _ in range(3)]
+    structured = CloudEvent({**good[0].get_attributes(), "id": str(uuid.uuid4()),
+                             "type": "dev.kninfer.inference.request.structured"}, v2_request())
+    bad = event({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                             "data": [1.0]}]})
+    producer_retry = CloudEvent(good[1].get_attributes(), v2_request())  # same source and id
+    published = [*good, structured, bad, producer_retry]
+    runs = model_runs(server)
+    for ce in published:
+        broker.publish(ce)
+    broker.run()
+
+    # Every request event was answered or dead-lettered: nothing lost.
+    answered = [r["causationid"] for r in results]
+    assert sorted(answered) == sorted(ce["id"] for ce in published if ce is not bad)
+    assert [d["id"] for d in broker.dead_letters] == [bad["id"]]
+    dead = broker.dead_letters[0]
+    assert dead["knativeerrorcode"] == "400"
+    assert json.loads(base64.b64decode(dead["knativeerrordata"])) == {
+        "error": "CloudEvent data: input 'input-0': 'data' has 1 values but shape needs 4"}
+    # 400 is final: one attempt. Replies never went back to a predictor (kserve#1671's loop).
+    assert [a for a in broker.attempts if a[1] == bad["id"]] == [("infer", bad["id"], 400)]
+    to_predictor = [a for a in broker.attempts if a[0] != "results"]
+    assert len(to_predictor) == len(published)
+    assert all(r["type"] == RESPONSE_TYPE for r in results)
+    # The producer's retry got the first delivery's reply, and the model ran once per event.
+    by_cause: dict[str, list[str]] = {}
+    for r in results:
+        by_cause.setdefault(r["causationid"], []).append(r["id"])
+    assert len(set(by_cause[good[1]["id"]])) == 1 and len(by_cause[good[1]["id"]]) == 2
+    assert model_runs(server) == runs + 4
+
+
+def test_broker_retries_until_the_service_is_up_and_dead_letters_overload(
+    start_server: Any,
+) -> None:
+    # Scale from zero: nothing listens yet, so the first deliveries fail and are retried.
+    late = start_server(wait=False, timeout=180)
+    overloaded = start_server(env={"KNINFER_MAX_INFLIGHT": "0"}, wait=False, timeout=180)
+    results: list[CloudEvent] = []
+    broker = Broker()
+    broker.trigger("infer", REQUEST_TYPE, f"{late.url}/v2/models/iris/infer", retry=15,
+                   backoff_delay=0.5, backoff_policy="linear")
+    broker.trigger("results", RESPONSE_TYPE, lambda ce: results.append(ce) or 202)
+    request = event(v2_request())
+    broker.publish(request)
+    broker.run()
+    statuses = [status for name, _, status in broker.attempts if name == "infer"]
+    assert statuses[0] is None and statuses[-1] == 200 and len(statuses) >= 2
+    assert [r["causationid"] for r in results] == [request["id"]]
+    assert broker.dead_letters == []
+
+    # Overloaded (429) is retried `retry` times with backoff, then dead-lettered.
+    overloaded.wait_ready(180)
+    broker = Broker()
+    broker.trigger("infer", REQUEST_TYPE, f"{overloaded.url}/", retry=2, backoff_delay=0.05)
+    request = event(v2_request())
+    broker.publish(request)
+    broker.run()
+    assert [status for _, _, status in broker.attempts] == [429, 429, 429]
+    assert [d["id"] for d in broker.dead_letters] == [request["id"]]
+    assert broker.dead_letters[0]["knativeerrorcode"] == "429"
+    error = json.loads(base64.b64decode(broker.dead_letters[0]["knativeerrordata"]))["error"]
+    assert error == ("0 inferences in flight for model 'iris' (limit 0); retry later")
