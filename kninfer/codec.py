@@ -99,6 +99,10 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
     target = np.dtype(V2_TO_NUMPY[datatype])
     if target.kind in "iu":
         if kind == "f":
+            # orjson reads integers beyond 64 bits as floats: name the real problem.
+            whole = bool(np.isfinite(inferred).all() and (inferred == np.trunc(inferred)).all())
+            if whole and bool((np.abs(inferred) >= 2**63).any()):
+                raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
             raise InvalidInput(
                 f"input '{name}': datatype {datatype} needs integers; found fractional numbers"
             )

@@ -1,0 +1,487 @@
+"""Bad input on every transport: V1, V2 JSON, V2 binary tensor extension, gRPC V2, CloudEvents.
+
+Each case asserts the exact status (or gRPC code) and a message naming the problem, then that the
+same server still answers a good request correctly (the contract in DESIGN.md, "Errors": a client
+mistake is a 4xx and the process keeps serving). One server, with small limits so the limit cases
+stay cheap, is shared by the whole module.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import numpy as np
+import orjson
+import pytest
+from conftest import ServerProcess, server_env
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+MAX_BODY = 65536
+MAX_ELEMENTS = 2000
+ROW = [5.1, 3.5, 1.4, 0.2]  # setosa: label 0
+GOOD = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+V2 = "/v2/models/iris/infer"
+V1 = "/v1/models/iris:predict"
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("reliability-inputs")
+    proc = ServerProcess(
+        ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS)],
+        server_env(tmp), tmp / "server.log",
+    ).start(timeout=120)
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
+    channel = grpc.insecure_channel(server.grpc_target)
+    grpc.channel_ready_future(channel).result(timeout=60)
+    yield GRPCInferenceServiceStub(channel)
+    channel.close()
+
+
+def still_serving(client: httpx.Client, stub: GRPCInferenceServiceStub) -> None:
+    reply = client.post(V2, json=GOOD)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["data"] == [0]
+    assert client.post(V1, json={"instances": [ROW]}).json() == {"predictions": [0]}
+    answer = stub.ModelInfer(grpc_request())
+    assert np.frombuffer(answer.raw_output_contents[0], dtype=np.int64).tolist() == [0]
+
+
+# ---- request builders -------------------------------------------------------------------------
+
+
+def tensor(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                               "data": ROW}
+    base.update(overrides)
+    return {"inputs": [base]}
+
+
+def binary(doc: dict[str, object], *tensors: bytes,
+           header_length: str | None = None) -> tuple[dict[str, str], bytes]:
+    """A V2 binary-extension body (JSON header, then raw tensors) and its headers."""
+    header = orjson.dumps(doc)
+    length = header_length if header_length is not None else str(len(header))
+    return ({"inference-header-content-length": length,
+             "content-type": "application/octet-stream"}, header + b"".join(tensors))
+
+
+def binary_input(size: int, datatype: str = "FP64", shape: list[int] | None = None,
+                 ) -> dict[str, object]:
+    return {"inputs": [{"name": "input-0", "shape": shape or [1, 4], "datatype": datatype,
+                        "parameters": {"binary_data_size": size}}]}
+
+
+def f64(*values: float) -> bytes:
+    return np.asarray(values, dtype=np.float64).tobytes()
+
+
+def deep(depth: int) -> bytes:
+    return b'{"instances": ' + b"[" * depth + b"1" + b"]" * depth + b"}"
+
+
+def http_case(case_id: str, body: object, status: int, message: str, *, path: str = V2,
+              headers: dict[str, str] | None = None) -> object:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return pytest.param(path, headers if headers is not None else JSON, raw, status, message,
+                        id=case_id)
+
+
+def binary_case(case_id: str, parts: tuple[dict[str, str], bytes], status: int,
+                message: str) -> object:
+    headers, body = parts
+    return pytest.param(V2, headers, body, status, message, id=case_id)
+
+
+def structured_event(data: object, **attributes: object) -> bytes:
+    event: dict[str, object] = {"specversion": "1.0", "id": "e-1", "source": "/tests",
+                                "type": "dev.kninfer.inference.request",
+                                "datacontenttype": "application/json", "data": data}
+    event.update(attributes)
+    return orjson.dumps({k: v for k, v in event.items() if v is not None})
+
+
+def binary_event(**overrides: str | None) -> dict[str, str]:
+    headers: dict[str, str | None] = {
+        "ce-specversion": "1.0", "ce-id": "e-2", "ce-source": "/tests",
+        "ce-type": "dev.kninfer.inference.request", "content-type": "application/json",
+    }
+    headers.update(overrides)
+    return {k: v for k, v in headers.items() if v is not None}
+
+
+STRUCTURED = {"content-type": "application/cloudevents+json"}
+
+# ---- the HTTP table: (path, headers, body, status, message fragment) ---------------------------
+
+HTTP_CASES = [
+    # V2 JSON: the document
+    http_case("v2-truncated-json", b'{"inputs": [{"name": "input-0", "sha', 400,
+              "request body is not valid JSON"),
+    http_case("v2-empty-body", b"", 400, "request body is empty"),
+    http_case("v2-json-array", [ROW], 400, "request body must be a JSON object"),
+    http_case("v2-json-string", "inputs", 400, "request body must be a JSON object"),
+    http_case("v2-no-inputs", {"input": GOOD["inputs"]}, 400, "request has no 'inputs'"),
+    http_case("v2-inputs-object", {"inputs": GOOD["inputs"][0]}, 400,
+              "'inputs' must be a non-empty list"),
+    http_case("v2-inputs-empty", {"inputs": []}, 400, "'inputs' must be a non-empty list"),
+    http_case("v2-input-not-object", {"inputs": [ROW]}, 400,
+              "inputs[0] must be an object with name, shape, datatype"),
+    http_case("v2-input-no-name", {"inputs": [{"shape": [1, 4], "datatype": "FP64",
+                                               "data": ROW}]}, 400, "inputs[0] has no 'name'"),
+    http_case("v2-input-name-number", tensor(name=7), 400, "inputs[0] has no 'name'"),
+    http_case("v2-duplicate-input", {"inputs": GOOD["inputs"] * 2}, 400,
+              "input 'input-0' appears twice"),
+    http_case("v2-id-not-string", {**GOOD, "id": 42}, 400, "'id' must be a string"),
+    http_case("v2-parameters-list", {**GOOD, "parameters": ["binary_data_output"]}, 400,
+              "'parameters' must be a JSON object"),
+    http_case("v2-input-parameters-string", tensor(parameters="x"), 400,
+              "input 'input-0': 'parameters' must be a JSON object"),
+    http_case("v2-outputs-strings", {**GOOD, "outputs": ["predict"]}, 400,
+              "'outputs' must be a list of objects with a 'name'"),
+    http_case("v2-unknown-output", {**GOOD, "outputs": [{"name": "predict_log_proba"}]}, 400,
+              "unknown output(s) predict_log_proba; model 'iris' has predict, predict_proba"),
+    # V2 JSON: shapes
+    http_case("v2-negative-dim", tensor(shape=[1, -4]), 400,
+              "input 'input-0': shape [1, -4] has a negative dimension"),
+    http_case("v2-shape-floats", tensor(shape=[1.0, 4.0]), 400,
+              "input 'input-0': 'shape' must be a list of integers, got [1.0, 4.0]"),
+    http_case("v2-shape-bools", tensor(shape=[True, 4]), 400,
+              "'shape' must be a list of integers"),
+    http_case("v2-shape-missing", {"inputs": [{"name": "input-0", "datatype": "FP64",
+                                               "data": ROW}]}, 400,
+              "input 'input-0': 'shape' must be a list of integers, got None"),
+    http_case("v2-huge-shape", tensor(shape=[100_000_000, 100_000_000]), 400,
+              "input 'input-0': 'data' has 4 values but shape needs 10000000000000000"),
+    http_case("v2-length-mismatch", tensor(shape=[2, 4]), 400,
+              "input 'input-0': 'data' has 4 values but shape needs 8"),
+    http_case("v2-ragged", tensor(shape=[2, 4], data=[ROW, ROW[:3]]), 400,
+              "input 'input-0': 'data' is a ragged nested list"),
+    http_case("v2-wrong-features", tensor(shape=[2, 2], data=ROW), 400,
+              "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)"),
+    http_case("v2-rank-3", tensor(shape=[1, 1, 4]), 400,
+              "input 'input-0' has shape [1, 1, 4]; expected [-1, 4]"),
+    http_case("v2-scalar-shape", tensor(shape=[], data=1.0), 400,
+              "input 'input-0' has shape []; expected [-1, 4]"),
+    http_case("v2-too-many-elements", tensor(shape=[501, 4], data=[0.5] * 2004), 413,
+              "input 'input-0' has 2004 elements; the limit is 2000 "
+              "(KNINFER_MAX_TENSOR_ELEMENTS)"),
+    # V2 JSON: datatypes and values
+    http_case("v2-datatype-unknown", tensor(datatype="FP128"), 400,
+              "input 'input-0': unsupported datatype 'FP128'; expected one of BOOL"),
+    http_case("v2-datatype-number", tensor(datatype=64), 400,
+              "input 'input-0': unsupported datatype 64"),
+    http_case("v2-datatype-bytes", tensor(datatype="BYTES", data=["a", "b", "c", "d"]), 400,
+              "input 'input-0' has datatype BYTES; expected one of FP64, FP32, INT64, INT32"),
+    http_case("v2-datatype-bool", tensor(datatype="BOOL", data=[True, False, True, False]), 400,
+              "input 'input-0' has datatype BOOL; expected one of FP64, FP32, INT64, INT32"),
+    http_case("v2-strings-as-fp64", tensor(data=["5.1", "3.5", "1.4", "0.2"]), 400,
+              "input 'input-0': 'data' must be numbers for datatype FP64"),
+    http_case("v2-null-value", tensor(data=[5.1, None, 1.4, 0.2]), 400,
+              "input 'input-0': 'data' must be numbers for datatype FP64"),
+    http_case("v2-object-value", tensor(data=[{"v": 1}, 2, 3, 4]), 400,
+              "input 'input-0': 'data' must be numbers for datatype FP64"),
+    http_case("v2-fraction-int64", tensor(datatype="INT64", data=[5.1, 3, 1, 0]), 400,
+              "input 'input-0': datatype INT64 needs integers; found fractional numbers"),
+    http_case("v2-int32-overflow", tensor(datatype="INT32", data=[2**31, 3, 1, 0]), 400,
+              "input 'input-0': a value is out of range for INT32"),
+    http_case("v2-int8-negative-uint", tensor(datatype="UINT8", data=[-1, 3, 1, 0]), 400,
+              "input 'input-0': a value is out of range for UINT8"),
+    http_case("v2-fp32-overflow", tensor(datatype="FP32", data=[1e300, 3.5, 1.4, 0.2]), 400,
+              "input 'input-0': a value is out of range for FP32"),
+    http_case("v2-bigint", b'{"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": '
+              b'"INT64", "data": [99999999999999999999999, 1, 2, 3]}]}', 400,
+              "input 'input-0': a value is out of range for INT64"),
+    http_case("v2-nan-literal", b'{"inputs": [{"name": "input-0", "shape": [1, 4], '
+              b'"datatype": "FP64", "data": [NaN, 1, 2, 3]}]}', 400,
+              "request body is not valid JSON"),
+    http_case("v2-infinity-literal", b'{"inputs": [{"name": "input-0", "shape": [1, 4], '
+              b'"datatype": "FP64", "data": [Infinity, 1, 2, 3]}]}', 400,
+              "request body is not valid JSON"),
+    http_case("v2-overflow-to-inf", b'{"inputs": [{"name": "input-0", "shape": [1, 4], '
+              b'"datatype": "FP64", "data": [1e400, 1, 2, 3]}]}', 400,
+              "request body is not valid JSON"),
+    http_case("v2-deeply-nested", b'{"inputs": [{"name": "input-0", "shape": [1, 4], '
+              b'"datatype": "FP64", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}]}", 400,
+              "request body is not valid JSON"),
+    http_case("v2-non-utf8", b'{"inputs": [{"name": "input-\xff\xfe", "shape": [1, 4]}]}', 400,
+              "request body is not valid JSON"),
+    http_case("v2-utf16", orjson.dumps(GOOD).decode().encode("utf-16"), 400,
+              "request body is not valid JSON"),
+    http_case("v2-lone-surrogate", b'{"inputs": [{"name": "\\ud800", "shape": [1, 4], '
+              b'"datatype": "FP64", "data": [1, 2, 3, 4]}]}', 400,
+              "request body is not valid JSON"),
+    # wrong content types: the body decides, and a body that is not V2 JSON is a 400
+    http_case("v2-form-encoded", b"inputs=1&shape=4", 400, "request body is not valid JSON",
+              headers={"content-type": "application/x-www-form-urlencoded"}),
+    http_case("v2-multipart", b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--",
+              400, "request body is not valid JSON",
+              headers={"content-type": "multipart/form-data; boundary=b"}),
+    http_case("v2-octet-stream-raw-floats", f64(*ROW), 400, "request body is not valid JSON",
+              headers={"content-type": "application/octet-stream"}),
+    http_case("v2-pickle-body", b"\x80\x04\x95\x0b\x00\x00\x00\x00\x00\x00\x00}\x94.", 400,
+              "request body is not valid JSON",
+              headers={"content-type": "application/python-pickle"}),
+    # limits
+    http_case("v2-body-over-limit", b" " * (MAX_BODY + 1), 413,
+              f"request body is {MAX_BODY + 1} bytes; the limit is {MAX_BODY} "
+              "(KNINFER_MAX_BODY_BYTES)"),
+    http_case("v2-unknown-model", GOOD, 404, "model 'iris2' not found",
+              path="/v2/models/iris2/infer"),
+    # V2 binary tensor extension
+    binary_case("bin-header-length-text", binary(binary_input(32), f64(*ROW),
+                                                 header_length="abc"), 400,
+                "Inference-Header-Content-Length must be an integer, got 'abc'"),
+    binary_case("bin-header-length-zero", binary(binary_input(32), f64(*ROW),
+                                                 header_length="0"), 400,
+                "Inference-Header-Content-Length is 0 but the body has"),
+    binary_case("bin-header-length-past-end", binary(binary_input(32), f64(*ROW),
+                                                     header_length="100000"), 400,
+                "Inference-Header-Content-Length is 100000 but the body has"),
+    binary_case("bin-header-length-negative", binary(binary_input(32), f64(*ROW),
+                                                     header_length="-5"), 400,
+                "Inference-Header-Content-Length is -5 but the body has"),
+    binary_case("bin-header-cuts-json", binary(binary_input(32), f64(*ROW),
+                                               header_length="20"), 400,
+                "request body is not valid JSON"),
+    binary_case("bin-truncated-tensor", binary(binary_input(32), f64(*ROW)[:20]), 400,
+                "input 'input-0': binary_data_size 32 runs past the end of the body"),
+    binary_case("bin-size-mismatch-shape", binary(binary_input(24), f64(*ROW[:3])), 400,
+                "input 'input-0': binary_data_size is 24 bytes but shape and FP64 need 32"),
+    binary_case("bin-trailing-bytes", binary(binary_input(32), f64(*ROW), b"\x00" * 8), 400,
+                "body has 8 bytes after the last binary tensor"),
+    binary_case("bin-size-negative", binary(binary_input(-32), f64(*ROW)), 400,
+                "input 'input-0': binary_data_size must be a non-negative int"),
+    binary_case("bin-size-string", binary(
+        {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                     "parameters": {"binary_data_size": "32"}}]}, f64(*ROW)), 400,
+                "input 'input-0': binary_data_size must be a non-negative int"),
+    binary_case("bin-no-size", binary(
+        {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64"}]}, f64(*ROW)),
+                400, "input 'input-0' has no 'data'"),
+    binary_case("bin-nan", binary(binary_input(32), f64(5.1, float("nan"), 1.4, 0.2)), 400,
+                "input 'input-0' contains NaN or infinity; LogisticRegression needs finite "
+                "numbers"),
+    binary_case("bin-inf", binary(binary_input(32), f64(float("inf"), 3.5, 1.4, 0.2)), 400,
+                "input 'input-0' contains NaN or infinity"),
+    binary_case("bin-fp32-neg-inf", binary(
+        binary_input(16, "FP32"), np.asarray([-np.inf, 1, 2, 3], np.float32).tobytes()), 400,
+                "input 'input-0' contains NaN or infinity"),
+    binary_case("bin-huge-shape", binary(binary_input(32, shape=[2**31, 2**31]), f64(*ROW)),
+                400, "input 'input-0': binary_data_size is 32 bytes but shape and FP64 need "
+                "36893488147419103232"),
+    binary_case("bin-bytes-malformed", binary(binary_input(4, "BYTES", [1]),
+                                              struct.pack("<I", 1000)), 400,
+                "input 'input-0': malformed binary BYTES tensor"),
+    binary_case("bin-bool-rejected", binary(binary_input(4, "BOOL"), b"\x01\x00\x01\x00"), 400,
+                "input 'input-0' has datatype BOOL; expected one of FP64, FP32, INT64, INT32"),
+    binary_case("bin-json-non-utf8", (
+        {"inference-header-content-length": "4"}, b"\xff\xfe\xfd\xfc" + f64(*ROW)), 400,
+                "request body is not valid JSON"),
+    # V1
+    http_case("v1-truncated", b'{"instances": [[5.1, 3.5', 400, "request body is not valid JSON",
+              path=V1),
+    http_case("v1-empty-body", b"", 400, "request body is empty", path=V1),
+    http_case("v1-array-body", [ROW], 400, "request body must be a JSON object", path=V1),
+    http_case("v1-typo-field", {"instance": [ROW]}, 400, 'request has no "instances"', path=V1),
+    http_case("v1-instances-object", {"instances": {"a": 1}}, 400,
+              '"instances" must be a list of rows', path=V1),
+    http_case("v1-flat-list", {"instances": ROW}, 400,
+              "'instances' must be a list of rows (shape [-1, 4]); got a flat list", path=V1),
+    http_case("v1-wrong-features", {"instances": [ROW[:3]]}, 400,
+              "input 'input-0' has shape [1, 3]; expected [-1, 4]", path=V1),
+    http_case("v1-ragged", {"instances": [ROW, ROW[:2]]}, 400,
+              "'instances' must be a list of rows of 4 numbers for input 'input-0'", path=V1),
+    http_case("v1-strings", {"instances": [["a", "b", "c", "d"]]}, 400,
+              "'instances' must be a list of rows of 4 numbers for input 'input-0'", path=V1),
+    http_case("v1-empty-instances", {"instances": []}, 400,
+              "input 'input-0' has shape [0]; expected [-1, 4]", path=V1),
+    http_case("v1-nan-literal", b'{"instances": [[NaN, 1, 2, 3]]}', 400,
+              "request body is not valid JSON", path=V1),
+    http_case("v1-deeply-nested", deep(30_000), 400, "request body is not valid JSON",
+              path=V1),
+    http_case("v1-non-utf8", b'{"instances": [["\xc3\x28"]]}', 400,
+              "request body is not valid JSON", path=V1),
+    http_case("v1-too-many-elements", {"instances": [ROW] * 501}, 413,
+              "input 'input-0' has 2004 elements; the limit is 2000", path=V1),
+    http_case("v1-unknown-model", {"instances": [ROW]}, 404, "model 'nope' not found",
+              path="/v1/models/nope:predict"),
+    # CloudEvents, structured mode on POST /
+    http_case("ce-structured-truncated", b'{"specversion": "1.0", "id": "e', 400,
+              "structured CloudEvent is not valid JSON", path="/", headers=STRUCTURED),
+    http_case("ce-structured-array", [GOOD], 400, "structured CloudEvent must be a JSON object",
+              path="/", headers=STRUCTURED),
+    http_case("ce-structured-no-id", structured_event(GOOD, id=None), 400,
+              "CloudEvent is missing required attribute(s) id", path="/", headers=STRUCTURED),
+    http_case("ce-structured-no-source", structured_event(GOOD, source=None), 400,
+              "CloudEvent is missing required attribute(s) source", path="/",
+              headers=STRUCTURED),
+    http_case("ce-structured-specversion", structured_event(GOOD, specversion="0.3"), 400,
+              "CloudEvent specversion is '0.3'; kninfer accepts '1.0'", path="/",
+              headers=STRUCTURED),
+    http_case("ce-structured-no-data", structured_event(None), 400,
+              "CloudEvent has no data; its data must be a V2 inference request", path="/",
+              headers=STRUCTURED),
+    http_case("ce-structured-bad-tensor", structured_event(tensor(shape=[-1, 4])), 400,
+              "CloudEvent data: input 'input-0': shape [-1, 4] has a negative dimension",
+              path="/", headers=STRUCTURED),
+    http_case("ce-structured-data-not-request", structured_event([1, 2, 3]), 400,
+              "CloudEvent data: request body must be a JSON object", path="/",
+              headers=STRUCTURED),
+    http_case("ce-structured-unknown-model", structured_event(GOOD, kninfermodel="nope"), 400,
+              "CloudEvent extension kninfermodel='nope' names a model this server does not "
+              "serve; it serves: iris", path="/", headers=STRUCTURED),
+    http_case("ce-structured-non-utf8", b'{"specversion": "1.0", "id": "\xff"}', 400,
+              "structured CloudEvent is not valid JSON", path="/", headers=STRUCTURED),
+    http_case("ce-batch-mode", orjson.dumps([orjson.loads(structured_event(GOOD))]), 415,
+              "batched CloudEvents (application/cloudevents-batch+json) are not supported",
+              path="/", headers={"content-type": "application/cloudevents-batch+json"}),
+    # CloudEvents, binary mode
+    http_case("ce-binary-no-id", GOOD, 400, "CloudEvent is missing required attribute(s) ce-id",
+              path="/", headers=binary_event(**{"ce-id": None})),
+    http_case("ce-binary-no-type", GOOD, 400,
+              "CloudEvent is missing required attribute(s) ce-type", path="/",
+              headers=binary_event(**{"ce-type": None})),
+    http_case("ce-binary-no-specversion", GOOD, 400,
+              "CloudEvent is missing required attribute(s) ce-specversion", path="/",
+              headers=binary_event(**{"ce-specversion": None})),
+    http_case("ce-binary-empty-body", b"", 400,
+              "CloudEvent has no data; its data must be a V2 inference request", path="/",
+              headers=binary_event()),
+    http_case("ce-binary-truncated-data", b'{"inputs": [{"na', 400,
+              "CloudEvent data: request body is not valid JSON", path="/",
+              headers=binary_event()),
+    http_case("ce-binary-wrong-features", tensor(shape=[1, 3], data=ROW[:3]), 400,
+              "input 'input-0' has shape [1, 3]; expected [-1, 4]", path="/",
+              headers=binary_event()),
+    http_case("ce-binary-on-v2-route-bad-datatype", tensor(datatype="FP128"), 400,
+              "CloudEvent data: input 'input-0': unsupported datatype 'FP128'",
+              headers=binary_event()),
+    http_case("ce-binary-over-limit", b" " * (MAX_BODY + 1), 413,
+              f"the limit is {MAX_BODY} (KNINFER_MAX_BODY_BYTES)", path="/",
+              headers=binary_event()),
+    http_case("ce-plain-json-on-root", GOOD, 415,
+              "POST / takes CloudEvents only", path="/"),
+]
+
+
+@pytest.mark.parametrize(("path", "headers", "body", "status", "message"), HTTP_CASES)
+def test_http_bad_input(client: httpx.Client, stub: GRPCInferenceServiceStub, path: str,
+                        headers: dict[str, str], body: bytes, status: int, message: str) -> None:
+    reply = client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+    still_serving(client, stub)
+
+
+def test_chunked_body_over_limit_is_413(client: httpx.Client,
+                                        stub: GRPCInferenceServiceStub) -> None:
+    """No Content-Length (chunked upload): the limit holds while the body streams in."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_BODY // 1024 + 2):
+            yield b" " * 1024
+
+    reply = client.post(V2, content=chunks(), headers=JSON)
+    assert reply.status_code == 413
+    assert reply.json() == {"error": f"request body exceeds the limit of {MAX_BODY} bytes "
+                                     "(KNINFER_MAX_BODY_BYTES)"}
+    still_serving(client, stub)
+
+
+# ---- gRPC V2 ----------------------------------------------------------------------------------
+
+
+def grpc_request(rows: list[list[float]] | None = None, *, model: str = "iris",
+                 name: str = "input-0", datatype: str = "FP64",
+                 shape: list[int] | None = None, raw: list[bytes] | None = None,
+                 outputs: tuple[str, ...] = ()) -> pb.ModelInferRequest:
+    rows = [ROW] if rows is None else rows
+    tensor_ = pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype=datatype,
+        shape=shape if shape is not None else [len(rows), len(rows[0]) if rows else 0],
+    )
+    if raw is None:
+        flat = [v for row in rows for v in row]
+        if datatype == "FP64":
+            tensor_.contents.fp64_contents.extend(flat)
+        elif datatype == "FP32":
+            tensor_.contents.fp32_contents.extend(flat)
+        elif datatype in ("INT64", "INT32"):
+            getattr(tensor_.contents, f"{datatype.lower()}_contents").extend(int(v) for v in flat)
+        elif datatype == "BYTES":
+            tensor_.contents.bytes_contents.extend(str(v).encode() for v in flat)
+        elif datatype == "BOOL":
+            tensor_.contents.bool_contents.extend(bool(v) for v in flat)
+    return pb.ModelInferRequest(
+        model_name=model, id="g-1", inputs=[tensor_], raw_input_contents=raw or [],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=o) for o in outputs],
+    )
+
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+GRPC_CASES = [
+    pytest.param(grpc_request(model="nope"), grpc.StatusCode.NOT_FOUND, "nope", id="unknown-model"),
+    pytest.param(grpc_request([ROW[:3]]), INVALID,
+                 "input 'input-0' has shape [1, 3]; expected [-1, 4]", id="wrong-features"),
+    pytest.param(grpc_request(shape=[2, 4]), INVALID, "input 'input-0'", id="length-mismatch"),
+    pytest.param(grpc_request(shape=[1, -4]), INVALID,
+                 "input 'input-0': shape [1, -4] has a negative dimension", id="negative-dim"),
+    pytest.param(grpc_request(shape=[2**40, 2**40]), INVALID, "input 'input-0'",
+                 id="huge-shape"),
+    pytest.param(grpc_request(datatype="BYTES"), INVALID, "input 'input-0'", id="bytes-datatype"),
+    pytest.param(grpc_request([[1, 0, 1, 0]], datatype="BOOL"), INVALID,
+                 "input 'input-0' has datatype BOOL; expected one of FP64, FP32, INT64, INT32",
+                 id="bool-datatype"),
+    pytest.param(grpc_request(datatype="FP128", raw=[f64(*ROW)]), INVALID,
+                 "input 'input-0': unsupported datatype 'FP128'; expected one of BOOL",
+                 id="unknown-datatype"),
+    pytest.param(grpc_request(outputs=("nope",)), INVALID,
+                 "unknown output(s) nope; model 'iris' has predict, predict_proba",
+                 id="unknown-output"),
+    pytest.param(grpc_request(raw=[f64(*ROW)[:12]]), INVALID, "input 'input-0'",
+                 id="raw-truncated"),
+    pytest.param(grpc_request(raw=[f64(*ROW), f64(*ROW)]), INVALID,
+                 "the number of inputs (1) does not match the expected number of raw input "
+                 "contents (2)",
+                 id="raw-count-mismatch"),
+    pytest.param(grpc_request(raw=[f64(5.1, float("nan"), 1.4, 0.2)]), INVALID,
+                 "input 'input-0' contains NaN or infinity", id="raw-nan"),
+    pytest.param(grpc_request(raw=[f64(float("inf"), 3.5, 1.4, 0.2)]), INVALID,
+                 "input 'input-0' contains NaN or infinity", id="raw-inf"),
+    pytest.param(grpc_request([[0.5] * 4] * 501), grpc.StatusCode.RESOURCE_EXHAUSTED,
+                 "input 'input-0' has 2004 elements; the limit is 2000", id="too-many-elements"),
+    pytest.param(pb.ModelInferRequest(model_name="iris"), INVALID, "input",
+                 id="no-inputs"),
+]
+
+
+@pytest.mark.parametrize(("request_", "code", "fragment"), GRPC_CASES)
+def test_grpc_bad_input(client: httpx.Client, stub: GRPCInferenceServiceStub,
+                        request_: pb.ModelInferRequest, code: grpc.StatusCode,
+                        fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
+    still_serving(client, stub)
+
