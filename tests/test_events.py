@@ -310,6 +310,31 @@ def test_root_takes_events_only(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
 
 
+# ---- transformers ------------------------------------------------------------------------
+
+
+def test_transformer_takes_events_and_forwards_a_plain_v2_request(
+    server: ServerProcess, start_server: Any
+) -> None:
+    transformer = start_server(
+        "--transformer", "passthrough", "--predictor-host", f"127.0.0.1:{server.http_port}",
+        "--model-name", "iris", env={"K_SERVICE": "iris-transformer"}, timeout=180,
+    )
+    runs, replayed = model_runs(server), replays(server)
+    request = event(v2_request(), correlationid="batch-7")
+    first = reply_of(post(f"{transformer.url}/v2/models/iris/infer", request, "binary"))
+    again = reply_of(post(f"{transformer.url}/", request, "structured"))
+    assert first["source"] == "kninfer/iris-transformer/models/iris"
+    assert first["type"] == RESPONSE_TYPE
+    assert (first["causationid"], first["correlationid"]) == (request["id"], "batch-7")
+    assert data_of(first)["outputs"][0]["data"] == [0, 2]
+    assert again["id"] == first["id"]
+    # The predictor ran once and got a plain V2 request (an event there would count a replay
+    # or be answered with an event the transformer's V2 client could not read).
+    assert model_runs(server) == runs + 1
+    assert replays(server) == replayed
+
+
 # ---- the redelivery cache on its own ----------------------------------------------------
 
 
