@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,pytorch,mlflow
 
-.PHONY: serve test test-long lint bench bench-quick clean serve-pipeline image deploy
+.PHONY: serve test test-long lint bench bench-quick clean serve-pipeline image image-gpu deploy
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,3 +29,33 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
+
+# --- images and deployment (README "Deploy on Knative/KServe") ---------------------------------
+# make image [IMAGE=registry/you/kninfer TAG=0.1.0 PUSH=1]
+# make deploy CONFIG=deploy/examples/iris-cpu.yaml [DEPLOY_IMAGE=registry/you/kninfer:0.1.0]
+IMAGE ?= ghcr.io/kninfer/kninfer
+TAG ?= 0.1.0
+DOCKER ?= docker
+CONFIG ?= deploy/examples/iris-cpu.yaml
+DEPLOY_DIR ?= build/deploy
+CRDS ?= ../shared/schemas
+# kserve: apply the InferenceService; knative: apply the plain Knative Service (no KServe).
+VARIANT ?= kserve
+
+image:
+	$(DOCKER) build -f Dockerfile -t $(IMAGE):$(TAG) .
+	$(if $(PUSH),$(DOCKER) push $(IMAGE):$(TAG))
+
+image-gpu:
+	$(DOCKER) build -f Dockerfile.gpu -t $(IMAGE):$(TAG)-cuda .
+	$(if $(PUSH),$(DOCKER) push $(IMAGE):$(TAG)-cuda)
+
+deploy: $(STAMP)
+	rm -rf $(DEPLOY_DIR)
+	$(BIN)/kninfer render $(CONFIG) -o $(DEPLOY_DIR) $(if $(DEPLOY_IMAGE),--image $(DEPLOY_IMAGE))
+	$(BIN)/kninfer validate $(DEPLOY_DIR) --crds $(CRDS)
+	kubectl apply -f $(DEPLOY_DIR)/$(VARIANT)/
+	@# the eventing file (Broker, Triggers, sinks) goes with either variant
+	for f in $(DEPLOY_DIR)/knative/*-eventing.yaml; do \
+		if [ "$(VARIANT)" = kserve ] && [ -f "$$f" ]; then kubectl apply -f "$$f"; fi; \
+	done

@@ -101,7 +101,11 @@ class Runtime(_Strict):
 
 
 class Transformer(_Strict):
-    name: str = "tabular"  # `kninfer serve --transformer NAME`
+    # `kninfer serve --transformer NAME`: tabular, iris (tabular with the embedded iris spec),
+    # passthrough, or package.module:Class baked into your image.
+    name: str = "tabular"
+    # Directory holding the transformer's files (features.json for `tabular`).
+    storage_uri: str | None = None
     image: str | None = None  # default: the predictor's CPU image
     resources: Resources = Field(default_factory=lambda: Resources(
         requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}))
@@ -190,6 +194,10 @@ class DeployConfig(_Strict):
                              "embedded default model)")
         if self.kserve == "runtime" and self.storage_uri is None:
             raise ValueError("kserve: runtime needs storage_uri (the runtime loads /mnt/models)")
+        if (self.transformer is not None and self.transformer.name == "tabular"
+                and self.transformer.storage_uri is None):
+            raise ValueError("transformer tabular needs transformer.storage_uri: a directory "
+                             "holding features.json (or use the `iris` transformer)")
         reserved = sorted(RESERVED_ENV & set(self.env))
         if reserved:
             raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "

@@ -155,6 +155,10 @@ def _predictor_container(config: DeployConfig, *, name: str, storage: str,
 def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[str]:
     assert config.transformer is not None
     host = f"{predictor_service(config)}.{config.namespace}:80"
+    files: list[str] = []
+    if config.transformer.storage_uri is not None:
+        files = (["--model-dir", MODEL_DIR] if kserve_spelling
+                 else ["--storage-uri", config.transformer.storage_uri])
     if kserve_spelling:
         # KServe appends `--model_name <isvc>`, `--predictor_host <svc>.<ns>` and
         # `--workers <containerConcurrency>` to a custom transformer unless an argument with that
@@ -163,16 +167,16 @@ def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[st
         # values and stops containerConcurrency from becoming a process count.
         return ["serve", "--transformer", config.transformer.name,
                 f"--model_name={config.served_model}", f"--predictor_host={host}",
-                "--predictor-protocol", "v2", "--workers=1"]
+                "--predictor-protocol", "v2", "--workers=1", *files]
     return ["serve", "--transformer", config.transformer.name,
             "--model-name", config.served_model, "--predictor-host", host,
-            "--predictor-protocol", "v2"]
+            "--predictor-protocol", "v2", *files]
 
 
 def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: bool) -> Doc:
     assert config.transformer is not None
     resources = config.transformer.resources
-    return {
+    container: Doc = {
         "name": name,
         "image": config.transformer.image or config.image,
         "args": _transformer_args(config, kserve_spelling=kserve_spelling),
@@ -184,6 +188,12 @@ def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: 
         "livenessProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 10,
                           "failureThreshold": 3},
     }
+    env = {"PROTOCOL": "v2"} if kserve_spelling else {}
+    if kserve_spelling and config.transformer.storage_uri is not None:
+        env["STORAGE_URI"] = config.transformer.storage_uri  # KServe's storage initializer
+    if env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    return container
 
 
 def _revision_annotations(config: DeployConfig) -> dict[str, str]:
