@@ -1,0 +1,217 @@
+"""`make bench`: kninfer against KServe, MLServer, a FastAPI wrapper and a bare ASGI floor.
+
+    .venv/bin/python -m bench.run                 # full run (about 10 minutes on 2 cores)
+    .venv/bin/python -m bench.run --quick --out DIR --servers kninfer,bare --peer-python
+
+Method (README "Performance and observability"): every server serves the same iris
+LogisticRegression and gets the same V2 JSON requests (batch 1 and batch 64 rows). The server is
+pinned to core 0, wrk to core 1. Cold start is process spawn to the first successful V2 inference,
+median of `--cold-runs` after one unmeasured start that warms the page cache, servers interleaved.
+Load: per server and batch size, a warm-up run then fixed-duration runs at 1, 8 and 32
+connections; the whole sweep is repeated `--runs` times (servers interleaved) and the median of
+the runs is reported with every raw run kept in the JSON. Only ratios between servers measured in
+the same run are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import load
+from bench.report import summarize, write_markdown
+from bench.servers import BENCH, ROOT, build_specs, venv_python
+
+ALL_SERVERS = ["kninfer", "kserve", "mlserver", "mlserver-pw0", "fastapi", "bare"]
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--servers", default=",".join(ALL_SERVERS))
+    parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per point")
+    parser.add_argument("--runs", type=int, default=2, help="repetitions of every figure")
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--cold-timeout", type=float, default=60.0)
+    parser.add_argument("--out", default=str(BENCH / "results"))
+    parser.add_argument("--peer-python", action="store_true",
+                        help="run the FastAPI and bare ASGI peers on this interpreter")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny run to check the harness: 1 s runs, 1 repetition")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.runs, args.cold_runs = 1.0, 1.0, 1, 1
+        if args.connections == "1,8,32":
+            args.connections = "1,8"
+    return args
+
+
+def request_body(batch: int) -> bytes:
+    """A V2 request of `batch` iris rows (the first rows of the data set, cycled)."""
+    from sklearn.datasets import load_iris
+
+    rows = load_iris().data
+    data = [float(v) for i in range(batch) for v in rows[i % len(rows)]]
+    return json.dumps({"inputs": [{"name": "input-0", "shape": [batch, 4], "datatype": "FP64",
+                                   "data": data}]}).encode()
+
+
+def in_process_cost(model_dir: Path, body_file: Path, batch: int) -> dict[str, float]:
+    """Microseconds to decode the V2 body with kninfer's codec and call `predict`, in one process
+    pinned to the server core: the floor a server's per-request time is compared with."""
+    code = f"""
+import json, time, joblib, statistics
+from kninfer.codec import decode_v2_request
+model = joblib.load({str(model_dir / 'model.joblib')!r})
+body = open({str(body_file)!r}, 'rb').read()
+def once():
+    request = decode_v2_request(body, {{}}, 'iris')
+    model.predict(request.inputs[0].data)
+for _ in range(200): once()
+samples = []
+for _ in range(7):
+    n = 500
+    t = time.perf_counter()
+    for _ in range(n): once()
+    samples.append((time.perf_counter() - t) / n * 1e6)
+print(json.dumps({{"median_us": statistics.median(samples), "min_us": min(samples)}}))
+"""
+    python = ROOT / ".venv" / "bin" / "python"
+    out = subprocess.run(load.pinned(load.SERVER_CPU, [str(python if python.exists() else
+                                                           sys.executable), "-c", code]),
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result["batch"] = batch
+    return result
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "kernel": platform.release(), "loadavg_start": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = [n for n in args.servers.split(",") if n]
+    connections = [int(c) for c in args.connections.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = BENCH / ".work"
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    wrk_path = load.ensure_wrk()
+    from kninfer.iris import ensure_iris_model
+
+    model_dir = ensure_iris_model(work)
+    bodies: dict[int, Path] = {}
+    for batch in batches:
+        bodies[batch] = work / f"body-{batch}.json"
+        bodies[batch].write_bytes(request_body(batch))
+    specs = build_specs(names, model_dir, work, args.peer_python, log)
+    started = time.time()
+    results: dict[str, Any] = {
+        "meta": {**machine(), "command": " ".join([Path(sys.executable).name, "-m", "bench.run",
+                                                    *(argv if argv is not None else
+                                                      sys.argv[1:])]),
+                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                 "duration_s": args.duration, "warmup_s": args.warmup, "runs": args.runs,
+                 "cold_runs": args.cold_runs, "connections": connections, "batches": batches},
+        "servers": {s.name: {"label": s.label, "cold_start_s": [], "load": {},
+                             "peak_rss_mb": 0.0} for s in specs},
+    }
+    body1 = bodies[batches[0]].read_bytes()
+
+    # Cold start: one unmeasured start per server (page cache), then interleaved measured ones.
+    for rep in range(args.cold_runs + 1):
+        for spec in specs:
+            seconds, breakdown = load.cold_start(spec, body1, logs, args.cold_timeout)
+            if rep == 0:
+                log(f"cold start {spec.name}: {seconds:.3f}s (warm-up, not counted)")
+                continue
+            log(f"cold start {spec.name}: {seconds:.3f}s")
+            entry = results["servers"][spec.name]
+            entry["cold_start_s"].append(round(seconds, 4))
+            if breakdown:
+                entry.setdefault("cold_start_breakdown", []).append(breakdown)
+
+    # Load: the full sweep `runs` times, servers interleaved within each repetition.
+    for rep in range(args.runs):
+        for spec in specs:
+            run = load.start(spec, logs)
+            try:
+                load.wait_first_inference(run, body1, args.cold_timeout)
+                for batch in batches:
+                    for conns in connections:
+                        key = f"b{batch}_c{conns}"
+                        load.wrk(wrk_path, run.http_port, bodies[batch], conns, args.warmup)
+                        figure = load.wrk(wrk_path, run.http_port, bodies[batch], conns,
+                                          args.duration)
+                        log(f"run {rep + 1} {spec.name} batch {batch} x{conns}: "
+                            f"{figure['rps']:.0f} rps p50 {figure['p50_us'] / 1000:.2f} ms "
+                            f"p99 {figure['p99_us'] / 1000:.2f} ms errors {figure['errors']}")
+                        point = results["servers"][spec.name]["load"].setdefault(
+                            key, {"batch": batch, "connections": conns, "runs": []})
+                        point["runs"].append(figure)
+                rss = load.peak_rss_mb(run.process.pid)
+                entry = results["servers"][spec.name]
+                entry["peak_rss_mb"] = max(entry["peak_rss_mb"], rss)
+            finally:
+                load.stop(run)
+
+    for batch in batches:
+        results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
+            model_dir, bodies[batch], batch)
+    for entry in results["servers"].values():
+        cold = entry["cold_start_s"]
+        entry["cold_start_median_s"] = round(statistics.median(cold), 4) if cold else None
+        for point in entry["load"].values():
+            runs = point["runs"]
+            point["rps"] = round(statistics.median(r["rps"] for r in runs), 1)
+            point["p50_ms"] = round(statistics.median(r["p50_us"] for r in runs) / 1000, 3)
+            point["p99_ms"] = round(statistics.median(r["p99_us"] for r in runs) / 1000, 3)
+            point["errors"] = sum(r["errors"] for r in runs)
+    results["meta"]["loadavg_end"] = os.getloadavg()
+    results["meta"]["elapsed_s"] = round(time.time() - started, 1)
+    results["summary"] = summarize(results)
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
+    (out / "latest.json").write_text(json.dumps(results, indent=2))
+    (out / f"run-{stamp}.json").write_text(json.dumps(results, indent=2))
+    plot = None
+    if not args.no_plot:
+        plot = out / "plot.png"
+        subprocess.run([str(venv_python("report", log)), str(BENCH / "plot.py"),
+                        str(out / "latest.json"), str(plot)], check=True)
+    write_markdown(results, out / "report.md", plot.name if plot else None)
+    log(f"wrote {out / 'latest.json'}, {out / 'report.md'}" + (f", {plot}" if plot else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
