@@ -62,9 +62,12 @@ def build_grpc_server(dataplane: Any, repository_extension: Any, port: int, host
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
     from kserve.protocol.grpc.servicer import InferenceServicer
 
+    from kninfer.metrics import grpc_interceptor
+
     server = aio.server(
         futures.ThreadPoolExecutor(max_workers=threads),
-        interceptors=(ErrorStatusInterceptor(),),
+        # Outermost first: metrics see the status the error map chose.
+        interceptors=(grpc_interceptor(), ErrorStatusInterceptor()),
         options=[
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -187,10 +187,10 @@ class V2Routes:
         return json_response(response, headers=response_headers or None)
 
     async def metrics(self, request: Request) -> Response:
-        from prometheus_client import REGISTRY, exposition
+        from kninfer.metrics import render  # aggregates all workers in multiprocess mode
 
-        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
-        return Response(encoder(REGISTRY), headers={"content-type": content_type})
+        payload, content_type = render(request.headers.get("accept"))
+        return Response(payload, headers={"content-type": content_type})
 
     def routes(self) -> list[Route]:
         g = guarded

@@ -67,7 +67,14 @@ class KninferServer(ModelServer):
         asyncio.run(self.serve())
 
     def build_app(self) -> Any:
-        return build_app(self.state, self.extra_routes)
+        from kninfer.metrics import InstrumentedApp, configure_access_log, ensure_registered
+
+        # Metrics and the JSON access log wrap the whole app (kninfer.metrics); uvicorn's own
+        # access log stays off so each request is logged once.
+        ensure_registered()
+        configure_access_log(self.settings.access_log)
+        return InstrumentedApp(build_app(self.state, self.extra_routes), self.settings.model_name,
+                               self.settings.access_log)
 
     async def serve(self) -> None:
         settings = self.settings
@@ -80,7 +87,7 @@ class KninferServer(ModelServer):
             host=settings.host,
             port=settings.http_port,
             log_config=None,
-            access_log=settings.access_log,
+            access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=int(settings.grace_period_s),
             timeout_keep_alive=65,

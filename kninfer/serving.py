@@ -88,6 +88,9 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     breakdown: dict[str, float | None] = {"interpreter_ms": _process_age_ms()}
     mark = time.perf_counter()
     try:
+        from kninfer.metrics_setup import prepare_multiprocess
+
+        prepare_multiprocess(settings.workers)  # before prometheus_client is imported
         if settings.workers > 1 and not worker:
             from kninfer.workers import run_workers
 
@@ -117,6 +120,9 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
         age = _process_age_ms()
         breakdown["since_process_start_ms"] = age
         logger.info("cold start %s", json.dumps(breakdown))
+        from kninfer.metrics import record_cold_start
+
+        record_cold_start(breakdown, model.name, getattr(model, "load_ms", 0.0))
         logger.info("serving model '%s' on HTTP port %d", model.name, settings.http_port)
 
     server.on_ready.append(log_ready)
