@@ -38,6 +38,7 @@ from kninfer.events import (
     render_reply,
     reply_source,
 )
+from kninfer.metrics import adopt_event_trace, trace_headers
 from kninfer.rest import ServerState, guarded, read_body
 from kninfer.settings import ServeSettings
 
@@ -97,7 +98,12 @@ class EventEndpoint:
         body = await read_body(request, self.state.max_body_bytes)
         headers = dict(request.headers)
         event = parse_event(headers, body)
+        # For kninfer.metrics: the access log's ce_id, and the trace context of the event
+        # (CloudEvents distributed-tracing extension) when the HTTP request carried none.
+        request.state.kninfer_ce_id = event.id
+        adopt_event_trace(event.attributes.get("traceparent"), event.attributes.get("tracestate"))
         name = path_model or self._pick_model(event)
+        request.state.kninfer_model = name
         model = self.state.ready_model(name)
         model_headers = {
             k: v for k, v in headers.items()
@@ -111,7 +117,10 @@ class EventEndpoint:
             # binary tensor extension's length header would not survive the trip.
             payload, _ = encode_v2_response(response)
             source = reply_source(name, self.settings.ce_source, self.k_service)
-            return build_reply(event, payload, source)
+            reply = build_reply(event, payload, source)
+            # W3C trace context travels on as the reply's `traceparent` extension.
+            reply.attributes.update(trace_headers())
+            return reply
 
         reply, replayed = await self.cache.run(event_key(event, name), run)
         if replayed:

@@ -10,13 +10,14 @@ kninfer adds, for every inference request whatever the transport:
 - `kninfer_request_duration_seconds{protocol,model}` (histogram, whole request);
 - `kninfer_requests_in_flight{protocol}` (gauge);
 - `kninfer_model_load_seconds{model}` and `kninfer_cold_start_seconds{phase}` (gauges, set once);
-- `kninfer_batch_size{model}` (histogram, observed by kninfer.batching) and
-  `kninfer_cloudevents_duplicates_total{model}` (counter, incremented by kninfer.events): both are
-  get-or-create here, so whichever module touches them first registers them.
+- `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; get-or-create here, so
+  whichever module touches it first registers it). CloudEvents redeliveries answered from the
+  dedupe cache are `kninfer_cloudevent_replays_total{model_name}` (kninfer.event_routes).
 
 Counting is an ASGI middleware (`InstrumentedApp`) and a gRPC interceptor (`MetricsInterceptor`)
 so the route handlers stay untouched and the hot path pays for two dict look-ups, a histogram
-observation and two gauge updates (measured in bench/README.md: under 10 us per request).
+observation and two gauge updates (overhead measured in README, "Performance and
+observability").
 
 Multi-worker: when `PROMETHEUS_MULTIPROC_DIR` is set (kninfer sets it for `--workers > 1`, before
 prometheus_client is imported), every process writes its samples to mmap files there and
@@ -58,6 +59,7 @@ REST_V1 = "rest_v1"
 REST_V2 = "rest_v2"
 GRPC_V2 = "grpc_v2"
 CLOUDEVENTS = "cloudevents"
+UNKNOWN_MODEL = "_unknown"
 
 # Request latencies from sub-millisecond (a cached CloudEvent reply) to a slow GPU model.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -100,18 +102,9 @@ def batch_size_histogram() -> Any:
         buckets=BATCH_SIZE_BUCKETS))
 
 
-def cloudevents_duplicates_counter() -> Any:
-    """`kninfer_cloudevents_duplicates_total{model}`: redelivered events answered from cache."""
-    return _get_or_create("kninfer_cloudevents_duplicates_total", lambda: Counter(
-        "kninfer_cloudevents_duplicates",
-        "Redelivered CloudEvents (same source and id) answered without running the model",
-        ["model"]))
-
-
 def ensure_registered() -> None:
     """Register the collectors other modules own, so /metrics lists them from the start."""
     batch_size_histogram()
-    cloudevents_duplicates_counter()
 
 
 # ---- exposition --------------------------------------------------------------------------------
@@ -178,6 +171,16 @@ def set_trace_context(traceparent: str | None, tracestate: str | None = None) ->
         if tracestate:
             context["tracestate"] = tracestate
     _trace.set(context)
+
+
+def adopt_event_trace(traceparent: str | None, tracestate: str | None = None) -> None:
+    """Use a CloudEvent's `traceparent` extension when the HTTP request carried no header
+    (a Broker may deliver the trace in either place)."""
+    context = _trace.get()
+    if context and "traceparent" in context:
+        return
+    if parse_traceparent(traceparent) is not None:
+        set_trace_context(traceparent, tracestate)
 
 
 def current_traceparent() -> str:
@@ -275,10 +278,14 @@ class InstrumentedApp:
     `kninfer_ce_id` (the CloudEvent id, for the access log).
     """
 
-    def __init__(self, app: ASGIApp, default_model: str, access_log: bool = False) -> None:
+    def __init__(self, app: ASGIApp, default_model: str, access_log: bool = False,
+                 known_model: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.default_model = default_model
         self.access_log = access_log
+        # Model names come from the URL: names the server does not serve are counted as
+        # "_unknown", so a client cannot grow the label set without bound.
+        self.known_model = known_model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -312,6 +319,8 @@ class InstrumentedApp:
             if gauge is not None and kind is not None:
                 gauge.dec()
                 model = state.get("kninfer_model") or kind[1]
+                if self.known_model is not None and not self.known_model(model):
+                    model = UNKNOWN_MODEL
                 _children.count(kind[0], model, str(status), seconds)
             if self.access_log:
                 self.log(scope, headers, state, kind, status, seconds)

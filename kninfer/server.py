@@ -74,7 +74,9 @@ class KninferServer(ModelServer):
         ensure_registered()
         configure_access_log(self.settings.access_log)
         return InstrumentedApp(build_app(self.state, self.extra_routes), self.settings.model_name,
-                               self.settings.access_log)
+                               self.settings.access_log,
+                               known_model=lambda name: self.state.registry.get_model(name)
+                               is not None)
 
     async def serve(self) -> None:
         settings = self.settings
