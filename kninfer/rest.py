@@ -12,6 +12,7 @@ This module knows nothing of model families: it sees `kserve.Model` objects in a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from kninfer.errors import (
     ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
+    ServiceUnavailable,
     message_of,
     status_of,
 )
@@ -96,6 +98,18 @@ def guarded(handler: Handler) -> Handler:
             return await handler(request)
         except Exception as exc:
             return error_response(exc)
+        except asyncio.CancelledError:
+            # Only uvicorn cancels a request's task: when its graceful-shutdown timeout (our
+            # grace period) ends, and it would answer with a bare text 500. Answer a retryable
+            # 503 instead, so the client or Knative's delivery retries elsewhere.
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                raise
+            task.uncancel()
+            return error_response(ServiceUnavailable(
+                "the server is shutting down and its grace period (KNINFER_GRACE_PERIOD_S) "
+                "ended before this request finished; retry"
+            ))
 
     run.__name__ = handler.__name__
     return run

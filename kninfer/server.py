@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -65,6 +66,15 @@ class KninferServer(ModelServer):
             if model.ready:
                 self.register_model(model)
         asyncio.run(self.serve())
+        # Inference threads cannot be cancelled, and the interpreter joins them at exit: a model
+        # call that outlived the grace period would keep the pod up until Kubernetes' SIGKILL.
+        # The drain is over, so leave now, saying what was abandoned.
+        abandoned = sum(int(getattr(model, "inflight", 0)) for model in models)
+        if abandoned:
+            logger.warning("grace period of %gs over: abandoning %d inference(s) still running",
+                           self.settings.grace_period_s, abandoned)
+            logging.shutdown()
+            os._exit(0)
 
     def build_app(self) -> Any:
         from kninfer.metrics import InstrumentedApp, configure_access_log, ensure_registered
