@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 DEFAULT_CRDS = "../shared/schemas"
 
@@ -130,6 +131,10 @@ def _cmd_canary(options: argparse.Namespace) -> int:
             return 0
         if options.action == "start":
             isvc = _read_isvc(options, kubectl)
+            if options.namespace is None and options.from_file is not None:
+                # The rendered file says where the InferenceService lives.
+                namespace = (isvc.get("metadata") or {}).get("namespace")
+                kubectl = canary.Kubectl(options.name, namespace)
             patch = canary.start_patch(isvc, options.storage_uri, options.percent,
                                        options.component)
         elif options.action == "promote":
@@ -147,7 +152,7 @@ def _cmd_canary(options: argparse.Namespace) -> int:
         return 1
 
 
-def _read_isvc(options: argparse.Namespace, kubectl: object) -> dict[str, object]:
+def _read_isvc(options: argparse.Namespace, kubectl: object) -> dict[str, Any]:
     from kninfer.deploy.canary import CanaryError, Kubectl
 
     if options.from_file is not None:

@@ -468,11 +468,6 @@ def _message(error: Any) -> tuple[list[str | int], str, str]:
     """(path, rule, message) for a jsonschema error, phrased for Kubernetes users."""
     path: list[str | int] = list(error.absolute_path)
     keyword = error.validator
-    if keyword == "additionalProperties" and error.validator_value is False:
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        rule = error.schema.get(RULE_KEY, "strict-fields")
-        field = extra[0] if extra else "?"
-        return [*path, field], rule, f"unknown field {json.dumps(field)}"
     if keyword == "pattern" and str(error.validator_value).startswith(QUANTITY_PATTERN_PREFIX):
         return path, "quantity", f"{json.dumps(error.instance)} is not a Kubernetes quantity"
     return path, str(keyword), error.message
@@ -507,16 +502,18 @@ def validate_document(doc: Any, store: SchemaStore, file: str, index: int) -> li
     problems += [problem(path, "nullable", text, "warning") for path, text in warnings]
     if not meta.get("name") and not meta.get("generateName"):
         problems.append(problem(["metadata"], "required", "metadata.name is required"))
-    for error in sorted(validator.iter_errors(prepared), key=lambda e: list(map(str, e.path))):
+    found: list[Problem] = []
+    for error in validator.iter_errors(prepared):
         if error.validator == "additionalProperties" and error.validator_value is False:
             # one problem per unknown field, each with its own path
             rule = error.schema.get(RULE_KEY, "strict-fields")
             base = list(error.absolute_path)
-            problems += [problem([*base, field], rule, f"unknown field {json.dumps(field)}")
-                         for field in _unknown_fields(error)]
+            found += [problem([*base, field], rule, f"unknown field {json.dumps(field)}")
+                      for field in _unknown_fields(error)]
             continue
         path, rule, text = _message(error)
-        problems.append(problem(path, rule, text))
+        found.append(problem(path, rule, text))
+    problems += sorted(found, key=lambda p: (p.path, p.rule, p.message))
     entry = store.entry(api_version, kind)
     if entry is not None and entry.get("scope") == "Cluster" and meta.get("namespace"):
         problems.append(problem(["metadata", "namespace"], "scope",
