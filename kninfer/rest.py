@@ -173,13 +173,13 @@ class V2Routes:
 
     async def infer(self, request: Request) -> Response:
         name = request.path_params["name"]
+        headers = dict(request.headers)
         events = self.state.events
-        if events is not None and events.wants(request.headers):
+        if events is not None and events.wants(headers):  # two dict lookups
             # A CloudEvent (binary or structured mode) gets a reply event (kninfer.events).
             return await events.respond(request, name)
         model = self.state.ready_model(name)
         body = await read_body(request, self.state.max_body_bytes)
-        headers = dict(request.headers)
         infer_request = decode_v2_request(body, headers, name)
         response, response_headers = await model(infer_request, headers=headers)
         payload, wire_headers = encode_v2_response(response, infer_request)
