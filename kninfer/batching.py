@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,28 +42,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kninfer")
 
 Arrays = dict[str, np.ndarray]
-
-# Rows per model call; powers of two up to 1024 cover CPU and GPU batch limits.
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-
-def _batch_size_histogram() -> Any:
-    """`kninfer_batch_size{model}`, created once per process (kninfer.metrics may own it)."""
-    from prometheus_client import REGISTRY, Histogram
-
-    existing = getattr(REGISTRY, "_names_to_collectors", {}).get("kninfer_batch_size")
-    if existing is not None:
-        return existing
-    try:
-        return Histogram(
-            "kninfer_batch_size",
-            "Rows per model call made by the adaptive batcher",
-            ["model"],
-            buckets=BATCH_SIZE_BUCKETS,
-        )
-    except ValueError:  # registered concurrently by another module
-        return REGISTRY._names_to_collectors["kninfer_batch_size"]  # type: ignore[attr-defined]
-
 
 @dataclass
 class _Pending:
@@ -103,7 +81,9 @@ class AdaptiveBatcher:
         self.max_latency_s = max_latency_ms / 1000.0
         self.max_concurrent = max(1, getattr(predictor.executor, "_max_workers", 1))
         self.on_batch: list[Callable[[int, int], None]] = []  # (rows, requests)
-        self._histogram = _batch_size_histogram().labels(model=predictor.name)
+        from kninfer.metrics import batch_size_histogram
+
+        self._histogram = batch_size_histogram().labels(model=predictor.name)
         self._queues: dict[Hashable, deque[_Pending]] = {}
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -115,13 +95,14 @@ class AdaptiveBatcher:
     async def submit(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
         """The named outputs for `arrays` (validated by the caller), computed in a shared batch."""
         key = group_key(arrays, outputs)
-        if key is None or _rows_of(arrays) > self.max_batch_size:
+        rows = _rows_of(arrays) if key is not None else 1
+        if key is None or rows > self.max_batch_size:
             # Too big to share or not concatenable: run it alone, still off the event loop.
-            return await self._run_alone(arrays, list(outputs))
+            return await self._run_alone(arrays, list(outputs), rows)
         self._ensure_started()
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
-        pending = _Pending(arrays, list(outputs), _rows_of(arrays), loop.create_future())
+        pending = _Pending(arrays, list(outputs), rows, loop.create_future())
         self._queues.setdefault(key, deque()).append(pending)
         self._wakeup.set()
         # Cancelling this await cancels only `pending.future`; the batch it may be part of goes on.
@@ -158,20 +139,35 @@ class AdaptiveBatcher:
         return sum(p.rows for p in self._queues.get(key, ()) if not p.future.done())
 
     async def _dispatch(self) -> None:
-        assert self._wakeup is not None and self._slots is not None
         while True:
-            key = self._oldest_key()
+            try:
+                await self._dispatch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not leave callers waiting forever
+                logger.exception("adaptive batcher failed; failing the queued requests")
+                for queue in self._queues.values():
+                    for pending in queue:
+                        if not pending.future.done():
+                            pending.future.set_exception(
+                                RuntimeError("adaptive batcher failed; see the server log"))
+                self._queues.clear()
+
+    async def _dispatch_once(self) -> None:
+        """Wait for work and a free slot, gather one batch, start it."""
+        assert self._wakeup is not None and self._slots is not None
+        if self._oldest_key() is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            return
+        # A free execution slot first: while every slot is busy, requests keep queueing, which
+        # is what makes batches grow under load.
+        await self._slots.acquire()
+        key = self._oldest_key()
+        batch: list[_Pending] = []
+        try:
             if key is None:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            # A free execution slot first: while every slot is busy, requests keep queueing, which
-            # is what makes batches grow under load.
-            await self._slots.acquire()
-            key = self._oldest_key()
-            if key is None:
-                self._slots.release()
-                continue
+                return
             deadline = self._queues[key][0].arrived + self.max_latency_s
             while self._queued_rows(key) < self.max_batch_size:
                 remaining = deadline - time.monotonic()
@@ -183,10 +179,11 @@ class AdaptiveBatcher:
                 except TimeoutError:
                     break
             batch = self._take(key)
+        finally:
             if not batch:
-                self._slots.release()
-                continue
-            task = asyncio.create_task(self._run_batch(batch))
+                self._slots.release()  # nothing started: give the slot back
+        if batch:
+            task = asyncio.create_task(self._run_batch(batch))  # releases the slot when done
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -210,12 +207,12 @@ class AdaptiveBatcher:
 
     # ---- execution ---------------------------------------------------------------------------
 
-    async def _run_alone(self, arrays: Arrays, outputs: list[str]) -> Arrays:
+    async def _run_alone(self, arrays: Arrays, outputs: list[str], rows: int) -> Arrays:
         loop = asyncio.get_running_loop()
         result: Arrays = await loop.run_in_executor(
             self.predictor.executor, self.predictor.run, arrays, outputs
         )
-        self._observe(_rows_of(arrays) if arrays and group_key(arrays, outputs) else 1, 1)
+        self._observe(rows, 1)
         return result
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
