@@ -36,6 +36,13 @@ class SlowClassifier:
         return np.arange(len(rows)) % 3
 
 
+class BrokenClassifier(SlowClassifier):
+    """Loads fine, fails its first prediction: what warm-up is there to catch."""
+
+    def predict(self, features: Any) -> np.ndarray:
+        raise RuntimeError("weights are corrupt")
+
+
 def save_model(model_dir: Path, estimator: Any) -> Path:
     import joblib
 
