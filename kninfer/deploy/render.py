@@ -18,9 +18,10 @@ from typing import Any
 
 from kninfer.deploy.config import DeployConfig, Resources, Sink
 
-REQUEST_TYPE = "dev.kninfer.inference.request"
-RESPONSE_TYPE = "dev.kninfer.inference.response"
-MODEL_EXTENSION = "kninfermodel"
+# The event contract has one home (kninfer.events, a light module: no kserve, no cloudevents).
+from kninfer.events import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
+
+__all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "render", "write"]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
 PORT = 8080  # Knative passes it back to the container as $PORT, which `kninfer serve` honours
 
@@ -428,7 +429,7 @@ def eventing_documents(config: DeployConfig) -> list[Doc]:
     # Replies are re-enqueued into the broker (knative specs, data-plane.md "Replies"): they carry
     # a different type, so they match only this trigger and never loop back into the model.
     reply_filter = {"type": RESPONSE_TYPE,
-                    "source": f"kninfer/{entry_service(config)}/models/{config.served_model}"}
+                    "source": reply_source(config.served_model, None, entry_service(config))}
     docs.append(_trigger(config, f"{config.name}-responses", events.broker, reply_filter,
                          _destination(results), delivery))
     return docs
