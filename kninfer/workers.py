@@ -63,7 +63,11 @@ def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
         logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
         ready.set()
 
-    sys.exit(serve(settings, started=time.perf_counter(), worker=True, on_ready=announce))
+    status = serve(settings, started=time.perf_counter(), worker=True, on_ready=announce)
+    # Drained and done: a late signal must not turn this clean exit into -15.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
 
 
 class _Supervisor:
@@ -73,6 +77,7 @@ class _Supervisor:
         self.workers: dict[int, tuple[BaseProcess, Any]] = {}
         self.stopping = False
         self.restarts: list[float] = []
+        self.signalled: set[int] = set()
 
     def spawn(self, index: int) -> None:
         ready = self.context.Event()
@@ -86,8 +91,15 @@ class _Supervisor:
             logger.info("received %s: stopping %d workers", signal.Signals(signum).name,
                         len(self.workers))
         self.stopping = True
+        self.terminate_all()
+
+    def terminate_all(self) -> None:
+        """SIGTERM each worker once: a second signal could reach a worker that has finished
+        draining and already closed its event loop (and with it its signal handlers), killing it
+        with status -15 instead of letting it exit 0."""
         for process, _ in self.workers.values():
-            if process.is_alive() and process.pid is not None:
+            if process.is_alive() and process.pid is not None and process.pid not in self.signalled:
+                self.signalled.add(process.pid)
                 os.kill(process.pid, signal.SIGTERM)
 
     def wait_started(self) -> bool:
@@ -124,9 +136,7 @@ class _Supervisor:
 
     def stop(self) -> int:
         deadline = time.monotonic() + self.settings.grace_period_s + 5
-        for process, _ in self.workers.values():
-            if process.is_alive() and process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+        self.terminate_all()
         codes = []
         for process, _ in self.workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
