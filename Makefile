@@ -30,6 +30,16 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
 
+# kninfer against KServe, MLServer, a FastAPI wrapper and a bare ASGI floor (README "Performance
+# and observability"); builds each peer's virtualenv under bench/.venvs and installs wrk if
+# missing. Writes bench/results/{latest.json,report.md,plot.png}. BENCH_ARGS adds options.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \
+		--out bench/.work/quick $(BENCH_ARGS)
+
 # --- images and deployment (README "Deploy on Knative/KServe") ---------------------------------
 # make image [IMAGE=registry/you/kninfer TAG=0.1.0 PUSH=1]
 # make deploy CONFIG=deploy/examples/iris-cpu.yaml [DEPLOY_IMAGE=registry/you/kninfer:0.1.0]

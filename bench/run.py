@@ -72,7 +72,8 @@ def request_body(batch: int) -> bytes:
                                    "data": data}]}).encode()
 
 
-def in_process_cost(model_dir: Path, body_file: Path, batch: int) -> dict[str, float]:
+def in_process_cost(model_dir: Path, body_file: Path, batch: int,
+                    iterations: int = 500) -> dict[str, float]:
     """Microseconds to decode the V2 body with kninfer's codec and call `predict`, in one process
     pinned to the server core: the floor a server's per-request time is compared with."""
     code = f"""
@@ -83,10 +84,10 @@ body = open({str(body_file)!r}, 'rb').read()
 def once():
     request = decode_v2_request(body, {{}}, 'iris')
     model.predict(request.inputs[0].data)
-for _ in range(200): once()
+for _ in range({iterations} // 2): once()
 samples = []
 for _ in range(7):
-    n = 500
+    n = {iterations}
     t = time.perf_counter()
     for _ in range(n): once()
     samples.append((time.perf_counter() - t) / n * 1e6)
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     body1 = bodies[batches[0]].read_bytes()
 
     # Cold start: one unmeasured start per server (page cache), then interleaved measured ones.
-    for rep in range(args.cold_runs + 1):
+    first = 1 if args.quick else 0  # --quick skips the page-cache warm-up start
+    for rep in range(first, args.cold_runs + 1):
         for spec in specs:
             seconds, breakdown = load.cold_start(spec, body1, logs, args.cold_timeout)
             if rep == 0:
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for batch in batches:
         results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
-            model_dir, bodies[batch], batch)
+            model_dir, bodies[batch], batch, 50 if args.quick else 500)
     for entry in results["servers"].values():
         cold = entry["cold_start_s"]
         entry["cold_start_median_s"] = round(statistics.median(cold), 4) if cold else None

@@ -1,0 +1,40 @@
+"""The benchmark harness keeps working: a tiny `bench.run --quick` against kninfer and the bare
+ASGI floor (both on the project's interpreter, so no peer virtualenv is built) must produce its
+JSON and markdown report. No timing is asserted: CI machines are shared and noisy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_quick_bench_writes_json_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--servers", "kninfer,bare",
+         "--peer-python", "--no-plot", "--connections", "8", "--batches", "1,64",
+         "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((out / "latest.json").read_text())
+    assert set(results["servers"]) == {"kninfer", "bare"}
+    for server in results["servers"].values():
+        assert len(server["cold_start_s"]) == 1 and server["cold_start_s"][0] > 0
+        assert server["peak_rss_mb"] > 0
+        for key in ("b1_c8", "b64_c8"):
+            point = server["load"][key]
+            assert point["errors"] == 0
+            assert point["rps"] > 0 and point["p99_ms"] >= point["p50_ms"] > 0
+    breakdown = results["servers"]["kninfer"]["cold_start_breakdown"][0]
+    assert {"imports_ms", "model_load_ms", "ready_ms"} <= set(breakdown)
+    assert {row["id"] for row in results["summary"]} == {"cold_vs_floor", "b64_vs_in_process"}
+    assert results["in_process"]["b64"]["median_us"] > 0
+    report = (out / "report.md").read_text()
+    assert "| cold start, kninfer / bare ASGI floor |" in report
+    assert "| kninfer |" in report and "| bare ASGI + predict (floor) |" in report
+    assert len(list(out.glob("run-*.json"))) == 1
