@@ -40,6 +40,18 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \
 		--out bench/.work/quick $(BENCH_ARGS)
 
+# The iris predictor (:8080, gRPC :8081) and the iris transformer in front of it (:8090, gRPC
+# :8091), as spec.predictor and spec.transformer of one InferenceService. Ctrl-C stops both.
+# PIPELINE_PROTOCOL=grpc-v2 makes the transformer call the predictor over gRPC.
+PIPELINE_PROTOCOL ?= v2
+PIPELINE_PREDICTOR := 127.0.0.1:$(if $(filter grpc-v2,$(PIPELINE_PROTOCOL)),8081,8080)
+serve-pipeline: $(STAMP)
+	@$(BIN)/kninfer serve --http-port 8080 --grpc-port 8081 & p=$$!; \
+	$(BIN)/kninfer serve --transformer iris --predictor-host $(PIPELINE_PREDICTOR) \
+		--predictor-protocol $(PIPELINE_PROTOCOL) --http-port 8090 --grpc-port 8091 & t=$$!; \
+	trap 'kill -TERM $$p $$t 2>/dev/null' INT TERM; \
+	wait $$t; kill -TERM $$p 2>/dev/null; wait
+
 # --- images and deployment (README "Deploy on Knative/KServe") ---------------------------------
 # make image [IMAGE=registry/you/kninfer TAG=0.1.0 PUSH=1]
 # make deploy CONFIG=deploy/examples/iris-cpu.yaml [DEPLOY_IMAGE=registry/you/kninfer:0.1.0]
