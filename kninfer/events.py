@@ -14,7 +14,9 @@ Implements, for kninfer's inference events:
 Parsing and building go through the `cloudevents` SDK; this module only adds what the SDK leaves
 out (it fills a missing `id` with a fresh UUID, accepts empty attributes, and reports a binary event
 with a missing `ce-id` as "Failed to find specversion"), and the V2 decoding of `data`.
-No transport, no models: kninfer.event_routes wires these into the HTTP server.
+No transport, no models: kninfer.event_routes wires these into the HTTP server. Nothing heavy is
+imported at module level (the `cloudevents` SDK and kserve load inside functions), so
+kninfer.deploy can take the contract's names from here without loading a server.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ DATA_CONTENT_TYPE = "application/json"
 SPEC_VERSION = "1.0"
 _REQUIRED = ("id", "source", "type", "specversion")
 
-ContentMode = Literal["binary", "structured", "batch"]
+ContentMode = Literal["binary", "structured", "batch", "unsupported"]
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -55,18 +57,21 @@ def _media_type(headers: Mapping[str, str]) -> str:
 def content_mode(headers: Mapping[str, str]) -> ContentMode | None:
     """Which CloudEvents HTTP content mode a request uses, or None for a plain request.
 
-    A header lookup only, so plain V2 requests pay nothing. `headers` must look up lower-case
-    names (a dict with lower-case keys, or Starlette's case-insensitive Headers)."""
-    if "ce-specversion" in headers:
-        return "binary"  # http-protocol-binding 3.1: ce-specversion marks binary mode
+    Two header lookups, so plain V2 requests pay nothing measurable. `headers` must look up
+    lower-case names (a dict with lower-case keys, or Starlette's case-insensitive Headers).
+    HTTP protocol binding 1.0, section 3: an `application/cloudevents...` content type means a
+    structured (3.2) or batched (3.3) message; otherwise `ce-specversion` means binary mode (3.1).
+    """
     content_type = headers.get("content-type")
-    if content_type is None or not content_type.startswith("application/cloudevents"):
-        return None
-    media = _media_type(headers)
-    if media == STRUCTURED_CONTENT_TYPE:
-        return "structured"
-    if media == BATCH_CONTENT_TYPE:
-        return "batch"
+    if content_type is not None and content_type[:23].lower() == "application/cloudevents":
+        media = _media_type(headers)
+        if media == STRUCTURED_CONTENT_TYPE:
+            return "structured"
+        if media == BATCH_CONTENT_TYPE:
+            return "batch"
+        return "unsupported"  # another event format (e.g. +avro, +protobuf)
+    if "ce-specversion" in headers:
+        return "binary"
     return None
 
 
@@ -167,6 +172,11 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InboundEvent:
             "1.x has no batch format and Knative delivers one event per request; "
             "send each event on its own (binary or structured mode)"
         )
+    if mode == "unsupported":
+        raise UnsupportedMediaType(
+            f"CloudEvents format {_media_type(headers)!r} is not supported; use structured mode "
+            f"({STRUCTURED_CONTENT_TYPE}) or binary mode (ce-* headers)"
+        )
     if mode is None:
         raise InvalidInput(
             "not a CloudEvent: expected binary mode (ce-specversion, ce-id, ce-source, ce-type "
@@ -174,6 +184,9 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InboundEvent:
         )
     if mode == "binary":
         _check_binary_headers(headers)
+    else:
+        # The SDK looks for binary headers first; the content type has already said structured.
+        headers = {k: v for k, v in headers.items() if not k.startswith("ce-")}
     try:
         event = from_http(headers, body, data_unmarshaller=_keep_raw)
     except (GenericException, ValueError) as exc:

@@ -147,6 +147,19 @@ def test_structured_event_with_data_base64(server: ServerProcess) -> None:
     assert data_of(reply)["outputs"][0]["data"] == [0, 2]
 
 
+def test_content_type_decides_structured_mode(server: ServerProcess) -> None:
+    # HTTP binding section 3: an application/cloudevents content type is structured mode, even
+    # with stray ce-* headers; media types are case-insensitive.
+    body = _structured(id="structured-wins")
+    headers = {"content-type": "Application/CloudEvents+JSON; charset=utf-8",
+               "ce-specversion": "1.0", "ce-id": "stray", "ce-source": "x", "ce-type": "y"}
+    response = httpx.post(f"{server.url}/v2/models/iris/infer", content=body, headers=headers,
+                          timeout=60)
+    reply = reply_of(response)
+    assert response.headers["content-type"] == "application/cloudevents+json"
+    assert reply["causationid"] == "structured-wins"
+
+
 def test_plain_v2_request_still_gets_a_plain_response(
     server: ServerProcess, plain_reply: dict[str, Any]
 ) -> None:
@@ -271,6 +284,9 @@ BAD_EVENTS = [
      json.dumps({"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64",
                              "data": [1, 2, 3, 4]}]}).encode(), 400,
      "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)"),
+    ("avro-format", {"content-type": "application/cloudevents+avro"}, b"\x00", 415,
+     "CloudEvents format 'application/cloudevents+avro' is not supported; use structured mode "
+     "(application/cloudevents+json) or binary mode (ce-* headers)"),
     ("batch", {"content-type": "application/cloudevents-batch+json"}, b"[]", 415,
      "batched CloudEvents (application/cloudevents-batch+json) are not supported: the "
      "cloudevents SDK 1.x has no batch format and Knative delivers one event per request; "
