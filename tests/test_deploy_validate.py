@@ -188,6 +188,12 @@ def test_core_kinds_are_checked_by_field_name(store: SchemaStore) -> None:
     assert problems(unknown, store) == [
         ("$.kind", "schema", "no schema for example.com/v1 Widget: not a CRD in the CRD "
          "directory nor a known core kind")]
+    old_version = {"apiVersion": "serving.kserve.io/v1alpha1", "kind": "InferenceService",
+                   "metadata": {"name": "w"}}
+    assert problems(old_version, store) == [
+        ("$.kind", "schema", "no schema for serving.kserve.io/v1alpha1 InferenceService: not a "
+         "CRD in the CRD directory nor a known core kind (the CRDs define InferenceService as "
+         "serving.kserve.io/v1beta1)")]
 
 
 def test_cluster_scoped_runtime_takes_no_namespace(store: SchemaStore) -> None:
@@ -240,7 +246,10 @@ WIDGET_CRD = textwrap.dedent("""\
 @pytest.fixture(scope="module")
 def widget_store(tmp_path_factory: pytest.TempPathFactory) -> SchemaStore:
     crds = tmp_path_factory.mktemp("crds")
-    (crds / "widget.yaml").write_text(WIDGET_CRD)
+    # As `kubectl get crd widgets.example.com -o yaml` prints it when given several names: a List.
+    crd = yaml.safe_load(WIDGET_CRD)
+    (crds / "widget.yaml").write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List",
+                                                      "items": [crd]}))
     return SchemaStore(crds)
 
 

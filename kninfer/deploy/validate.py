@@ -200,7 +200,12 @@ def _extract(path: Path) -> list[dict[str, Any]]:
         pass
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     entries = []
+    docs: list[Any] = []
     for doc in yaml.load_all(raw, Loader=loader):  # noqa: S506 - a safe loader
+        # `kubectl get crd A B -o yaml` wraps several CRDs in a v1 List.
+        is_list = isinstance(doc, dict) and doc.get("kind") == "List"
+        docs += (doc.get("items") or []) if is_list else [doc]
+    for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
             continue
         spec = doc.get("spec") or {}
@@ -243,6 +248,9 @@ class SchemaStore:
 
     def known(self) -> list[str]:
         return sorted(f"{a} {k}" for a, k in self._raw)
+
+    def versions_of(self, kind: str) -> list[str]:
+        return sorted(a for a, k in self._raw if k == kind)
 
     def entry(self, api_version: str, kind: str) -> dict[str, Any] | None:
         return self._raw.get((api_version, kind))
@@ -493,9 +501,11 @@ def validate_document(doc: Any, store: SchemaStore, file: str, index: int) -> li
         return [problem([], "required", "apiVersion and kind are required")]
     validator = store.validator(api_version, kind)
     if validator is None:
+        versions = store.versions_of(kind)
+        hint = f" (the CRDs define {kind} as {', '.join(versions)})" if versions else ""
         return [problem(["kind"], "schema",
                         f"no schema for {api_version} {kind}: not a CRD in the CRD directory "
-                        "nor a known core kind")]
+                        f"nor a known core kind{hint}")]
     problems: list[Problem] = []
     warnings: list[tuple[list[str | int], str]] = []
     prepared = prepare(doc, validator.schema, [], warnings)
