@@ -2,7 +2,8 @@
 
 Knative Eventing's Broker delivers each event to a Trigger's subscriber as an HTTP POST and puts a
 200 response that carries a CloudEvent back into the Broker as a reply (knative/specs,
-data-plane.md, "Derived (Reply) Events"). So: event in, reply event out, in the request's content mode.
+data-plane.md, "Derived (Reply) Events"). So: event in, reply event out, in the content mode of the
+request.
 Status codes follow the same spec's retry rules ("Event Acknowledgement and Delivery Retry"):
 a malformed event or bad tensor is 400 (not retried: it goes to the dead-letter sink); a model
 not ready (503) or overloaded (429) is retried. Statuses come from kninfer.errors; errors are
