@@ -338,6 +338,8 @@ def decode_v1_request(body: bytes) -> dict[str, Any]:
     doc = loads_json(body)
     if not isinstance(doc, dict):
         raise InvalidInput('request body must be a JSON object; expected {"instances": [...]}')
+    if "dataframe_split" in doc or "dataframe_records" in doc:
+        return doc  # MLflow scoring-server payloads; the MLflow predictor reads them
     instances = doc.get("instances", doc.get("inputs"))
     if instances is None:
         raise InvalidInput('request has no "instances"; expected {"instances": [[...], ...]}')

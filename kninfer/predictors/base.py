@@ -163,7 +163,9 @@ class Predictor(Model):
         arrays = self.decode(payload)
         names = self.requested_outputs(payload)
         result = await self.execute(arrays, names)
-        outputs = [to_output(name, result[name]) for name in names]
+        # No names: the model's outputs are only known once it has run (an MLflow model without
+        # an output signature); answer with everything it computed.
+        outputs = [to_output(name, result[name]) for name in (names or list(result))]
         if payload.from_grpc:
             # KServe 0.21's InferResponse.to_grpc evaluates `infer_output.data` for truth when
             # the request used raw_input_contents, which raises for a numpy array of more than
