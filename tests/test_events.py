@@ -23,6 +23,8 @@ import httpx
 import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kninfer.events import DedupeCache, Reply
 from tests.conftest import ROOT, ServerProcess, server_env
@@ -405,6 +407,26 @@ def test_dedupe_cache_single_flight_ttl_and_bounds() -> None:
         assert small.get(("k", "4")) is not None and small.get(("k", "0")) is None
 
     asyncio.run(scenario())
+
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3000), st.floats(0, 5)),
+                max_size=60))
+@settings(max_examples=60, deadline=None)
+def test_dedupe_cache_stays_within_its_bounds(ops: list[tuple[int, int, float]]) -> None:
+    now = [0.0]
+    cache = DedupeCache(max_entries=8, ttl_s=4.0, max_bytes=6000, clock=lambda: now[0])
+    latest: dict[tuple[str, ...], tuple[Reply, float]] = {}
+    for key_number, size, advance in ops:
+        now[0] += advance
+        key = ("m", "s", str(key_number))
+        reply = _reply(str(key_number), size)
+        cache.put(key, reply)
+        latest[key] = (reply, now[0])
+        assert len(cache) <= 8 and cache.bytes <= 6000
+    for key, (reply, stored_at) in latest.items():
+        found = cache.get(key)
+        # Never a stale or wrong reply: what is found is the latest one, within its TTL.
+        assert found is None or (found == reply and now[0] < stored_at + 4.0)
 
 
 # ---- `kninfer event send` -----------------------------------------------------------------
