@@ -95,6 +95,39 @@ def test_examples_cover_cpu_gpu_pipeline_canary_eventing() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
+def containers_of(doc: dict[str, object]) -> list[dict[str, object]]:
+    spec = doc.get("spec") or {}
+    assert isinstance(spec, dict)
+    found: list[dict[str, object]] = []
+    for part in (spec.get("predictor"), spec.get("transformer"), spec,
+                 (spec.get("template") or {}).get("spec")):
+        if isinstance(part, dict):
+            found += part.get("containers") or []
+    return found
+
+
+def test_every_rendered_serve_command_parses_into_settings() -> None:
+    """The args in every checked-in manifest are accepted by the real `kninfer serve` parser
+    and settings (a renamed flag would otherwise only fail inside the cluster)."""
+    from kninfer.cli import build_parser
+    from kninfer.settings import ServeSettings
+
+    checked = 0
+    for path in sorted(ROOT.glob("kserve/*.yaml")) + sorted(ROOT.glob("knative/*.yaml")):
+        for doc in docs_of(path.read_text()):
+            for container in containers_of(doc):
+                args = container.get("args") or []
+                assert isinstance(args, list)
+                if args[:1] != ["serve"]:
+                    continue
+                options = build_parser().parse_args(args)
+                given = {k: v for k, v in vars(options).items() if k not in ("command", "handler")}
+                settings = ServeSettings(**given)
+                assert settings.transformer or settings.predictor, (path, args)
+                checked += 1
+    assert checked == 12  # 6 under kserve/ (runtime included), 6 under knative/
+
+
 # --- InferenceService --------------------------------------------------------------------------
 
 def test_isvc_is_serverless_scale_to_zero_with_custom_container() -> None:
