@@ -56,6 +56,20 @@ _RECONNECT_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+class _QuietKServeClientErrors(logging.Filter):
+    """KServe's InferenceGRPCClient logs every failed call with a full traceback on
+    `kserve.trace` before re-raising; here each failure is mapped and logged once, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to infer")
+
+
+def _quiet_kserve_client() -> None:
+    trace = logging.getLogger("kserve.trace")
+    if not any(isinstance(f, _QuietKServeClientErrors) for f in trace.filters):
+        trace.addFilter(_QuietKServeClientErrors())
+
+
 def forwarded_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     """The tracing and identity headers of the client's request that go on to the predictor."""
     if not headers:
@@ -85,9 +99,13 @@ class PredictorClient:
     async def infer(self, request: InferRequest,
                     headers: Mapping[str, str] | None = None) -> InferResponse:
         forwarded = forwarded_headers(headers)
-        if self.protocol == "grpc-v2":
-            return await self._infer_grpc(request, forwarded)
-        return await self._infer_rest(request, forwarded)
+        try:
+            if self.protocol == "grpc-v2":
+                return await self._infer_grpc(request, forwarded)
+            return await self._infer_rest(request, forwarded)
+        except KninferError as exc:
+            logger.warning("%s (request id %s)", exc, forwarded.get("x-request-id", "-"))
+            raise
 
     # ---- REST V2 ---------------------------------------------------------------------------
 
@@ -137,6 +155,8 @@ class PredictorClient:
     def _grpc_client(self) -> Any:
         if self._grpc is None:
             from kserve import InferenceGRPCClient
+
+            _quiet_kserve_client()
 
             # KServe turns `retries` into the policy's maxAttempts, which counts the first try.
             attempts = min(self.retries + 1, 5) if self.retries else 0
