@@ -307,6 +307,8 @@ def inference_service(config: DeployConfig) -> Doc:
     spec: Doc = {"predictor": predictor}
     if config.transformer is not None:
         transformer = _component_extension(config)
+        transformer["annotations"] = {
+            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": config.scale.retention}
         transformer["containers"] = [_transformer_container(
             config, name="kserve-container", kserve_spelling=True)]
         spec["transformer"] = transformer
