@@ -189,7 +189,7 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InboundEvent:
         headers = {k: v for k, v in headers.items() if not k.startswith("ce-")}
     try:
         event = from_http(headers, body, data_unmarshaller=_keep_raw)
-    except (GenericException, ValueError) as exc:
+    except (GenericException, ValueError, TypeError) as exc:  # TypeError: non-string specversion
         if mode == "structured":
             _explain_structured(body)
         raise InvalidInput(f"malformed CloudEvent: {str(exc)[:200]}") from None

@@ -40,6 +40,7 @@ from kninfer.errors import (
     message_of,
     status_of,
 )
+from kninfer.openapi import openapi_route
 
 logger = logging.getLogger("kninfer")
 
@@ -226,6 +227,7 @@ class V2Routes:
             Route("/v1/models/{name}", g(self.v1_model), methods=["GET"]),
             Route("/v1/models/{name}:predict", g(self.v1_predict), methods=["POST"]),
             Route("/metrics", g(self.metrics), methods=["GET"]),
+            Route("/openapi.json", g(openapi_route), methods=["GET"]),
             Route("/", g(self.live), methods=["GET"]),
         ]
 
