@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from kserve import InferInput, InferRequest, InferResponse, Model
+from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer.errors import InvalidInput, ModelNotReady
@@ -109,6 +109,20 @@ class Transformer(Model):
         requested = [RequestedOutput(name=n) for n in outputs] if outputs else None
         return InferRequest(self.predictor_model, inputs, request_id=request_id,
                             request_outputs=requested)
+
+    def respond(self, arrays: Arrays, response_id: str = "") -> InferResponse:
+        """A V2 response to the client carrying `arrays`; strings travel as BYTES."""
+        outputs = []
+        for name, array in arrays.items():
+            array = np.asarray(array)
+            if array.dtype.kind in "OU":
+                encoded = np.empty(array.shape, dtype=object)
+                encoded.flat[:] = [v.encode() if isinstance(v, str) else v for v in array.flat]
+                array = encoded
+            outputs.append(InferOutput(name=name, shape=list(array.shape),
+                                       datatype=v2_datatype_of(array), data=array))
+        return InferResponse(response_id=response_id, model_name=self.name,
+                             infer_outputs=outputs)
 
     @staticmethod
     def remember_v1(is_v1: bool) -> None:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import orjson
-from kserve import InferOutput, InferRequest, InferResponse
+from kserve import InferRequest, InferResponse
 
 from kninfer.errors import InvalidInput, ModelLoadError, UpstreamError
 from kninfer.iris import IRIS_FEATURES, IRIS_SPECIES
@@ -138,18 +138,16 @@ class TabularTransformer(Transformer):
                 return {"predictions": labels}
             return {"predictions": [{"label": label, "probabilities": probs}
                                     for label, probs in zip(labels, maps, strict=True)]}
-        outputs = [_bytes_output("label", [str(label) for label in labels])]
+        arrays = {"label": _strings([str(label) for label in labels])}
         if maps is not None:
-            outputs.append(_bytes_output("probabilities",
-                                         [orjson.dumps(m).decode() for m in maps]))
-        return InferResponse(response_id=result.id or "", model_name=self.name,
-                             infer_outputs=outputs)
+            arrays["probabilities"] = _strings([orjson.dumps(m).decode() for m in maps])
+        return self.respond(arrays, result.id or "")
 
 
-def _bytes_output(name: str, values: list[str]) -> InferOutput:
+def _strings(values: list[str]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
-    array[:] = [v.encode() for v in values]
-    return InferOutput(name=name, shape=[len(values)], datatype="BYTES", data=array)
+    array[:] = values
+    return array
 
 
 class IrisTransformer(TabularTransformer):
