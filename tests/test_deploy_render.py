@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -320,37 +321,75 @@ def kserve_appends(args: list[str], isvc: str, namespace: str, concurrency: int)
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """The ISVC's predictor and transformer containers, started with their rendered args."""
+def pipeline(tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """(predictor, transformer): the ISVC's containers, started with their rendered args and the
+    K_SERVICE Knative would give them."""
     tmp = tmp_path_factory.mktemp("pipeline")
     cfg = config(transformer={"name": "iris"}, container_concurrency=8)
     isvc = inference_service(cfg)
     predictor_args = isvc["spec"]["predictor"]["containers"][0]["args"]
-    predictor = ServerProcess(predictor_args[1:], server_env(tmp), tmp / "predictor.log")
+    predictor = ServerProcess(predictor_args[1:], server_env(tmp, K_SERVICE="iris-predictor"),
+                              tmp / "predictor.log")
     predictor.start(timeout=120)
     transformer_args = isvc["spec"]["transformer"]["containers"][0]["args"]
     final = kserve_appends(transformer_args, "iris", "ml", 8)
     # Only the HTTP port is appended; our values for name, host and workers are kept.
     assert final == [*transformer_args, "--http_port", "8080"]
-    transformer = ServerProcess([], server_env(tmp), tmp / "transformer.log")
+    transformer = ServerProcess([], server_env(tmp, K_SERVICE="iris-transformer"),
+                                tmp / "transformer.log")
     # Run exactly those args (KServe's `--http_port` spelling included), pointed at loopback.
     local = [a.replace("iris-predictor.ml:80", predictor.url.removeprefix("http://"))
              for a in final[1:-1]] + [str(transformer.http_port)]
     transformer.args = local
     try:
         transformer.start(timeout=120)
-        yield transformer
+        yield predictor, transformer
     finally:
         transformer.stop()
         predictor.stop()
 
 
-def test_rendered_transformer_args_reach_the_rendered_predictor(pipeline: ServerProcess) -> None:
+def test_rendered_transformer_args_reach_the_rendered_predictor(
+        pipeline: tuple[ServerProcess, ServerProcess]) -> None:
+    _, transformer = pipeline
     record = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
-    response = httpx.post(f"{pipeline.url}/v1/models/iris:predict",
+    response = httpx.post(f"{transformer.url}/v1/models/iris:predict",
                           json={"instances": [record]}, timeout=30)
     assert response.status_code == 200, response.text
     (prediction,) = response.json()["predictions"]
     assert prediction["label"] == "setosa"
     assert json.dumps(sorted(prediction["probabilities"])) == json.dumps(
         ["setosa", "versicolor", "virginica"])
+
+
+def exact_match(trigger: dict[str, Any], attributes: dict[str, Any]) -> bool:
+    """Does an event with these attributes pass the Trigger's `filters: [{exact: ...}]`?"""
+    return all(all(attributes.get(k) == v for k, v in f["exact"].items())
+               for f in trigger["spec"]["filters"])
+
+
+def test_broker_delivery_through_the_rendered_triggers(
+        pipeline: tuple[ServerProcess, ServerProcess]) -> None:
+    """Play the broker: an event matching the request Trigger goes to its subscriber path on the
+    predictor; the reply must match the reply Trigger and never the request Trigger (no loop)."""
+    from kninfer.event_client import build_request_event
+
+    predictor, _ = pipeline
+    triggers = {d["metadata"]["name"]: d for d in eventing_documents(config(eventing=True))
+                if d["kind"] == "Trigger"}
+    requests, responses = triggers["iris-requests"], triggers["iris-responses"]
+    body = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
+                                   "data": [5.1, 3.5, 1.4, 0.2]}]}).encode()
+    headers, data = build_request_event(body, structured=False, source="test/broker",
+                                        event_id="e-1", model="iris")
+    sent = {k.removeprefix("ce-"): v for k, v in headers.items() if k.startswith("ce-")}
+    assert exact_match(requests, sent) and not exact_match(responses, sent)
+    assert requests["spec"]["subscriber"]["ref"]["name"] == "iris-predictor"
+    reply = httpx.post(predictor.url + requests["spec"]["subscriber"]["uri"], content=data,
+                       headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    got = {k.removeprefix("ce-"): v for k, v in reply.headers.items() if k.startswith("ce-")}
+    assert got["type"] == RESPONSE_TYPE
+    assert exact_match(responses, got), got
+    assert not exact_match(requests, got)
