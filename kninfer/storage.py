@@ -2,7 +2,7 @@
 
 Local paths and `file://` work offline with no extra package. Remote schemes (gs://, s3://,
 hdfs://, https://, hf://, pvc://...) go through `kserve_storage.Storage.download`, which ships in
-the `kserve-storage` package (`pip install kserve-storage`): without it they fail with a message
+the `kserve-storage` package (`pip install 'kninfer[storage]'`): without it they fail with a message
 that says so. Whatever the source, the directory a model is read from must resolve inside the
 configured root, and model files must not be symlinks that leave it.
 """
@@ -30,7 +30,7 @@ def resolve_storage_uri(uri: str, download_dir: Path) -> Path:
     except ImportError:
         raise ModelLoadError(
             f"storage URI scheme '{parsed.scheme}://' needs the kserve-storage package "
-            "(pip install kserve-storage); local paths and file:// work without it"
+            "(pip install 'kninfer[storage]'); local paths and file:// work without it"
         ) from None
     download_dir.mkdir(parents=True, exist_ok=True)
     return Path(Storage.download(uri, out_dir=str(download_dir)))
