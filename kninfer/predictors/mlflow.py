@@ -141,6 +141,7 @@ class MlflowPredictor(Predictor):
     batching_by_default = False
 
     pyfunc: Any = None
+    mlmodel_dir: Path
     # "column", "tensor" or "none": the kind of input signature the model was saved with.
     signature_kind = "none"
     # Whether the outputs are known before a prediction (from the output schema or warm-up).
@@ -157,40 +158,41 @@ class MlflowPredictor(Predictor):
                 f"could not load the MLflow model in {path}: {type(exc).__name__}: {exc}"
             ) from exc
         self.mlmodel_dir = path
-        metadata = self.pyfunc.metadata
-        input_schema = metadata.get_input_schema()
-        output_schema = metadata.get_output_schema()
+        self._read_inputs(self.pyfunc.metadata.get_input_schema())
+        self._read_outputs(self.pyfunc.metadata.get_output_schema())
+
+    def _read_inputs(self, schema: Any) -> None:
+        # Per column: its MLflow type name (how to convert the V2 values) and its DataFrame key
+        # (the column name, or its position for an unnamed column).
+        self._column_types: dict[str, str] = {}
+        self._column_keys: dict[str, str | int] = {}
         self.inputs = []
-        if input_schema is not None:
-            if input_schema.is_tensor_spec():
-                self.signature_kind = "tensor"
-                self.inputs = [_tensor_spec(i, s, "input") for i, s in
-                               enumerate(input_schema.inputs)]
-            else:
-                self.signature_kind = "column"
-                self.inputs = [_column_spec(i, c) for i, c in enumerate(input_schema.inputs)]
-        self._column_types = {
-            spec.name: _type_name(col.type)
-            for spec, col in zip(self.inputs, input_schema.inputs if input_schema else [],
-                                 strict=False)
-        } if self.signature_kind == "column" else {}
-        self._column_keys: dict[str, Any] = {
-            spec.name: (col.name if col.name is not None else i)
-            for i, (spec, col) in enumerate(
-                zip(self.inputs, input_schema.inputs if input_schema else [], strict=False))
-        } if self.signature_kind == "column" else {}
+        if schema is None:
+            self.signature_kind = "none"
+        elif schema.is_tensor_spec():
+            self.signature_kind = "tensor"
+            self.inputs = [_tensor_spec(i, t, "input") for i, t in enumerate(schema.inputs)]
+        else:
+            self.signature_kind = "column"
+            for i, col in enumerate(schema.inputs):
+                spec = _column_spec(i, col)
+                self.inputs.append(spec)
+                self._column_types[spec.name] = _type_name(col.type)
+                self._column_keys[spec.name] = col.name if col.name is not None else i
+
+    def _read_outputs(self, schema: Any) -> None:
         self.outputs = []
-        if output_schema is not None:
-            if output_schema.is_tensor_spec():
-                self.outputs = [_tensor_spec(i, s, "output") for i, s in
-                                enumerate(output_schema.inputs)]
-            else:
-                self.outputs = [
-                    TensorSpec(c.name if c.name is not None else _default_name("output", i),
-                               MLFLOW_TO_V2.get(_type_name(c.type), "BYTES"), (-1,))
-                    for i, c in enumerate(output_schema.inputs)
-                ]
-            self.outputs_known = True
+        self.outputs_known = schema is not None
+        if schema is None:
+            return
+        if schema.is_tensor_spec():
+            self.outputs = [_tensor_spec(i, t, "output") for i, t in enumerate(schema.inputs)]
+            return
+        self.outputs = [
+            TensorSpec(col.name if col.name is not None else _default_name("output", i),
+                       MLFLOW_TO_V2.get(_type_name(col.type), "BYTES"), (-1,))
+            for i, col in enumerate(schema.inputs)
+        ]
 
     # ---- metadata --------------------------------------------------------------------------
 
