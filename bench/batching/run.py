@@ -160,7 +160,7 @@ def main() -> int:
             runs.append(result)
             print(json.dumps(result), flush=True)
     summary = summarise(runs)
-    report = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+    report = {"command": shlex.join(["python", *sys.argv]),
               "hidden": args.hidden, "features": FEATURES, "connections": args.connections,
               "duration_s": args.duration, "cores": cores, "server_core": server_core,
               "client_core": client_core, "runs": runs, "summary": summary}
