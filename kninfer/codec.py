@@ -99,7 +99,12 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
     target = np.dtype(V2_TO_NUMPY[datatype])
     if target.kind in "iu":
         if kind == "f":
-            # orjson reads integers beyond 64 bits as floats: name the real problem.
+            # numpy reads a list mixing integers above INT64's range with small ones as float64
+            # (lossy): decode such lists exactly. orjson reads integers beyond 64 bits as floats:
+            # name the real problem.
+            exact = _exact_integers(data, target)
+            if exact is not None:
+                return exact.reshape(-1)
             whole = bool(np.isfinite(inferred).all() and (inferred == np.trunc(inferred)).all())
             if whole and bool((np.abs(inferred) >= 2**63).any()):
                 raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
@@ -117,6 +122,22 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
             raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
         return cast.reshape(-1)
     return inferred.astype(target, copy=False).reshape(-1)
+
+
+def _exact_integers(data: Any, target: np.dtype[Any]) -> np.ndarray | None:
+    """`data` as an array of integer dtype `target` if every value is a JSON integer that fits,
+    else None."""
+    try:
+        exact = np.asarray(data, dtype=target)
+        original = np.asarray(data, dtype=object)
+    except (OverflowError, ValueError, TypeError):
+        return None
+    if exact.shape != original.shape:
+        return None
+    values = original.reshape(-1).tolist()
+    if not all(type(v) is int for v in values) or values != exact.reshape(-1).tolist():
+        return None
+    return exact
 
 
 def _bytes_array(name: str, data: Any, size: int) -> np.ndarray:
