@@ -5,7 +5,7 @@ Models (all saved with mlflow.*.save_model, as a user would):
 - `columns`: scikit-learn Pipeline (scaler + one-hot) with a column-based signature;
 - `tensor`:  scikit-learn LogisticRegression with a tensor-based input signature (float32
              [-1, 4]) and no output schema (outputs are read off the warm-up prediction);
-- `custom`:  a pyfunc PythonModel ("models from code") with string and integer columns in and out;
+- `custom`:  a pyfunc PythonModel ("models from code") with string, integer and datetime columns;
 - `nosig`:   the LogisticRegression saved without any signature.
 Each server is started once for the module (mlflow's import dominates start-up).
 """
@@ -37,12 +37,13 @@ CUSTOM_MODEL = textwrap.dedent('''
 
 
     class Words(mlflow.pyfunc.PythonModel):
-        """Length of `text` times `repeat`, and `text` upper-cased."""
+        """Length of `text` times `repeat`, `text` upper-cased, and the year of `stamp`."""
 
         def predict(self, context, model_input, params=None):
             return pd.DataFrame({
                 "length": model_input["text"].str.len() * model_input["repeat"],
                 "shout": model_input["text"].str.upper(),
+                "year": model_input["stamp"].dt.year.astype("int64"),
             })
 
 
@@ -88,8 +89,11 @@ def save_models(root: Path) -> dict[str, Path]:
 
     code = root / "words_model.py"
     code.write_text(CUSTOM_MODEL)
-    example = pd.DataFrame({"text": ["a", "bc"], "repeat": np.array([1, 2], dtype=np.int64)})
-    output = pd.DataFrame({"length": np.array([1, 4], dtype=np.int64), "shout": ["A", "BC"]})
+    example = pd.DataFrame({"text": ["a", "bc"], "repeat": np.array([1, 2], dtype=np.int64),
+                            "stamp": pd.to_datetime(["2024-05-01", "1999-12-31T23:59:00"],
+                                                     format="ISO8601")})
+    output = pd.DataFrame({"length": np.array([1, 4], dtype=np.int64), "shout": ["A", "BC"],
+                           "year": np.array([2024, 1999], dtype=np.int64)})
     mlflow.pyfunc.save_model(paths["custom"], python_model=str(code), pip_requirements=reqs,
                              signature=infer_signature(example, output), input_example=example)
     return paths
@@ -311,28 +315,42 @@ def test_tensor_client_mistakes_are_400(servers, tensor, error):
 def test_custom_model_metadata(servers):
     meta = httpx.get(url(servers, "custom", "/v2/models/custom")).json()
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]},
-                              {"name": "repeat", "datatype": "INT64", "shape": [-1]}]
+                              {"name": "repeat", "datatype": "INT64", "shape": [-1]},
+                              {"name": "stamp", "datatype": "BYTES", "shape": [-1]}]
     assert meta["outputs"] == [{"name": "length", "datatype": "INT64", "shape": [-1]},
-                               {"name": "shout", "datatype": "BYTES", "shape": [-1]}]
+                               {"name": "shout", "datatype": "BYTES", "shape": [-1]},
+                               {"name": "year", "datatype": "INT64", "shape": [-1]}]
 
 
 def test_custom_model_v2_strings_and_requested_outputs(servers, loaded):
     import pandas as pd
 
-    frame = pd.DataFrame({"text": ["héllo", "ab"], "repeat": np.array([2, 3], dtype=np.int64)})
+    stamps = ["2031-02-03T04:05:06", "1970-01-01T00:00:00"]
+    frame = pd.DataFrame({"text": ["héllo", "ab"], "repeat": np.array([2, 3], dtype=np.int64),
+                          "stamp": pd.to_datetime(stamps)})
     expected = loaded["custom"].predict(frame)
     inputs = [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]},
-              {"name": "repeat", "datatype": "INT64", "shape": [2], "data": [2, 3]}]
+              {"name": "repeat", "datatype": "INT64", "shape": [2], "data": [2, 3]},
+              {"name": "stamp", "datatype": "BYTES", "shape": [2], "data": stamps}]
     reply = infer(servers, "custom", {"inputs": inputs})
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"] == [
         {"name": "length", "datatype": "INT64", "shape": [2],
          "data": expected["length"].tolist()},
         {"name": "shout", "datatype": "BYTES", "shape": [2], "data": ["HÉLLO", "AB"]},
+        {"name": "year", "datatype": "INT64", "shape": [2], "data": [2031, 1970]},
     ]
+    assert expected["year"].tolist() == [2031, 1970]
     reply = infer(servers, "custom", {"inputs": inputs, "outputs": [{"name": "shout"}]})
     assert [o["name"] for o in reply.json()["outputs"]] == ["shout"]
 
+    inputs[2].update(data=["2031-02-03", "yesterday"])
+    reply = infer(servers, "custom", {"inputs": inputs})
+    assert reply.status_code == 400
+    assert reply.json() == {"error": "column 'stamp' must hold ISO-8601 datetimes (Time data "
+                            "yesterday is not ISO8601 format, at position 1)"}
+
+    inputs[2].update(data=stamps)
     inputs[1].update(datatype="FP64", data=[2.5, 3.0])
     reply = infer(servers, "custom", {"inputs": inputs})
     assert reply.status_code == 400
@@ -342,11 +360,12 @@ def test_custom_model_v2_strings_and_requested_outputs(servers, loaded):
 
 
 def test_custom_model_v1_answers_records(servers):
-    reply = predict_v1(servers, "custom", {"instances": [{"text": "hi", "repeat": 3},
-                                                         {"text": "yo", "repeat": 1}]})
+    reply = predict_v1(servers, "custom", {"instances": [
+        {"text": "hi", "repeat": 3, "stamp": "2020-06-01"},
+        {"text": "yo", "repeat": 1, "stamp": "2021-06-01T12:00:00"}]})
     assert reply.status_code == 200
-    assert reply.json() == {"predictions": [{"length": 6, "shout": "HI"},
-                                            {"length": 2, "shout": "YO"}]}
+    assert reply.json() == {"predictions": [{"length": 6, "shout": "HI", "year": 2020},
+                                            {"length": 2, "shout": "YO", "year": 2021}]}
 
 
 def test_custom_model_over_grpc(servers):
@@ -359,19 +378,26 @@ def test_custom_model_over_grpc(servers):
         repeat = pb.ModelInferRequest.InferInputTensor(name="repeat", datatype="INT64",
                                                        shape=[2])
         repeat.contents.int64_contents.extend([1, 2])
-        reply = stub.ModelInfer(pb.ModelInferRequest(model_name="custom", inputs=[text, repeat]))
-        assert [o.name for o in reply.outputs] == ["length", "shout"]
+        stamp = pb.ModelInferRequest.InferInputTensor(name="stamp", datatype="BYTES", shape=[2])
+        stamp.contents.bytes_contents.extend([b"2001-01-01", b"2002-02-02"])
+        reply = stub.ModelInfer(pb.ModelInferRequest(model_name="custom",
+                                                     inputs=[text, repeat, stamp]))
+        assert [o.name for o in reply.outputs] == ["length", "shout", "year"]
         assert np.frombuffer(reply.raw_output_contents[0], dtype=np.int64).tolist() == [4, 4]
         # BYTES raw contents: each element is a 4-byte little-endian length, then the bytes.
         assert reply.raw_output_contents[1] == b"\x04\x00\x00\x00GRPC\x02\x00\x00\x00OK"
+        assert np.frombuffer(reply.raw_output_contents[2], dtype=np.int64).tolist() == [
+            2001, 2002]
 
         repeat.contents.int64_contents[:] = [1]
         repeat.shape[:] = [1]
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelInfer(pb.ModelInferRequest(model_name="custom", inputs=[text, repeat]))
+            stub.ModelInfer(pb.ModelInferRequest(model_name="custom",
+                                                 inputs=[text, repeat, stamp]))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details() == (
-            "columns must have the same number of rows: 'text' has 2, 'repeat' has 1")
+            "columns must have the same number of rows: 'text' has 2, 'repeat' has 1, "
+            "'stamp' has 2")
     finally:
         channel.close()
 

@@ -63,6 +63,9 @@ DEFAULT_OUTPUT = "predict"
 # MLflow's schema-enforcement message is "Failed to enforce schema of data '<the whole
 # DataFrame>' with schema '<schema>'. Error: <reason>"; only the reason goes back to the client.
 _REASON = re.compile(r"Error:\s*(?P<reason>.*)\Z", re.DOTALL)
+# A valid "zero" per text-carried column type for the warm-up row (b"" is not a date or JSON).
+_ZERO_TEXT = {"datetime": b"1970-01-01T00:00:00", "array": b"[]", "object": b"{}", "map": b"{}",
+              "any": b"null"}
 _CLIENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"}
 
 
@@ -223,6 +226,9 @@ class MlflowPredictor(Predictor):
             if not self.inputs:
                 return {}
             arrays = super().warmup_inputs()
+            for name, kind in self._column_types.items():
+                if name in arrays and kind in _ZERO_TEXT:
+                    arrays[name] = np.full(arrays[name].shape, _ZERO_TEXT[kind], dtype=object)
         try:
             result = self.run(arrays, [])
         except Exception as exc:
@@ -460,10 +466,11 @@ class MlflowPredictor(Predictor):
             import pandas as pd
 
             try:
-                return pd.to_datetime(values)
+                return pd.to_datetime(values, format="ISO8601")
             except (ValueError, TypeError) as exc:
-                raise InvalidInput(f"column '{name}' must hold ISO-8601 datetimes ({exc})") \
-                    from None
+                reason = str(exc).splitlines()[0].split(". You might")[0]
+                raise InvalidInput(
+                    f"column '{name}' must hold ISO-8601 datetimes ({reason})") from None
         if kind not in MLFLOW_TO_V2 and values.dtype == object:
             parsed = []
             for value in values:
