@@ -30,7 +30,8 @@ from bench import load
 from bench.report import summarize, write_markdown
 from bench.servers import BENCH, ROOT, build_specs, venv_python
 
-ALL_SERVERS = ["kninfer", "kserve", "mlserver", "mlserver-pw0", "fastapi", "bare"]
+ALL_SERVERS = ["kninfer", "kserve", "kserve-sklearnserver", "mlserver", "mlserver-pw0", "fastapi",
+               "bare"]
 
 
 def log(message: str) -> None:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Load: the full sweep `runs` times, servers interleaved within each repetition.
     for rep in range(args.runs):
-        for spec in specs:
+        for spec in (s for s in specs if s.load):
             run = load.start(spec, logs)
             try:
                 load.wait_first_inference(run, body1, args.cold_timeout)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for batch in batches:
         results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
-            model_dir, bodies[batch], batch, 50 if args.quick else 500)
+            model_dir, bodies[batch], batch, 50 if args.quick else 200)
     for entry in results["servers"].values():
         cold = entry["cold_start_s"]
         entry["cold_start_median_s"] = round(statistics.median(cold), 4) if cold else None

@@ -33,7 +33,7 @@ def sklearn_pin() -> str:
 
 # name -> pip requirements (scikit-learn pinned to the project's version at run time)
 VENV_REQUIREMENTS: dict[str, Callable[[], list[str]]] = {
-    "kserve": lambda: ["kserve==0.21.0", sklearn_pin(), "joblib"],
+    "kserve": lambda: ["kserve==0.21.0", "kserve-storage==0.21.0", sklearn_pin(), "joblib"],
     # MLServer 1.7 pins fastapi<0.116, so it cannot share kninfer's environment.
     "mlserver": lambda: ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", sklearn_pin()],
     "fastapi": lambda: ["fastapi", "uvicorn[standard]", sklearn_pin(), "joblib", "orjson"],
@@ -69,7 +69,7 @@ class ServerSpec:
     command: Callable[[int, int, int], list[str]]  # (http, grpc, metrics) ports -> argv
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
-    prepare: Callable[[int, int, int], None] | None = None
+    load: bool = True  # False: cold start only (kept out of the throughput sweep)
 
 
 def _mlserver_folder(work: Path, parallel_workers: int | None, model_dir: Path,
@@ -98,7 +98,8 @@ def _mlserver_folder(work: Path, parallel_workers: int | None, model_dir: Path,
 
 def build_specs(names: list[str], model_dir: Path, work: Path, peer_python: bool,
                 log: Callable[[str], None] = print) -> list[ServerSpec]:
-    """ServerSpecs for `names` (kninfer, kserve, mlserver, mlserver-pw0, fastapi, bare)."""
+    """ServerSpecs for `names` (kninfer, kserve, kserve-sklearnserver, mlserver, mlserver-pw0,
+    fastapi, bare)."""
     specs: list[ServerSpec] = []
     base_env = {"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")}
     for name in names:
@@ -117,9 +118,17 @@ def build_specs(names: list[str], model_dir: Path, work: Path, peer_python: bool
             specs.append(ServerSpec(
                 "kserve", "KServe 0.21 custom model",
                 lambda h, g, m, py=python: [str(py), str(PEERS / "kserve_custom.py"),
-                                            "--model_dir", str(model_dir),
+                                            "--model_dir", str(model_dir), "--model_name", "iris",
                                             "--http_port", str(h), "--grpc_port", str(g)],
                 env=base_env, cwd=work))
+        elif name == "kserve-sklearnserver":
+            python = venv_python("kserve", log)
+            specs.append(ServerSpec(
+                name, "KServe 0.21 sklearnserver start-up path",
+                lambda h, g, m, py=python: [str(py), str(PEERS / "kserve_sklearnserver.py"),
+                                            "--model_dir", str(model_dir), "--model_name", "iris",
+                                            "--http_port", str(h), "--grpc_port", str(g)],
+                env=base_env, cwd=work, load=False))
         elif name in ("mlserver", "mlserver-pw0"):
             python = venv_python("mlserver", log)
             workers = 0 if name == "mlserver-pw0" else None

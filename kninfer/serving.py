@@ -95,8 +95,13 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
             from kninfer.workers import run_workers
 
             return run_workers(settings)
-        from kninfer.server import KninferServer
-        from kninfer.server_routes import extra_routes
+        from kninfer.fastimport import deferred_imports
+
+        sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
+        # kserve (and scikit-learn) without pandas/kubernetes on the cold path
+        with deferred_imports(*(["sklearn.utils"] if sklearn_model else [])):
+            from kninfer.server import KninferServer
+            from kninfer.server_routes import extra_routes
 
         breakdown["imports_ms"] = round((time.perf_counter() - started) * 1000, 1)
         models = build_models(settings)

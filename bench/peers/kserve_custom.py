@@ -43,8 +43,7 @@ class IrisModel(Model):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(parents=[kserve.model_server.parser])
     parser.add_argument("--model_dir", required=True)
-    parser.add_argument("--model_name", default="iris")
-    args, _ = parser.parse_known_args()
+    args, _ = parser.parse_known_args()  # --model_name comes from KServe's parser
     model = IrisModel(args.model_name, args.model_dir)
     ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
                 enable_grpc=args.enable_grpc).start([model])
