@@ -290,6 +290,10 @@ def test_tensor_metadata_and_predictions(servers, loaded):
     reply = predict_v1(servers, "tensor", {"instances": matrix.tolist()})
     assert reply.status_code == 200
     assert reply.json() == {"predictions": expected}
+    reply = predict_v1(servers, "tensor", {"instances": [[1.0, 2.0]]})
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "error": "input 'input-0' has shape [1, 2]; expected [-1, 4] (-1 is any size)"}
 
 
 @pytest.mark.parametrize(

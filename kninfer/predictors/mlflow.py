@@ -363,7 +363,10 @@ class MlflowPredictor(Predictor):
         if self.signature_kind == "column":
             return self._v1_rows(instances, [s.name for s in self.inputs])
         if self.signature_kind == "tensor":
-            return self.v1_inputs(instances)
+            arrays = self.v1_inputs(instances)
+            spec = self.inputs[0]
+            spec.check(arrays[spec.name], spec.datatype)  # rows of the wrong width are a 400
+            return arrays
         try:
             return {"input-0": _column_array("input-0", instances)}
         except InvalidInput:
