@@ -297,3 +297,30 @@ def test_cuda_variant_matches_cpu(built, start_server, dtype: str) -> None:
 def test_auto_device_picks_cuda(built) -> None:
     predictor = load(built.export, device="auto")
     assert str(predictor.device) == "cuda:0"
+
+
+def test_concurrent_cloudevents_through_the_batcher_keep_their_identity(servers, built) -> None:
+    """Binary-mode events on POST / share model calls yet each reply carries its own rows and
+    points back at its own request event (causationid/correlationid)."""
+    url = servers["torchscript"].url
+    rng = np.random.default_rng(5)
+    samples = rng.normal(size=(16, 4)).round(3)
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post("/", json=v2_body([row.tolist()], "input-0"), headers={
+                    "ce-specversion": "1.0", "ce-id": f"evt-{i}", "ce-source": "tests/pytorch",
+                    "ce-type": "dev.kninfer.inference.request", "ce-kninfermodel": "mlp",
+                    "ce-correlationid": f"order-{i}"})
+                for i, row in enumerate(samples)))
+
+    replies = asyncio.run(fire())
+    expected = reference(built.model, samples)
+    for i, (reply, want) in enumerate(zip(replies, expected, strict=True)):
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["ce-type"] == "dev.kninfer.inference.response"
+        assert reply.headers["ce-causationid"] == f"evt-{i}"
+        assert reply.headers["ce-correlationid"] == f"order-{i}"
+        np.testing.assert_allclose(reply.json()["outputs"][0]["data"], want, rtol=1e-5,
+                                   atol=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ def save_torchscript(model: Any, model_dir: Path, spec: str | None = SPEC_YAML) 
     import torch
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(model).save(str(model_dir / "model.pt"))
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; we still serve it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(model).save(str(model_dir / "model.pt"))
     if spec is not None:
         (model_dir / "kninfer.yaml").write_text(spec)
     return model_dir

@@ -35,6 +35,7 @@ import importlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,9 @@ class PytorchPredictor(Predictor):
     def _load_torchscript(self, path: Path) -> Any:
         torch = self._torch
         try:
-            module = torch.jit.load(str(path), map_location=self.device)
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript: logged below
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location=self.device)
         except RuntimeError as exc:
             if "constants.pkl" in str(exc) or "archive" in str(exc).lower():
                 raise ModelLoadError(
@@ -173,6 +176,8 @@ class PytorchPredictor(Predictor):
                     "state_dict, serve it with --torch-module module:Class"
                 ) from exc
             raise
+        logger.info("%s is TorchScript, which PyTorch deprecates; torch.export (.pt2) is the "
+                    "supported path", path.name)
         return self._to_target(module).eval()
 
     def _load_export(self, path: Path) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]]]:
