@@ -79,7 +79,8 @@ class AdaptiveBatcher:
         self.predictor = predictor
         self.max_batch_size = max_batch_size
         self.max_latency_s = max_latency_ms / 1000.0
-        self.max_concurrent = max(1, getattr(predictor.executor, "_max_workers", 1))
+        # Batches in flight at once: the predictor's thread pool size (--inference-threads).
+        self.max_concurrent = max(1, predictor.settings.inference_threads)
         self.on_batch: list[Callable[[int, int], None]] = []  # (rows, requests)
         from kninfer.metrics import batch_size_histogram
 
@@ -183,7 +184,7 @@ class AdaptiveBatcher:
             if not batch:
                 self._slots.release()  # nothing started: give the slot back
         if batch:
-            task = asyncio.create_task(self._run_batch(batch))  # releases the slot when done
+            task = asyncio.create_task(self._run_batch(batch, self._slots))  # releases the slot
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
@@ -215,8 +216,7 @@ class AdaptiveBatcher:
         self._observe(rows, 1)
         return result
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        assert self._slots is not None
+    async def _run_batch(self, batch: list[_Pending], slots: asyncio.Semaphore) -> None:
         try:
             if len(batch) == 1:
                 await self._run_single(batch[0])
@@ -256,7 +256,7 @@ class AdaptiveBatcher:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            self._slots.release()
+            slots.release()
 
     async def _run_each(self, batch: list[_Pending]) -> None:
         await asyncio.gather(*(self._run_single(p) for p in batch))
