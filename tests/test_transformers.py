@@ -407,91 +407,30 @@ def test_predictor_errors_are_upstream_errors(recorded: dict[str, Any], status: 
     assert reply.json() == {"error": f"predictor at http://{recorder.host} {expected}"}
 
 
-# ---- predictor down and back; --workers 2 --------------------------------------------------
+# ---- predictor down and back, slower than the timeout; --workers 2 -------------------------
 
-
-def test_predictor_stopped_then_restarted(tmp_path: Path, iris_estimator: Any) -> None:
-    predictor = ServerProcess([], server_env(tmp_path), tmp_path / "predictor.log")
-    rest = transformer(tmp_path, "iris", f"127.0.0.1:{predictor.http_port}", "--workers", "2",
-                       "--predictor-retries", "1")
-    grpc = transformer(tmp_path, "iris", predictor.grpc_target, "--predictor-protocol",
-                       "grpc-v2", "--predictor-retries", "1")
-    try:
-        start_all(predictor, rest, grpc)
-        import psutil
-
-        assert rest.process is not None
-        workers = psutil.Process(rest.process.pid).children()
-        assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
-        body = v2_records(records_of(iris_rows()[:2]))
-        expected = [SPECIES[i] for i in iris_estimator.predict(iris_rows()[:2])]  # type: ignore
-        # Fresh connections, so both REST workers answer (SO_REUSEPORT spreads connections):
-        # KServe 0.21's multi-worker transformer answers 501 here.
-        for _ in range(8):
-            for server in (rest, grpc):
-                reply = v2_infer(server, body)
-                assert reply.status_code == 200, reply.text
-                assert decode_v2(reply)[0] == expected
-
-        predictor.stop()
-        for server, address in ((rest, f"http://127.0.0.1:{predictor.http_port}"),
-                                (grpc, f"grpc://{predictor.grpc_target}")):
-            reply = v2_infer(server, body)
-            assert reply.status_code == 503
-            error = reply.json()["error"]
-            assert error.startswith(f"predictor at {address} is unreachable after 2 attempts: ")
-            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
-
-        again = ServerProcess([], server_env(tmp_path), tmp_path / "predictor.log",
-                              http_port=predictor.http_port, grpc_port=predictor.grpc_port)
-        try:
-            again.start(timeout=120)
-            for server in (rest, grpc):
-                deadline = time.monotonic() + 30
-                while True:  # gRPC reconnects with backoff (capped at 1 s by the client)
-                    reply = v2_infer(server, body)
-                    if reply.status_code == 200 or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
-                assert reply.status_code == 200, reply.text
-                assert decode_v2(reply)[0] == expected
-            for _ in range(6):  # both REST workers recovered
-                assert v2_infer(rest, body).status_code == 200
-        finally:
-            again.stop()
-        rest.signal(signal.SIGTERM)
-        assert rest.process is not None and rest.process.wait(60) == 0
-        assert all(not w.is_running() or w.status() == psutil.STATUS_ZOMBIE for w in workers)
-    finally:
-        for server in (rest, grpc, predictor):
-            server.stop()
-
-
-# ---- predictor slower than the timeout -----------------------------------------------------
-
+# A scikit-learn-style classifier that answers in microseconds, except that a record with a
+# negative first feature makes it take 6 s (longer than the transformers' 2.5 s timeout).
 SLOW_MODEL = textwrap.dedent('''
     import time
     import numpy as np
 
-    class SlowClassifier:
-        """A scikit-learn-style classifier that takes `delay` seconds to answer."""
-
-        def __init__(self, delay):
-            self.delay = delay
-            self.n_features_in_ = 4
-            self.classes_ = np.array([0, 1, 2])
+    class SometimesSlow:
+        n_features_in_ = 4
+        classes_ = np.array([0, 1, 2])
 
         def predict(self, X):
-            time.sleep(self.delay)
-            return np.zeros(len(X), dtype=np.int64)
+            if (X[:, 0] < 0).any():
+                time.sleep(6.0)
+            return (X[:, 0] > 5).astype(np.int64)
 
         def predict_proba(self, X):
-            time.sleep(self.delay)
-            return np.full((len(X), 3), 1 / 3)
+            return np.eye(3)[self.predict(X)]
 ''')
 
 
-def test_predictor_slower_than_timeout_is_504(tmp_path: Path) -> None:
+def slow_capable_model(tmp_path: Path) -> tuple[Path, Path]:
+    """(PYTHONPATH entry, model dir) for a joblib-saved SometimesSlow."""
     import joblib
 
     code = tmp_path / "code"
@@ -501,28 +440,107 @@ def test_predictor_slower_than_timeout_is_504(tmp_path: Path) -> None:
     try:
         import slowmodel  # type: ignore[import-not-found]
 
-        model_dir = tmp_path / "slow"
+        model_dir = tmp_path / "model"
         model_dir.mkdir()
-        joblib.dump(slowmodel.SlowClassifier(3.0), model_dir / "model.joblib")
+        joblib.dump(slowmodel.SometimesSlow(), model_dir / "model.joblib")
     finally:
         sys.path.remove(str(code))
         sys.modules.pop("slowmodel", None)
+    return code, model_dir
+
+
+def test_predictor_down_restarted_and_slow(tmp_path: Path) -> None:
+    """One predictor, a REST transformer with --workers 2 and a gRPC transformer: they agree
+    with the model, answer 503 naming the predictor while it is down, recover when it is back,
+    and answer 504 when it is slower than --predictor-timeout-s."""
+    import psutil
+
+    code, model_dir = slow_capable_model(tmp_path)
+    predictor_args = ["--model-dir", str(model_dir)]
     env = {"PYTHONPATH": str(code)}
-    predictor = ServerProcess(["--model-dir", str(model_dir), "--no-warmup"],
-                              server_env(tmp_path, **env), tmp_path / "slow.log")
-    rest = transformer(tmp_path, "iris", f"127.0.0.1:{predictor.http_port}",
-                       "--predictor-timeout-s", "0.5")
+    predictor = ServerProcess(predictor_args, server_env(tmp_path, **env),
+                              tmp_path / "predictor.log")
+    timeout = ["--predictor-timeout-s", "2.5", "--predictor-retries", "1"]
+    rest = transformer(tmp_path, "iris", f"127.0.0.1:{predictor.http_port}", "--workers", "2",
+                       *timeout)
     grpc = transformer(tmp_path, "iris", predictor.grpc_target, "--predictor-protocol",
-                       "grpc-v2", "--predictor-timeout-s", "0.5")
+                       "grpc-v2", *timeout)
+    again: ServerProcess | None = None
+    addresses = {"rest": f"http://127.0.0.1:{predictor.http_port}",
+                 "grpc": f"grpc://{predictor.grpc_target}"}
+    body = v2_records([GOOD, {**GOOD, "sepal_length": 4.9}])
+    expected = ["versicolor", "setosa"]  # SometimesSlow: class 1 when sepal_length > 5
     try:
         start_all(predictor, rest, grpc)
-        for server, address in ((rest, f"http://127.0.0.1:{predictor.http_port}"),
-                                (grpc, f"grpc://{predictor.grpc_target}")):
-            reply = v2_infer(server, v2_records([GOOD]))
+        assert rest.process is not None
+        workers = psutil.Process(rest.process.pid).children()
+        assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) == 2
+        # Fresh connections, so both REST workers answer (SO_REUSEPORT spreads connections);
+        # KServe 0.21's multi-worker transformer answers 501 here.
+        for _ in range(6):
+            for server in (rest, grpc):
+                reply = v2_infer(server, body)
+                assert reply.status_code == 200, reply.text
+                assert decode_v2(reply)[0] == expected
+
+        predictor.stop()
+        for server, address in ((rest, addresses["rest"]), (grpc, addresses["grpc"])):
+            reply = v2_infer(server, body)
+            assert reply.status_code == 503
+            assert reply.json()["error"].startswith(
+                f"predictor at {address} is unreachable after 2 attempts: ")
+            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+        again = ServerProcess(predictor_args, server_env(tmp_path, **env),
+                              tmp_path / "predictor.log", http_port=predictor.http_port,
+                              grpc_port=predictor.grpc_port)
+        again.start(timeout=120)
+        for server in (rest, grpc):
+            deadline = time.monotonic() + 30
+            while True:  # gRPC reconnects with backoff (capped at 1 s by the client)
+                reply = v2_infer(server, body)
+                if reply.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert reply.status_code == 200, reply.text
+            assert decode_v2(reply)[0] == expected
+        for _ in range(6):  # both REST workers recovered
+            assert v2_infer(rest, body).status_code == 200
+
+        slow = v2_records([{**GOOD, "sepal_length": -1.0}])
+        for server, address in ((rest, addresses["rest"]), (grpc, addresses["grpc"])):
+            reply = v2_infer(server, slow)
             assert reply.status_code == 504
             assert reply.json() == {"error": f"predictor at {address} did not answer within "
-                                             "0.5s (KNINFER_PREDICTOR_TIMEOUT_S)"}
-            assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+                                             "2.5s (KNINFER_PREDICTOR_TIMEOUT_S)"}
+            assert v2_infer(server, body).status_code == 200  # and it keeps serving
+
+        rest.signal(signal.SIGTERM)
+        assert rest.process.wait(60) == 0  # every worker drained and exited 0
+        assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
     finally:
-        for server in (rest, grpc, predictor):
-            server.stop()
+        for server in (rest, grpc, predictor, again):
+            if server is not None:
+                server.stop()
+
+
+def test_transformer_that_cannot_load_exits_1(tmp_path: Path) -> None:
+    """No port opens and the process says why (Knative then marks the revision failed)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["--transformer", "tabular", "--model-dir", str(empty)],
+         f"model failed to load: no feature spec: {empty.resolve() / 'features.json'} does not "
+         "exist"),
+        (["--transformer", "nosuch"],
+         "model failed to load: unknown transformer 'nosuch'; choose one of passthrough, "
+         "tabular, iris or give package.module:Class"),
+    ]
+    for args, message in cases:
+        server = ServerProcess([*args, "--predictor-host", "127.0.0.1:1"], server_env(tmp_path),
+                               tmp_path / f"fail-{len(args)}.log")
+        server.start(wait=False)
+        assert server.process is not None
+        assert server.process.wait(120) == 1
+        server.stop()
+        assert message in server.log()
