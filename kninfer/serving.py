@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _process_age_ms() -> float | None:
 
 
 def serve(settings: ServeSettings, started: float, worker: bool = False,
-          on_ready: Any = None) -> int:
+          on_ready: Callable[[], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT. With --workers > 1 this process only supervises worker
     processes (kninfer.workers), each of which calls `serve(..., worker=True)`."""
     configure_logging(settings.log_level)
