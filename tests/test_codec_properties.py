@@ -35,7 +35,7 @@ from kninfer.errors import InvalidInput
 from kninfer.tensor import V2_TO_NUMPY
 
 NUMERIC = [d for d in V2_TO_NUMPY if d != "BYTES"]
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=100, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
@@ -199,7 +199,7 @@ def mutated_requests(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_requests())
 def test_decoding_any_document_is_success_or_invalid_input(doc: dict[str, Any]) -> None:
     try:
@@ -209,7 +209,7 @@ def test_decoding_any_document_is_success_or_invalid_input(doc: dict[str, Any]) 
     assert_well_formed(request)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200), st.one_of(st.none(), st.integers(-5, 250).map(str),
                                           st.text(max_size=4)))
 def test_decoding_any_bytes_is_success_or_invalid_input(body: bytes, header: str | None) -> None:

@@ -20,6 +20,9 @@ from conftest import ServerProcess, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+# One shared server per module: keep the module on one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("reliability-inputs")
+
 MAX_BODY = 65536
 MAX_ELEMENTS = 2000
 ROW = [5.1, 3.5, 1.4, 0.2]  # setosa: label 0

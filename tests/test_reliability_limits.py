@@ -27,6 +27,9 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from reliability_models import BrokenClassifier, SlowClassifier, model_env, save_model
 
+# One shared server per module: keep the module on one xdist worker (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("reliability-limits")
+
 TIMEOUT_S = 1.0
 MAX_INFLIGHT = 2
 MAX_ROWS = 10
@@ -140,7 +143,7 @@ def test_batch_rows_limit_is_413(server: ServerProcess) -> None:
 
 
 def test_ready_only_after_load_and_warmup(tmp_path: Path) -> None:
-    warmup_s = 3.0
+    warmup_s = 2.0
     model_dir = save_model(tmp_path / "slow", SlowClassifier(zero_delay_s=warmup_s))
     server = ServerProcess(["--model-dir", str(model_dir), "--model-name", "slow"],
                            server_env(tmp_path, **model_env()), tmp_path / "server.log")
