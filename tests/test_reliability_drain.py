@@ -56,6 +56,20 @@ def post(url: str, **kwargs: object) -> tuple[int, object, float]:
     return reply.status_code, reply.json(), time.monotonic()
 
 
+def wait_in_flight(server: ServerProcess, expected: int, timeout: float = 60.0) -> None:
+    """Until `kninfer_requests_in_flight` (all protocols, kninfer.metrics) reaches `expected`."""
+    deadline = time.monotonic() + timeout
+    total = 0.0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("kninfer_requests_in_flight{"))
+        if total >= expected:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"only {total} of {expected} requests in flight after {timeout}s")
+
+
 @pytest.fixture
 def stub_factory() -> Iterator[object]:
     channels: list[grpc.Channel] = []
@@ -90,9 +104,9 @@ def test_sigterm_finishes_inflight_http_events_and_grpc(tmp_path: Path, stub_fac
             http.append(pool.submit(post, f"{server.url}/", json=v2_body(),
                                     headers={**ce_headers, "ce-id": f"drain-{n}"}))
         rpcs = [stub.ModelInfer.future(grpc_body(), timeout=60) for _ in range(4)]
-        # 15 requests of 1.5 s on 6 threads need ~4.5 s: at 1 s every one has been accepted and
-        # most are still queued or running.
-        time.sleep(1.0)
+        # 15 requests of 1.5 s on 6 threads need ~4.5 s: signal once the server counts every
+        # one of them in flight (accepted, queued or running).
+        wait_in_flight(server, len(http) + len(rpcs))
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
         time.sleep(0.3)
