@@ -25,11 +25,17 @@ TARGETS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...], str, float]] = [
      ("p99", "kninfer", "b1_c32"), ("p99", "kserve", "b1_c32"), "<=", 0.6),
     ("b64_vs_in_process", "batch 64: per-request server time x8 / in-process decode+predict",
      ("per_request_us", "kninfer", "b64_c8"), ("in_process", "b64"), "<=", 2.0),
+    ("batching", "PyTorch MLP rps x32, adaptive batching on / off", ("batching", "on"),
+     ("batching", "off"), ">=", 3.0),
 ]
 
 
 def _figure(results: dict[str, Any], ref: tuple[Any, ...]) -> float | None:
     kind = ref[0]
+    if kind == "batching":
+        summary = (results.get("batching") or {}).get("summary") or {}
+        value = summary.get(ref[1], {}).get("rps")
+        return float(value) if value else None
     if kind == "in_process":
         entry = results.get("in_process", {}).get(ref[1])
         return float(entry["median_us"]) if entry else None

@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-python", action="store_true",
                         help="run the FastAPI and bare ASGI peers on this interpreter")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run bench/batching (PyTorch MLP, batching off vs on); "
+                             "default: on, off with --quick")
     parser.add_argument("--quick", action="store_true",
                         help="tiny run to check the harness: 1 s runs, 1 repetition")
     args = parser.parse_args(argv)
@@ -101,6 +104,22 @@ print(json.dumps({{"median_us": statistics.median(samples), "min_us": min(sample
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     result["batch"] = batch
     return result
+
+
+def adaptive_batching(duration: float) -> dict[str, Any]:
+    """The PyTorch adaptive-batching comparison (bench/batching/run.py, its own harness: a
+    2048-wide MLP, 32 connections of batch-1 requests, batching off vs on, interleaved)."""
+    tag = "make-bench"
+    python = ROOT / ".venv" / "bin" / "python"
+    log("adaptive batching: bench/batching/run.py (PyTorch MLP, off vs on)")
+    subprocess.run([str(python if python.exists() else sys.executable),
+                    str(BENCH / "batching" / "run.py"), "--duration", str(max(3, round(duration))),
+                    "--repeats", "2", "--tag", tag, "--server-args", "--inference-threads 1"],
+                   check=True, cwd=ROOT)
+    report: dict[str, Any] = json.loads((BENCH / "batching" / f"results-2048-{tag}.json")
+                                        .read_text())
+    return {"command": report.get("command"), "connections": report.get("connections"),
+            "summary": report["summary"]}
 
 
 def machine() -> dict[str, Any]:
@@ -187,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 load.stop(run)
 
+    if args.batching if args.batching is not None else not args.quick:
+        results["batching"] = adaptive_batching(args.duration)
     for batch in batches:
         results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
             model_dir, bodies[batch], batch, 50 if args.quick else 200)

@@ -35,7 +35,9 @@ def sklearn_pin() -> str:
 VENV_REQUIREMENTS: dict[str, Callable[[], list[str]]] = {
     "kserve": lambda: ["kserve==0.21.0", "kserve-storage==0.21.0", sklearn_pin(), "joblib"],
     # MLServer 1.7 pins fastapi<0.116, so it cannot share kninfer's environment.
-    "mlserver": lambda: ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", sklearn_pin()],
+    # uvloop 0.22+ raises in asyncio.get_event_loop() where MLServer 1.7 workers call it.
+    "mlserver": lambda: ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0",
+                         sklearn_pin()],
     "fastapi": lambda: ["fastapi", "uvicorn[standard]", sklearn_pin(), "joblib", "orjson"],
     "report": lambda: ["matplotlib"],
 }
