@@ -7,10 +7,10 @@ Method (README "Performance and observability"): every server serves the same ir
 LogisticRegression and gets the same V2 JSON requests (batch 1 and batch 64 rows). The server is
 pinned to core 0, wrk to core 1. Cold start is process spawn to the first successful V2 inference,
 median of `--cold-runs` after one unmeasured start that warms the page cache, servers interleaved.
-Load: per server and batch size, a warm-up run then fixed-duration runs at 1, 8 and 32
-connections; the whole sweep is repeated `--runs` times (servers interleaved) and the median of
-the runs is reported with every raw run kept in the JSON. Only ratios between servers measured in
-the same run are compared.
+Load: all servers run at once (pinned, idle until their turn); for each batch size and
+connection count (1, 8, 32) the servers take turns, each a warm-up run then a fixed-duration run,
+`--runs` times; the median of the runs is reported with every raw run kept in the JSON. Only
+ratios between servers measured in the same run are compared.
 """
 
 from __future__ import annotations
@@ -182,29 +182,34 @@ def main(argv: list[str] | None = None) -> int:
             if breakdown:
                 entry.setdefault("cold_start_breakdown", []).append(breakdown)
 
-    # Load: the full sweep `runs` times, servers interleaved within each repetition.
-    for rep in range(args.runs):
+    # Load: every server up at once (all pinned to the server core, idle until their turn);
+    # for each point and repetition the servers take turns, so drift on a shared machine hits
+    # them alike.
+    running: list[load.Running] = []
+    try:
         for spec in (s for s in specs if s.load):
-            run = load.start(spec, logs)
-            try:
-                load.wait_first_inference(run, body1, args.cold_timeout)
-                for batch in batches:
-                    for conns in connections:
-                        key = f"b{batch}_c{conns}"
+            running.append(load.start(spec, logs))
+            load.wait_first_inference(running[-1], body1, args.cold_timeout)
+        for batch in batches:
+            for conns in connections:
+                key = f"b{batch}_c{conns}"
+                for rep in range(args.runs):
+                    for run in running:
+                        name = run.spec.name
                         load.wrk(wrk_path, run.http_port, bodies[batch], conns, args.warmup)
                         figure = load.wrk(wrk_path, run.http_port, bodies[batch], conns,
                                           args.duration)
-                        log(f"run {rep + 1} {spec.name} batch {batch} x{conns}: "
+                        log(f"run {rep + 1} {name} batch {batch} x{conns}: "
                             f"{figure['rps']:.0f} rps p50 {figure['p50_us'] / 1000:.2f} ms "
                             f"p99 {figure['p99_us'] / 1000:.2f} ms errors {figure['errors']}")
-                        point = results["servers"][spec.name]["load"].setdefault(
+                        point = results["servers"][name]["load"].setdefault(
                             key, {"batch": batch, "connections": conns, "runs": []})
                         point["runs"].append(figure)
-                rss = load.peak_rss_mb(run.process.pid)
-                entry = results["servers"][spec.name]
-                entry["peak_rss_mb"] = max(entry["peak_rss_mb"], rss)
-            finally:
-                load.stop(run)
+        for run in running:
+            results["servers"][run.spec.name]["peak_rss_mb"] = load.peak_rss_mb(run.process.pid)
+    finally:
+        for run in running:
+            load.stop(run)
 
     if args.batching if args.batching is not None else not args.quick:
         results["batching"] = adaptive_batching(args.duration)

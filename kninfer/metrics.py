@@ -288,8 +288,8 @@ class InstrumentedApp:
         self.known_model = known_model
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or (scope["method"] != "POST" and not self.access_log):
+            await self.app(scope, receive, send)  # probes, metadata, scrapes: nothing to count
             return
         headers = _headers(scope)
         traceparent = headers.get("traceparent")
