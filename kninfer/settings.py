@@ -64,6 +64,8 @@ class ServeSettings(BaseSettings):
     request_timeout_s: float = 60.0
     grace_period_s: float = 30.0
     warmup: bool = True
+    # gc.freeze() the start-up heap before serving (kninfer.serving; tail latency).
+    gc_freeze: bool = True
 
     # Adaptive batching (kninfer.batching); None means the predictor family's default.
     batching: bool | None = None
