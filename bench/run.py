@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -135,8 +136,19 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release(), "loadavg_start": os.getloadavg()}
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM/SIGINT unwind through `finally`, so every server started here is stopped (a
+    background job may have inherited SIGINT ignored)."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _stop_on_signals()
     names = [n for n in args.servers.split(",") if n]
     connections = [int(c) for c in args.connections.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
