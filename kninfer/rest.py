@@ -209,7 +209,11 @@ class V2Routes:
 
     def routes(self) -> list[Route]:
         g = guarded
+        # Starlette tries routes in order: the inference routes come first so the hot path
+        # skips the other patterns (every path below is distinct, so order changes no answer).
         return [
+            Route("/v2/models/{name}/infer", g(self.infer), methods=["POST"]),
+            Route("/v1/models/{name}:predict", g(self.v1_predict), methods=["POST"]),
             Route("/v2/health/live", g(self.live), methods=["GET"]),
             Route("/v2/health/ready", g(self.ready), methods=["GET"]),
             Route("/v2", g(self.server_metadata), methods=["GET"]),
@@ -219,13 +223,11 @@ class V2Routes:
             Route(
                 "/v2/models/{name}/versions/{version}/ready", g(self.model_ready), methods=["GET"]
             ),
-            Route("/v2/models/{name}/infer", g(self.infer), methods=["POST"]),
             Route(
                 "/v2/models/{name}/versions/{version}/infer", g(self.infer), methods=["POST"]
             ),
             Route("/v1/models", g(self.v1_models), methods=["GET"]),
             Route("/v1/models/{name}", g(self.v1_model), methods=["GET"]),
-            Route("/v1/models/{name}:predict", g(self.v1_predict), methods=["POST"]),
             Route("/metrics", g(self.metrics), methods=["GET"]),
             Route("/openapi.json", g(openapi_route), methods=["GET"]),
             Route("/", g(self.live), methods=["GET"]),
