@@ -111,8 +111,9 @@ def write_markdown(results: dict[str, Any], path: Path, plot: str | None) -> Non
             cells.append(f"{point['rps']:.0f} / {point['p50_ms']:.2f} / {point['p99_ms']:.2f}"
                          f"{flag}")
         cold = server.get("cold_start_median_s")
+        rss = server["peak_rss_mb"] or ""  # cold-start-only peers have no load-phase RSS
         lines.append(f"| {server['label']} | {cold if cold is not None else ''} | "
-                     f"{server['peak_rss_mb']} | " + " | ".join(cells) + " |")
+                     f"{rss} | " + " | ".join(cells) + " |")
     in_process = results.get("in_process", {})
     if in_process:
         lines += ["", "In-process decode (kninfer.codec) + `predict`, one core: " + ", ".join(
