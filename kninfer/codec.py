@@ -25,7 +25,7 @@ from kserve import InferInput, InferRequest, InferResponse
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer.errors import InvalidInput
-from kninfer.tensor import NUMERIC_DATATYPES, V2_TO_NUMPY, v2_datatype_of
+from kninfer.tensor import V2_TO_NUMPY, v2_datatype_of
 
 BINARY_HEADER = "inference-header-content-length"
 JSON_CONTENT_TYPE = "application/json"
