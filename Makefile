@@ -18,7 +18,7 @@ serve: $(STAMP)
 	$(BIN)/kninfer serve
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

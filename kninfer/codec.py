@@ -369,6 +369,21 @@ def decode_v1_request(body: bytes) -> dict[str, Any]:
     return doc
 
 
+def input_array(infer_input: InferInput) -> np.ndarray:
+    """A client's input tensor as numpy, from this codec (already decoded) or KServe's gRPC
+    decoder (`InferRequest.from_grpc`, decoded here on first use)."""
+    data = infer_input.data
+    if isinstance(data, np.ndarray) and infer_input._raw_data is None:
+        return data
+    try:
+        return infer_input.as_numpy()
+    except Exception as exc:  # KServe raises ValueError/InvalidInput for a bad tensor
+        raise InvalidInput(
+            f"input '{infer_input.name}': data does not match shape {infer_input.shape} "
+            f"and datatype {infer_input.datatype} ({exc})"
+        ) from None
+
+
 def encode_json(doc: Any) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from kserve import InferRequest, InferResponse, Model
 
-from kninfer.codec import to_output
+from kninfer.codec import input_array, to_output
 from kninfer.errors import (
     InvalidInput,
     ModelNotReady,
@@ -183,21 +183,10 @@ class Predictor(Model):
 
     def decode(self, request: InferRequest) -> Arrays:
         """Numpy arrays for each declared input, checked against its spec."""
-        by_name = {spec.name: spec for spec in self.inputs}
         arrays: Arrays = {}
         for infer_input in request.inputs:
-            spec = by_name.get(infer_input.name)
-            if spec is None:
-                if len(self.inputs) == 1 and len(request.inputs) == 1:
-                    # A single-input model takes its tensor whatever the client named it, as
-                    # KServe's and MLServer's sklearn runtimes do.
-                    spec = self.inputs[0]
-                else:
-                    raise InvalidInput(
-                        f"unknown input '{infer_input.name}'; model '{self.name}' takes "
-                        f"{', '.join(s.name for s in self.inputs)}"
-                    )
-            array = _as_array(infer_input)
+            spec = self.spec_for(infer_input.name, len(request.inputs))
+            array = self.shape_input(spec, input_array(infer_input))
             spec.check(array, infer_input.datatype)
             arrays[spec.name] = array
         missing = [s.name for s in self.inputs if s.name not in arrays and not s.optional]
@@ -205,6 +194,26 @@ class Predictor(Model):
             raise InvalidInput(f"missing input(s) {', '.join(missing)} for model '{self.name}'")
         self.check_arrays(arrays)
         return arrays
+
+    def spec_for(self, name: str, inputs_sent: int) -> TensorSpec:
+        """The declared input a request tensor named `name` feeds."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        if len(self.inputs) == 1 and inputs_sent == 1:
+            # A single-input model takes its tensor whatever the client named it, as KServe's
+            # and MLServer's sklearn runtimes do.
+            return self.inputs[0]
+        raise InvalidInput(
+            f"unknown input '{name}'; model '{self.name}' takes {self.inputs_description()}"
+        )
+
+    def inputs_description(self) -> str:
+        return ", ".join(spec.name for spec in self.inputs)
+
+    def shape_input(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+        """Family hook: reshape a request tensor before it is checked against `spec`."""
+        return array
 
     def check_arrays(self, arrays: Arrays) -> None:
         settings = self.settings
@@ -296,20 +305,6 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any) -> None:
         loop.call_soon_threadsafe(callback)
     except RuntimeError:
         pass
-
-
-def _as_array(infer_input: Any) -> np.ndarray:
-    """The numpy array of a KServe InferInput, from our REST codec or KServe's gRPC decoder."""
-    data = infer_input.data
-    if isinstance(data, np.ndarray) and infer_input._raw_data is None:
-        return data
-    try:
-        return infer_input.as_numpy()
-    except Exception as exc:  # KServe raises ValueError/InvalidInput for a bad tensor
-        raise InvalidInput(
-            f"input '{infer_input.name}': data does not match shape {infer_input.shape} "
-            f"and datatype {infer_input.datatype} ({exc})"
-        ) from None
 
 
 def result_array(name: str, value: Any) -> np.ndarray:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, KninferError, ModelLoadError
-from kninfer.predictors.base import Arrays, Predictor, _as_array, result_array
+from kninfer.predictors.base import Arrays, Predictor, result_array
 from kninfer.tensor import NUMERIC_DATATYPES, NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, v2_datatype_of
 
 if TYPE_CHECKING:
@@ -263,40 +264,29 @@ class MlflowPredictor(Predictor):
     # ---- V2 --------------------------------------------------------------------------------
 
     def decode(self, request: InferRequest) -> Arrays:
-        if self.signature_kind == "tensor":
-            return super().decode(request)
         if self.signature_kind == "none":
-            unchecked = {i.name: _as_array(i) for i in request.inputs}
+            unchecked = {i.name: input_array(i) for i in request.inputs}
             self.check_arrays(unchecked)
             return unchecked
+        return super().decode(request)
+
+    def inputs_description(self) -> str:
+        if self.signature_kind == "column":
+            return "the columns " + super().inputs_description()
+        return super().inputs_description()
+
+    def shape_input(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+        if self.signature_kind != "column":
+            return array
         # Column signature: a column may come as [-1] or [-1, 1].
-        by_name = {spec.name: spec for spec in self.inputs}
-        arrays: Arrays = {}
-        for infer_input in request.inputs:
-            spec = by_name.get(infer_input.name)
-            if spec is None:
-                if len(self.inputs) == 1 and len(request.inputs) == 1:
-                    spec = self.inputs[0]
-                else:
-                    raise InvalidInput(
-                        f"unknown input '{infer_input.name}'; model '{self.name}' takes the "
-                        f"columns {', '.join(s.name for s in self.inputs)}"
-                    )
-            array = _as_array(infer_input)
-            if array.ndim == 2 and array.shape[1] == 1:
-                array = array.reshape(-1)
-            if array.ndim != 1:
-                raise InvalidInput(
-                    f"input '{spec.name}' is a column: shape must be [-1] or [-1, 1]; "
-                    f"got {list(array.shape)}"
-                )
-            spec.check(array, infer_input.datatype)
-            arrays[spec.name] = array
-        missing = [s.name for s in self.inputs if s.name not in arrays and not s.optional]
-        if missing:
-            raise InvalidInput(f"missing input(s) {', '.join(missing)} for model '{self.name}'")
-        self.check_arrays(arrays)
-        return arrays
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array.reshape(-1)
+        if array.ndim != 1:
+            raise InvalidInput(
+                f"input '{spec.name}' is a column: shape must be [-1] or [-1, 1]; "
+                f"got {list(array.shape)}"
+            )
+        return array
 
     def validate_arrays(self, arrays: Arrays) -> None:
         if self.signature_kind == "tensor":

@@ -167,16 +167,3 @@ def response_arrays(response: InferResponse) -> Arrays:
             ) from None
     return arrays
 
-
-def input_array(infer_input: InferInput) -> np.ndarray:
-    """A client's input tensor as numpy (kninfer's REST codec or KServe's gRPC decoder)."""
-    data = infer_input.data
-    if isinstance(data, np.ndarray) and infer_input._raw_data is None:
-        return data
-    try:
-        return infer_input.as_numpy()
-    except Exception as exc:
-        raise InvalidInput(
-            f"input '{infer_input.name}': data does not match shape {infer_input.shape} and "
-            f"datatype {infer_input.datatype} ({exc})"
-        ) from None

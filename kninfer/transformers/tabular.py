@@ -23,10 +23,11 @@ import numpy as np
 import orjson
 from kserve import InferRequest, InferResponse
 
+from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, ModelLoadError, UpstreamError
 from kninfer.iris import IRIS_FEATURES, IRIS_SPECIES
 from kninfer.tensor import TensorSpec
-from kninfer.transformers.base import Transformer, input_array, response_arrays
+from kninfer.transformers.base import Transformer, response_arrays
 from kninfer.transformers.features import SPEC_FILE, FeatureSpec
 
 IRIS_SPEC: dict[str, Any] = {
