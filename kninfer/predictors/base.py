@@ -261,9 +261,12 @@ class Predictor(Model):
             # The slot is freed when the thread really finishes, not when the caller stops
             # waiting: a running thread cannot be cancelled, so a timed-out request keeps
             # counting against max_inflight and memory stays bounded.
+            # `work` is shielded below and only `job.cancel()` is ever called, so `work` settles
+            # exactly when the thread finishes (or its queued job is cancelled); releasing there
+            # costs no second cross-thread wake-up of the loop.
             job = self.executor.submit(self.run, arrays, list(outputs))
-            job.add_done_callback(lambda _: _call_soon(loop, self._release))
-            work = asyncio.wrap_future(job)
+            work = asyncio.wrap_future(job, loop=loop)
+            work.add_done_callback(lambda _: self._release())
             cancel = job.cancel  # succeeds only while the job is still queued
         self._inflight += 1  # released by the callbacks above, which run on this loop later
         work.add_done_callback(_consume)
@@ -297,14 +300,6 @@ def _consume(future: asyncio.Future[Any]) -> None:
     not log 'exception was never retrieved' for it."""
     if not future.cancelled():
         future.exception()
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback: Any) -> None:
-    """Run `callback` on `loop` from a worker thread (a no-op once the loop has closed)."""
-    try:
-        loop.call_soon_threadsafe(callback)
-    except RuntimeError:
-        pass
 
 
 def result_array(name: str, value: Any) -> np.ndarray:
