@@ -6,17 +6,16 @@ import grpc
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from tests.conftest import grpc_stub
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
 @pytest.fixture(scope="module")
 def stub(iris_server):
-    channel = grpc.insecure_channel(iris_server.grpc_target)
-    grpc.channel_ready_future(channel).result(timeout=30)
-    yield GRPCInferenceServiceStub(channel)
-    channel.close()
+    with grpc_stub(iris_server.grpc_target) as stub:
+        yield stub
 
 
 def infer_request(rows=ROWS, datatype="FP64", name="input-0", model="iris", outputs=()):

@@ -16,10 +16,9 @@ import pytest
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent, from_http
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess, server_env
+from tests.conftest import ServerProcess, grpc_stub, server_env
 
 REQUEST_TYPE = "dev.kninfer.inference.request"
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -112,9 +111,7 @@ def test_grpc_infer_counted_with_grpc_status(server: ServerProcess) -> None:
     wrong = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64", shape=[1, 3])
     wrong.contents.fp64_contents.extend(ROW)
     before = scrape(server.url)
-    with grpc.insecure_channel(server.grpc_target) as channel:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        stub = GRPCInferenceServiceStub(channel)
+    with grpc_stub(server.grpc_target) as stub:
         traced = stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor]),
                                  metadata=[("traceparent", TRACE)])
         assert traced.outputs[0].name == "predict"

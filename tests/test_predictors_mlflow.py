@@ -22,9 +22,8 @@ import httpx
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
-from tests.conftest import ServerProcess, server_env
+from tests.conftest import ServerProcess, grpc_stub, server_env
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 
@@ -373,10 +372,7 @@ def test_custom_model_v1_answers_records(servers):
 
 
 def test_custom_model_over_grpc(servers):
-    channel = grpc.insecure_channel(servers["custom"].grpc_target)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        stub = GRPCInferenceServiceStub(channel)
+    with grpc_stub(servers["custom"].grpc_target) as stub:
         text = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2])
         text.contents.bytes_contents.extend([b"grpc", b"ok"])
         repeat = pb.ModelInferRequest.InferInputTensor(name="repeat", datatype="INT64",
@@ -402,8 +398,6 @@ def test_custom_model_over_grpc(servers):
         assert caught.value.details() == (
             "columns must have the same number of rows: 'text' has 2, 'repeat' has 1, "
             "'stamp' has 2")
-    finally:
-        channel.close()
 
 
 # ---- no signature -------------------------------------------------------------------------

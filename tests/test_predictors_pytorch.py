@@ -11,9 +11,8 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, server_env
+from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from torch_models import (
     MODULE,
     mlp_module,
@@ -113,10 +112,7 @@ def test_v1_predict_matches_the_module(servers, built, kind: str) -> None:
 
 
 def test_grpc_infer_matches_the_module(servers, built) -> None:
-    channel = grpc.insecure_channel(servers["torchscript"].grpc_target)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=30)
-        stub = GRPCInferenceServiceStub(channel)
+    with grpc_stub(servers["torchscript"].grpc_target) as stub:
         tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32",
                                                        shape=[3, 4])
         tensor.contents.fp32_contents.extend(v for row in ROWS for v in row)
@@ -134,8 +130,6 @@ def test_grpc_infer_matches_the_module(servers, built) -> None:
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.value.details() == ("input 'input-0' has shape [1, 2]; expected [-1, 4] "
                                          "(-1 is any size)")
-    finally:
-        channel.close()
 
 
 @pytest.mark.parametrize(("path", "body", "message"), [

@@ -9,6 +9,7 @@ still running when the signal arrives.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, server_env
+from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from reliability_models import SlowClassifier, model_env, save_model
@@ -72,17 +73,12 @@ def wait_in_flight(server: ServerProcess, expected: int, timeout: float = 60.0) 
 
 @pytest.fixture
 def stub_factory() -> Iterator[object]:
-    channels: list[grpc.Channel] = []
+    with contextlib.ExitStack() as stubs:
 
-    def make(target: str) -> GRPCInferenceServiceStub:
-        channel = grpc.insecure_channel(target)
-        grpc.channel_ready_future(channel).result(timeout=60)
-        channels.append(channel)
-        return GRPCInferenceServiceStub(channel)
+        def make(target: str) -> GRPCInferenceServiceStub:
+            return stubs.enter_context(grpc_stub(target))
 
-    yield make
-    for channel in channels:
-        channel.close()
+        yield make
 
 
 def test_sigterm_finishes_inflight_http_events_and_grpc(tmp_path: Path, stub_factory) -> None:

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import ServerProcess, server_env
+from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
@@ -51,10 +51,8 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def stub(server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
-    channel = grpc.insecure_channel(server.grpc_target)
-    grpc.channel_ready_future(channel).result(timeout=60)
-    yield GRPCInferenceServiceStub(channel)
-    channel.close()
+    with grpc_stub(server.grpc_target) as stub:
+        yield stub
 
 
 def still_serving(client: httpx.Client, stub: GRPCInferenceServiceStub) -> None:

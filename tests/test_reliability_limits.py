@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import ServerProcess, server_env
+from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 from reliability_models import BrokenClassifier, SlowClassifier, model_env, save_model
@@ -63,10 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def stub(server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
-    channel = grpc.insecure_channel(server.grpc_target)
-    grpc.channel_ready_future(channel).result(timeout=60)
-    yield GRPCInferenceServiceStub(channel)
-    channel.close()
+    with grpc_stub(server.grpc_target) as stub:
+        yield stub
 
 
 def wait_idle(server: ServerProcess, seconds: float) -> None:
