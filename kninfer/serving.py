@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,10 +72,16 @@ def build_models(settings: ServeSettings) -> list[Any]:
 
 
 def _process_age_ms() -> float | None:
+    """Milliseconds since this process started, from the kernel's own clock: the start time in
+    /proc/self/stat (field 22, clock ticks since boot) against CLOCK_BOOTTIME, the clock it is
+    counted on, so exact to one tick (10 ms at the usual USER_HZ of 100). psutil adds the same
+    start time to the whole-second `btime` of /proc/stat and so reads up to a second high; not
+    importing it also keeps psutil off the cold path. None where /proc is not Linux's."""
     try:
-        import psutil
-
-        return round((time.time() - psutil.Process().create_time()) * 1000, 1)
+        with open("/proc/self/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22; fields[0] is field 3
+        return round((time.clock_gettime(time.CLOCK_BOOTTIME) - started) * 1000, 1)
     except Exception:
         return None
 
@@ -100,7 +107,8 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
 
         sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
         # kserve (and scikit-learn) without pandas/kubernetes on the cold path
-        with deferred_imports(*(["sklearn.utils"] if sklearn_model else [])):
+        preload = ["sklearn.utils", "sklearn.callback"] if sklearn_model else []
+        with deferred_imports(*preload):
             from kninfer.server import KninferServer
             from kninfer.server_routes import extra_routes
 
