@@ -5,7 +5,8 @@ Models (all saved with mlflow.*.save_model, as a user would):
 - `columns`: scikit-learn Pipeline (scaler + one-hot) with a column-based signature;
 - `tensor`:  scikit-learn LogisticRegression with a tensor-based input signature (float32
              [-1, 4]) and no output schema (outputs are read off the warm-up prediction);
-- `custom`:  a pyfunc PythonModel ("models from code") with string, integer and datetime columns;
+- `custom`:  a pyfunc PythonModel ("models from code") with string, integer and datetime columns
+             and an integer param `times` (default 1);
 - `nosig`:   the LogisticRegression saved without any signature.
 Each server is started once for the module (mlflow's import dominates start-up).
 """
@@ -36,11 +37,13 @@ CUSTOM_MODEL = textwrap.dedent('''
 
 
     class Words(mlflow.pyfunc.PythonModel):
-        """Length of `text` times `repeat`, `text` upper-cased, and the year of `stamp`."""
+        """Length of `text` times `repeat` (times the `times` param), `text` upper-cased, and
+        the year of `stamp`."""
 
         def predict(self, context, model_input, params=None):
+            times = (params or {}).get("times", 1)
             return pd.DataFrame({
-                "length": model_input["text"].str.len() * model_input["repeat"],
+                "length": model_input["text"].str.len() * model_input["repeat"] * times,
                 "shout": model_input["text"].str.upper(),
                 "year": model_input["stamp"].dt.year.astype("int64"),
             })
@@ -94,7 +97,8 @@ def save_models(root: Path) -> dict[str, Path]:
     output = pd.DataFrame({"length": np.array([1, 4], dtype=np.int64), "shout": ["A", "BC"],
                            "year": np.array([2024, 1999], dtype=np.int64)})
     mlflow.pyfunc.save_model(paths["custom"], python_model=str(code), pip_requirements=reqs,
-                             signature=infer_signature(example, output), input_example=example)
+                             signature=infer_signature(example, output, params={"times": 1}),
+                             input_example=example)
     return paths
 
 
@@ -398,6 +402,68 @@ def test_custom_model_over_grpc(servers):
         assert caught.value.details() == (
             "columns must have the same number of rows: 'text' has 2, 'repeat' has 1, "
             "'stamp' has 2")
+
+
+def test_custom_model_params_from_v2_parameters_v1_params_and_grpc(servers, loaded):
+    """MLflow params (the signature's ParamSchema) come from V2 `parameters` (REST and gRPC) and
+    from V1 `params` (as MLflow's scoring server takes them); absent, the default applies."""
+    inputs = [
+        {"name": "text", "datatype": "BYTES", "shape": [2], "data": ["ab", "c"]},
+        {"name": "repeat", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+        {"name": "stamp", "datatype": "BYTES", "shape": [2], "data": ["2001-01-01", "2002-02-02"]},
+    ]
+    frame = {"text": ["ab", "c"], "repeat": [1, 2], "stamp": ["2001-01-01", "2002-02-02"]}
+
+    def lengths(reply: httpx.Response) -> list[int]:
+        assert reply.status_code == 200, reply.text
+        return next(o["data"] for o in reply.json()["outputs"] if o["name"] == "length")
+
+    assert lengths(infer(servers, "custom", {"inputs": inputs})) == [2, 2]
+    # Other V2 parameters (not params of the model) are left alone.
+    body = {"inputs": inputs, "parameters": {"times": 3, "content_type": "pd"}}
+    assert lengths(infer(servers, "custom", body)) == [6, 6]
+    import pandas as pd
+
+    reference = loaded["custom"].predict(
+        pd.DataFrame({**frame, "stamp": pd.to_datetime(frame["stamp"])}), params={"times": 3})
+    assert reference["length"].tolist() == [6, 6]
+
+    reply = predict_v1(servers, "custom", {"dataframe_split": {
+        "columns": list(frame), "data": [list(r) for r in zip(*frame.values(), strict=True)]},
+        "params": {"times": 5}})
+    assert reply.status_code == 200, reply.text
+    assert [row["length"] for row in reply.json()["predictions"]] == [10, 10]
+
+    reply = predict_v1(servers, "custom", {"dataframe_records": [{"text": "ab", "repeat": 1,
+                                                                  "stamp": "2001-01-01"}],
+                                           "params": {"times": 2, "speed": 9}})
+    assert reply.status_code == 400
+    assert reply.json() == {"error": "unknown param(s) speed; model 'custom' takes times"}
+
+    reply = infer(servers, "custom", {"inputs": inputs, "parameters": {"times": "many"}})
+    assert reply.status_code == 400
+    # The reason is MLflow's own text (here: "Invalid parameters found: {('times', "Failed to
+    # validate type and shape for 'times': long (default: 1), error: Can not safely convert
+    # `<class 'str'>` to `DataType.long` for value `many`")}"); its wording is MLflow's to change.
+    error = reply.json()["error"]
+    assert error.startswith("input does not match the model's MLflow signature: Invalid "
+                            "parameters found: {('times', ")
+    assert "`many`" in error
+
+    with grpc_stub(servers["custom"].grpc_target) as stub:
+        tensors = []
+        for item in inputs:
+            tensor = pb.ModelInferRequest.InferInputTensor(name=item["name"],
+                                                           datatype=item["datatype"], shape=[2])
+            if item["datatype"] == "INT64":
+                tensor.contents.int64_contents.extend(item["data"])
+            else:
+                tensor.contents.bytes_contents.extend(v.encode() for v in item["data"])
+            tensors.append(tensor)
+        request = pb.ModelInferRequest(model_name="custom", inputs=tensors)
+        request.parameters["times"].int64_param = 4
+        reply = stub.ModelInfer(request)
+        assert np.frombuffer(reply.raw_output_contents[0], dtype=np.int64).tolist() == [8, 8]
 
 
 # ---- no signature -------------------------------------------------------------------------

@@ -77,6 +77,12 @@ class Predictor(Model):
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         """Compute the named `outputs` for validated `inputs`. Runs on a worker thread."""
 
+    def run_with_params(self, inputs: Arrays, outputs: Sequence[str],
+                        params: Mapping[str, Any]) -> Arrays:
+        """`run` with the request's inference parameters (`request_params`); only families
+        that take parameters (MLflow) override both."""
+        return self.run(inputs, outputs)
+
     def warmup_inputs(self) -> Arrays:
         """One row of zeros per declared input: enough to page in weights and JIT paths."""
         arrays: Arrays = {}
@@ -212,7 +218,7 @@ class Predictor(Model):
             return {"predictions": result[self.outputs[0].name].tolist()}
         arrays = self.decode(payload)
         names = self.requested_outputs(payload)
-        result = await self.execute(arrays, names)
+        result = await self.execute(arrays, names, self.request_params(payload))
         # No names: the model's outputs are only known once it has run (an MLflow model without
         # an output signature); answer with everything it computed.
         outputs = [to_output(name, result[name]) for name in (names or list(result))]
@@ -280,6 +286,11 @@ class Predictor(Model):
                 )
         self.validate_arrays(arrays)
 
+    def request_params(self, request: InferRequest) -> dict[str, Any] | None:
+        """Family hook: inference parameters for `run` taken from the request's `parameters`
+        (MLflow's params). None: `run` is called with inputs and outputs only."""
+        return None
+
     def requested_outputs(self, request: InferRequest) -> list[str]:
         declared = [spec.name for spec in self.outputs]
         if not request.request_outputs:
@@ -293,15 +304,20 @@ class Predictor(Model):
             )
         return names
 
-    async def execute(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
-        """Run the model off the event loop, through the batcher when one is configured."""
+    async def execute(self, arrays: Arrays, outputs: Sequence[str],
+                      params: Mapping[str, Any] | None = None) -> Arrays:
+        """Run the model off the event loop, through the batcher when one is configured.
+
+        With `params` (see `request_params`) the model runs through `run_with_params`, on its
+        own: rows run with different params cannot share a batch.
+        """
         if self._inflight >= self.settings.max_inflight:
             raise Overloaded(
                 f"{self._inflight} inferences in flight for model '{self.name}' "
                 f"(limit {self.settings.max_inflight}); retry later"
             )
         loop = asyncio.get_running_loop()
-        if self.batcher is not None:
+        if self.batcher is not None and not params:
             work: asyncio.Future[Arrays] = asyncio.ensure_future(
                 self.batcher.submit(arrays, outputs)
             )
@@ -314,7 +330,8 @@ class Predictor(Model):
             # `work` is shielded below and only `job.cancel()` is ever called, so `work` settles
             # exactly when the thread finishes (or its queued job is cancelled); releasing there
             # costs no second cross-thread wake-up of the loop.
-            job = self.executor.submit(self.run, arrays, list(outputs))
+            job = (self.executor.submit(self.run_with_params, arrays, list(outputs), params)
+                   if params else self.executor.submit(self.run, arrays, list(outputs)))
             work = asyncio.wrap_future(job, loop=loop)
             work.add_done_callback(lambda _: self._release())
             cancel = job.cancel  # succeeds only while the job is still queued

@@ -164,6 +164,8 @@ class MlflowPredictor(Predictor):
         self.mlmodel_dir = path
         self._read_inputs(self.pyfunc.metadata.get_input_schema())
         self._read_outputs(self.pyfunc.metadata.get_output_schema())
+        params = self.pyfunc.metadata.get_params_schema()
+        self.param_names = [p.name for p in params.params] if params is not None else []
 
     def _read_inputs(self, schema: Any) -> None:
         # Per column: its MLflow type name (how to convert the V2 values) and its DataFrame key
@@ -302,6 +304,29 @@ class MlflowPredictor(Predictor):
         # Outputs unknown until the model runs: every output it returns (or those asked for).
         return [o.name for o in request.request_outputs or ()]
 
+    def request_params(self, request: InferRequest) -> dict[str, Any] | None:
+        """The model's params (its signature's ParamSchema) named in the V2 request
+        `parameters`; other keys there (V2's `binary_data_output`, `content_type`, ...) are not
+        params. MLflow checks the values' types and fills the defaults of the rest."""
+        given = request.parameters or {}
+        params = {name: _plain(given[name]) for name in self.param_names if name in given}
+        return params or None
+
+    def _v1_params(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """`params` of a V1 body, as MLflow's own scoring server takes them."""
+        params = payload.get("params")
+        if params is None:
+            return None
+        if not isinstance(params, dict):
+            raise InvalidInput("'params' must be a JSON object")
+        unknown = [name for name in params if name not in self.param_names]
+        if unknown:
+            takes = ", ".join(self.param_names) or "no params"
+            raise InvalidInput(
+                f"unknown param(s) {', '.join(unknown)}; model '{self.name}' takes {takes}"
+            )
+        return params or None
+
     async def predict(  # type: ignore[override]
         self, payload: InferRequest | dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> InferResponse | dict[str, Any]:
@@ -319,7 +344,7 @@ class MlflowPredictor(Predictor):
         arrays = self._v1_arrays(payload)
         self.check_arrays(arrays)
         names = [s.name for s in self.outputs if not s.optional] if self.outputs_known else []
-        result = await self.execute(arrays, names)
+        result = await self.execute(arrays, names, self._v1_params(payload))
         if len(result) == 1:
             (only,) = result.values()
             return {"predictions": _jsonable(only)}
@@ -397,9 +422,13 @@ class MlflowPredictor(Predictor):
     # ---- run -------------------------------------------------------------------------------
 
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        return self.run_with_params(inputs, outputs, None)
+
+    def run_with_params(self, inputs: Arrays, outputs: Sequence[str],
+                        params: Mapping[str, Any] | None) -> Arrays:
         data = self._model_input(inputs)
         try:
-            prediction = self.pyfunc.predict(data)
+            prediction = self.pyfunc.predict(data, params=dict(params) if params else None)
         except KninferError:
             raise
         except Exception as exc:
@@ -514,6 +543,16 @@ def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.datatype in NUMERIC_DATATYPES and array.dtype != V2_TO_NUMPY[spec.datatype]:
         return array.astype(V2_TO_NUMPY[spec.datatype])
     return array
+
+
+def _plain(value: Any) -> Any:
+    """A V2 parameter value as Python: REST gives JSON values; gRPC gives an InferParameter
+    (OIP gRPC `InferParameter`, a oneof of bool/int64/string/double/uint64)."""
+    which = getattr(value, "WhichOneof", None)
+    if which is None:
+        return value
+    field = which("parameter_choice")
+    return getattr(value, field) if field else None
 
 
 def _strings(array: np.ndarray) -> np.ndarray:
