@@ -292,6 +292,7 @@ class InstrumentedApp:
             await self.app(scope, receive, send)  # probes, metadata, scrapes: nothing to count
             return
         headers = _headers(scope)
+        scope["kninfer.headers"] = headers  # the route handler reuses it (kninfer.rest)
         traceparent = headers.get("traceparent")
         _trace.set({"traceparent": traceparent, **_tracestate(headers)}
                    if traceparent and parse_traceparent(traceparent) else {})
@@ -345,6 +346,8 @@ class InstrumentedApp:
             "trace_id": traceparent.split("-")[1] if traceparent else None,
             "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client")
             else None,
+            # Knative's queue-proxy (the `client` above, in a pod) forwards the caller here.
+            "forwarded_for": headers.get("x-forwarded-for"),
         }
         access_logger.info(orjson.dumps(line).decode())
 

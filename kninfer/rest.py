@@ -150,9 +150,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def request_headers(request: Request) -> dict[str, str]:
-    """The request's headers as a dict with lower-case names (first value wins, as
-    `Request.headers[name]` answers), built straight from the ASGI scope."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
+    """The request's headers as a dict with lower-case names, built once per request: by the
+    metrics middleware (kninfer.metrics.InstrumentedApp) when it runs, else from the scope."""
+    scope = request.scope
+    headers: dict[str, str] | None = scope.get("kninfer.headers")
+    if headers is None:
+        headers = scope["kninfer.headers"] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    return headers
 
 
 class V2Routes:

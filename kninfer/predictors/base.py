@@ -18,6 +18,7 @@ touches HTTP, gRPC or CloudEvents.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -338,17 +339,30 @@ class Predictor(Model):
         self._inflight += 1  # released by the callbacks above, which run on this loop later
         work.add_done_callback(_consume)
         timeout = self.settings.request_timeout_s
+        # `await wait_for(shield(work), timeout)`, spelled out: one waiter future woken by the
+        # work or by the timer, instead of wait_for's and shield's three futures and five
+        # callbacks per request. As with shield, cancelling this task (the client went away)
+        # cancels only the waiter; `work` settles when the thread really finishes.
+        waiter: asyncio.Future[None] = loop.create_future()
+        wake = functools.partial(_wake, waiter)
+        work.add_done_callback(wake)
+        timer = loop.call_later(timeout, _wake, waiter) if timeout > 0 else None
         try:
-            return await asyncio.wait_for(asyncio.shield(work), timeout if timeout > 0 else None)
-        except TimeoutError:
+            await waiter
+        except asyncio.CancelledError:
+            cancel()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            work.remove_done_callback(wake)
+        if not work.done():
             cancel()
             raise RequestTimeout(
                 f"model '{self.name}' did not answer within {timeout:g}s "
                 "(KNINFER_REQUEST_TIMEOUT_S)"
-            ) from None
-        except asyncio.CancelledError:  # the client went away
-            cancel()
-            raise
+            )
+        return work.result()
 
     def _release(self) -> None:
         self._inflight -= 1
@@ -360,6 +374,11 @@ class Predictor(Model):
     def stop(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         super().stop()
+
+
+def _wake(waiter: asyncio.Future[None], _: Any = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
