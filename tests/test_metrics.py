@@ -152,13 +152,16 @@ def test_cold_start_and_model_load_are_exported(server: ServerProcess) -> None:
 def test_one_json_access_log_line_per_request(server: ServerProcess) -> None:
     request_id = f"req-{uuid.uuid4().hex}"
     reply = httpx.post(f"{server.url}/v2/models/iris/infer", json=V2,
-                       headers={"x-request-id": request_id, "traceparent": TRACE})
+                       headers={"x-request-id": request_id, "traceparent": TRACE,
+                                "x-forwarded-for": "10.0.3.7"})
     assert reply.status_code == 200
     (line,) = access_lines(server, 1, request_id=request_id)
     assert {k: line[k] for k in ("method", "path", "status", "protocol", "model", "trace_id",
-                                 "ce_id")} == {
+                                 "ce_id", "forwarded_for")} == {
         "method": "POST", "path": "/v2/models/iris/infer", "status": 200, "protocol": "rest_v2",
-        "model": "iris", "trace_id": TRACE.split("-")[1], "ce_id": None}
+        "model": "iris", "trace_id": TRACE.split("-")[1], "ce_id": None,
+        "forwarded_for": "10.0.3.7"}
+    assert line["client"].startswith("127.0.0.1:")  # the TCP peer, not rewritten
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
 
     binary_id, structured_id = f"bin-{uuid.uuid4().hex}", f"str-{uuid.uuid4().hex}"
