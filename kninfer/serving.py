@@ -8,6 +8,7 @@ and one log line naming the reason, so Knative marks the revision failed instead
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -102,6 +103,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
         if settings.workers > 1 and not worker:
             from kninfer.workers import run_workers
 
+            gc.enable()  # this process only supervises (kninfer.cli turned collection off)
             return run_workers(settings)
         from kninfer.fastimport import deferred_imports
 
@@ -149,8 +151,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     # README "Performance and observability". No gc.collect() first: it would cost the same
     # ~100 ms on the cold-start path, for a little start-up garbage kept.
     if settings.gc_freeze:
-        import gc
-
         gc.freeze()
+    gc.enable()  # off during start-up (kninfer.cli.main, kninfer.workers): serving needs it
     server.start(models)
     return 0

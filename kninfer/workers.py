@@ -21,6 +21,7 @@ then exits 0 when they all did.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -54,6 +55,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 
 def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
     """Entry point of one worker process (spawned)."""
+    gc.disable()  # as kninfer.cli.main does for start-up; serve() turns it back on
     # `import kserve` parses sys.argv at import time (kninfer.cli says why we hide it).
     sys.argv = sys.argv[:1]
     # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
