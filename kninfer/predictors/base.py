@@ -150,9 +150,10 @@ class Predictor(Model):
         `inspect.iscoroutinefunction` three times and runs identity pre/post-processing on every
         request: about a tenth of the server's time per request at batch 1 (py-spy, README
         "Performance and observability"). A Predictor whose `preprocess`/`postprocess` are
-        KServe's identity takes this path: it observes `request_preprocess_seconds`,
-        `request_predict_seconds` and `request_postprocess_seconds` exactly as KServe does
-        (labelled children cached once per model). Anything else (an override, `explain`,
+        KServe's identity takes this path: it observes `request_preprocess_seconds` (here the
+        identity step plus KServe's `validate`), `request_predict_seconds` and
+        `request_postprocess_seconds` once per call, as KServe does (labelled children cached
+        once per model). Anything else (an override, `explain`,
         response headers, latency logging) goes through KServe's own `__call__`.
         """
         cls = type(self)
@@ -328,9 +329,9 @@ class Predictor(Model):
             # The slot is freed when the thread really finishes, not when the caller stops
             # waiting: a running thread cannot be cancelled, so a timed-out request keeps
             # counting against max_inflight and memory stays bounded.
-            # `work` is shielded below and only `job.cancel()` is ever called, so `work` settles
-            # exactly when the thread finishes (or its queued job is cancelled); releasing there
-            # costs no second cross-thread wake-up of the loop.
+            # `work` is only ever awaited through the waiter below and only `job.cancel()` is
+            # ever called, so `work` settles exactly when the thread finishes (or its queued job
+            # is cancelled); releasing there costs no second cross-thread wake-up of the loop.
             job = (self.executor.submit(self.run_with_params, arrays, list(outputs), params)
                    if params else self.executor.submit(self.run, arrays, list(outputs)))
             work = asyncio.wrap_future(job, loop=loop)
