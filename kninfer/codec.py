@@ -99,6 +99,11 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
         if kind != "b":
             raise InvalidInput(f"input '{name}': datatype BOOL needs true/false values")
         return inferred.reshape(-1)
+    if kind == "b" or _has_bool(data):
+        # JSON true/false are not numbers (numpy reads them as 1 and 0, silently).
+        raise InvalidInput(
+            f"input '{name}': 'data' must be numbers for datatype {datatype}; found true/false"
+        )
     target = np.dtype(V2_TO_NUMPY[datatype])
     if target.kind in "iu":
         if kind == "f":
@@ -129,6 +134,16 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
             raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
         return cast.reshape(-1)
     return inferred.astype(target, copy=False).reshape(-1)
+
+
+def _has_bool(data: Any) -> bool:
+    """Whether a JSON list (flat or nested) holds true/false. `bool in map(type, row)` runs in
+    C: about 10 ns a value, against the 30 ns a value numpy's own conversion costs."""
+    if not isinstance(data, list) or not data:
+        return isinstance(data, bool)
+    if isinstance(data[0], list):
+        return any(_has_bool(row) for row in data)
+    return bool in map(type, data)
 
 
 def _exact_integers(data: Any, target: np.dtype[Any]) -> np.ndarray | None:

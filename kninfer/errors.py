@@ -101,6 +101,10 @@ class ModelLoadError(KninferError):
     grpc_code = "INTERNAL"
 
 
+class WarmupFailed(ModelLoadError):
+    """The model loaded, but its warm-up prediction on a valid row failed."""
+
+
 # KServe 0.21's error types (kserve/errors.py), mapped by class name so this module stays
 # import-free. InferenceError is what KServe raises for bad tensors in its codecs.
 _KSERVE_STATUS: dict[str, tuple[int, str]] = {

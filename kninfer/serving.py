@@ -92,7 +92,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     """Serve until SIGTERM/SIGINT. With --workers > 1 this process only supervises worker
     processes (kninfer.workers), each of which calls `serve(..., worker=True)`."""
     configure_logging(settings.log_level)
-    from kninfer.errors import KninferError
+    from kninfer.errors import KninferError, WarmupFailed
 
     breakdown: dict[str, float | None] = {"interpreter_ms": _process_age_ms()}
     mark = time.perf_counter()
@@ -116,6 +116,9 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
 
         breakdown["imports_ms"] = round((time.perf_counter() - started) * 1000, 1)
         models = build_models(settings)
+    except WarmupFailed as exc:
+        logger.error("model loaded but failed its warm-up prediction: %s", exc)
+        return 1
     except KninferError as exc:
         logger.error("model failed to load: %s", exc)
         return 1

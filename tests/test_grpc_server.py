@@ -71,8 +71,9 @@ def test_raw_input_contents(stub, iris_estimator):
         (infer_request(model="nope"), grpc.StatusCode.NOT_FOUND, "nope"),
         (infer_request(rows=[[1.0, 2.0, 3.0]]), grpc.StatusCode.INVALID_ARGUMENT,
          "has shape [1, 3]; expected [-1, 4]"),
+        (infer_request(datatype="INT64", rows=[[1, 2, 3, 4]]), grpc.StatusCode.OK, ""),
         (infer_request(datatype="INT64", rows=[[1, 2, 3, 4]], name="a"),
-         grpc.StatusCode.OK, ""),
+         grpc.StatusCode.INVALID_ARGUMENT, "unknown input 'a'; model 'iris' takes input-0"),
         (infer_request(outputs=("nope",)), grpc.StatusCode.INVALID_ARGUMENT,
          "unknown output(s) nope"),
         (pb.ModelInferRequest(
@@ -87,7 +88,7 @@ def test_raw_input_contents(stub, iris_estimator):
                                                           shape=[1, 4])]),
          grpc.StatusCode.INVALID_ARGUMENT, "input 'input-0'"),
     ],
-    ids=["unknown-model", "wrong-features", "int64-renamed-ok", "unknown-output",
+    ids=["unknown-model", "wrong-features", "int64-ok", "renamed-input", "unknown-output",
          "short-raw-bytes", "no-data"],
 )
 def test_errors_use_matching_status(stub, request_, code, fragment):

@@ -492,7 +492,7 @@ def test_model_without_signature_serves_and_says_so(servers, loaded):
     body["inputs"][0].update(shape=[3, 3], data=[row[:3] for row in matrix])
     reply = infer(servers, "nosig", body)
     assert reply.status_code == 400
-    assert reply.json() == {"error": "model 'nosig' rejected the input: X has 3 features, but "
+    assert reply.json() == {"error": "model rejected the input: X has 3 features, but "
                             "LogisticRegression is expecting 4 features as input."}
     # The process keeps serving after any client mistake.
     assert httpx.get(url(servers, "nosig", "/v2/health/ready")).status_code == 200

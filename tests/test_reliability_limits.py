@@ -180,7 +180,8 @@ def _bad_models(tmp: Path) -> dict[str, tuple[list[str], str]]:
     traversal = root / ".." / "elsewhere"
     return {
         "warmup-fails": (["--model-dir", str(broken)],
-                         "model failed to load: RuntimeError: weights are corrupt"),
+                         "model loaded but failed its warm-up prediction: RuntimeError: "
+                         "weights are corrupt"),
         "dotdot-outside-root": (["--storage-uri", f"file://{traversal}", "--model-root",
                                  str(root)],
                                 f"model failed to load: model directory {traversal} resolves "

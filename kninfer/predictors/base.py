@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,7 @@ from kninfer.errors import (
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
+    WarmupFailed,
 )
 from kninfer.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
 
@@ -45,6 +47,12 @@ if TYPE_CHECKING:
     from kninfer.settings import ServeSettings
 
 Arrays = dict[str, np.ndarray]
+logger = logging.getLogger("kninfer")
+
+# One answer for an empty batch in every family and transport (README "Errors"): a 400. Models
+# disagree on zero rows (scikit-learn's check_array raises, a torch module may return an empty
+# tensor of any shape), so kninfer refuses the request before any of them sees it.
+EMPTY_BATCH = "an empty batch is refused: send at least one row"
 
 
 class Predictor(Model):
@@ -67,6 +75,8 @@ class Predictor(Model):
         )
         self._inflight = 0
         self.batcher: AdaptiveBatcher | None = None
+        # Whether warmup_inputs() had to guess values (see warm_up).
+        self.warmup_guessed = False
 
     # ---- the family contract -------------------------------------------------------------
 
@@ -97,6 +107,16 @@ class Predictor(Model):
                 arrays[spec.name] = np.zeros(shape, dtype=V2_TO_NUMPY[spec.datatype])
         return arrays
 
+    def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
+        """The arrays of a V1 body (`instances` or `inputs`, KServe V1 protocol); a family with
+        other V1 forms (records, MLflow's dataframe_split) overrides this."""
+        instances = payload.get("instances", payload.get("inputs"))
+        if not isinstance(instances, list):
+            raise InvalidInput('request has no "instances" list')
+        if not instances:
+            raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
+        return self.v1_inputs(instances)
+
     def v1_inputs(self, instances: list[Any]) -> Arrays:
         """V1 `instances` are rows of the single (first) declared input."""
         spec = self.inputs[0]
@@ -125,12 +145,33 @@ class Predictor(Model):
         self.load_ms = (time.perf_counter() - started) * 1000
         if self.settings.warmup:
             started = time.perf_counter()
-            warm = self.warmup_inputs()
-            if warm:
-                self.run(warm, [spec.name for spec in self.outputs])
+            self.warm_up()
             self.warmup_ms = (time.perf_counter() - started) * 1000
         self.ready = True
         return self.ready
+
+    def warm_up(self) -> None:
+        """One prediction on `warmup_inputs()` before the ports open.
+
+        A row built from what the model states (its declared specs, its input example, its
+        fitted categories) that fails means the model is broken: start-up fails with
+        WarmupFailed, so the revision never turns ready and a rollout stops there. A row with
+        guessed values (`warmup_guessed`) that fails proves nothing: the model serves without
+        warm-up and the log says why.
+        """
+        warm = self.warmup_inputs()
+        if not warm:
+            return
+        try:
+            self.run(warm, [spec.name for spec in self.outputs])
+        except Exception as exc:
+            if not self.warmup_guessed:
+                raise WarmupFailed(f"{type(exc).__name__}: {exc} (--no-warmup serves without "
+                                   "a warm-up)") from exc
+            logger.warning("model '%s': the warm-up prediction on a guessed row failed (%s: "
+                           "%s); serving without warm-up (declare the inputs in kninfer.yaml "
+                           "or save an input_example.json beside the model)", self.name,
+                           type(exc).__name__, exc)
 
     def get_input_types(self) -> list[dict[str, Any]]:
         return [spec.metadata() for spec in self.inputs]
@@ -208,10 +249,7 @@ class Predictor(Model):
         if not self.ready:
             raise ModelNotReady(self.name)
         if isinstance(payload, dict):
-            instances = payload.get("instances", payload.get("inputs"))
-            if not isinstance(instances, list):
-                raise InvalidInput('request has no "instances" list')
-            arrays = self.v1_inputs(instances)
+            arrays = self.v1_arrays(payload)
             for spec in self.inputs:
                 if spec.name in arrays:
                     spec.check(arrays[spec.name], spec.datatype)
@@ -255,13 +293,12 @@ class Predictor(Model):
 
     def spec_for(self, name: str, inputs_sent: int) -> TensorSpec:
         """The declared input a request tensor named `name` feeds."""
+        # An unknown name is refused even for a single-input model (KServe's and MLServer's
+        # sklearn runtimes take any name there): a tensor sent under the wrong name is most
+        # often meant for another model or version, and answering it hides the mistake.
         for spec in self.inputs:
             if spec.name == name:
                 return spec
-        if len(self.inputs) == 1 and inputs_sent == 1:
-            # A single-input model takes its tensor whatever the client named it, as KServe's
-            # and MLServer's sklearn runtimes do.
-            return self.inputs[0]
         raise InvalidInput(
             f"unknown input '{name}'; model '{self.name}' takes {self.inputs_description()}"
         )
@@ -276,6 +313,8 @@ class Predictor(Model):
     def check_arrays(self, arrays: Arrays) -> None:
         settings = self.settings
         for name, array in arrays.items():
+            if array.ndim and array.shape[0] == 0:
+                raise InvalidInput(f"input '{name}' has no rows; {EMPTY_BATCH}")
             if array.size > settings.max_tensor_elements:
                 raise PayloadTooLarge(
                     f"input '{name}' has {array.size} elements; the limit is "
@@ -387,6 +426,17 @@ def _consume(future: asyncio.Future[Any]) -> None:
     not log 'exception was never retrieved' for it."""
     if not future.cancelled():
         future.exception()
+
+
+def model_rejected(model_name: str, exc: BaseException) -> InvalidInput:
+    """The 400 for an error the model's own input validation raised (scikit-learn's
+    check_array ValueError, a torch shape error caused by the request): the request's fault,
+    so not a 500 that would invite retries."""
+    logger.info("model '%s' rejected a request: %s", model_name, exc)
+    reason = str(exc).strip() or type(exc).__name__
+    if len(reason) > 1000:
+        reason = reason[:1000] + "..."
+    return InvalidInput(f"model rejected the input: {reason}")
 
 
 def result_array(name: str, value: Any) -> np.ndarray:

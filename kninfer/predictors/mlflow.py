@@ -39,7 +39,8 @@ import numpy as np
 
 from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, KninferError, ModelLoadError
-from kninfer.predictors.base import Arrays, Predictor, result_array
+from kninfer.predictors.base import EMPTY_BATCH, Arrays, Predictor, model_rejected, result_array
+from kninfer.predictors.columns import column_array, tabular_arrays
 from kninfer.tensor import NUMERIC_DATATYPES, NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, v2_datatype_of
 
 if TYPE_CHECKING:
@@ -354,70 +355,27 @@ class MlflowPredictor(Predictor):
         return {"predictions": [{n: v[i] for n, v in columns.items()} for i in range(rows)]}
 
     def _v1_arrays(self, payload: dict[str, Any]) -> Arrays:
-        if "dataframe_split" in payload:
-            split = payload["dataframe_split"]
-            if not isinstance(split, dict) or not isinstance(split.get("data"), list):
-                raise InvalidInput(
-                    "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}"
-                )
-            columns = split.get("columns") or [s.name for s in self.inputs]
-            return self._v1_rows(split["data"], list(columns))
-        if "dataframe_records" in payload:
-            records = payload["dataframe_records"]
-            if not isinstance(records, list):
-                raise InvalidInput("'dataframe_records' must be a list of objects")
-            return self._v1_records(records)
+        if self.signature_kind != "tensor":
+            arrays = tabular_arrays(payload, self.inputs, self.name)
+            if arrays is not None:
+                return arrays
         instances = payload.get("instances", payload.get("inputs"))
         if not isinstance(instances, list):
             raise InvalidInput(
                 'request needs "instances" (a list of rows or records), "dataframe_split" or '
                 '"dataframe_records"'
             )
-        if instances and all(isinstance(r, dict) for r in instances):
-            return self._v1_records(instances)
-        if self.signature_kind == "column":
-            return self._v1_rows(instances, [s.name for s in self.inputs])
+        if not instances:
+            raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
         if self.signature_kind == "tensor":
             arrays = self.v1_inputs(instances)
             spec = self.inputs[0]
             spec.check(arrays[spec.name], spec.datatype)  # rows of the wrong width are a 400
             return arrays
         try:
-            return {"input-0": _column_array("input-0", instances)}
+            return {"input-0": column_array("input-0", instances)}
         except InvalidInput:
             raise InvalidInput("'instances' must be a list of rows of equal length") from None
-
-    def _v1_records(self, records: list[Any]) -> Arrays:
-        if not all(isinstance(r, dict) for r in records):
-            raise InvalidInput("records must all be JSON objects keyed by column name")
-        names = [s.name for s in self.inputs] if self.inputs else \
-            list(dict.fromkeys(k for r in records for k in r))
-        unknown = sorted({k for r in records for k in r} - set(names))
-        if unknown:
-            raise InvalidInput(
-                f"unknown column(s) {', '.join(unknown)}; model '{self.name}' takes "
-                f"{', '.join(names)}"
-            )
-        optional = {s.name for s in self.inputs if s.optional}
-        arrays: Arrays = {}
-        for name in names:
-            values = [r.get(name) for r in records]
-            if all(v is None for v in values) and name in optional:
-                continue
-            missing_rows = [i for i, r in enumerate(records) if name not in r]
-            if missing_rows and name not in optional:
-                raise InvalidInput(f"column '{name}' is missing in record {missing_rows[0]}")
-            arrays[name] = _column_array(name, values)
-        return arrays
-
-    def _v1_rows(self, rows: list[Any], columns: list[str]) -> Arrays:
-        width = len(columns)
-        for i, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != width:
-                raise InvalidInput(
-                    f"row {i} must be a list of {width} values (columns {', '.join(columns)})"
-                )
-        return self._v1_records([dict(zip(columns, row, strict=True)) for row in rows])
 
     # ---- run -------------------------------------------------------------------------------
 
@@ -440,8 +398,7 @@ class MlflowPredictor(Predictor):
                 # Python's "right type, wrong value": the model refused these values (sklearn's
                 # "X has 3 features, but ... is expecting 4", an unknown category). Without a
                 # signature this is the only check there is; a 500 would invite useless retries.
-                logger.info("model '%s' rejected a request: %s", self.name, exc)
-                raise InvalidInput(f"model '{self.name}' rejected the input: {exc}") from None
+                raise model_rejected(self.name, exc) from None
             raise
         result = self._result_arrays(prediction)
         if not outputs:
@@ -564,16 +521,6 @@ def _strings(array: np.ndarray) -> np.ndarray:
         except UnicodeDecodeError:
             raise InvalidInput("a BYTES value is not UTF-8 text") from None
         return out
-    return array
-
-
-def _column_array(name: str, values: list[Any]) -> np.ndarray:
-    try:
-        array = np.asarray(values)
-    except ValueError:
-        raise InvalidInput(f"column '{name}' has values of different lengths") from None
-    if array.dtype.kind == "U":
-        array = array.astype(object)
     return array
 
 

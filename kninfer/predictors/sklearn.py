@@ -18,17 +18,27 @@ request names it in `outputs`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.predictors.base import Arrays, Predictor, result_array
+from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
+from kninfer.predictors.columns import model_column, tabular_arrays
+from kninfer.predictors.sklearn_columns import Columns, read_columns
+from kninfer.predictors.spec import declared_spec
 from kninfer.storage import model_file
 from kninfer.tensor import TensorSpec, v2_datatype_of
+
+if TYPE_CHECKING:
+    from kserve import InferRequest
+
+logger = logging.getLogger("kninfer")
 
 MODEL_FILES = ("model.skops", "model.joblib", "model.pkl", "model.pickle")
 SUFFIXES = (".skops", ".joblib", ".pkl", ".pickle")
@@ -81,6 +91,11 @@ class SklearnPredictor(Predictor):
     batching_by_default = False
 
     estimator: Any = None
+    # DataFrame-fitted models: their columns (kninfer.predictors.sklearn_columns); else None.
+    columns: Columns | None = None
+    # The [N, n_features] tensor form: the only input of a model fitted on an array, an
+    # alternative to the columns for an all-numeric DataFrame model, None otherwise.
+    matrix: TensorSpec | None = None
 
     def load_model(self) -> None:
         path = find_model_file(self.model_dir)
@@ -96,8 +111,18 @@ class SklearnPredictor(Predictor):
             raise ModelLoadError(f"{path.name} holds a {kind}, not an estimator")
         n_features = int(getattr(estimator, "n_features_in_", -1))
         self._allow_nan = _allows_nan(estimator)
-        self._feature_names = getattr(estimator, "feature_names_in_", None)
-        self.inputs = [TensorSpec("input-0", "FP64", (-1, n_features), accepts=NUMERIC_INPUTS)]
+        self._float32 = _computes_in_float32(estimator)
+        names = getattr(estimator, "feature_names_in_", None)
+        self.matrix = TensorSpec("input-0", "FP64", (-1, n_features), accepts=NUMERIC_INPUTS)
+        if names is not None:
+            declared = declared_spec(self.settings.input_spec, self.model_dir).inputs
+            self.columns = read_columns(estimator, [str(n) for n in names], declared,
+                                        self.model_dir)
+            self.inputs = list(self.columns.specs)
+            if not self.columns.all_numeric:
+                self.matrix = None
+        else:
+            self.inputs = [self.matrix]
         classes = getattr(estimator, "classes_", None)
         if classes is not None:
             label_type = v2_datatype_of(result_array("predict", classes))
@@ -111,32 +136,217 @@ class SklearnPredictor(Predictor):
             shape = (-1,) if n_outputs == 1 else (-1, n_outputs)
             self.outputs = [TensorSpec("predict", "FP64", shape)]
 
+    def metadata(self) -> dict[str, Any]:
+        doc = super().metadata()
+        if self.columns is not None:
+            parameters: dict[str, Any] = {
+                "columns": "one input per DataFrame column the model was fitted on "
+                           "(feature_names_in_), shape [-1] or [-1, 1]",
+                "datatype_sources": dict(self.columns.sources),
+            }
+            if self.matrix is not None:
+                parameters["matrix_input"] = (
+                    f"also accepted: '{self.matrix.name}' FP64 {list(self.matrix.shape)}, the "
+                    "columns in this order")
+            doc["parameters"] = parameters
+        return doc
+
+    # ---- warm-up -------------------------------------------------------------------------
+
     def warmup_inputs(self) -> Arrays:
-        if self.inputs[0].shape[1] == -1:
-            return {}  # unknown feature count: nothing safe to warm up with
-        return super().warmup_inputs()
+        if self.columns is None:
+            if self.inputs[0].shape[1] == -1:
+                logger.info("model '%s': no warm-up (the feature count is unknown)", self.name)
+                return {}
+            return super().warmup_inputs()
+        example = self.columns.example
+        self.warmup_guessed = "default" in self.columns.sources.values()
+        row: Arrays = {}
+        for spec in self.columns.specs:
+            if example is not None and spec.name in example and len(example[spec.name]):
+                value = example[spec.name][:1]
+            elif spec.datatype == "BYTES":
+                known = self.columns.known_strings.get(spec.name)
+                if not known:
+                    logger.info("model '%s': no warm-up (no known value for string column "
+                                "'%s'; save an input_example.json beside the model)",
+                                self.name, spec.name)
+                    return {}
+                value = np.array(known[:1], dtype=object)
+            elif spec.datatype == "BOOL":
+                value = np.zeros(1, dtype=bool)
+            else:
+                value = np.zeros(1)
+            row[spec.name] = model_column(spec.name, spec.datatype, value)
+        return row
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def spec_for(self, name: str, inputs_sent: int) -> TensorSpec:
+        if self.matrix is not None and self.columns is not None and name == self.matrix.name:
+            if inputs_sent != 1:
+                raise InvalidInput(
+                    f"send either '{name}' (all columns as one [N, {self.matrix.shape[1]}] "
+                    "tensor) or one input per column, not both")
+            return self.matrix
+        return super().spec_for(name, inputs_sent)
+
+    def inputs_description(self) -> str:
+        if self.columns is None:
+            return super().inputs_description()
+        also = f" (or '{self.matrix.name}' [N, {self.matrix.shape[1]}])" if self.matrix else ""
+        return f"the columns {super().inputs_description()}{also}"
+
+    def decode(self, request: InferRequest) -> Arrays:
+        if self.columns is not None and self.matrix is not None and \
+                any(i.name == self.matrix.name for i in request.inputs):
+            spec = self.spec_for(self.matrix.name, len(request.inputs))
+            (infer_input,) = request.inputs
+            array = input_array(infer_input)
+            spec.check(array, infer_input.datatype)
+            arrays = {spec.name: array}
+            self.check_arrays(arrays)
+            return arrays
+        arrays = super().decode(request)
+        return self._typed(arrays) if self.columns is not None else arrays
+
+    def shape_input(self, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+        if self.columns is None or spec is self.matrix:
+            return array
+        if array.ndim == 2 and array.shape[1] == 1:
+            return array.reshape(-1)  # a column may come as [-1, 1]
+        if array.ndim != 1:
+            raise InvalidInput(f"input '{spec.name}' is a column: shape must be [-1] or "
+                               f"[-1, 1]; got {list(array.shape)}")
+        return array
+
+    def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
+        if self.columns is None:
+            return super().v1_arrays(payload)
+        arrays = tabular_arrays(payload, self.columns.specs, self.name)
+        if arrays is None:
+            instances = payload.get("instances", payload.get("inputs"))
+            if self.matrix is not None and isinstance(instances, list):
+                return self.matrix_rows(instances)
+            names = ", ".join(s.name for s in self.columns.specs)
+            raise InvalidInput(
+                'request needs "instances": records ({"column": value, ...}) or rows of '
+                f"{len(self.columns.specs)} values in column order ({names}); or MLflow's "
+                '"dataframe_split" / "dataframe_records"'
+            )
+        missing = [s.name for s in self.columns.specs if s.name not in arrays]
+        if missing:
+            raise InvalidInput(f"missing column(s) {', '.join(missing)} for model '{self.name}'")
+        return self._typed(arrays)
+
+    def matrix_rows(self, instances: list[Any]) -> Arrays:
+        assert self.matrix is not None
+        try:
+            array = np.asarray(instances, dtype=np.float64)
+        except (ValueError, TypeError):
+            raise InvalidInput(
+                f"'instances' must be a list of rows of {self.matrix.shape[1]} numbers") from None
+        if _has_bool(instances):
+            raise InvalidInput("'instances' must be numbers; got true/false")
+        self.matrix.check(array, "FP64")
+        return {self.matrix.name: array}
+
+    def v1_inputs(self, instances: list[Any]) -> Arrays:
+        if _has_bool(instances) and self.inputs[0].datatype != "BOOL":
+            raise InvalidInput(f"'instances' must be numbers for input '{self.inputs[0].name}'; "
+                               "got true/false")
+        return super().v1_inputs(instances)
+
+    def _typed(self, arrays: Arrays) -> Arrays:
+        """Each column as its DataFrame dtype (kninfer.predictors.columns.model_column)."""
+        assert self.columns is not None
+        specs = {s.name: s for s in self.columns.specs}
+        typed = {name: model_column(name, specs[name].datatype, array)
+                 for name, array in arrays.items()}
+        self.validate_arrays(typed)
+        return typed
 
     def validate_arrays(self, arrays: Arrays) -> None:
+        if self.columns is not None and self.matrix is not None and self.matrix.name in arrays:
+            self._check_matrix(arrays[self.matrix.name])
+            return
+        if self.columns is not None:
+            lengths = {name: len(a) for name, a in arrays.items()}
+            if len(set(lengths.values())) > 1:
+                detail = ", ".join(f"'{n}' has {k}" for n, k in lengths.items())
+                raise InvalidInput(f"columns must have the same number of rows: {detail}")
+            for name, array in arrays.items():
+                if array.dtype.kind == "f":
+                    self._check_floats(name, array, allow_nan=True)
+            return
         (array,) = arrays.values()
+        self._check_matrix(array)
+
+    def _check_matrix(self, array: np.ndarray) -> None:
+        name = self.inputs[0].name if self.columns is None else "input-0"
         if array.ndim != 2:
             raise InvalidInput(
-                f"input '{self.inputs[0].name}' must be 2-D [rows, features]; "
-                f"got shape {list(array.shape)}"
+                f"input '{name}' must be 2-D [rows, features]; got shape {list(array.shape)}"
             )
-        if not self._allow_nan and array.dtype.kind == "f" and not np.isfinite(array).all():
+        if array.dtype.kind == "f":
+            self._check_floats(name, array, allow_nan=self._allow_nan)
+
+    def _check_floats(self, name: str, array: np.ndarray, allow_nan: bool) -> None:
+        finite = np.isfinite(array)
+        if finite.all():
+            if self._float32 and array.size and \
+                    float(np.abs(array).max()) > float(np.finfo(np.float32).max):
+                raise InvalidInput(
+                    f"input '{name}': a value is out of range for "
+                    f"{type(self.estimator).__name__}, which computes in float32"
+                )
+            return
+        if not allow_nan or np.isinf(array).any():
+            # scikit-learn's check_array refuses infinity for every estimator, and NaN where
+            # the estimator's tags say so (allow_nan).
+            what = "NaN or infinity" if not allow_nan else "infinity"
             raise InvalidInput(
-                f"input '{self.inputs[0].name}' contains NaN or infinity; "
-                f"{type(self.estimator).__name__} needs finite numbers"
+                f"input '{name}' contains {what}; {type(self.estimator).__name__} needs "
+                "finite numbers"
             )
 
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        (features,) = inputs.values()
-        if self._feature_names is not None:
-            import pandas as pd  # fitted on a DataFrame: keep its column names
-
-            features = pd.DataFrame(features, columns=self._feature_names)
+        features = self._features(inputs)
         result: Arrays = {}
-        for name in outputs:
-            method = getattr(self.estimator, name)
-            result[name] = result_array(name, method(features))
+        try:
+            for name in outputs:
+                method = getattr(self.estimator, name)
+                result[name] = result_array(name, method(features))
+        except ValueError as exc:
+            # The estimator's own input validation (check_array, an unknown category with
+            # handle_unknown="error", ...): the request's values, not a server fault.
+            raise model_rejected(self.name, exc) from None
         return result
+
+    def _features(self, inputs: Arrays) -> Any:
+        names = getattr(self.estimator, "feature_names_in_", None)
+        if names is None:
+            (features,) = inputs.values()
+            return features
+        import pandas as pd  # fitted on a DataFrame: keep its column names and order
+
+        if self.matrix is not None and self.matrix.name in inputs:
+            return pd.DataFrame(inputs[self.matrix.name], columns=names)
+        return pd.DataFrame({str(n): inputs[str(n)] for n in names}, columns=names)
+
+
+def _has_bool(values: Any) -> bool:
+    if isinstance(values, bool):
+        return True
+    if isinstance(values, list):
+        return any(_has_bool(v) for v in values)
+    return False
+
+
+def _computes_in_float32(estimator: Any) -> bool:
+    """Tree ensembles cast X to float32 (sklearn.tree._tree.DTYPE): a finite float64 above
+    float32's range becomes infinity there. Only for a bare estimator: in a Pipeline the
+    trees see transformed values."""
+    module = type(estimator).__module__
+    return module.startswith(("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
+                              "sklearn.ensemble._iforest"))
