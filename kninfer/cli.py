@@ -40,7 +40,7 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         # KServe's spelling (`--model_name`, `--predictor_host`, `--http_port`) is accepted too:
         # KServe appends it to custom transformer containers (kserve transformer_custom.go).
         flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
-        help_text = f"env KNINFER_{name.upper()}"
+        help_text = f"{info.description} [env KNINFER_{name.upper()}]"
         annotation = info.annotation
         if annotation is bool or annotation == (bool | None):
             parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,

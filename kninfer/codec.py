@@ -16,6 +16,7 @@ Specs implemented:
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,9 @@ from kninfer.errors import InvalidInput
 from kninfer.tensor import V2_TO_NUMPY, v2_datatype_of
 
 BINARY_HEADER = "inference-header-content-length"
+# A V1 payload decoded from CSV (kninfer.scoring, MLflow's text/csv) carries its cells as text,
+# flagged under this key, for the model's columns to type (kninfer.predictors.columns).
+CSV_PAYLOAD_KEY = "_kninfer_csv"
 JSON_CONTENT_TYPE = "application/json"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
@@ -404,6 +408,32 @@ def input_array(infer_input: InferInput) -> np.ndarray:
             f"input '{infer_input.name}': data does not match shape {infer_input.shape} "
             f"and datatype {infer_input.datatype} ({exc})"
         ) from None
+
+
+def parameter_value(value: Any) -> Any:
+    """A V2 request parameter as Python. REST gives JSON values as they are; gRPC gives an
+    `InferParameter`, a oneof of bool/int64/string in KServe's proto and also double/uint64 in
+    Triton's (triton-inference-server/common grpc_service.proto: `double_param = 4`,
+    `uint64_param = 5`), which tritonclient sends for a Python float or a large int. KServe
+    0.21's generated classes lack those two fields, so protobuf keeps them as unknown fields:
+    read them from there (wire type 1 is 64-bit fixed, 0 a varint; protobuf encoding spec).
+    None: the parameter holds no value."""
+    which = getattr(value, "WhichOneof", None)
+    if which is None:
+        return value
+    field = which("parameter_choice")
+    if field:
+        return getattr(value, field)
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+    except ImportError:  # protobuf < 4.22 has no public unknown-field reader
+        return None
+    for unknown in UnknownFieldSet(value):
+        if unknown.field_number == 4 and unknown.wire_type == 1:
+            return float(struct.unpack("<d", struct.pack("<Q", unknown.data))[0])
+        if unknown.field_number == 5 and unknown.wire_type == 0:
+            return int(unknown.data)
+    return None
 
 
 def encode_json(doc: Any) -> bytes:

@@ -14,4 +14,8 @@ def extra_routes(state: ServerState, settings: ServeSettings) -> list[Route]:
 
     routes: list[Route] = []
     routes += event_routes(state, settings)  # POST / and CloudEvents on V2 infer
+    if settings.scoring_protocol:
+        from kninfer.scoring import ScoringRoutes
+
+        routes += ScoringRoutes(state).routes()  # MLflow's /ping, /version, /invocations
     return routes

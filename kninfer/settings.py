@@ -33,61 +33,157 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNINFER_", extra="ignore")
 
     # What to serve
-    predictor: PredictorFamily | None = None
-    model_dir: Path | None = None
-    storage_uri: str | None = None
-    model_name: str = DEFAULT_MODEL_NAME
+    predictor: PredictorFamily | None = Field(
+        None,
+        description="model family to serve: sklearn, mlflow or pytorch (default: the "
+                    "embedded iris model)",
+    )
+    model_dir: Path | None = Field(None, description="local directory holding the model")
+    storage_uri: str | None = Field(
+        None,
+        description="where to fetch the model from: a local path, file://, or s3://, gs://,"
+                    " ... with the [storage] extra",
+    )
+    model_name: str = Field(
+        DEFAULT_MODEL_NAME,
+        description="name the model is served under (V1/V2 paths, gRPC model_name)",
+    )
     # Directory model_dir must resolve inside (after following symlinks); None = model_dir itself.
-    model_root: Path | None = None
-    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    model_root: Path | None = Field(
+        None,
+        description="directory the model directory must resolve inside (default: the model "
+                    "directory itself)",
+    )
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir,
+        description="where the embedded iris model and downloaded models are cached",
+    )
 
     # Transformer mode
-    transformer: str | None = None
-    predictor_host: str | None = None
-    predictor_protocol: Literal["v2", "grpc-v2"] = "v2"
-    predictor_timeout_s: float = 30.0
-    predictor_retries: int = 2
+    transformer: str | None = Field(
+        None,
+        description="serve a transformer: iris, tabular, passthrough or "
+                    "package.module:Class",
+    )
+    predictor_host: str | None = Field(
+        None,
+        description="HOST:PORT of the predictor a transformer calls",
+    )
+    predictor_protocol: Literal["v2", "grpc-v2"] = Field(
+        "v2",
+        description="how a transformer calls its predictor: v2 (REST) or grpc-v2",
+    )
+    predictor_timeout_s: float = Field(
+        30.0,
+        description="seconds a transformer waits for its predictor per attempt",
+    )
+    predictor_retries: int = Field(
+        2,
+        description="retries of a predictor call that failed transiently",
+    )
 
     # Network
-    host: str = "0.0.0.0"
-    http_port: int = Field(default_factory=_default_http_port)
-    grpc_port: int = 8081
-    enable_grpc: bool = True
-    workers: int = 1
+    host: str = Field("0.0.0.0", description="address to listen on")
+    http_port: int = Field(default_factory=_default_http_port,
+                         description="HTTP port (default: $PORT, else 8080)")
+    grpc_port: int = Field(8081, description="gRPC V2 port")
+    enable_grpc: bool = Field(True, description="serve gRPC V2")
+    workers: int = Field(
+        1,
+        description="server processes sharing the ports (SO_REUSEPORT), each with the model"
+                    " loaded",
+    )
+    scoring_protocol: bool = Field(
+        True,
+        description="also serve MLflow's scoring protocol: /ping, /health, /version, "
+                    "/invocations",
+    )
 
     # Execution
-    inference_threads: int = 4
-    max_inflight: int = 64
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_batch_rows: int = 65536
-    max_tensor_elements: int = 16 * 1024 * 1024
-    request_timeout_s: float = 60.0
-    grace_period_s: float = 30.0
-    warmup: bool = True
+    inference_threads: int = Field(4, description="threads running the model, off the event loop")
+    max_inflight: int = Field(
+        64,
+        description="inferences in flight per model before new ones get 429",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        description="largest request body accepted (413 above)",
+    )
+    max_batch_rows: int = Field(65536, description="most rows in one request (413 above)")
+    max_tensor_elements: int = Field(
+        16 * 1024 * 1024,
+        description="most elements in one input tensor (413 above)",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        description="seconds an inference may take before it is answered 504 (0: no limit)",
+    )
+    grace_period_s: float = Field(
+        30.0,
+        description="seconds in-flight requests get to finish after SIGTERM",
+    )
+    warmup: bool = Field(True, description="run one prediction before the ports open")
     # gc.freeze() the start-up heap before serving (kninfer.serving; tail latency).
-    gc_freeze: bool = True
+    gc_freeze: bool = Field(
+        True,
+        description="gc.freeze() the start-up heap before serving (shorter pauses)",
+    )
 
     # Adaptive batching (kninfer.batching); None means the predictor family's default.
-    batching: bool | None = None
-    max_batch_size: int = 32
-    max_latency_ms: float = 2.0
+    batching: bool | None = Field(
+        None,
+        description="adaptive batching of concurrent requests (default: the family's "
+                    "choice)",
+    )
+    max_batch_size: int = Field(32, description="most requests merged into one batch")
+    max_latency_ms: float = Field(2.0, description="longest a request waits for its batch to fill")
 
     # PyTorch
-    device: str = "auto"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    torch_module: str | None = None
-    input_spec: str | None = None
+    device: str = Field("auto", description="PyTorch device: auto, cpu, cuda or cuda:N")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="PyTorch compute dtype: float32, float16 or bfloat16",
+    )
+    torch_module: str | None = Field(
+        None,
+        description="package.module:Class of an eager PyTorch model (its state_dict in the "
+                    "model dir)",
+    )
+    input_spec: str | None = Field(
+        None,
+        description="declared inputs/outputs: inline YAML or a file (overrides "
+                    "kninfer.yaml)",
+    )
+
+    # scikit-learn
+    skops_trusted: str = Field(
+        "",
+        description="comma-separated types a .skops file may hold beyond skops' trusted "
+                    "list",
+    )
 
     # CloudEvents
-    ce_dedupe_size: int = 10000
-    ce_dedupe_ttl_s: float = 600.0
+    ce_dedupe_size: int = Field(
+        10000,
+        description="CloudEvents redelivery cache: most events remembered",
+    )
+    ce_dedupe_ttl_s: float = Field(
+        600.0,
+        description="CloudEvents redelivery cache: seconds an event is remembered",
+    )
     # Bytes of replies the redelivery cache may hold (kninfer.events.DedupeCache).
-    ce_dedupe_max_bytes: int = 64 * 1024 * 1024
-    ce_source: str | None = None
+    ce_dedupe_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="CloudEvents redelivery cache: most bytes of replies held",
+    )
+    ce_source: str | None = Field(
+        None,
+        description="source attribute of reply events (default: built from K_SERVICE)",
+    )
 
     # Logging
-    log_level: str = "INFO"
-    access_log: bool = False
+    log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
+    access_log: bool = Field(False, description="log one JSON line per request")
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:

@@ -37,6 +37,19 @@ def grpc_stub(target: str, timeout: float = 60.0) -> Iterator[GRPCInferenceServi
         yield GRPCInferenceServiceStub(channel)
 
 
+def triton_infer(spec: dict[str, object], timeout: float = 60.0) -> dict[str, object]:
+    """tritonclient's answer (tests/triton_client.py, run in its own process: its protobuf
+    messages clash with KServe's in this one)."""
+    import json
+
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "triton_client.py")],
+                          input=json.dumps(spec).encode(), capture_output=True, timeout=timeout,
+                          check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    answer: dict[str, object] = json.loads(done.stdout)
+    return answer
+
+
 @dataclass
 class ServerProcess:
     """A `kninfer serve` child process. Stopped by PID (ours only) when the test ends."""

@@ -31,7 +31,7 @@ import numpy as np
 from kserve import InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from kninfer.codec import input_array, to_output
+from kninfer.codec import CSV_PAYLOAD_KEY, input_array, to_output
 from kninfer.errors import (
     InvalidInput,
     ModelNotReady,
@@ -110,7 +110,20 @@ class Predictor(Model):
     def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
         """The arrays of a V1 body (`instances` or `inputs`, KServe V1 protocol); a family with
         other V1 forms (records, MLflow's dataframe_split) overrides this."""
-        instances = payload.get("instances", payload.get("inputs"))
+        if "dataframe_split" in payload:  # MLflow's scoring protocol: rows in column order
+            split = payload["dataframe_split"]
+            instances = split.get("data") if isinstance(split, dict) else None
+            if not isinstance(instances, list):
+                raise InvalidInput(
+                    "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}")
+            if payload.get(CSV_PAYLOAD_KEY):
+                instances = [[_csv_number(v) for v in row] for row in instances]
+        elif "dataframe_records" in payload:
+            raise InvalidInput(
+                f"model '{self.name}' takes rows of numbers, not records keyed by column name: "
+                'send "instances" or "dataframe_split"')
+        else:
+            instances = payload.get("instances", payload.get("inputs"))
         if not isinstance(instances, list):
             raise InvalidInput('request has no "instances" list')
         if not instances:
@@ -249,6 +262,8 @@ class Predictor(Model):
         if not self.ready:
             raise ModelNotReady(self.name)
         if isinstance(payload, dict):
+            if payload.get("params") is not None:
+                raise InvalidInput(f"model '{self.name}' takes no params")
             arrays = self.v1_arrays(payload)
             for spec in self.inputs:
                 if spec.name in arrays:
@@ -426,6 +441,15 @@ def _consume(future: asyncio.Future[Any]) -> None:
     not log 'exception was never retrieved' for it."""
     if not future.cancelled():
         future.exception()
+
+
+def _csv_number(cell: Any) -> Any:
+    """A CSV cell for a numeric tensor: a number if it reads as one (else left for the tensor
+    check to refuse)."""
+    try:
+        return float(cell) if str(cell).strip() else float("nan")
+    except ValueError:
+        return cell
 
 
 def model_rejected(model_name: str, exc: BaseException) -> InvalidInput:

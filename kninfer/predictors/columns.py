@@ -23,13 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from kninfer.codec import CSV_PAYLOAD_KEY
 from kninfer.errors import InvalidInput
 from kninfer.tensor import TensorSpec
 
 Arrays = dict[str, np.ndarray]
 
-# A V1 payload decoded from CSV (kninfer.scoring) carries its cells as text under this key.
-CSV_KEY = "_kninfer_csv"
 _INTEGER = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
@@ -154,8 +153,12 @@ def tabular_arrays(payload: dict[str, Any], specs: Sequence[TensorSpec],
         columns = split.get("columns") or names
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise InvalidInput("'dataframe_split.columns' must be a list of column names")
+        missing = [s.name for s in specs if not s.optional and s.name not in columns]
+        if missing:
+            raise InvalidInput(
+                f"missing column(s) {', '.join(missing)} for model '{model_name}'")
         arrays = rows_arrays(split["data"], columns, specs, model_name)
-        return typed_text_columns(arrays, specs) if payload.get(CSV_KEY) else arrays
+        return typed_text_columns(arrays, specs) if payload.get(CSV_PAYLOAD_KEY) else arrays
     if "dataframe_records" in payload:
         records = payload["dataframe_records"]
         if not isinstance(records, list):

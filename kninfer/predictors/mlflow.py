@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kninfer.codec import input_array
+from kninfer.codec import input_array, parameter_value
 from kninfer.errors import InvalidInput, KninferError, ModelLoadError
 from kninfer.predictors.base import EMPTY_BATCH, Arrays, Predictor, model_rejected, result_array
 from kninfer.predictors.columns import column_array, tabular_arrays
@@ -167,6 +167,12 @@ class MlflowPredictor(Predictor):
         self._read_outputs(self.pyfunc.metadata.get_output_schema())
         params = self.pyfunc.metadata.get_params_schema()
         self.param_names = [p.name for p in params.params] if params is not None else []
+        # What V2 metadata states of them (MLflow "Model Signature", ParamSchema).
+        self.params_schema = [
+            {"name": p.name, "type": _type_name(p.dtype), "default": _jsonable_default(p.default),
+             **({"shape": list(p.shape)} if p.shape else {})}
+            for p in (params.params if params is not None else [])
+        ]
 
     def _read_inputs(self, schema: Any) -> None:
         # Per column: its MLflow type name (how to convert the V2 values) and its DataFrame key
@@ -213,6 +219,8 @@ class MlflowPredictor(Predictor):
             )
         if not self.outputs_known:
             parameters["outputs"] = "unknown until the model runs: the response names them"
+        if self.params_schema:
+            parameters["params"] = self.params_schema
         doc["parameters"] = parameters
         return doc
 
@@ -310,7 +318,11 @@ class MlflowPredictor(Predictor):
         `parameters`; other keys there (V2's `binary_data_output`, `content_type`, ...) are not
         params. MLflow checks the values' types and fills the defaults of the rest."""
         given = request.parameters or {}
-        params = {name: _plain(given[name]) for name in self.param_names if name in given}
+        params = {name: parameter_value(given[name]) for name in self.param_names
+                  if name in given}
+        empty = [name for name, value in params.items() if value is None]
+        if empty:
+            raise InvalidInput(f"parameter(s) {', '.join(empty)} hold no value")
         return params or None
 
     def _v1_params(self, payload: dict[str, Any]) -> dict[str, Any] | None:
@@ -502,14 +514,14 @@ def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return array
 
 
-def _plain(value: Any) -> Any:
-    """A V2 parameter value as Python: REST gives JSON values; gRPC gives an InferParameter
-    (OIP gRPC `InferParameter`, a oneof of bool/int64/string/double/uint64)."""
-    which = getattr(value, "WhichOneof", None)
-    if which is None:
+def _jsonable_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
         return value
-    field = which("parameter_choice")
-    return getattr(value, field) if field else None
+    return str(value)  # datetime defaults: ISO text
 
 
 def _strings(array: np.ndarray) -> np.ndarray:

@@ -124,6 +124,11 @@ class PytorchPredictor(Predictor):
         self.device = torch.device(resolve_device(self.settings.device))
         self.compute_dtype = getattr(torch, self.settings.dtype)
         declared = declared_spec(self.settings.input_spec, self.model_dir)
+        text = [t.name for t in (declared.inputs or []) + (declared.outputs or [])
+                if t.datatype == "BYTES"]
+        if text:
+            raise ModelLoadError(f"tensor(s) {', '.join(text)} are declared BYTES; a PyTorch "
+                                 "model takes and returns numeric tensors")
         module_path = self.settings.torch_module or declared.module
         inferred: tuple[list[TensorSpec], list[TensorSpec]] | None = None
         try:

@@ -19,7 +19,6 @@ request names it in `outputs`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,11 +61,13 @@ def find_model_file(model_dir: Path) -> Path:
     )
 
 
-def load_estimator(path: Path) -> Any:
+def load_estimator(path: Path, skops_trusted: str = "") -> Any:
+    """The estimator in `path`; a .skops file may hold `skops_trusted` types (comma-separated,
+    --skops-trusted) beyond skops' own trusted list."""
     if path.suffix == ".skops":
         import skops.io as sio
 
-        extra = [t for t in os.environ.get("KNINFER_SKOPS_TRUSTED", "").split(",") if t]
+        extra = [t.strip() for t in skops_trusted.split(",") if t.strip()]
         untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in extra]
         if untrusted:
             raise ModelLoadError(
@@ -100,7 +101,7 @@ class SklearnPredictor(Predictor):
     def load_model(self) -> None:
         path = find_model_file(self.model_dir)
         try:
-            self.estimator = load_estimator(path)
+            self.estimator = load_estimator(path, self.settings.skops_trusted)
         except ModelLoadError:
             raise
         except Exception as exc:

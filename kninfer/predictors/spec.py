@@ -48,12 +48,11 @@ def _tensor(item: Any, where: str) -> TensorSpec:
     name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{where}: a tensor has no 'name'")
-    if not isinstance(datatype, str) or datatype.upper() not in V2_TO_NUMPY or \
-            datatype.upper() == "BYTES":
+    if not isinstance(datatype, str) or datatype.upper() not in V2_TO_NUMPY:
         raise ModelLoadError(
             f"{where}: tensor '{name}' has datatype {datatype!r}; expected one of "
-            f"{', '.join(d for d in V2_TO_NUMPY if d != 'BYTES')} (for bfloat16 compute declare "
-            "FP32 and pass --dtype bfloat16)"
+            f"{', '.join(V2_TO_NUMPY)} (for bfloat16 compute declare FP32 and pass "
+            "--dtype bfloat16)"
         )
     if not isinstance(shape, list) or not shape or not all(
         isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d > 0) for d in shape
