@@ -26,6 +26,7 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 
+from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, ModelNotReady
 from kninfer.tensor import TensorSpec, v2_datatype_of
 from kninfer.transformers.client import PredictorClient
@@ -150,6 +151,16 @@ class Transformer(Model):
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
         }
+
+
+__all__ = ["Transformer", "input_array", "request_arrays", "response_arrays"]
+
+
+def request_arrays(request: InferRequest) -> Arrays:
+    """The client's V2 inputs (REST JSON, binary or gRPC) as numpy arrays, by name; an input the
+    client did not send is simply absent (`arrays.get(name)` for an optional one). A tensor that
+    does not match its shape and datatype is an InvalidInput (400)."""
+    return {infer_input.name: input_array(infer_input) for infer_input in request.inputs}
 
 
 def response_arrays(response: InferResponse) -> Arrays:

@@ -1,0 +1,121 @@
+"""The README's examples run: each block after a `<!-- doc-test: NAME -->` marker.
+
+A `console` block is a session: `$ curl ...` commands (a command runs on while its quotes are
+open) and the output the README shows after each. Commands run for real through bash and curl,
+against real `kninfer serve` processes on free ports (the README's ports are swapped for them),
+and each output must equal the README's: as JSON, floats to 1e-9 relative, an `id` generated per
+request excepted. A `python` block named `FILE.py` is written to FILE.py for the blocks after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, ServerProcess, free_port, server_env
+
+README = ROOT / "README.md"
+MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
+                    re.DOTALL)
+
+
+def blocks() -> dict[str, str]:
+    return {m["name"]: m["body"] for m in MARKER.finditer(README.read_text())}
+
+
+def session(body: str) -> list[tuple[str, str]]:
+    """(command, expected output) pairs of a console block."""
+    pairs: list[tuple[str, str]] = []
+    lines = body.splitlines()
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            i += 1
+            continue
+        command = lines[i][2:]
+        while command.count("'") % 2:
+            i += 1
+            command += "\n" + lines[i]
+        i += 1
+        output: list[str] = []
+        while i < len(lines) and not lines[i].startswith("$ ") and lines[i].strip():
+            output.append(lines[i])
+            i += 1
+        expected = "\n".join(output)
+        expected = re.sub(r"\s+# HTTP \d+\s*$", "", expected)  # the README's status notes
+        pairs.append((command, expected))
+    return pairs
+
+
+def same(actual: Any, expected: Any, path: str = "$") -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), path
+        keys = set(expected) | set(actual)
+        for key in sorted(keys - {"id"}):
+            assert key in actual and key in expected, f"{path}.{key}: {actual} vs {expected}"
+            same(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual}"
+        for n, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            same(a, e, f"{path}[{n}]")
+    elif isinstance(expected, float) and not isinstance(actual, bool):
+        assert math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {actual}"
+    else:
+        assert actual == expected, f"{path}: {actual!r} != {expected!r}"
+
+
+def run_session(pairs: list[tuple[str, str]], ports: dict[str, int], cwd: Path) -> None:
+    for command, expected in pairs:
+        for readme_port, port in ports.items():
+            command = command.replace(f"localhost:{readme_port}", f"127.0.0.1:{port}")
+        assert shlex.split(command)[0] == "curl", command
+        done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+        same(json.loads(done.stdout), json.loads(expected))
+
+
+def test_quick_start_commands(iris_server: ServerProcess, tmp_path: Path) -> None:
+    pairs = session(blocks()["iris"])
+    assert len(pairs) == 3
+    run_session(pairs, {"8080": iris_server.http_port}, tmp_path)
+
+
+def test_custom_transformer_example(iris_server: ServerProcess, tmp_path: Path) -> None:
+    found = blocks()
+    (tmp_path / "inches.py").write_text(found["inches.py"])
+    (serve, _), *curls = session(found["inches"])
+    http, grpc_port = free_port(), free_port()
+    serve = serve.replace("127.0.0.1:8080", f"127.0.0.1:{iris_server.http_port}")
+    serve = serve.replace("--http-port 8090", f"--http-port {http}").replace(
+        "--grpc-port 8091", f"--grpc-port {grpc_port}")
+    env = server_env(tmp_path)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    log = (tmp_path / "transformer.log").open("wb")
+    # bash runs a lone command by exec: the process is kninfer itself, stopped by its PID.
+    process = subprocess.Popen(["bash", "-c", f"{serve} --host 127.0.0.1"], cwd=tmp_path,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    transformer = ServerProcess([], env, tmp_path / "transformer.log", http_port=http,
+                                grpc_port=grpc_port, process=process)
+    try:
+        transformer.wait_ready(60)
+        assert len(curls) == 4
+        run_session(curls, {"8090": http}, tmp_path)
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0, transformer.log()
+        log.close()
+
+
+@pytest.mark.parametrize("name", ["iris", "inches.py", "inches"])
+def test_marked_blocks_exist(name: str) -> None:
+    assert name in blocks()
