@@ -60,7 +60,8 @@ TAG ?= 0.1.0
 DOCKER ?= docker
 CONFIG ?= deploy/examples/iris-cpu.yaml
 DEPLOY_DIR ?= build/deploy
-CRDS ?= ../shared/schemas
+# Empty: the CRDs vendored in kninfer/deploy/crds; set CRDS=DIR to check against your cluster's.
+CRDS ?=
 # kserve: apply the InferenceService; knative: apply the plain Knative Service (no KServe).
 VARIANT ?= kserve
 
@@ -75,7 +76,7 @@ image-gpu:
 deploy: $(STAMP)
 	rm -rf $(DEPLOY_DIR)
 	$(BIN)/kninfer render $(CONFIG) -o $(DEPLOY_DIR) $(if $(DEPLOY_IMAGE),--image $(DEPLOY_IMAGE))
-	$(BIN)/kninfer validate $(DEPLOY_DIR) --crds $(CRDS)
+	$(BIN)/kninfer validate $(DEPLOY_DIR) $(if $(CRDS),--crds $(CRDS))
 	kubectl apply -f $(DEPLOY_DIR)/$(VARIANT)/
 	@# the eventing file (Broker, Triggers, sinks) goes with either variant
 	for f in $(DEPLOY_DIR)/knative/*-eventing.yaml; do \

@@ -335,3 +335,32 @@ def test_cli_valid_and_missing_crd_dir(tmp_path: Path, ksvc: dict[str, Any]) -> 
     missing = run_validate(str(path), "--crds", str(tmp_path / "nope"))
     assert missing.returncode == 2
     assert missing.stderr == f"kninfer validate: CRD directory {tmp_path / 'nope'} does not exist\n"
+
+
+def test_vendored_crds_are_the_shared_copies_byte_for_byte() -> None:
+    from kninfer.deploy.commands import VENDORED_CRDS
+
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"{SCHEMAS} is not beside this checkout; nothing to compare with")
+    shared = sorted(p.relative_to(SCHEMAS) for p in SCHEMAS.rglob("*") if p.is_file())
+    vendored = sorted(p.relative_to(VENDORED_CRDS) for p in VENDORED_CRDS.rglob("*")
+                      if p.is_file())
+    assert vendored == shared
+    for relative in shared:
+        assert (VENDORED_CRDS / relative).read_bytes() == (SCHEMAS / relative).read_bytes(), \
+            relative
+
+
+def test_validate_needs_no_crds_flag_from_any_directory(tmp_path: Path) -> None:
+    rendered = tmp_path / "rendered"
+    done = subprocess.run([sys.executable, "-m", "kninfer", "render",
+                           str(ROOT / "deploy" / "examples" / "iris-cpu.yaml"), "-o",
+                           str(rendered)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    result = subprocess.run([sys.executable, "-m", "kninfer", "validate", str(rendered)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = (result.stdout + result.stderr).strip()
+    assert output.endswith("2 document(s) in 2 file(s): valid"), output

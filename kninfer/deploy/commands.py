@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CRDS = "../shared/schemas"
+# The KServe and Knative CRDs kninfer renders for, vendored byte for byte with their sources and
+# licences (crds/SOURCES.md), so `kninfer validate` works from a clone or a wheel offline.
+VENDORED_CRDS = Path(__file__).resolve().parent / "crds"
 
 
 def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +33,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                     "`kubectl apply --validate=strict` and the admission webhooks would.")
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE",
                           help="YAML/JSON files or directories")
-    validate.add_argument("--crds", type=Path, default=Path(DEFAULT_CRDS), metavar="DIR")
+    validate.add_argument("--crds", type=Path, default=VENDORED_CRDS, metavar="DIR",
+                          help="directory of CRD YAML files (default: the KServe 0.20 and "
+                               "Knative 1.23 CRDs shipped with kninfer)")
     validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
     validate.set_defaults(handler=_cmd_validate)
 
