@@ -5,20 +5,29 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# Package sources, for builds behind a mirror or proxy: pip's index and extra index, and where the
+# CPU build of torch comes from (PyTorch's CPU index by default: the default PyPI wheel drags in
+# CUDA, GBs). No other host is contacted.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_INDEX_URL=${PIP_INDEX_URL} \
+    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
 RUN python -m venv /opt/kninfer
 ENV PATH=/opt/kninfer/bin:$PATH
-# The CPU build of torch from PyTorch's CPU index: the default PyPI wheel drags in CUDA (GBs).
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kninfer ./kninfer
 # Non-editable install; `storage` adds kserve-storage for --storage-uri downloads (s3://, gs://...)
 # on plain Knative, where no KServe storage initializer runs. Versions are pinned by pyproject.toml.
+# compileall skips torch's Python-3.12-only test helper, which cannot compile on 3.11 and made
+# the whole step (and every build) fail.
 # hadolint ignore=DL3013
 RUN pip install ".[pytorch,mlflow,storage]" \
-    && python -m compileall -q -j 0 /opt/kninfer
+    && python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer
 
 FROM ${PYTHON_IMAGE}
 COPY --from=build /opt/kninfer /opt/kninfer

@@ -67,7 +67,10 @@ def test_gpu_image_is_cuda_with_a_cuda_torch() -> None:
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cu" in text
     assert 'pip install --index-url "${TORCH_INDEX}" torch==2.13.0' in text
     cpu = (ROOT / "Dockerfile").read_text()
-    assert "pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in cpu
+    # The CPU build of torch, from an index a build behind a mirror can replace.
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu
+    assert 'pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0' in cpu
+    assert "ARG PIP_INDEX_URL=" in cpu and "ARG PIP_EXTRA_INDEX_URL=" in cpu
 
 
 def test_deploy_commands_import_no_framework() -> None:
