@@ -77,7 +77,7 @@ def test_every_checked_in_manifest_validates_against_the_crds() -> None:
     result = kninfer("validate", "kserve", "knative", "--crds", str(SCHEMAS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert result.stderr == "17 document(s) in 11 file(s): valid\n"
+    assert result.stderr == "16 document(s) in 10 file(s): valid\n"
 
 
 def test_examples_cover_cpu_gpu_pipeline_canary_eventing() -> None:
@@ -126,7 +126,7 @@ def test_every_rendered_serve_command_parses_into_settings() -> None:
                 settings = ServeSettings(**given)
                 assert settings.transformer or settings.predictor, (path, args)
                 checked += 1
-    assert checked == 12  # 6 under kserve/ (runtime included), 6 under knative/
+    assert checked == 11  # 6 under kserve/ (runtime included), 5 under knative/ (no canary)
 
 
 # --- InferenceService --------------------------------------------------------------------------
@@ -393,3 +393,31 @@ def test_broker_delivery_through_the_rendered_triggers(
     assert got["type"] == RESPONSE_TYPE
     assert exact_match(responses, got), got
     assert not exact_match(requests, got)
+
+
+def test_canary_is_never_dropped_silently_from_plain_knative(tmp_path: Path) -> None:
+    example = "deploy/examples/iris-canary.yaml"
+    both = kninfer("render", example, "-o", str(tmp_path / "both"))
+    assert both.returncode == 0, both.stderr
+    assert (tmp_path / "both" / "kserve" / "iris-canary.yaml").is_file()
+    assert not (tmp_path / "both" / "knative").exists()
+    assert ("knative/iris-canary.yaml not rendered: canary_percent needs KServe's "
+            "InferenceService (canaryTrafficPercent)") in both.stderr
+    alone = kninfer("render", example, "-o", str(tmp_path / "alone"), "--variant", "knative")
+    assert alone.returncode == 2
+    assert f"{example}: cannot render plain Knative: canary_percent needs KServe" in alone.stderr
+    assert not (tmp_path / "alone").exists()
+
+
+def test_service_account_reaches_every_pod() -> None:
+    from kninfer.deploy.render import inference_service, knative_documents
+
+    cfg = config(service_account="model-reader", storage_uri="s3://bucket/iris",
+                 transformer={"name": "iris"})
+    isvc = inference_service(cfg)
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == "model-reader"
+    assert isvc["spec"]["transformer"]["serviceAccountName"] == "model-reader"
+    for service in knative_documents(cfg):
+        assert service["spec"]["template"]["spec"]["serviceAccountName"] == "model-reader"
+    with pytest.raises(ValueError, match="service_account 'Model_Reader' is not a DNS-1123"):
+        config(service_account="Model_Reader")

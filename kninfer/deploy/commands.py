@@ -22,6 +22,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     render.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
     render.add_argument("-o", "--output", type=Path, default=Path("."), metavar="OUTDIR")
     render.add_argument("--image", help="override the image (the GPU image for GPU configs)")
+    render.add_argument("--variant", choices=["kserve", "knative", "both"], default="both",
+                        help="which manifests: the InferenceService, the plain Knative Service, "
+                             "or both (default)")
     render.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if files under OUTDIR differ (drift check)")
     render.set_defaults(handler=_cmd_render)
@@ -66,7 +69,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _cmd_render(options: argparse.Namespace) -> int:
     from kninfer.deploy.config import ConfigError, load_config
-    from kninfer.deploy.render import render, write
+    from kninfer.deploy.render import VARIANTS, knative_gap, render, write
+
+    variants = VARIANTS if options.variant == "both" else (options.variant,)
 
     status = 0
     for path in options.configs:
@@ -82,7 +87,15 @@ def _cmd_render(options: argparse.Namespace) -> int:
                     update={"gpu": config.gpu.model_copy(update={"image": options.image})})
             else:
                 config = config.model_copy(update={"image": options.image})
-        files = render(config, path.as_posix())
+        try:
+            files = render(config, path.as_posix(), variants)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = 2
+            continue
+        gap = knative_gap(config) if "knative" in variants else None
+        if gap is not None:
+            print(f"{path}: knative/{config.name}.yaml not rendered: {gap}", file=sys.stderr)
         if options.check:
             for relative, text in sorted(files.items()):
                 target = options.output / relative

@@ -167,6 +167,9 @@ class DeployConfig(_Strict):
     container_concurrency: int = Field(default=8, ge=0, le=1000)
     timeout_seconds: int = Field(default=120, ge=1, le=600)
     canary_percent: int | None = Field(default=None, ge=0, le=100)
+    # The pods' ServiceAccount: credentials for s3:// and gs:// storage URIs (KServe's storage
+    # initializer reads the secrets attached to it) and for workload identity.
+    service_account: str | None = None
     resources: Resources | None = None  # None: per-accelerator defaults
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list)  # extra `kninfer serve` flags
@@ -198,6 +201,9 @@ class DeployConfig(_Strict):
                 and self.transformer.storage_uri is None):
             raise ValueError("transformer tabular needs transformer.storage_uri: a directory "
                              "holding features.json (or use the `iris` transformer)")
+        if self.service_account is not None and not NAME_RE.match(self.service_account):
+            raise ValueError(f"service_account {self.service_account!r} is not a DNS-1123 "
+                             "label")
         reserved = sorted(RESERVED_ENV & set(self.env))
         if reserved:
             raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "
