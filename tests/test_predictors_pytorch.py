@@ -141,6 +141,13 @@ def test_grpc_infer_matches_the_module(servers, built) -> None:
      "unknown output(s) logits; model 'mlp' has output-0"),
     ("/v1/models/mlp:predict", {"instances": [[1.0, 2.0]]},
      "input 'input-0' has shape [1, 2]; expected [-1, 4] (-1 is any size)"),
+    ("/v2/models/mlp/infer", v2_body([[1e300, 2.0, 3.0, 4.0]], "input-0", "FP64"),
+     "input 'input-0': a value is out of range for the model, which computes in float32"),
+    ("/v1/models/mlp:predict", {"instances": [[1e39, 2.0, 3.0, 4.0]]},
+     "input 'input-0': a value is out of range for FP32"),
+    ("/v2/models/mlp/infer", {"inputs": [{"name": "input-0", "shape": [0, 4],
+                                          "datatype": "FP32", "data": []}]},
+     "input 'input-0' has no rows; an empty batch is refused: send at least one row"),
 ])
 def test_client_mistakes_are_400(servers, path: str, body: object, message: str) -> None:
     reply = httpx.post(f"{servers['torchscript'].url}{path}", json=body, timeout=30)

@@ -133,13 +133,21 @@ class Predictor(Model):
     def v1_inputs(self, instances: list[Any]) -> Arrays:
         """V1 `instances` are rows of the single (first) declared input."""
         spec = self.inputs[0]
+        target = np.dtype(V2_TO_NUMPY[spec.datatype])
         try:
-            array = np.asarray(instances, dtype=V2_TO_NUMPY[spec.datatype])
+            # Floats are read as float64 first: a direct cast to FP32 turns 1e39 into infinity.
+            array = np.asarray(instances, dtype=np.float64 if target.kind == "f" else target)
         except (ValueError, TypeError):
             raise InvalidInput(
                 f"'instances' must be a list of rows of {spec.shape[-1]} numbers "
                 f"for input '{spec.name}'"
             ) from None
+        if target.kind == "f" and target.itemsize < 8:
+            finite = np.isfinite(array)
+            if bool((np.abs(array[finite]) > float(np.finfo(target).max)).any()):
+                raise InvalidInput(f"input '{spec.name}': a value is out of range for "
+                                   f"{spec.datatype}")
+            array = array.astype(target)
         if array.ndim == 1 and len(spec.shape) == 2 and array.size:
             raise InvalidInput(
                 f"'instances' must be a list of rows (shape {list(spec.shape)}); got a flat list"

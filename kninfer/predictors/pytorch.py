@@ -273,6 +273,17 @@ class PytorchPredictor(Predictor):
                     f"input '{spec.name}' has shape {list(array.shape)}; expected "
                     f"{list(spec.shape)} (-1 is any size)"
                 )
+            if array is not None and array.dtype.kind == "f" and array.size and \
+                    array.dtype.itemsize > 4:
+                # An FP64 request for an FP32 (or narrower) model: a finite value past the
+                # model's range would become infinity in the cast, silently.
+                limit = float(np.finfo(np.float16 if self.settings.dtype == "float16"
+                                       else np.float32).max)
+                finite = np.isfinite(array)
+                if bool((np.abs(array[finite]) > limit).any()):
+                    raise InvalidInput(
+                        f"input '{spec.name}': a value is out of range for the model, which "
+                        f"computes in {self.settings.dtype}")
             if array is not None and array.dtype.kind in "iu" and array.size and \
                     spec.datatype in INT_DATATYPES:
                 info = np.iinfo(V2_TO_NUMPY[spec.datatype])
