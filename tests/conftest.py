@@ -128,6 +128,28 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def servers_started(commands: dict[str, list[str]], tmp: Path,
+                    timeout: float = 120.0) -> Iterator[dict[str, ServerProcess]]:
+    """Several `kninfer serve` processes (name -> args), started together and waited for
+    together (their start-ups overlap); SIGTERM to all first at the end, so they drain in
+    parallel, then each is stopped by its PID."""
+    started: dict[str, ServerProcess] = {}
+    try:
+        for name, args in commands.items():
+            started[name] = ServerProcess(args, server_env(tmp), tmp / f"{name}.log").start(
+                wait=False)
+        for server in started.values():
+            server.wait_ready(timeout=timeout)
+        yield started
+    finally:
+        for server in started.values():
+            if server.process is not None and server.process.poll() is None:
+                server.signal()
+        for server in started.values():
+            server.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[object]:
     """`start_server(*args, env={...}, wait=True)` starts `kninfer serve ARGS`; all are stopped

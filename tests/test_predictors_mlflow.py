@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ServerProcess, grpc_stub, server_env
+from tests.conftest import ServerProcess, grpc_stub, server_env, servers_started
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 
@@ -111,23 +111,11 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def servers(model_paths: dict[str, Path],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
     tmp = tmp_path_factory.mktemp("mlflow-servers")
-    started: dict[str, ServerProcess] = {}
-    try:
-        # Started together, waited for together: mlflow's import is the slow part of each.
-        for name, path in model_paths.items():
-            started[name] = ServerProcess(
-                ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", name],
-                server_env(tmp), tmp / f"{name}.log",
-            ).start(wait=False)
-        for server in started.values():
-            server.wait_ready(timeout=180)
+    # Started together: mlflow's import is the slow part of each.
+    commands = {name: ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", name]
+                for name, path in model_paths.items()}
+    with servers_started(commands, tmp, timeout=180) as started:
         yield started
-    finally:
-        for server in started.values():  # SIGTERM all first: they drain in parallel
-            if server.process is not None and server.process.poll() is None:
-                server.signal()
-        for server in started.values():
-            server.stop()
 
 
 @pytest.fixture(scope="module")

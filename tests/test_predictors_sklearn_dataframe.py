@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ServerProcess, server_env, triton_infer
+from tests.conftest import ServerProcess, servers_started, triton_infer
 
 CITIES = ["oslo", "rome", "lima"]
 PLANS = ["basic", "pro"]
@@ -85,16 +85,12 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def servers(model_dirs: dict[str, Path],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
     tmp = tmp_path_factory.mktemp("dataframe-servers")
-    started = {name: ServerProcess(["--predictor", "sklearn", "--model-dir", str(path),
-                                    "--model-name", name], server_env(tmp), tmp / f"{name}.log")
-               .start(wait=False) for name, path in model_dirs.items()}
-    try:
-        for server in started.values():
-            server.wait_ready(timeout=120)
+    commands = {name: ["--predictor", "sklearn", "--model-dir", str(path), "--model-name", name]
+                for name, path in model_dirs.items()}
+    with servers_started(commands, tmp) as started:
         yield started
-    finally:
-        for server in started.values():
-            assert server.stop() == 0, server.log()
+    for server in started.values():
+        assert server.process is not None and server.process.returncode == 0, server.log()
 
 
 @pytest.fixture(scope="module")
