@@ -60,7 +60,9 @@ def access_lines(server: ServerProcess, count: int, **match: Any) -> list[dict[s
     deadline = time.monotonic() + 15
     while True:
         found = []
-        for line in server.log().splitlines():
+        text = server.log()
+        # Whole lines only: the server may be writing the last one as we read.
+        for line in text[:text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 entry = json.loads(line)
                 if all(entry.get(k) == v for k, v in match.items()):
