@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port, server_env
+from tests.conftest import ROOT, ServerProcess, free_port, server_env, servers_started
 
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
@@ -116,6 +116,74 @@ def test_custom_transformer_example(iris_server: ServerProcess, tmp_path: Path) 
         log.close()
 
 
-@pytest.mark.parametrize("name", ["iris", "inches.py", "inches"])
+@pytest.mark.parametrize("name", ["iris", "inches.py", "inches", "pipeline", "save.py", "mlflow",
+                                  "eventing.yaml", "features.json",
+                                  "column_transformer.py", "kninfer.yaml"])
 def test_marked_blocks_exist(name: str) -> None:
     assert name in blocks()
+
+
+def test_pipeline_commands(tmp_path: Path) -> None:
+    """`make serve-pipeline`'s two processes: the iris predictor and the iris transformer."""
+    pairs = session(blocks()["pipeline"])
+    assert len(pairs) == 4
+    with servers_started({"predictor": []}, tmp_path) as predictor:
+        host = f"127.0.0.1:{predictor['predictor'].http_port}"
+        with servers_started({"transformer": ["--transformer", "iris", "--predictor-host", host,
+                                              "--predictor-protocol", "v2"]},
+                             tmp_path) as transformer:
+            run_session(pairs, {"8090": transformer["transformer"].http_port}, tmp_path)
+
+
+def test_mlflow_runnable_example(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow.sklearn", reason="the mlflow extra is not installed")
+    found = blocks()
+    (tmp_path / "save.py").write_text(found["save.py"])
+    install, serve, *curls = session(found["mlflow"])
+    assert install[0] == "pip install -e '.[mlflow]' && python save.py"  # installed already
+    saved = subprocess.run([sys.executable, "save.py"], cwd=tmp_path, capture_output=True,
+                           timeout=300, check=False)
+    assert saved.returncode == 0, saved.stderr.decode()[-3000:]
+    args = shlex.split(serve[0].removesuffix("&"))
+    assert args[:2] == ["kninfer", "serve"]
+    model_args = [str(tmp_path / a) if a == "iris-mlflow" and i and args[i - 1] == "--model-dir"
+                  else a for i, a in enumerate(args[2:], start=2)]
+    with servers_started({"mlflow": model_args}, tmp_path, timeout=180) as started:
+        assert len(curls) == 5
+        run_session(curls, {"8080": started["mlflow"].http_port}, tmp_path)
+
+
+def test_eventing_yaml_validates(tmp_path: Path) -> None:
+    (tmp_path / "eventing.yaml").write_text(blocks()["eventing.yaml"])
+    done = subprocess.run([sys.executable, "-m", "kninfer", "validate",
+                           str(tmp_path / "eventing.yaml")], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 document(s) in 1 file(s): valid" in done.stdout + done.stderr
+
+
+def test_feature_specs_load(tmp_path: Path) -> None:
+    from kninfer.transformers.features import FeatureSpec
+
+    found = blocks()
+    (tmp_path / "hand").mkdir()
+    (tmp_path / "hand" / "features.json").write_text(found["features.json"])
+    spec = FeatureSpec.load(tmp_path / "hand")
+    assert [f.name for f in spec.fields] == ["age", "colour", "size", "smoker", "income"]
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "column_transformer.py").write_text(found["column_transformer.py"])
+    done = subprocess.run([sys.executable, "column_transformer.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    fitted = FeatureSpec.load(tmp_path / "spec")
+    assert [f.name for f in fitted.fields] == ["age", "city", "height"]
+
+
+def test_declared_spec_snippet_parses() -> None:
+    import yaml
+
+    from kninfer.predictors.spec import parse_spec
+
+    spec = parse_spec(yaml.safe_load(blocks()["kninfer.yaml"]), "README kninfer.yaml")
+    assert spec.inputs is not None and spec.inputs[0].shape == (-1, 4)
+    assert (spec.module, spec.module_kwargs) == ("tiny_mlp:MLP", {"hidden": 16})
