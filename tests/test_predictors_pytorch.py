@@ -325,3 +325,22 @@ def test_concurrent_cloudevents_through_the_batcher_keep_their_identity(servers,
         assert reply.headers["ce-correlationid"] == f"order-{i}"
         np.testing.assert_allclose(reply.json()["outputs"][0]["data"], want, rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_a_shape_error_from_the_module_is_a_400(built, start_server) -> None:
+    """A free inner dimension lets a request reach the module that it cannot take."""
+    spec = ("{inputs: [{name: x, datatype: FP32, shape: [-1, -1]}], "
+            "outputs: [{name: output-0, datatype: FP32, shape: [-1, 3]}]}")
+    server = start_server("--predictor", "pytorch", "--model-name", "mlp", "--model-dir",
+                          str(built.eager), "--torch-module", f"{MODULE}:MLP",
+                          "--input-spec", spec, timeout=120)
+    reply = httpx.post(f"{server.url}/v2/models/mlp/infer", json=v2_body([[1.0, 2.0, 3.0]], "x"),
+                       timeout=30)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"].startswith(
+        "model rejected the input: mat1 and mat2 shapes cannot be multiplied (1x3 and 4x"), \
+        reply.text
+    good = httpx.post(f"{server.url}/v2/models/mlp/infer", json=v2_body(ROWS, "x"), timeout=30)
+    assert good.status_code == 200, good.text
+    np.testing.assert_allclose(np.asarray(good.json()["outputs"][0]["data"]).reshape(3, 3),
+                               reference(built.model, ROWS), rtol=1e-5, atol=1e-6)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 import time
 import warnings
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.predictors.base import Arrays, Predictor
+from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.storage import model_file
 from kninfer.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
@@ -309,7 +310,16 @@ class PytorchPredictor(Predictor):
         torch = self._torch
         with torch.inference_mode():
             args = [self._tensor(inputs[spec.name], spec) for spec in self.inputs]
-            result = self.module(*args)
+            try:
+                result = self.module(*args)
+            except RuntimeError as exc:
+                # A free (-1) dimension lets a request through that the module cannot take:
+                # torch says so with a shape error, the client's fault. Anything else (out of
+                # memory, a device fault) stays a server error.
+                if not isinstance(exc, torch.OutOfMemoryError) and \
+                        _SHAPE_ERROR.search(str(exc)):
+                    raise model_rejected(self.name, exc) from None
+                raise
         if isinstance(result, torch.Tensor):
             result = (result,)
         if isinstance(result, dict):
@@ -336,6 +346,12 @@ class PytorchPredictor(Predictor):
                 tensor = tensor.float()  # bf16/fp16 compute comes back as the declared type
             arrays[name] = tensor.cpu().numpy().astype(want, copy=False)
         return arrays
+
+
+# torch's wording for a tensor of the wrong shape (aten shape checks: matmul, cat, view, conv).
+_SHAPE_ERROR = re.compile(r"shapes cannot be multiplied|size mismatch|must match the size|"
+                          r"shape '\[.*\]' is invalid|expected input\[|Expected .*dim|"
+                          r"size of tensor a|Sizes of tensors must match")
 
 
 def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
