@@ -1,23 +1,43 @@
-# CPU image: `kninfer serve` as uid 1000. HTTP listens on $PORT (Knative's runtime contract sets
-# it; 8080 otherwise), gRPC on 8081. Build: `make image` (or docker build -t IMAGE .).
+# CPU images: `kninfer serve` as uid 1000. HTTP listens on $PORT (Knative's runtime contract sets
+# it; 8080 otherwise), gRPC on 8081. Build: `make image` (all families) or
+# `make image FAMILY=sklearn|mlflow|pytorch`; `make image-test` builds them here with podman.
 # Deployment args come from `kninfer render` (kserve/, knative/); the default CMD serves the
 # embedded iris model, trained at build time so a cold start reads one small file.
+#
+# FAMILY decides what the image carries, since image pull is part of a cold start on a fresh
+# node: sklearn (no torch, no mlflow), mlflow (no torch), pytorch (no mlflow), all.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
-# Package sources, for builds behind a mirror or proxy: pip's index and extra index, and where the
-# CPU build of torch comes from (PyTorch's CPU index by default: the default PyPI wheel drags in
-# CUDA, GBs). No other host is contacted.
-ARG PIP_INDEX_URL=https://pypi.org/simple
-ARG PIP_EXTRA_INDEX_URL=
+ARG FAMILY=all
+# Package sources, for builds behind a mirror or proxy: pip's index and extra index, a CA bundle
+# (a path inside the build, e.g. a mounted file) and where the CPU build of torch comes from:
+# PyTorch's CPU index by default (PyPI's default wheel drags in CUDA, GBs), or a directory of
+# wheels mounted into the build (TORCH_FIND_LINKS). No other host is contacted.
+ARG INDEX_URL=https://pypi.org/simple
+ARG EXTRA_INDEX_URL=
+ARG CA_BUNDLE=
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_INDEX_URL=${PIP_INDEX_URL} \
-    PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
-RUN python -m venv /opt/kninfer
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m venv /opt/kninfer
 ENV PATH=/opt/kninfer/bin:$PATH
-RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+# The sources as pip's environment, so pip's own subprocesses (build isolation) use them too.
+# (The single quotes are literal text inside double quotes.)
+# hadolint ignore=SC2016
+RUN printf '%s\n' "export PIP_INDEX_URL='$INDEX_URL'" \
+      "${EXTRA_INDEX_URL:+export PIP_EXTRA_INDEX_URL='$EXTRA_INDEX_URL'}" \
+      "${CA_BUNDLE:+export PIP_CERT='$CA_BUNDLE'}" > /opt/kninfer/pip-sources
+# hadolint ignore=SC1091
+RUN set -eu; . /opt/kninfer/pip-sources; \
+    case "$FAMILY" in \
+      pytorch|all) \
+        if [ -n "$TORCH_FIND_LINKS" ]; then pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0; \
+        else pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0; fi ;; \
+      sklearn|mlflow) ;; \
+      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
+    esac
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kninfer ./kninfer
@@ -25,11 +45,18 @@ COPY kninfer ./kninfer
 # on plain Knative, where no KServe storage initializer runs. Versions are pinned by pyproject.toml.
 # compileall skips torch's Python-3.12-only test helper, which cannot compile on 3.11 and made
 # the whole step (and every build) fail.
-# hadolint ignore=DL3013
-RUN pip install ".[pytorch,mlflow,storage]" \
-    && python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer
+# hadolint ignore=DL3013,SC1091
+RUN set -eu; . /opt/kninfer/pip-sources; \
+    case "$FAMILY" in \
+      sklearn) extras=storage ;; mlflow) extras=mlflow,storage ;; \
+      pytorch) extras=pytorch,storage ;; *) extras=pytorch,mlflow,storage ;; \
+    esac; \
+    pip install ".[$extras]"; \
+    python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer; \
+    rm /opt/kninfer/pip-sources
 
 FROM ${PYTHON_IMAGE}
+ARG FAMILY=all
 COPY --from=build /opt/kninfer /opt/kninfer
 RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin kninfer
 # Bytecode was compiled at build time; never write more (the root filesystem may be read-only).
@@ -37,6 +64,7 @@ ENV PATH=/opt/kninfer/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     KNINFER_CACHE_DIR=/home/kninfer/.cache/kninfer
+LABEL dev.kninfer.family=${FAMILY}
 USER 1000:1000
 WORKDIR /home/kninfer
 RUN python -c "from pathlib import Path; from kninfer.iris import ensure_iris_model; ensure_iris_model(Path('/home/kninfer/.cache/kninfer'))"

@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,pytorch,mlflow
 
-.PHONY: serve test test-long lint bench bench-quick clean serve-pipeline image image-gpu deploy
+.PHONY: serve test test-long lint bench bench-quick clean serve-pipeline image image-gpu deploy \
+	image-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,9 +66,19 @@ CRDS ?=
 # kserve: apply the InferenceService; knative: apply the plain Knative Service (no KServe).
 VARIANT ?= kserve
 
+# FAMILY=sklearn|mlflow|pytorch builds that family's smaller image, tagged $(TAG)-$(FAMILY);
+# BUILD_ARGS adds --build-arg INDEX_URL=... EXTRA_INDEX_URL=... CA_BUNDLE=... TORCH_INDEX_URL=...
+FAMILY ?= all
+IMAGE_TAG := $(TAG)$(if $(filter-out all,$(FAMILY)),-$(FAMILY))
 image:
-	$(DOCKER) build -f Dockerfile -t $(IMAGE):$(TAG) .
-	$(if $(PUSH),$(DOCKER) push $(IMAGE):$(TAG))
+	$(DOCKER) build -f Dockerfile --build-arg FAMILY=$(FAMILY) $(BUILD_ARGS) \
+		-t $(IMAGE):$(IMAGE_TAG) .
+	$(if $(PUSH),$(DOCKER) push $(IMAGE):$(IMAGE_TAG))
+
+# Builds every CPU image here with podman (installing it, and a Debian base image, if needed)
+# and runs the pod contract tests against them (deploy/image-test.sh, tests/test_images.py).
+image-test: $(STAMP)
+	PYTHON=$(BIN)/python deploy/image-test.sh
 
 image-gpu:
 	$(DOCKER) build -f Dockerfile.gpu -t $(IMAGE):$(TAG)-cuda .

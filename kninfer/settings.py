@@ -122,6 +122,11 @@ class ServeSettings(BaseSettings):
         30.0,
         description="seconds in-flight requests get to finish after SIGTERM",
     )
+    drain_window_s: float = Field(
+        5.0,
+        description="after SIGTERM, seconds open connections are still served (each answer "
+                    "with Connection: close) before idle ones close",
+    )
     warmup: bool = Field(True, description="run one prediction before the ports open")
     # gc.freeze() the start-up heap before serving (kninfer.serving; tail latency).
     gc_freeze: bool = Field(

@@ -67,10 +67,14 @@ def test_gpu_image_is_cuda_with_a_cuda_torch() -> None:
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cu" in text
     assert 'pip install --index-url "${TORCH_INDEX}" torch==2.13.0' in text
     cpu = (ROOT / "Dockerfile").read_text()
-    # The CPU build of torch, from an index a build behind a mirror can replace.
+    # The CPU build of torch, from an index (or a wheel directory) a build behind a mirror can
+    # replace, as it can pip's index, extra index and CA bundle.
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu
-    assert 'pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0' in cpu
-    assert "ARG PIP_INDEX_URL=" in cpu and "ARG PIP_EXTRA_INDEX_URL=" in cpu
+    assert 'pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0' in cpu
+    assert 'pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0' in cpu
+    for arg in ("INDEX_URL=https://pypi.org/simple", "EXTRA_INDEX_URL=", "CA_BUNDLE=",
+                "FAMILY=all"):
+        assert f"ARG {arg}\n" in cpu, arg
 
 
 def test_deploy_commands_import_no_framework() -> None:

@@ -158,3 +158,16 @@ def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
     assert code == 0, server.log()
     assert exited < grace + 5.0, exited
     assert "grace period" in server.log()
+
+
+def test_keep_alive_clients_lose_no_accepted_request(tmp_path: Path) -> None:
+    """24 keep-alive clients sending 20k-row V2 requests, SIGTERM mid-load (bench/drain.py,
+    which runs ten rounds for the README): every request the server accepted is answered, the
+    rest are refused at connect, and the process exits 0. Two rounds here."""
+    from bench.drain import keep_alive_round
+
+    for _ in range(2):
+        result = keep_alive_round(cache=str(tmp_path / "cache"))
+        assert (result["exit_code"], result["lost"]) == (0, 0), result
+        answered = {k for k in result["outcomes"] if k.startswith("answered")}
+        assert answered and answered <= {"answered 200"}, result
