@@ -38,15 +38,16 @@ PODMAN = ["podman", "--runtime", "runc"]
 # NPROC above the sandbox's own limits is refused (../shared/notes/containers-here.md).
 LIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 ARBITRARY_UID = "1000680000:0"
-MANIFEST_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
+RELEASE_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
 
 
-def family_image(args: list[str]) -> str:
-    """The per-family image a container's `kninfer serve` args need."""
-    if "--transformer" in args:
-        return "localhost/kninfer:dev-sklearn"
-    family = args[args.index("--predictor") + 1] if "--predictor" in args else "sklearn"
-    return f"localhost/kninfer:dev-{family}"
+def local_image(image: str) -> str:
+    """The image `make image-test` built for a manifest's release image (same family)."""
+    if image == RELEASE_IMAGE:
+        return "localhost/kninfer:dev"
+    if image.startswith(RELEASE_IMAGE + "-"):
+        return "localhost/kninfer:dev-" + image.removeprefix(RELEASE_IMAGE + "-")
+    return image
 
 
 @dataclass
@@ -146,9 +147,7 @@ class Container:
             command += ["-v", f"{self.model_dir}:/mnt/models:ro"]
         if "command" in spec:
             command += ["--entrypoint", spec["command"][0]]
-        image = spec["image"]
-        if image == MANIFEST_IMAGE:
-            image = family_image(self.args())
+        image = local_image(spec["image"])
         rest = list(spec["command"][1:]) if "command" in spec else []
         return [*command, image, *rest, *self.args()]
 

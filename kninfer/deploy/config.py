@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
+# `make image FAMILY=<family>` tags: each predictor pulls only its framework (README "Images").
+FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
 DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
 # Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
 # reply, so it can never feed events back into the broker.
@@ -154,7 +156,8 @@ class DeployConfig(_Strict):
     predictor: Literal["sklearn", "mlflow", "pytorch"] = "sklearn"
     model_name: str | None = None  # default: `name`
     storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
-    image: str = DEFAULT_IMAGE
+    # None: the predictor family's image (FAMILY_IMAGE); a transformer gets the sklearn one.
+    image: str | None = None
     accelerator: Literal["cpu", "gpu"] = "cpu"
     gpu: Gpu = Field(default_factory=lambda: Gpu())
     # `container`: the predictor is a custom container in the ISVC; `runtime`: a
@@ -209,6 +212,15 @@ class DeployConfig(_Strict):
             raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "
                              "contract")
         return self
+
+    @property
+    def cpu_image(self) -> str:
+        return self.image or FAMILY_IMAGE.format(family=self.predictor)
+
+    @property
+    def transformer_image(self) -> str:
+        assert self.transformer is not None
+        return self.transformer.image or self.image or FAMILY_IMAGE.format(family="sklearn")
 
     @property
     def served_model(self) -> str:

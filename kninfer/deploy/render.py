@@ -117,7 +117,7 @@ def _env(config: DeployConfig, extra: dict[str, str] | None = None) -> list[Doc]
 
 
 def _image(config: DeployConfig) -> str:
-    return config.gpu.image if config.gpu_enabled else config.image
+    return config.gpu.image if config.gpu_enabled else config.cpu_image
 
 
 def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
@@ -179,7 +179,7 @@ def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: 
     resources = config.transformer.resources
     container: Doc = {
         "name": name,
-        "image": config.transformer.image or config.image,
+        "image": config.transformer_image,
         "args": _transformer_args(config, kserve_spelling=kserve_spelling),
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
         "resources": {"requests": {k: str(v) for k, v in resources.requests.items()},
