@@ -12,7 +12,7 @@ What differs from a cluster, on purpose and said here once:
   those ports on 127.0.0.1 (this machine forbids test traffic to other addresses).
 - A transformer's `--predictor-host` (the predictor's Knative Service, port 80, which the
   activator and queue-proxy route to the container's 8080) becomes the predictor container's
-  port on 127.0.0.1.
+  port on 127.0.0.1 (its gRPC port when the pods serve h2c).
 - A remote `--storage-uri` (gs://, s3://) becomes a local copy mounted read-only at /mnt/models,
   as the storage initializer leaves it: this machine has no route to object storage.
 - The pod runs as an arbitrary UID with GID 0 (OpenShift's restricted SCC), on a read-only root
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -114,6 +115,10 @@ class Container:
                 out += ["--model-dir", "/mnt/models"]  # remote download: see module docstring
                 i += 2
                 continue
+            if arg == "--http-port" and i + 1 < len(args):
+                out += [arg, str(self.http_port)]  # the pod's own port, moved with the rest
+                i += 2
+                continue
             if self.predictor_port is not None:
                 if arg.startswith("--predictor_host="):
                     arg = f"--predictor_host=127.0.0.1:{self.predictor_port}"
@@ -140,7 +145,9 @@ class Container:
         if "cpu" in limits:
             command += ["--cpus", _cpus(limits["cpu"])]
         env = {e["name"]: e.get("value", "") for e in spec.get("env", [])}
-        env.update(PORT=str(self.http_port), KNINFER_GRPC_PORT=str(self.grpc_port))
+        # Knative sets PORT to the container port: the h2c one for a gRPC pod.
+        env.update(PORT=str(self.grpc_port if self.serves_grpc else self.http_port),
+                   KNINFER_GRPC_PORT=str(self.grpc_port))
         for key, value in sorted(env.items()):
             command += ["-e", f"{key}={value}"]
         if self.model_dir is not None:
@@ -159,11 +166,25 @@ class Container:
             raise RuntimeError(f"podman run failed: {done.stderr}")
         return self
 
-    def probe_url(self, probe: dict[str, Any]) -> str:
+    @property
+    def serves_grpc(self) -> bool:
+        """The container's one port is h2c (serving_protocol: grpc)."""
+        return any(p.get("name") == "h2c" for p in self.spec.spec.get("ports", []))
+
+    def _attempt(self, probe: dict[str, Any], timeout: float) -> bool:
+        if "tcpSocket" in probe:
+            assert probe["tcpSocket"]["port"] == 8081 and self.serves_grpc, probe
+            try:
+                with socket.create_connection(("127.0.0.1", self.grpc_port), timeout):
+                    return True
+            except OSError:
+                return False
         http = probe["httpGet"]
-        port = http.get("port", 8080)
-        assert port in (8080, "http1"), f"probe port {port} is not the serving port"
-        return f"{self.url}{http['path']}"
+        assert http.get("port", 8080) in (8080, "http1"), f"probe port {http} is not served"
+        try:
+            return httpx.get(f"{self.url}{http['path']}", timeout=timeout).status_code < 400
+        except httpx.HTTPError:
+            return False
 
     def probe(self, kind: str, ready_within_s: float = 120.0) -> float:
         """Poll the `kind` probe until it succeeds once; seconds taken.
@@ -182,13 +203,9 @@ class Container:
         time.sleep(float(probe.get("initialDelaySeconds", 0)))
         budget = ready_within_s if kind == "readinessProbe" else period * threshold
         started = time.perf_counter()
-        url = self.probe_url(probe)
         while True:
-            try:
-                if httpx.get(url, timeout=timeout).status_code < 400:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
+            if self._attempt(probe, timeout):
+                return time.perf_counter() - started
             if time.perf_counter() - started > budget:
                 raise AssertionError(f"{kind} still failing after {budget:g}s (period "
                                      f"{period:g}s x {threshold}):\n{self.logs()}")

@@ -77,7 +77,7 @@ def test_every_checked_in_manifest_validates_against_the_crds() -> None:
     result = kninfer("validate", "kserve", "knative", "--crds", str(SCHEMAS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert result.stderr == "16 document(s) in 10 file(s): valid\n"
+    assert result.stderr == "19 document(s) in 12 file(s): valid\n"
 
 
 def test_examples_cover_cpu_gpu_pipeline_canary_eventing() -> None:
@@ -126,7 +126,7 @@ def test_every_rendered_serve_command_parses_into_settings() -> None:
                 settings = ServeSettings(**given)
                 assert settings.transformer or settings.predictor, (path, args)
                 checked += 1
-    assert checked == 11  # 6 under kserve/ (runtime included), 5 under knative/ (no canary)
+    assert checked == 15  # containers: 8 under kserve/ (runtime included), 7 under knative/
 
 
 # --- InferenceService --------------------------------------------------------------------------
@@ -421,3 +421,24 @@ def test_service_account_reaches_every_pod() -> None:
         assert service["spec"]["template"]["spec"]["serviceAccountName"] == "model-reader"
     with pytest.raises(ValueError, match="service_account 'Model_Reader' is not a DNS-1123"):
         config(service_account="Model_Reader")
+
+
+def test_grpc_serving_protocol_exposes_one_h2c_port_with_tcp_probes() -> None:
+    from kninfer.deploy.render import inference_service, knative_documents
+
+    cfg = config(serving_protocol="grpc", storage_uri="s3://bucket/iris",
+                 transformer={"name": "iris"})
+    isvc = inference_service(cfg)
+    pods = [isvc["spec"]["predictor"]["containers"][0],
+            isvc["spec"]["transformer"]["containers"][0]]
+    pods += [s["spec"]["template"]["spec"]["containers"][0] for s in knative_documents(cfg)]
+    for container in pods:
+        assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+        assert container["readinessProbe"] == {"tcpSocket": {"port": 8081}}
+        assert container["args"][-2:] == ["--http-port", "8080"]  # $PORT is the h2c port
+    assert "--predictor-protocol" in pods[1]["args"]
+    assert pods[1]["args"][pods[1]["args"].index("--predictor-protocol") + 1] == "grpc-v2"
+    env = {e["name"]: e["value"] for e in pods[0]["env"]}
+    assert env["PROTOCOL"] == "grpc-v2"
+    with pytest.raises(ValueError, match="eventing needs serving_protocol http"):
+        config(serving_protocol="grpc", eventing=True)

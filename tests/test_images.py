@@ -164,7 +164,8 @@ def test_rendered_pods_run_and_stop_cleanly(manifest: Path, iris_dir: Path) -> N
             predictor.probe(kind)
         check_traffic(predictor, model)
         for spec in transformers:
-            transformer = start(spec, iris_dir, predictor_port=predictor.http_port)
+            upstream = predictor.grpc_port if predictor.serves_grpc else predictor.http_port
+            transformer = start(spec, iris_dir, predictor_port=upstream)
             with running(transformer):
                 for kind in ("readinessProbe", "livenessProbe"):
                     transformer.probe(kind)

@@ -170,6 +170,10 @@ class DeployConfig(_Strict):
     container_concurrency: int = Field(default=8, ge=0, le=1000)
     timeout_seconds: int = Field(default=120, ge=1, le=600)
     canary_percent: int | None = Field(default=None, ge=0, le=100)
+    # What Knative routes to the pod. `http`: REST V1/V2 and CloudEvents on the `http1` port.
+    # `grpc`: gRPC V2 over h2c on 8081 (Knative allows one port per container; REST then stays
+    # inside the pod). Knative Serving "Configuring the container port" (`name: h2c`).
+    serving_protocol: Literal["http", "grpc"] = "http"
     # The pods' ServiceAccount: credentials for s3:// and gs:// storage URIs (KServe's storage
     # initializer reads the secrets attached to it) and for workload identity.
     service_account: str | None = None
@@ -204,6 +208,9 @@ class DeployConfig(_Strict):
                 and self.transformer.storage_uri is None):
             raise ValueError("transformer tabular needs transformer.storage_uri: a directory "
                              "holding features.json (or use the `iris` transformer)")
+        if self.serving_protocol == "grpc" and self.eventing is not None:
+            raise ValueError("eventing needs serving_protocol http: the Broker delivers "
+                             "CloudEvents over HTTP, and a grpc pod exposes only its h2c port")
         if self.service_account is not None and not NAME_RE.match(self.service_account):
             raise ValueError(f"service_account {self.service_account!r} is not a DNS-1123 "
                              "label")

@@ -24,6 +24,7 @@ from kninfer.events import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_s
 __all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "render", "write"]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
 PORT = 8080  # Knative passes it back to the container as $PORT, which `kninfer serve` honours
+GRPC_PORT = 8081  # `kninfer serve`'s gRPC port; the served port when serving_protocol is grpc
 
 Doc = dict[str, Any]
 
@@ -90,6 +91,30 @@ def _security_context() -> Doc:
     }
 
 
+def _ports(config: DeployConfig) -> list[Doc]:
+    if config.serving_protocol == "grpc":
+        return [{"name": "h2c", "containerPort": GRPC_PORT, "protocol": "TCP"}]
+    return [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}]
+
+
+def _grpc_args(config: DeployConfig) -> list[str]:
+    # Knative sets $PORT to the container port, here the gRPC one: keep HTTP on its own port.
+    return ["--http-port", str(PORT)] if config.serving_protocol == "grpc" else []
+
+
+def _protocol_env(config: DeployConfig) -> str:
+    """KServe's PROTOCOL for a custom container (v2 or grpc-v2)."""
+    return "grpc-v2" if config.serving_protocol == "grpc" else "v2"
+
+
+def _probe(config: DeployConfig, path: str) -> Doc:
+    if config.serving_protocol == "grpc":
+        # Knative probes only the serving port; kninfer opens gRPC once the model is loaded and
+        # warmed, and closes it when draining, so an open port means ready.
+        return {"tcpSocket": {"port": GRPC_PORT}}
+    return _http_probe(path)
+
+
 def _probes(config: DeployConfig) -> Doc:
     # Readiness on the V2 ready endpoint: Knative's queue-proxy runs it and routes traffic only
     # after the model is loaded and warmed (kninfer loads before opening the port). The startup
@@ -98,10 +123,10 @@ def _probes(config: DeployConfig) -> Doc:
     # require it; Knative accepts it when it equals the serving port.
     startup_budget_s = 600 if config.gpu_enabled else 180
     return {
-        "readinessProbe": _http_probe("/v2/health/ready"),
-        "livenessProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 10,
+        "readinessProbe": _probe(config, "/v2/health/ready"),
+        "livenessProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 10,
                           "failureThreshold": 3},
-        "startupProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 2,
+        "startupProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 2,
                          "failureThreshold": startup_budget_s // 2},
     }
 
@@ -133,7 +158,7 @@ def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
     args += ["--model-name", "{{.Name}}" if storage == "template" else config.served_model]
     if config.gpu_enabled:
         args += ["--device", "cuda"]
-    return args + list(config.args)
+    return args + _grpc_args(config) + list(config.args)
 
 
 def _predictor_container(config: DeployConfig, *, name: str, storage: str,
@@ -142,7 +167,7 @@ def _predictor_container(config: DeployConfig, *, name: str, storage: str,
         "name": name,
         "image": _image(config),
         "args": predictor_args(config, storage=storage),
-        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": _ports(config),
         "resources": _resources(config),
         "securityContext": _security_context(),
         **_probes(config),
@@ -156,6 +181,8 @@ def _predictor_container(config: DeployConfig, *, name: str, storage: str,
 def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[str]:
     assert config.transformer is not None
     host = f"{predictor_service(config)}.{config.namespace}:80"
+    # The predictor's Knative Service speaks what its pod serves (h2c for grpc).
+    protocol = "grpc-v2" if config.serving_protocol == "grpc" else "v2"
     files: list[str] = []
     if config.transformer.storage_uri is not None:
         files = (["--model-dir", MODEL_DIR] if kserve_spelling
@@ -168,10 +195,10 @@ def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[st
         # values and stops containerConcurrency from becoming a process count.
         return ["serve", "--transformer", config.transformer.name,
                 f"--model_name={config.served_model}", f"--predictor_host={host}",
-                "--predictor-protocol", "v2", "--workers=1", *files]
+                "--predictor-protocol", protocol, "--workers=1", *files, *_grpc_args(config)]
     return ["serve", "--transformer", config.transformer.name,
             "--model-name", config.served_model, "--predictor-host", host,
-            "--predictor-protocol", "v2", *files]
+            "--predictor-protocol", protocol, *files, *_grpc_args(config)]
 
 
 def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: bool) -> Doc:
@@ -181,15 +208,15 @@ def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: 
         "name": name,
         "image": config.transformer_image,
         "args": _transformer_args(config, kserve_spelling=kserve_spelling),
-        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": _ports(config),
         "resources": {"requests": {k: str(v) for k, v in resources.requests.items()},
                       "limits": {k: str(v) for k, v in resources.limits.items()}},
         "securityContext": _security_context(),
-        "readinessProbe": _http_probe("/v2/health/ready"),
-        "livenessProbe": {**_http_probe("/v2/health/live"), "periodSeconds": 10,
+        "readinessProbe": _probe(config, "/v2/health/ready"),
+        "livenessProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 10,
                           "failureThreshold": 3},
     }
-    env = {"PROTOCOL": "v2"} if kserve_spelling else {}
+    env = {"PROTOCOL": _protocol_env(config)} if kserve_spelling else {}
     if kserve_spelling and config.transformer.storage_uri is not None:
         env["STORAGE_URI"] = config.transformer.storage_uri  # KServe's storage initializer
     if env:
@@ -249,7 +276,7 @@ def serving_runtime(config: DeployConfig) -> Doc:
                             "prometheus.kserve.io/port": str(PORT)},
             "containers": [container],
             "multiModel": False,
-            "protocolVersions": ["v2", "v1"],
+            "protocolVersions": ["grpc-v2"] if config.serving_protocol == "grpc" else ["v2", "v1"],
             # autoSelect off: an ISVC must name this runtime, so installing it never captures
             # other teams' `modelFormat: sklearn` services from the stock runtime.
             "supportedModelFormats": [{"name": config.predictor, "version": "1",
@@ -291,7 +318,7 @@ def inference_service(config: DeployConfig) -> Doc:
         assert config.storage_uri is not None
         model: Doc = {
             "modelFormat": {"name": config.predictor},
-            "protocolVersion": "v2",
+            "protocolVersion": "grpc-v2" if config.serving_protocol == "grpc" else "v2",
             "runtime": runtime_name(config),
             "storageUri": config.storage_uri,
         }
@@ -301,7 +328,7 @@ def inference_service(config: DeployConfig) -> Doc:
             model["args"] = ["--model-name", config.served_model]
         predictor["model"] = model
     else:
-        env = {"PROTOCOL": "v2"}
+        env = {"PROTOCOL": _protocol_env(config)}
         if config.storage_uri is not None:
             env["STORAGE_URI"] = config.storage_uri  # runs KServe's storage initializer
         predictor["containers"] = [_predictor_container(
