@@ -38,3 +38,26 @@ def test_quick_bench_writes_json_and_report(tmp_path: Path) -> None:
     assert "| cold start, kninfer / bare ASGI floor |" in report
     assert "| kninfer |" in report and "| bare ASGI + predict (floor) |" in report
     assert len(list(out.glob("run-*.json"))) == 1
+
+
+def test_quick_cold_start_matrix_writes_json_and_report(tmp_path: Path) -> None:
+    """`bench.cold --quick`: every family and format on small models, warm and cold page
+    cache, kninfer next to its floor. The harness must run end to end; no timing is asserted."""
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.cold", "--quick", "--no-peers", "--work",
+         str(tmp_path / "models"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = json.loads((out / "cold.json").read_text())
+    families = {case["family"] for case in doc["cases"]}
+    assert families == {"sklearn", "mlflow", "pytorch"}
+    assert len(doc["cases"]) == 9
+    for case in doc["cases"]:
+        for cache in ("warm", "cold"):
+            for kind in ("kninfer", "floor"):
+                timing = case["results"][cache][kind]
+                assert timing["total_s"] >= timing["ready_s"] > 0, (case["name"], cache, kind)
+    report = (out / "cold.md").read_text()
+    assert report.count("| warm |") == 9 and report.count("| cold |") == 9

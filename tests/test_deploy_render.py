@@ -442,3 +442,33 @@ def test_grpc_serving_protocol_exposes_one_h2c_port_with_tcp_probes() -> None:
     assert env["PROTOCOL"] == "grpc-v2"
     with pytest.raises(ValueError, match="eventing needs serving_protocol http"):
         config(serving_protocol="grpc", eventing=True)
+
+
+def test_pvc_storage_is_mounted_not_downloaded_on_plain_knative() -> None:
+    from kninfer.deploy.render import inference_service, knative_documents
+
+    cfg = config(storage_uri="pvc://models/iris/v3")
+    (service,) = knative_documents(cfg)
+    spec = service["spec"]["template"]["spec"]
+    assert spec["volumes"] == [{"name": "model", "persistentVolumeClaim": {
+        "claimName": "models", "readOnly": True}}]
+    container = spec["containers"][0]
+    assert container["volumeMounts"] == [{"name": "model", "mountPath": "/mnt/models",
+                                          "readOnly": True}]
+    assert container["args"][container["args"].index("--model-dir") + 1] == "/mnt/models/iris/v3"
+    assert "--storage-uri" not in container["args"]
+    # KServe mounts the claim itself from STORAGE_URI.
+    env = {e["name"]: e["value"] for e in inference_service(cfg)["spec"]["predictor"][
+        "containers"][0]["env"]}
+    assert env["STORAGE_URI"] == "pvc://models/iris/v3"
+
+
+def test_oci_modelcar_renders_for_kserve_and_says_why_not_for_knative(tmp_path: Path) -> None:
+    from kninfer.deploy.render import knative_gap, render
+
+    cfg = config(storage_uri="oci://registry.example.com/models/iris:3")
+    files = render(cfg, "iris.yaml")
+    assert sorted(files) == ["kserve/iris.yaml"]
+    assert "STORAGE_URI" in files["kserve/iris.yaml"]
+    assert "oci://registry.example.com/models/iris:3" in files["kserve/iris.yaml"]
+    assert "KServe modelcar" in (knative_gap(cfg) or "")

@@ -344,3 +344,51 @@ def test_a_shape_error_from_the_module_is_a_400(built, start_server) -> None:
     assert good.status_code == 200, good.text
     np.testing.assert_allclose(np.asarray(good.json()["outputs"][0]["data"]).reshape(3, 3),
                                reference(built.model, ROWS), rtol=1e-5, atol=1e-6)
+
+
+def test_safetensors_weights_load_mmapped_without_random_init(built) -> None:
+    """model.safetensors (what model hubs ship) is preferred over a pickle state_dict; the
+    module is built without its random init, so every parameter is the file's."""
+    import torch
+    from safetensors.torch import save_file
+
+    from kninfer.predictors.pytorch import _skip_init
+
+    hub = built.tmp / "safetensors"
+    save_eager(built.model, hub)
+    (hub / "model.pth").unlink()
+    save_file({k: v.contiguous() for k, v in built.model.state_dict().items()},
+              str(hub / "model.safetensors"))
+    predictor = load(hub, torch_module=f"{MODULE}:MLP", input_spec=EAGER_SPEC)
+    out = predictor.run({"x": np.asarray(ROWS, dtype=np.float32)}, ["output-0"])
+    np.testing.assert_allclose(out["output-0"], reference(built.model, ROWS), rtol=1e-5)
+    for name, tensor in predictor.module.state_dict().items():
+        assert torch.equal(tensor, built.model.state_dict()[name]), name
+    # The no-init window restores torch.nn.init when it closes.
+    before = torch.nn.init.kaiming_uniform_
+    with _skip_init(torch):
+        assert torch.nn.init.kaiming_uniform_ is not before
+    assert torch.nn.init.kaiming_uniform_ is before
+
+
+def test_float64_checkpoint_is_cast_to_the_module_dtype(built) -> None:
+    import torch
+
+    wide = built.tmp / "float64"
+    save_eager(built.model, wide)
+    torch.save({k: v.double() for k, v in built.model.state_dict().items()},
+               str(wide / "model.pth"))
+    predictor = load(wide, torch_module=f"{MODULE}:MLP", input_spec=EAGER_SPEC)
+    assert {t.dtype for t in predictor.module.state_dict().values()} == {torch.float32}
+    out = predictor.run({"x": np.asarray(ROWS, dtype=np.float32)}, ["output-0"])
+    np.testing.assert_allclose(out["output-0"], reference(built.model, ROWS), rtol=1e-5)
+
+
+def test_state_dict_that_does_not_fit_the_class_is_a_load_error(built) -> None:
+    import torch
+
+    other = built.tmp / "other-shape"
+    save_eager(built.model, other)
+    torch.save({"fc.weight": torch.zeros(2, 2)}, str(other / "model.pth"))
+    with pytest.raises(ModelLoadError, match=f"model.pth does not fit {MODULE}:MLP: Error"):
+        load(other, torch_module=f"{MODULE}:MLP", input_spec=EAGER_SPEC)

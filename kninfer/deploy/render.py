@@ -151,7 +151,10 @@ def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
     itself, plain Knative) or `template` (ServingRuntime, model name from `{{.Name}}`)."""
     args = ["serve", "--predictor", config.predictor]
     if config.storage_uri is not None:
-        if storage == "download":
+        pvc = _pvc(config.storage_uri)
+        if storage == "download" and pvc is not None:
+            args += ["--model-dir", f"{MODEL_DIR}/{pvc[1]}".rstrip("/")]  # mounted, see below
+        elif storage == "download":
             args += ["--storage-uri", config.storage_uri]
         else:
             args += ["--model-dir", MODEL_DIR]
@@ -383,10 +386,28 @@ def knative_service(config: DeployConfig, name: str, component: str, container: 
     }
 
 
+def _pvc(uri: str) -> tuple[str, str] | None:
+    """(claim, path inside it) of a `pvc://claim/path` storage URI (KServe's PVC scheme)."""
+    if not uri.startswith("pvc://"):
+        return None
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    return claim, path
+
+
 def knative_documents(config: DeployConfig) -> list[Doc]:
-    docs = [knative_service(
+    predictor = knative_service(
         config, predictor_service(config), "predictor",
-        _predictor_container(config, name="predictor", storage="download"), placement=True)]
+        _predictor_container(config, name="predictor", storage="download"), placement=True)
+    pvc = _pvc(config.storage_uri) if config.storage_uri else None
+    if pvc is not None:
+        # The claim mounted read-only where KServe would mount it: nothing is downloaded on
+        # scale-up. Knative needs its `kubernetes.podspec-persistent-volume-claim` feature flag.
+        spec = predictor["spec"]["template"]["spec"]
+        spec["volumes"] = [{"name": "model", "persistentVolumeClaim": {"claimName": pvc[0],
+                                                                      "readOnly": True}}]
+        spec["containers"][0]["volumeMounts"] = [{"name": "model", "mountPath": MODEL_DIR,
+                                                  "readOnly": True}]
+    docs = [predictor]
     if config.transformer is not None:
         docs.append(knative_service(
             config, transformer_service(config), "transformer",
@@ -503,6 +524,11 @@ VARIANTS = ("kserve", "knative")
 
 def knative_gap(config: DeployConfig) -> str | None:
     """Why a plain Knative Service cannot carry this config, or None."""
+    if config.storage_uri is not None and config.storage_uri.startswith("oci://"):
+        return ("an oci:// storage_uri is a KServe modelcar (the model image runs beside the "
+                "server and shares /mnt/models; enable it in KServe's storageInitializer "
+                "config); plain Knative has no storage initializer: render the kserve variant, "
+                "or use pvc://")
     if config.canary_percent is not None:
         return ("canary_percent needs KServe's InferenceService (canaryTrafficPercent); a plain "
                 "Knative Service has no such field: render the kserve variant, or split "

@@ -3,8 +3,9 @@ on CPU or CUDA. The GPU variant is this same class configured with `--device cud
 float16|bfloat16` (and a larger `--max-batch-size`); nothing else forks.
 
 Model directory, first match wins:
-  module given (--torch-module or `module:` in kninfer.yaml)  eager: Class(**module_kwargs) plus a
-      state_dict in state_dict.pt, state_dict.pth, model.pth, model.pt, or exactly one *.pt/*.pth
+  module given (--torch-module or `module:` in kninfer.yaml)  eager: Class(**module_kwargs) plus
+      weights in model.safetensors (or exactly one *.safetensors), else a state_dict in
+      state_dict.pt, state_dict.pth, model.pth, model.pt, or exactly one *.pt/*.pth
   model.pt2, or exactly one *.pt2                             torch.export program
   model.pt, or exactly one *.pt / *.ts                        TorchScript
   kninfer.yaml (optional)                                     declared inputs/outputs (spec.py)
@@ -31,13 +32,14 @@ CUDA caching allocator are settled before the first request.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import re
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,8 @@ from kninfer.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
 logger = logging.getLogger("kninfer")
 
 STATE_DICT_FILES = ("state_dict.pt", "state_dict.pth", "model.pth", "model.pt")
+# The format model hubs ship (Hugging Face): tensors only, memory-mapped, no pickle at all.
+SAFETENSORS_FILES = ("model.safetensors",)
 FLOAT_DATATYPES = ("FP32", "FP64", "FP16")
 INT_DATATYPES = ("INT64", "INT32", "INT16", "INT8", "UINT8")
 
@@ -206,10 +210,11 @@ class PytorchPredictor(Predictor):
         if not module_name or not class_name:
             raise ModelLoadError(f"--torch-module must be 'package.module:Class', got "
                                  f"'{module_path}'")
-        weights = _named(self.model_dir, STATE_DICT_FILES, (".pt", ".pth"))
+        weights = _named(self.model_dir, SAFETENSORS_FILES, (".safetensors",)) or \
+            _named(self.model_dir, STATE_DICT_FILES, (".pt", ".pth"))
         if weights is None:
             raise ModelLoadError(f"no state_dict in {self.model_dir}: expected one of "
-                                 f"{', '.join(STATE_DICT_FILES)}")
+                                 f"{', '.join(SAFETENSORS_FILES + STATE_DICT_FILES)}")
         # The class may live beside the weights (model.py), as TorchServe's model files do.
         sys.path.insert(0, str(self.model_dir))
         try:
@@ -218,18 +223,23 @@ class PytorchPredictor(Predictor):
             raise ModelLoadError(f"cannot import {module_path}: {exc}") from None
         finally:
             sys.path.remove(str(self.model_dir))
-        # weights_only=True: the restricted unpickler, no code runs while loading (see docstring).
+        state = _read_state_dict(torch, weights)
+        # The module's own random initialisation would be thrown away by the load: build it
+        # without (a 1 GB network spent most of its load there), then let the loaded tensors
+        # become its parameters (assign=True) instead of copying them in. The tensors are
+        # memory-mapped, so weights are read from the page cache as the warm-up touches them.
+        with _skip_init(torch):
+            module = cls(**declared.module_kwargs)
+        # assign=True keeps the loaded tensors' dtype; load_state_dict's copy would cast them to
+        # the module's, so cast those that differ first (a float64 checkpoint, say).
+        expected = {k: v.dtype for k, v in module.state_dict().items()}
+        state = {k: v.to(expected[k]) if k in expected and hasattr(v, "dtype") and
+                 v.dtype != expected[k] else v for k, v in state.items()}
         try:
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"{weights.name} is not a weights-only state_dict ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0]}); save it with torch.save(model.state_dict(), ...)"
-            ) from None
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]  # a checkpoint wrapping the state_dict
-        module = cls(**declared.module_kwargs)
-        module.load_state_dict(state)
+            module.load_state_dict(state, assign=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{weights.name} does not fit {module_path}: "
+                                 f"{str(exc).splitlines()[0]}") from None
         return self._to_target(module).eval()
 
     def _probe_outputs(self) -> list[TensorSpec]:
@@ -352,6 +362,61 @@ class PytorchPredictor(Predictor):
 _SHAPE_ERROR = re.compile(r"shapes cannot be multiplied|size mismatch|must match the size|"
                           r"shape '\[.*\]' is invalid|expected input\[|Expected .*dim|"
                           r"size of tensor a|Sizes of tensors must match")
+
+
+def _read_state_dict(torch: Any, weights: Path) -> Any:
+    """The state_dict in `weights`, memory-mapped: safetensors, or `torch.load` with
+    weights_only=True (the restricted unpickler: no code runs, see the module docstring) and
+    mmap=True (torch >= 2.1; a legacy, non-zip file is read whole instead)."""
+    if weights.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ModelLoadError(f"{weights.name} needs the safetensors package (the pytorch "
+                                 "extra installs it)") from None
+        try:
+            return load_file(str(weights), device="cpu")
+        except Exception as exc:
+            raise ModelLoadError(f"{weights.name} is not a safetensors file ({exc})") from None
+    try:
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{weights.name} is not a weights-only state_dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0]}); save it with torch.save(model.state_dict(), ...)"
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a checkpoint wrapping the state_dict
+    return state
+
+
+@contextlib.contextmanager
+def _skip_init(torch: Any) -> Iterator[None]:
+    """`torch.nn.init`'s in-place initialisers as no-ops while a module is built, as Hugging
+    Face's `no_init_weights` does: built-in layers initialise through them (Linear's
+    reset_parameters calls kaiming_uniform_ and uniform_), and the state_dict replaces every
+    parameter right after. Cheaper than the meta device, whose first use of some layers
+    (EmbeddingBag) costs seconds. Loading is single-threaded start-up code."""
+    init = torch.nn.init
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")
+             and callable(getattr(init, n))]
+    saved = {n: getattr(init, n) for n in names}
+
+    def keep(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        return tensor
+
+    try:
+        for name in names:
+            setattr(init, name, keep)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(init, name, function)
 
 
 def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
