@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_deploy_commands(sub)  # render, validate, canary
 
+    audit = sub.add_parser(
+        "audit", help="audit a .skops model once; write a hash-pinned joblib copy that loads "
+                      "fast (serve it with --model-sha256)")
+    audit.add_argument("model_dir", metavar="MODEL_DIR", help="directory holding model.skops")
+    audit.add_argument("--skops-trusted", default="",
+                       help="comma-separated types to trust beyond skops' own list")
+    audit.set_defaults(handler=_cmd_audit)
+
     event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
     event_sub = event.add_subparsers(dest="event_command", required=True)
     send = event_sub.add_parser("send", help="post a V2 request as a CloudEvent, print the reply")
@@ -81,6 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
     send.set_defaults(handler=_cmd_event_send)
 
     return parser
+
+
+def _cmd_audit(options: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kninfer.errors import ModelLoadError
+    from kninfer.predictors.sklearn_audit import audit
+
+    try:
+        target, digest = audit(Path(options.model_dir), options.skops_trusted)
+    except ModelLoadError as exc:
+        print(f"kninfer audit: {exc}", file=sys.stderr)
+        return 1
+    print(f"{target}\nsha256 {digest}\nserve with --model-sha256 {digest} "
+          "(KNINFER_MODEL_SHA256)")
+    return 0
 
 
 def _cmd_event_send(options: argparse.Namespace) -> int:

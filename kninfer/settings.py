@@ -161,6 +161,11 @@ class ServeSettings(BaseSettings):
     )
 
     # scikit-learn
+    model_sha256: str | None = Field(
+        None,
+        description="sha256 the model file must have; with a model.audited.joblib from "
+                    "`kninfer audit`, the pinned fast load of an audited skops model",
+    )
     skops_trusted: str = Field(
         "",
         description="comma-separated types a .skops file may hold beyond skops' trusted "

@@ -221,3 +221,42 @@ def test_startup_logs_cold_start_breakdown(iris_server):
     breakdown = json.loads(lines[0].split("cold start ", 1)[1])
     for key in ("imports_ms", "model_load_ms", "warmup_ms", "ready_ms"):
         assert isinstance(breakdown[key], float) and breakdown[key] >= 0
+
+
+def test_audited_skops_model_loads_pinned_joblib_and_refuses_a_swap(start_server, tmp_path):
+    """`kninfer audit` loads model.skops with skops' type audit and writes a joblib copy;
+    served with --model-sha256 that copy is loaded (fast), and a copy swapped for another file
+    is refused before it is unpickled."""
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = load_iris()
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(data.data, data.target)
+    model_dir = tmp_path / "forest"
+    model_dir.mkdir()
+    sio.dump(forest, model_dir / "model.skops")
+    refused = subprocess.run([sys.executable, "-m", "kninfer", "audit", str(model_dir)],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "contains types skops does not trust: sklearn.tree._tree.Tree" in refused.stderr
+    done = subprocess.run([sys.executable, "-m", "kninfer", "audit", str(model_dir),
+                           "--skops-trusted", "sklearn.tree._tree.Tree"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    digest = done.stdout.split("sha256 ", 1)[1].split()[0]
+    assert (model_dir / "model.audited.joblib").is_file() and len(digest) == 64
+
+    server = serve_dir(start_server, model_dir, "--model-sha256", digest)
+    reply = infer(server, data.data[:5])
+    assert reply.json()["outputs"][0]["data"] == forest.predict(data.data[:5]).tolist()
+    server.stop()
+
+    joblib.dump(LogisticRegression().fit(data.data, data.target),
+                model_dir / "model.audited.joblib")  # swapped in storage
+    proc = subprocess.run([sys.executable, "-m", "kninfer", "serve", "--predictor", "sklearn",
+                           "--model-dir", str(model_dir), "--model-sha256", digest,
+                           "--http-port", "0"], capture_output=True, text=True, timeout=120,
+                          env=server_env(tmp_path))
+    assert proc.returncode == 1
+    assert "model.audited.joblib has sha256 " in proc.stderr
+    assert f"not the pinned {digest} (--model-sha256); refusing to load it" in proc.stderr

@@ -68,13 +68,20 @@ def load_estimator(path: Path, skops_trusted: str = "") -> Any:
         import skops.io as sio
 
         extra = [t.strip() for t in skops_trusted.split(",") if t.strip()]
-        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in extra]
-        if untrusted:
+        # One pass: skops.io.load audits the types before it constructs anything and raises on
+        # an untrusted one. (A separate get_untrusted_types call first parsed the whole file a
+        # second time: about a third of a large forest's load.) The slow listing below runs
+        # only to word the refusal.
+        from skops.io.exceptions import UntrustedTypesFoundException
+
+        try:
+            return sio.load(path, trusted=extra or None)
+        except UntrustedTypesFoundException:
+            untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in extra]
             raise ModelLoadError(
                 f"{path.name} contains types skops does not trust: {', '.join(untrusted)}; "
                 "list them in KNINFER_SKOPS_TRUSTED if you trust this file"
-            )
-        return sio.load(path, trusted=extra or None)
+            ) from None
     import joblib
 
     return joblib.load(path)
@@ -99,7 +106,7 @@ class SklearnPredictor(Predictor):
     matrix: TensorSpec | None = None
 
     def load_model(self) -> None:
-        path = find_model_file(self.model_dir)
+        path = self._pinned(find_model_file(self.model_dir))
         try:
             self.estimator = load_estimator(path, self.settings.skops_trusted)
         except ModelLoadError:
@@ -136,6 +143,23 @@ class SklearnPredictor(Predictor):
             n_outputs = int(getattr(estimator, "n_outputs_", 1))
             shape = (-1,) if n_outputs == 1 else (-1, n_outputs)
             self.outputs = [TensorSpec("predict", "FP64", shape)]
+
+    def _pinned(self, path: Path) -> Path:
+        """With --model-sha256: the file to load, checked against the pin before anything is
+        unpickled; an audited joblib copy of a .skops model (kninfer audit) is preferred."""
+        pin = self.settings.model_sha256
+        if not pin:
+            return path
+        from kninfer.predictors.sklearn_audit import AUDITED_FILE, sha256_of
+
+        audited = self.model_dir / AUDITED_FILE
+        if path.suffix == ".skops" and audited.is_file():
+            path = model_file(self.model_dir, AUDITED_FILE)
+        digest = sha256_of(path)
+        if digest != pin.strip().lower():
+            raise ModelLoadError(f"{path.name} has sha256 {digest}, not the pinned {pin} "
+                                 "(--model-sha256); refusing to load it")
+        return path
 
     def metadata(self) -> dict[str, Any]:
         doc = super().metadata()
