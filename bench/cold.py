@@ -61,8 +61,10 @@ def _forest(dir_: Path, trees: int, fmt: str) -> None:
     from sklearn.ensemble import RandomForestClassifier
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(4000 if trees < 50 else 20000, 20))
-    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    rows = 2000 if trees < 50 else 40000
+    x = rng.normal(size=(rows, 20))
+    # Noisy labels grow the trees to purity: about 1 MB a tree at 40,000 rows.
+    y = (x[:, 0] + x[:, 1] + rng.normal(scale=2.0, size=rows) > 0).astype(int)
     forest = RandomForestClassifier(n_estimators=trees, random_state=0).fit(x, y)
     dir_.mkdir(parents=True, exist_ok=True)
     if fmt == "skops":
@@ -95,6 +97,17 @@ def _pipeline(dir_: Path) -> None:
         GradientBoostingClassifier(n_estimators=30, random_state=0)).fit(frame, labels)
     dir_.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, dir_ / "model.joblib")
+
+
+def _audited(dir_: Path, trees: int) -> None:
+    """`kninfer audit` of the skops forest: model.skops plus its pinned joblib copy."""
+    _forest(dir_, trees, "skops")
+    # The CLI, in its own process: importing kserve here would parse this script's argv.
+    done = subprocess.run([sys.executable, "-m", "kninfer", "audit", str(dir_),
+                           "--skops-trusted", "sklearn.tree._tree.Tree"], capture_output=True,
+                          text=True, check=True)
+    digest = done.stdout.split("sha256 ", 1)[1].split()[0]
+    (dir_.parent / f"{dir_.name}.sha256").write_text(digest)
 
 
 TORCH_MODULE = textwrap.dedent('''
@@ -183,7 +196,7 @@ def _mlflow(dir_: Path, kind: str) -> None:
 
 
 def cases(quick: bool, work: Path = WORK) -> list[Case]:
-    trees = 8 if quick else 200  # 200 trees on 20,000 rows: about 200 MB
+    trees = 8 if quick else 200  # 200 noisy trees on 40,000 rows: about 200 MB
     layers, width = (2, 256) if quick else (16, 4096)
     row20 = {"inputs": [{"name": "input-0", "shape": [1, 20], "datatype": "FP64",
                          "data": [0.1] * 20}]}
@@ -237,6 +250,10 @@ def cases(quick: bool, work: Path = WORK) -> list[Case]:
               work / f"forest-{trees}-skops", [*sk, "--skops-trusted", "sklearn.tree._tree.Tree"],
               row20, skops_floor),
          lambda d: _forest(d, trees, "skops")),
+        (Case(f"sklearn forest {trees} trees (skops, audited: pinned joblib)", "sklearn", size,
+              work / f"forest-{trees}-audited", [*sk, "--model-sha256", "{sha256}"], row20,
+              forest_floor.replace("model.joblib", "model.audited.joblib")),
+         lambda d: _audited(d, trees)),
         (Case("mlflow sklearn flavor", "mlflow", "small", work / "mlflow-sklearn",
               ["--predictor", "mlflow"], iris4, mlflow_floor), lambda d: _mlflow(d, "sklearn")),
         (Case("mlflow pyfunc", "mlflow", "small", work / "mlflow-pyfunc",
@@ -256,8 +273,12 @@ def cases(quick: bool, work: Path = WORK) -> list[Case]:
             print(f"building {case.name} in {case.model_dir}", flush=True)
             build(case.model_dir)
             stamp.write_text("ok")
+        digest = case.model_dir.parent / f"{case.model_dir.name}.sha256"
+        if digest.is_file():
+            case.args = [a.replace("{sha256}", digest.read_text().strip()) for a in case.args]
         case.size_mb = round(sum(p.stat().st_size for p in case.model_dir.rglob("*")
-                                 if p.is_file()) / 1e6, 1)
+                                 if p.is_file() and p.name != "model.skops"
+                                 or p.is_file() and not digest.is_file()) / 1e6, 1)
         out.append(case)
     return out
 

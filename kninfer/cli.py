@@ -95,6 +95,8 @@ def _cmd_audit(options: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kninfer.errors import ModelLoadError
+
+    sys.argv = sys.argv[:1]  # `import kserve` parses sys.argv (see _cmd_serve)
     from kninfer.predictors.sklearn_audit import audit
 
     try:

@@ -161,6 +161,10 @@ class ServeSettings(BaseSettings):
     )
 
     # scikit-learn
+    joblib_mmap: bool = Field(
+        True,
+        description="memory-map a joblib model's arrays read-only instead of copying them",
+    )
     model_sha256: str | None = Field(
         None,
         description="sha256 the model file must have; with a model.audited.joblib from "

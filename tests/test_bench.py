@@ -53,11 +53,11 @@ def test_quick_cold_start_matrix_writes_json_and_report(tmp_path: Path) -> None:
     doc = json.loads((out / "cold.json").read_text())
     families = {case["family"] for case in doc["cases"]}
     assert families == {"sklearn", "mlflow", "pytorch"}
-    assert len(doc["cases"]) == 9
+    assert len(doc["cases"]) == 10
     for case in doc["cases"]:
         for cache in ("warm", "cold"):
             for kind in ("kninfer", "floor"):
                 timing = case["results"][cache][kind]
                 assert timing["total_s"] >= timing["ready_s"] > 0, (case["name"], cache, kind)
     report = (out / "cold.md").read_text()
-    assert report.count("| warm |") == 9 and report.count("| cold |") == 9
+    assert report.count("| warm |") == 10 and report.count("| cold |") == 10
