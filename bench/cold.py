@@ -387,8 +387,8 @@ def median(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run(quick: bool, runs: int, cold_runs: int, peers: bool = True,
-        work: Path = WORK) -> list[Case]:
-    found = cases(quick, work)
+        work: Path = WORK, only: str | None = None) -> list[Case]:
+    found = [c for c in cases(quick, work) if only is None or only in c.name]
     if not peers:
         for case in found:
             case.kserve = False
@@ -457,13 +457,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=WORK, help="where the models are built")
+    parser.add_argument("--only", help="the cases whose name contains this text")
     parser.add_argument("--no-peers", action="store_true",
                         help="skip KServe's pattern (it needs bench/.venvs/kserve from PyPI)")
     options = parser.parse_args(argv)
     runs, cold_runs = (1, 1) if options.quick else (options.runs, options.cold_runs)
     command = "python -m bench.cold" + (" --quick" if options.quick else
-                                        f" --runs {runs} --cold-runs {cold_runs}")
-    found = run(options.quick, runs, cold_runs, peers=not options.no_peers, work=options.work)
+                                        f" --runs {runs} --cold-runs {cold_runs}") + (
+        f" --only '{options.only}'" if options.only else "")
+    found = run(options.quick, runs, cold_runs, peers=not options.no_peers, work=options.work,
+                only=options.only)
     options.out.mkdir(parents=True, exist_ok=True)
     doc = {"command": command, "cases": [
         {"name": c.name, "family": c.family, "size": c.size, "size_mb": c.size_mb,

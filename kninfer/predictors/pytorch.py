@@ -25,9 +25,11 @@ same metadata from the CPU and the GPU variant.
 
 Execution. `run()` holds `torch.inference_mode()`, casts floating inputs to `--dtype`, and on CUDA
 copies them from pinned host memory with `non_blocking=True` (the copy overlaps the launch queue
-instead of a pageable synchronous copy). Warm-up runs batch sizes 1 and `--max-batch-size` twice
-each before the server reports ready, so TorchScript's profiling executor, cuBLAS handles and the
-CUDA caching allocator are settled before the first request.
+instead of a pageable synchronous copy). Warm-up runs one batch-1 prediction before the server
+reports ready; TorchScript models and CUDA devices then run batch sizes 1 and N twice each (N is
+`--max-batch-size` on CUDA, 2 for TorchScript on the CPU), so TorchScript's profiling executor,
+cuBLAS handles and the CUDA caching allocator are settled before the first request (an eager or
+exported module on the CPU settles nothing more).
 """
 
 from __future__ import annotations
@@ -261,13 +263,20 @@ class PytorchPredictor(Predictor):
 
     def load(self) -> bool:
         ready = super().load()  # load_model + one batch-1 warm-up
-        if self.settings.warmup:
+        # More warm-up only where something settles with it: TorchScript's profiling executor
+        # specialises a graph after its first runs per shape, and CUDA sets up cuBLAS handles
+        # and its caching allocator per batch size. An eager or exported module on the CPU has
+        # neither, and a batch of max_batch_size through a 1 GB network cost 2 s of a 3 s cold
+        # start here (bench/results/cold.md) for nothing.
+        if self.settings.warmup and (self.kind == "torchscript" or self.device.type == "cuda"):
             started = time.perf_counter()
             one = self.warmup_inputs()
             outputs = [spec.name for spec in self.outputs]
             if one and all(spec.shape[0] == -1 for spec in self.inputs):
-                full = {k: np.repeat(v, self.settings.max_batch_size, axis=0)
-                        for k, v in one.items()}
+                # TorchScript on the CPU needs only a second batch size to profile a dynamic
+                # batch dimension; CUDA needs the largest batch the batcher will send.
+                rows = self.settings.max_batch_size if self.device.type == "cuda" else 2
+                full = {k: np.repeat(v, rows, axis=0) for k, v in one.items()}
                 for arrays in (one, full, one, full):
                     self.run(arrays, outputs)
             self.warmup_ms += (time.perf_counter() - started) * 1000
