@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,pytorch,mlflow
 
-.PHONY: serve test test-long lint bench bench-quick clean serve-pipeline image image-gpu deploy \
+.PHONY: serve test test-long lint bench bench-cold bench-quick clean serve-pipeline image image-gpu deploy \
 	image-test
 
 $(STAMP): pyproject.toml
@@ -36,6 +36,11 @@ clean:
 # missing. Writes bench/results/{latest.json,report.md,plot.png}. BENCH_ARGS adds options.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# The cold-start matrix (bench/cold.py): every family at a small and a real size, warm and cold
+# page cache, next to its floor and KServe's pattern. Writes bench/results/cold.{json,md}.
+bench-cold: $(STAMP)
+	$(BIN)/python -m bench.cold $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \

@@ -211,7 +211,8 @@ def cases(quick: bool, work: Path = WORK) -> list[Case]:
     iris4 = {"inputs": [{"name": n, "shape": [1], "datatype": "FP64", "data": [v]}
                         for n, v in zip("abcd", [5.1, 3.5, 1.4, 0.2], strict=True)]}
     sk = ["--predictor", "sklearn"]
-    forest_floor = ("import joblib, numpy as np\nm = joblib.load('{dir}/model.joblib')\n"
+    forest_floor = ("import joblib, numpy as np\n"
+                    "m = joblib.load('{dir}/model.joblib', mmap_mode='r')\n"
                     "print('loaded', flush=True)\nm.predict(np.full((1, 20), 0.1))\n")
     skops_floor = ("import skops.io as sio, numpy as np\n"
                    "m = sio.load('{dir}/model.skops', trusted=['sklearn.tree._tree.Tree'])\n"
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--work", type=Path, default=WORK, help="where the models are built")
     parser.add_argument("--only", help="the cases whose name contains this text")
+    parser.add_argument("--no-plot", action="store_true", help="skip cold.png (matplotlib)")
     parser.add_argument("--no-peers", action="store_true",
                         help="skip KServe's pattern (it needs bench/.venvs/kserve from PyPI)")
     options = parser.parse_args(argv)
@@ -472,7 +474,13 @@ def main(argv: list[str] | None = None) -> int:
         {"name": c.name, "family": c.family, "size": c.size, "size_mb": c.size_mb,
          "target": target_of(c), "results": c.results} for c in found]}
     (options.out / "cold.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (options.out / "cold.md").write_text(report(found, command))
+    markdown = report(found, command)
+    if not options.no_plot:
+        subprocess.run([str(venv_python("report", lambda m: print(m, flush=True))),
+                        str(BENCH / "plot_cold.py"), str(options.out / "cold.json"),
+                        str(options.out / "cold.png")], check=True)
+        markdown += "\n![cold start matrix](cold.png)\n"
+    (options.out / "cold.md").write_text(markdown)
     print(report(found, command))
     return 0
 

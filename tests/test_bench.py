@@ -45,7 +45,7 @@ def test_quick_cold_start_matrix_writes_json_and_report(tmp_path: Path) -> None:
     cache, kninfer next to its floor. The harness must run end to end; no timing is asserted."""
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.cold", "--quick", "--no-peers", "--work",
+        [sys.executable, "-m", "bench.cold", "--quick", "--no-peers", "--no-plot", "--work",
          str(tmp_path / "models"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
