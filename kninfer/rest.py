@@ -86,12 +86,16 @@ def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = 
     return Response(encode_json(doc), status, headers=headers, media_type=JSON_CONTENT_TYPE)
 
 
+def log_fault(exc: BaseException) -> None:
+    """Log a real server fault (a 5xx kninfer did not raise on purpose) with its traceback."""
+    if status_of(exc) >= 500 and not isinstance(exc, KninferError):
+        logger.exception("unhandled error answering a request", exc_info=exc)
+
+
 def error_response(exc: BaseException) -> Response:
     """The one place an exception becomes an HTTP answer."""
-    status = status_of(exc)
-    if status >= 500 and not isinstance(exc, KninferError):
-        logger.exception("unhandled error answering a request", exc_info=exc)
-    return json_response({"error": message_of(exc)}, status)
+    log_fault(exc)
+    return json_response({"error": message_of(exc)}, status_of(exc))
 
 
 def guarded(handler: Handler) -> Handler:

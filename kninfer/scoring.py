@@ -163,10 +163,9 @@ class ScoringRoutes:
             payload = decode_invocation(body, request.headers.get("content-type"))
             response, response_headers = await model(payload, headers=request_headers(request))
         except Exception as exc:
-            from kninfer.rest import error_response
+            from kninfer.rest import log_fault
 
-            if status_of(exc) >= 500:
-                error_response(exc)  # logs a real fault once, as every HTTP route does
+            log_fault(exc)  # as every HTTP route does (kninfer.rest.error_response)
             return error_body(exc)
         return Response(encode_json(response), 200, headers=response_headers or None,
                         media_type=CONTENT_TYPE_JSON)

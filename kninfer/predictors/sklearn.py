@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kninfer.codec import input_array
+from kninfer.codec import has_bool, input_array
 from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
 from kninfer.predictors.columns import model_column, tabular_arrays
@@ -251,48 +251,31 @@ class SklearnPredictor(Predictor):
     def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
         if self.columns is None:
             return super().v1_arrays(payload)
+        # Records, rows in column order (an all-numeric model's matrix rows among them) and
+        # MLflow's forms; tabular_arrays refuses a missing column itself.
         arrays = tabular_arrays(payload, self.columns.specs, self.name)
         if arrays is None:
-            instances = payload.get("instances", payload.get("inputs"))
-            if self.matrix is not None and isinstance(instances, list):
-                return self.matrix_rows(instances)
             names = ", ".join(s.name for s in self.columns.specs)
             raise InvalidInput(
                 'request needs "instances": records ({"column": value, ...}) or rows of '
                 f"{len(self.columns.specs)} values in column order ({names}); or MLflow's "
                 '"dataframe_split" / "dataframe_records"'
             )
-        missing = [s.name for s in self.columns.specs if s.name not in arrays]
-        if missing:
-            raise InvalidInput(f"missing column(s) {', '.join(missing)} for model '{self.name}'")
         return self._typed(arrays)
 
-    def matrix_rows(self, instances: list[Any]) -> Arrays:
-        assert self.matrix is not None
-        try:
-            array = np.asarray(instances, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise InvalidInput(
-                f"'instances' must be a list of rows of {self.matrix.shape[1]} numbers") from None
-        if _has_bool(instances):
-            raise InvalidInput("'instances' must be numbers; got true/false")
-        self.matrix.check(array, "FP64")
-        return {self.matrix.name: array}
-
     def v1_inputs(self, instances: list[Any]) -> Arrays:
-        if _has_bool(instances) and self.inputs[0].datatype != "BOOL":
+        if has_bool(instances) and self.inputs[0].datatype != "BOOL":
             raise InvalidInput(f"'instances' must be numbers for input '{self.inputs[0].name}'; "
                                "got true/false")
         return super().v1_inputs(instances)
 
     def _typed(self, arrays: Arrays) -> Arrays:
-        """Each column as its DataFrame dtype (kninfer.predictors.columns.model_column)."""
+        """Each column as its DataFrame dtype (kninfer.predictors.columns.model_column). The
+        callers check the values once: decode() before typing, V1 after (check_arrays)."""
         assert self.columns is not None
         specs = {s.name: s for s in self.columns.specs}
-        typed = {name: model_column(name, specs[name].datatype, array)
-                 for name, array in arrays.items()}
-        self.validate_arrays(typed)
-        return typed
+        return {name: model_column(name, specs[name].datatype, array)
+                for name, array in arrays.items()}
 
     def validate_arrays(self, arrays: Arrays) -> None:
         if self.columns is not None and self.matrix is not None and self.matrix.name in arrays:
@@ -311,7 +294,8 @@ class SklearnPredictor(Predictor):
         self._check_matrix(array)
 
     def _check_matrix(self, array: np.ndarray) -> None:
-        name = self.inputs[0].name if self.columns is None else "input-0"
+        assert self.matrix is not None  # the matrix form: the model's only or its other input
+        name = self.matrix.name
         if array.ndim != 2:
             raise InvalidInput(
                 f"input '{name}' must be 2-D [rows, features]; got shape {list(array.shape)}"
@@ -361,14 +345,6 @@ class SklearnPredictor(Predictor):
         if self.matrix is not None and self.matrix.name in inputs:
             return pd.DataFrame(inputs[self.matrix.name], columns=names)
         return pd.DataFrame({str(n): inputs[str(n)] for n in names}, columns=names)
-
-
-def _has_bool(values: Any) -> bool:
-    if isinstance(values, bool):
-        return True
-    if isinstance(values, list):
-        return any(_has_bool(v) for v in values)
-    return False
 
 
 def _computes_in_float32(estimator: Any) -> bool:
