@@ -143,9 +143,16 @@ def servers_started(commands: dict[str, list[str]], tmp: Path,
             server.wait_ready(timeout=timeout)
         yield started
     finally:
-        for server in started.values():
-            if server.process is not None and server.process.poll() is None:
-                server.signal()
+        signalled = [s for s in started.values()
+                     if s.process is not None and s.process.poll() is None]
+        for server in signalled:
+            server.signal()
+        for server in signalled:
+            # Wait for the one SIGTERM to finish its drain: stop() would send a second one,
+            # which can land after the server's handler is gone and kill it (status -15).
+            assert server.process is not None
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(30)
         for server in started.values():
             server.stop()
 
