@@ -133,7 +133,7 @@ def measure(url: str, requests: int) -> list[dict[str, object]]:
 
 
 def header_check_ns() -> float:
-    from kninfer.event_routes import EventEndpoint
+    from kninfer.http.events import EventEndpoint
 
     headers = {"host": "127.0.0.1", "content-type": "application/json", "content-length": "96",
                "user-agent": "python-httpx"}

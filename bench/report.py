@@ -116,7 +116,7 @@ def write_markdown(results: dict[str, Any], path: Path, plot: str | None) -> Non
                      f"{rss} | " + " | ".join(cells) + " |")
     in_process = results.get("in_process", {})
     if in_process:
-        lines += ["", "In-process decode (kninfer.codec) + `predict`, one core: " + ", ".join(
+        lines += ["", "In-process decode (kninfer.protocol) + `predict`, one core: " + ", ".join(
             f"batch {v['batch']}: {v['median_us']:.0f} us" for v in in_process.values()) + "."]
     breakdowns = results["servers"].get("kninfer", {}).get("cold_start_breakdown")
     if breakdowns:

@@ -82,7 +82,7 @@ class AdaptiveBatcher:
         # Batches in flight at once: the predictor's thread pool size (--inference-threads).
         self.max_concurrent = max(1, predictor.settings.inference_threads)
         self.on_batch: list[Callable[[int, int], None]] = []  # (rows, requests)
-        from kninfer.metrics import batch_size_histogram
+        from kninfer.observability.prometheus import batch_size_histogram
 
         self._histogram = batch_size_histogram().labels(model=predictor.name)
         self._queues: dict[Hashable, deque[_Pending]] = {}

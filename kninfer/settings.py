@@ -128,7 +128,7 @@ class ServeSettings(BaseSettings):
                     "with Connection: close) before idle ones close",
     )
     warmup: bool = Field(True, description="run one prediction before the ports open")
-    # gc.freeze() the start-up heap before serving (kninfer.serving; tail latency).
+    # gc.freeze() the start-up heap before serving (kninfer.server.startup; tail latency).
     gc_freeze: bool = Field(
         True,
         description="gc.freeze() the start-up heap before serving (shorter pauses)",
@@ -185,7 +185,7 @@ class ServeSettings(BaseSettings):
         600.0,
         description="CloudEvents redelivery cache: seconds an event is remembered",
     )
-    # Bytes of replies the redelivery cache may hold (kninfer.events.DedupeCache).
+    # Bytes of replies the redelivery cache may hold (kninfer.cloudevents.DedupeCache).
     ce_dedupe_max_bytes: int = Field(
         64 * 1024 * 1024,
         description="CloudEvents redelivery cache: most bytes of replies held",

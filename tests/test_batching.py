@@ -16,8 +16,8 @@ import pytest
 from kninfer.batching import AdaptiveBatcher, group_key
 from kninfer.errors import InvalidInput
 from kninfer.predictors.base import Arrays, Predictor
+from kninfer.protocol.tensor import TensorSpec
 from kninfer.settings import ServeSettings
-from kninfer.tensor import TensorSpec
 
 POISON = -999.0
 

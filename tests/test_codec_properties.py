@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of kninfer.codec, the V2 REST wire format.
+"""Property-based tests (hypothesis) of kninfer.protocol, the V2 REST wire format.
 
 - Requests: any tensor of any V2 datatype and shape, sent as JSON `data` (flat or row-major nested)
   or through the binary tensor extension, decodes to exactly the array that was sent.
@@ -24,15 +24,10 @@ from hypothesis.extra import numpy as hnp
 from kserve import InferRequest, InferResponse
 from kserve.protocol.infer_type import RequestedOutput, serialize_byte_tensor
 
-from kninfer.codec import (
-    BINARY_HEADER,
-    decode_v1_request,
-    decode_v2_request,
-    encode_v2_response,
-    to_output,
-)
 from kninfer.errors import InvalidInput
-from kninfer.tensor import V2_TO_NUMPY
+from kninfer.protocol.tensor import V2_TO_NUMPY
+from kninfer.protocol.v1 import decode_v1_request
+from kninfer.protocol.v2 import BINARY_HEADER, decode_v2_request, encode_v2_response, to_output
 
 NUMERIC = [d for d in V2_TO_NUMPY if d != "BYTES"]
 SETTINGS = settings(max_examples=100, deadline=None,

@@ -373,7 +373,7 @@ def test_broker_delivery_through_the_rendered_triggers(
         pipeline: tuple[ServerProcess, ServerProcess]) -> None:
     """Play the broker: an event matching the request Trigger goes to its subscriber path on the
     predictor; the reply must match the reply Trigger and never the request Trigger (no loop)."""
-    from kninfer.event_client import build_request_event
+    from kninfer.cloudevents.client import build_request_event
 
     predictor, _ = pipeline
     triggers = {d["metadata"]["name"]: d for d in eventing_documents(config(eventing=True))

@@ -1,4 +1,4 @@
-"""CloudEvents in and out (kninfer.events, kninfer.event_routes, `kninfer event send`).
+"""CloudEvents in and out (kninfer.cloudevents, kninfer.http.events, `kninfer event send`).
 
 A real `kninfer serve` (embedded iris) per test module; events are built and replies parsed with
 the `cloudevents` SDK; "the model ran" is read from KServe's `request_predict_seconds_count`
@@ -26,7 +26,8 @@ from cloudevents.http import CloudEvent, from_http
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kninfer.events import DedupeCache, Reply
+from kninfer.cloudevents.binding import Reply
+from kninfer.cloudevents.dedupe import DedupeCache
 from tests.conftest import ROOT, ServerProcess, server_env
 
 REQUEST_TYPE = "dev.kninfer.inference.request"

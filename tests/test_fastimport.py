@@ -1,6 +1,6 @@
-"""kninfer.fastimport: a scikit-learn service answers V1, V2 and predict_proba without ever
-loading pandas (deferred while kserve and scikit-learn import), and a later real `import pandas`
-in the same process gets the real module everywhere."""
+"""kninfer._compat.kserve_imports: a scikit-learn service answers V1, V2 and predict_proba
+without ever loading pandas (deferred while kserve and scikit-learn import), and a later real
+`import pandas` in the same process gets the real module everywhere."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_served_sklearn_model_never_loads_pandas(iris_server: ServerProcess) -> 
 def test_real_modules_after_the_window() -> None:
     code = """
 import sys
-from kninfer.fastimport import deferred_imports
+from kninfer._compat.kserve_imports import deferred_imports
 with deferred_imports("sklearn.utils"):
     import kserve.errors, kserve.model_server, kserve.protocol.infer_type
 assert not any(n == "pandas" or n.startswith(("fastapi", "kubernetes")) for n in sys.modules)
@@ -49,7 +49,7 @@ print("ok")
     assert run.stdout.strip() == "ok"
 
 
-# Modules the serve path defers (kninfer.fastimport's docstring says who imports each and why).
+# Modules the serve path defers (its docstring says who imports each and why).
 DEFERRED = ["pandas", "fastapi", "kubernetes", "kserve.api_client", "kserve.configuration",
             "kserve.models", "kserve.protocol.rest.server",
             "kserve.protocol.rest.multiprocess.server", "kserve.protocol.rest.v2_datamodels",
@@ -92,8 +92,8 @@ def test_serve_path_leaves_deferred_modules_unloaded(tmp_path: Path) -> None:
     code = f"""
 import json, os, signal, sys, time
 from kninfer.settings import ServeSettings
-from kninfer.serving import serve
-from kninfer.fastimport import _LazyClass
+from kninfer.server.startup import serve
+from kninfer._compat.kserve_imports import _LazyClass
 
 def ready():
     import sklearn.linear_model  # what the iris model's unpickling imported
@@ -123,7 +123,7 @@ sys.exit(serve(settings, time.perf_counter(), on_ready=ready))
 def test_deferred_kserve_names_are_the_real_classes_after_the_window() -> None:
     code = """
 import sys
-from kninfer.fastimport import deferred_imports, _LazyClass
+from kninfer._compat.kserve_imports import deferred_imports, _LazyClass
 with deferred_imports():
     import kserve
 assert not any(n.startswith(("kserve.models", "kserve.api_client", "kserve.configuration",
@@ -146,7 +146,7 @@ print("ok")
 def test_placeholder_classes_answer_for_the_real_class_after_the_window() -> None:
     code = """
 import sys
-from kninfer.fastimport import deferred_imports, _LazyClass
+from kninfer._compat.kserve_imports import deferred_imports, _LazyClass
 with deferred_imports():
     import kserve
     import kserve.protocol.dataplane as dataplane
@@ -178,7 +178,7 @@ print("ok")
 def test_yaml_psutil_rich_are_real_after_the_window() -> None:
     code = """
 import os, sys
-from kninfer.fastimport import deferred_imports
+from kninfer._compat.kserve_imports import deferred_imports
 with deferred_imports("sklearn.utils", "sklearn.callback", "sklearn.no_such_module"):
     import kserve
 assert not any(n.split(".")[0] in ("yaml", "psutil", "rich", "charset_normalizer")
@@ -209,12 +209,12 @@ print("ok")
 def test_eager_imports_turns_deferral_off() -> None:
     code = """
 import sys
-from kninfer.fastimport import deferred_imports
+from kninfer._compat.kserve_imports import deferred_imports
 with deferred_imports("sklearn.utils", "sklearn.callback"):
     import kserve
 assert all(n in sys.modules for n in ("yaml", "psutil", "rich", "kserve.models", "pandas",
                                       "kserve.protocol.rest.v2_datamodels"))
-from kninfer.fastimport import _LazyClass
+from kninfer._compat.kserve_imports import _LazyClass
 assert not isinstance(sys.modules["kserve.protocol.dataplane"].InferenceRequest, _LazyClass)
 print("ok")
 """

@@ -1,4 +1,4 @@
-"""Observability (kninfer.metrics) against real servers: Prometheus counters by protocol, model
+"""kninfer.observability against real servers: Prometheus counters by protocol, model
 and status on /metrics, cold-start gauges, the JSON access log, W3C trace context carried to
 reply events and through a transformer to its predictor, and /metrics across `--workers 2`."""
 

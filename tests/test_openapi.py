@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Route
 
-from kninfer.openapi import document
+from kninfer.http.openapi import document
 
 DOCUMENT = json.loads(document())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
@@ -50,12 +50,13 @@ def test_served_document_is_the_packaged_one(server: ServerProcess) -> None:
 
 def test_document_covers_every_route() -> None:
     """Every REST route the server has is documented (and nothing else), so fuzzing sees all."""
-    from kninfer.rest import ServerState, V2Routes
+    from kninfer.dataplane import DataPlane
+    from kninfer.http.routes import V2Routes
 
-    routes = [r for r in V2Routes(ServerState(None, 1)).routes() if isinstance(r, Route)]
+    routes = [r for r in V2Routes(DataPlane(None, 1)).routes() if isinstance(r, Route)]
     served = {(r.path, m.lower())
               for r in routes for m in (r.methods or ()) if m != "HEAD"}
-    served.add(("/", "post"))  # CloudEvents (kninfer.event_routes)
+    served.add(("/", "post"))  # CloudEvents (kninfer.http.events)
     documented = {(path, method) for path, ops in DOCUMENT["paths"].items() for method in ops}
     assert documented == served
 

@@ -58,7 +58,7 @@ def post(url: str, **kwargs: object) -> tuple[int, object, float]:
 
 
 def wait_in_flight(server: ServerProcess, expected: int, timeout: float = 60.0) -> None:
-    """Until `kninfer_requests_in_flight` (all protocols, kninfer.metrics) reaches `expected`."""
+    """Until `kninfer_requests_in_flight` (all protocols) reaches `expected`."""
     deadline = time.monotonic() + timeout
     total = 0.0
     while time.monotonic() < deadline:

@@ -16,10 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# The event contract has one home (kninfer.cloudevents, a light module: no kserve, no cloudevents).
+from kninfer.cloudevents.contract import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
 from kninfer.deploy.config import DeployConfig, Resources, Sink
-
-# The event contract has one home (kninfer.events, a light module: no kserve, no cloudevents).
-from kninfer.events import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
 
 __all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "render", "write"]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files

@@ -31,7 +31,6 @@ import numpy as np
 from kserve import InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
-from kninfer.codec import CSV_PAYLOAD_KEY, input_array, to_output
 from kninfer.errors import (
     InvalidInput,
     ModelNotReady,
@@ -40,7 +39,8 @@ from kninfer.errors import (
     RequestTimeout,
     WarmupFailed,
 )
-from kninfer.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
+from kninfer.protocol.v2 import CSV_PAYLOAD_KEY, input_array, to_output
 
 if TYPE_CHECKING:
     from kninfer.batching import AdaptiveBatcher

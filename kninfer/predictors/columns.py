@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from kninfer.codec import CSV_PAYLOAD_KEY
 from kninfer.errors import InvalidInput
-from kninfer.tensor import TensorSpec
+from kninfer.protocol.tensor import TensorSpec
+from kninfer.protocol.v2 import CSV_PAYLOAD_KEY
 
 Arrays = dict[str, np.ndarray]
 

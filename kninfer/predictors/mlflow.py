@@ -37,11 +37,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kninfer.codec import input_array, parameter_value
 from kninfer.errors import InvalidInput, KninferError, ModelLoadError
 from kninfer.predictors.base import EMPTY_BATCH, Arrays, Predictor, model_rejected, result_array
 from kninfer.predictors.columns import column_array, tabular_arrays
-from kninfer.tensor import NUMERIC_DATATYPES, NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import (
+    NUMERIC_DATATYPES,
+    NUMPY_TO_V2,
+    V2_TO_NUMPY,
+    TensorSpec,
+    v2_datatype_of,
+)
+from kninfer.protocol.v2 import input_array, parameter_value
 
 if TYPE_CHECKING:
     from kserve import InferRequest, InferResponse

@@ -50,8 +50,8 @@ import numpy as np
 from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
+from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
 from kninfer.storage import model_file
-from kninfer.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
 
 logger = logging.getLogger("kninfer")
 

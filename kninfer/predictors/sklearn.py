@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kninfer.codec import has_bool, input_array
 from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
 from kninfer.predictors.columns import model_column, tabular_arrays
 from kninfer.predictors.sklearn_columns import Columns, read_columns
 from kninfer.predictors.spec import declared_spec
+from kninfer.protocol.tensor import TensorSpec, v2_datatype_of
+from kninfer.protocol.v2 import has_bool, input_array
 from kninfer.storage import model_file
-from kninfer.tensor import TensorSpec, v2_datatype_of
 
 if TYPE_CHECKING:
     from kserve import InferRequest

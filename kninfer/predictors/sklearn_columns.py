@@ -26,7 +26,7 @@ import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.columns import tabular_arrays
-from kninfer.tensor import TensorSpec
+from kninfer.protocol.tensor import TensorSpec
 
 # What MLflow writes beside a model (mlflow.models.Model.save: input_example.json, and since
 # MLflow 2.17 serving_input_example.json in the scoring server's request format).

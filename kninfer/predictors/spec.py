@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kninfer.errors import ModelLoadError
-from kninfer.tensor import V2_TO_NUMPY, TensorSpec
+from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec
 
 SPEC_FILE = "kninfer.yaml"
 TOP_LEVEL_KEYS = frozenset({"inputs", "outputs", "module", "module_kwargs"})

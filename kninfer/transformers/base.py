@@ -26,9 +26,9 @@ import numpy as np
 from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 
-from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, ModelNotReady
-from kninfer.tensor import TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import TensorSpec, v2_datatype_of
+from kninfer.protocol.v2 import input_array
 from kninfer.transformers.client import PredictorClient
 
 if TYPE_CHECKING:

@@ -23,10 +23,10 @@ import numpy as np
 import orjson
 from kserve import InferRequest, InferResponse
 
-from kninfer.codec import input_array
 from kninfer.errors import InvalidInput, ModelLoadError, UpstreamError
 from kninfer.iris import IRIS_FEATURES, IRIS_SPECIES
-from kninfer.tensor import TensorSpec
+from kninfer.protocol.tensor import TensorSpec
+from kninfer.protocol.v2 import input_array
 from kninfer.transformers.base import Transformer, response_arrays
 from kninfer.transformers.features import SPEC_FILE, FeatureSpec
 

@@ -1,12 +1,14 @@
-"""V1 and V2 REST codecs: pure functions between wire bytes and KServe's InferRequest/InferResponse.
+"""V2 (Open Inference Protocol) REST codec: pure functions between wire bytes and KServe's
+InferRequest/InferResponse.
 
 Decoding is strict where KServe's is loose (KServe 0.21 answers a missing `inputs` with a 500
 KeyError) and lenient where real clients differ: a JSON body is accepted whatever its content
 type says (absent, `application/json`, `application/octet-stream` without the binary header).
 
 Specs implemented:
-- Open Inference Protocol REST, "Inference Request JSON Object" / "Inference Response JSON Object"
-  (kserve/open-inference-protocol, required_api.md), data as flat or row-major nested arrays.
+- Open Inference Protocol REST, "Inference Request JSON Object" / "Inference Response JSON
+  Object" (kserve/open-inference-protocol, required_api.md), data as flat or row-major nested
+  arrays.
 - Binary Tensor Data Extension (Triton, binary_data.md): `Inference-Header-Content-Length` gives
   the JSON header's length; tensors follow in input order, each sized by
   `parameters.binary_data_size`. Responses use it when the request asks with
@@ -26,26 +28,24 @@ from kserve import InferInput, InferRequest, InferResponse
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer.errors import InvalidInput
-from kninfer.tensor import V2_TO_NUMPY, v2_datatype_of
+from kninfer.protocol.jsonio import JSON_CONTENT_TYPE, loads_json
+from kninfer.protocol.tensor import V2_TO_NUMPY, v2_datatype_of
 
 BINARY_HEADER = "inference-header-content-length"
-# A V1 payload decoded from CSV (kninfer.scoring, MLflow's text/csv) carries its cells as text,
+
+
+# A V1 payload decoded from CSV (kninfer.http.scoring, MLflow's text/csv) carries its cells as text,
 # flagged under this key, for the model's columns to type (kninfer.predictors.columns).
 CSV_PAYLOAD_KEY = "_kninfer_csv"
-JSON_CONTENT_TYPE = "application/json"
+
+
 BINARY_CONTENT_TYPE = "application/octet-stream"
+
 
 _EXPECTED_REQUEST = (
     'expected a V2 inference request: {"inputs": [{"name": ..., "shape": [...], '
     '"datatype": "FP32", "data": [...]}]}'
 )
-
-
-def loads_json(raw: bytes, what: str = "request body") -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{what} is not valid JSON ({exc})") from None
 
 
 def _header_length(headers: Mapping[str, str], body_len: int) -> int | None:
@@ -378,23 +378,6 @@ def encode_v2_response(
     }
 
 
-def decode_v1_request(body: bytes) -> dict[str, Any]:
-    """V1 protocol (KServe data plane V1): `{"instances": [...]}` or `{"inputs": [...]}`."""
-    if not body:
-        raise InvalidInput('request body is empty; expected {"instances": [[...], ...]}')
-    doc = loads_json(body)
-    if not isinstance(doc, dict):
-        raise InvalidInput('request body must be a JSON object; expected {"instances": [...]}')
-    if "dataframe_split" in doc or "dataframe_records" in doc:
-        return doc  # MLflow scoring-server payloads; the MLflow predictor reads them
-    instances = doc.get("instances", doc.get("inputs"))
-    if instances is None:
-        raise InvalidInput('request has no "instances"; expected {"instances": [[...], ...]}')
-    if not isinstance(instances, list):
-        raise InvalidInput('"instances" must be a list of rows')
-    return doc
-
-
 def input_array(infer_input: InferInput) -> np.ndarray:
     """A client's input tensor as numpy, from this codec (already decoded) or KServe's gRPC
     decoder (`InferRequest.from_grpc`, decoded here on first use)."""
@@ -434,10 +417,6 @@ def parameter_value(value: Any) -> Any:
         if unknown.field_number == 5 and unknown.wire_type == 0:
             return int(unknown.data)
     return None
-
-
-def encode_json(doc: Any) -> bytes:
-    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def to_output(name: str, array: np.ndarray) -> Any:

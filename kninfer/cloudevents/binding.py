@@ -1,53 +1,46 @@
-"""CloudEvents in and out: pure functions over (headers, body), plus the redelivery cache.
+"""CloudEvents HTTP protocol binding 1.0 for inference events: pure functions over (headers, body).
 
-Implements, for kninfer's inference events:
-- CloudEvents HTTP protocol binding 1.0 (cloudevents/spec, http-protocol-binding.md): binary content
-  mode (section 3.1, attributes in `ce-*` headers, body = data), structured content mode (3.2,
-  `application/cloudevents+json`, JSON event format incl. `data_base64`), batched mode (3.3,
-  `application/cloudevents-batch+json`), which the `cloudevents` SDK 1.x cannot parse and Knative
-  never sends (a Trigger delivers one event per request), so it is refused with 415.
-- CloudEvents core 1.0 "Required Attributes": `id`, `source`, `type` non-empty, `specversion` 1.0.
-- Knative Eventing delivery (knative/specs, data-plane.md "Event Acknowledgement and Delivery
-  Retry"): at-least-once, so a redelivered event (same `source` + `id`) gets the reply it got the
-  first time without running the model again (`DedupeCache`).
+- Binary content mode (cloudevents/spec, http-protocol-binding.md, section 3.1: attributes in
+  `ce-*` headers, body = data), structured content mode (3.2, `application/cloudevents+json`,
+  JSON event format incl. `data_base64`), batched mode (3.3,
+  `application/cloudevents-batch+json`), which the `cloudevents` SDK 1.x cannot parse and
+  Knative never sends (a Trigger delivers one event per request), so it is refused with 415.
+- CloudEvents core 1.0 "Required Attributes": `id`, `source`, `type` non-empty,
+  `specversion` 1.0.
 
 Parsing and building go through the `cloudevents` SDK; this module only adds what the SDK leaves
-out (it fills a missing `id` with a fresh UUID, accepts empty attributes, and reports a binary event
-with a missing `ce-id` as "Failed to find specversion"), and the V2 decoding of `data`.
-No transport, no models: kninfer.event_routes wires these into the HTTP server. Nothing heavy is
-imported at module level (the `cloudevents` SDK and kserve load inside functions), so
-kninfer.deploy can take the contract's names from here without loading a server.
+out (it fills a missing `id` with a fresh UUID, accepts empty attributes, and reports a binary
+event with a missing `ce-id` as "Failed to find specversion"), and the V2 decoding of `data`.
+No transport, no models: kninfer.http.events wires these into the HTTP server. The SDK and
+kserve load inside functions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from kninfer.cloudevents.contract import (
+    BATCH_CONTENT_TYPE,
+    CAUSATION_EXTENSION,
+    CORRELATION_EXTENSION,
+    DATA_CONTENT_TYPE,
+    MODEL_EXTENSION,
+    RESPONSE_TYPE,
+    SPEC_VERSION,
+    STRUCTURED_CONTENT_TYPE,
+)
 from kninfer.errors import InvalidInput, UnsupportedMediaType
 
 if TYPE_CHECKING:
     from kserve.protocol.infer_type import InferRequest
 
-# kninfer's public event contract (README, "Asynchronous inference with Knative Eventing").
-REQUEST_TYPE = "dev.kninfer.inference.request"
-RESPONSE_TYPE = "dev.kninfer.inference.response"
-MODEL_EXTENSION = "kninfermodel"
-CAUSATION_EXTENSION = "causationid"
-CORRELATION_EXTENSION = "correlationid"
-
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
-DATA_CONTENT_TYPE = "application/json"
-SPEC_VERSION = "1.0"
-_REQUIRED = ("id", "source", "type", "specversion")
-
 ContentMode = Literal["binary", "structured", "batch", "unsupported"]
+
+
+_REQUIRED = ("id", "source", "type", "specversion")
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -114,7 +107,7 @@ class InboundEvent:
 
 
 def _keep_raw(data: Any) -> Any:
-    """SDK data unmarshaller: hand back what the SDK read, so kninfer.codec decodes it once."""
+    """SDK data unmarshaller: hand back what the SDK read, so kninfer.protocol decodes it once."""
     return data
 
 
@@ -146,7 +139,7 @@ def _check_binary_headers(headers: Mapping[str, str]) -> None:
 def _explain_structured(body: bytes) -> None:
     """Raise a precise InvalidInput for a structured event the SDK refused (its own messages
     echo the whole body)."""
-    from kninfer.codec import loads_json
+    from kninfer.protocol.jsonio import loads_json
 
     doc = loads_json(body, "structured CloudEvent")
     if not isinstance(doc, dict):
@@ -212,21 +205,13 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> InboundEvent:
 
 
 def decode_request(event: InboundEvent, model_name: str) -> InferRequest:
-    """The V2 inference request carried in the event's data (kninfer.codec rules, 400 on error)."""
-    from kninfer.codec import decode_v2_request
+    """The V2 inference request carried in the event's data (kninfer.protocol rules; 400)."""
+    from kninfer.protocol.v2 import decode_v2_request
 
     try:
         return decode_v2_request(event.data, event.data_headers, model_name)
     except InvalidInput as exc:
         raise InvalidInput(f"CloudEvent data: {exc.message}") from None
-
-
-def reply_source(model_name: str, configured: str | None, k_service: str | None) -> str:
-    """`source` of replies: KNINFER_CE_SOURCE, else kninfer/<K_SERVICE or local>/models/<model>.
-    K_SERVICE is set by Knative Serving (runtime-contract.md, "Process")."""
-    if configured:
-        return configured
-    return f"kninfer/{k_service or 'local'}/models/{model_name}"
 
 
 @dataclass(frozen=True)
@@ -280,111 +265,3 @@ def render_reply(
         # Structured data must be the JSON value itself, not data_base64 of its text.
         headers, body = to_structured(event, data_marshaller=orjson.loads)
     return dict(headers), body if isinstance(body, bytes) else body.encode()
-
-
-# ---- redelivery -----------------------------------------------------------------------------
-
-_ENTRY_OVERHEAD = 256  # bytes per cache entry beyond the reply itself (key, bookkeeping)
-
-
-@dataclass
-class _Entry:
-    reply: Reply
-    expires: float
-    size: int
-
-
-@dataclass
-class DedupeCache:
-    """Replies by event key, bounded in entries, bytes and age; duplicates in flight share one run.
-
-    Knative Eventing delivers at least once and says subscribers must tolerate duplicates
-    (data-plane.md, "Event Acknowledgement and Delivery Retry"); CloudEvents 1.0 says `source` +
-    `id` identify an event. Only successful replies are kept: a failed run (400 or a retryable
-    503/429) is forgotten, so Knative's retry runs the model again. One process, one asyncio loop:
-    the cache is per replica.
-    """
-
-    max_entries: int
-    ttl_s: float
-    max_bytes: int
-    clock: Callable[[], float] = time.monotonic
-    _entries: OrderedDict[tuple[str, ...], _Entry] = field(default_factory=OrderedDict)
-    _inflight: dict[tuple[str, ...], asyncio.Future[Reply]] = field(default_factory=dict)
-    _bytes: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.max_entries > 0 and self.ttl_s > 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def bytes(self) -> int:
-        return self._bytes
-
-    def get(self, key: tuple[str, ...]) -> Reply | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.expires <= self.clock():
-            self._drop(key)
-            return None
-        return entry.reply
-
-    async def run(
-        self, key: tuple[str, ...], compute: Callable[[], Awaitable[Reply]]
-    ) -> tuple[Reply, bool]:
-        """(reply, replayed): the stored reply, the in-flight run's, or a new run's."""
-        if not self.enabled:
-            return await compute(), False
-        cached = self.get(key)
-        if cached is not None:
-            return cached, True
-        pending = self._inflight.get(key)
-        if pending is not None:
-            # shield: a waiter whose client went away must not cancel the shared run.
-            return await asyncio.shield(pending), True
-        task = asyncio.ensure_future(compute())
-        self._inflight[key] = task
-        task.add_done_callback(lambda done: self._settle(key, done))
-        return await asyncio.shield(task), False
-
-    def _settle(self, key: tuple[str, ...], task: asyncio.Future[Reply]) -> None:
-        self._inflight.pop(key, None)
-        if task.cancelled() or task.exception() is not None:
-            return
-        self.put(key, task.result())
-
-    def put(self, key: tuple[str, ...], reply: Reply) -> None:
-        size = reply.size + _ENTRY_OVERHEAD
-        if size > self.max_bytes:
-            return  # would evict everything else; the duplicate will simply run again
-        if key in self._entries:
-            self._drop(key)
-        self._entries[key] = _Entry(reply, self.clock() + self.ttl_s, size)
-        self._bytes += size
-        self._evict()
-
-    def _drop(self, key: tuple[str, ...]) -> None:
-        entry = self._entries.pop(key)
-        self._bytes -= entry.size
-
-    def _evict(self) -> None:
-        # Insertion order is expiry order (one TTL), so the oldest entries go first.
-        now = self.clock()
-        while self._entries:
-            key, entry = next(iter(self._entries.items()))
-            if (
-                entry.expires <= now
-                or len(self._entries) > self.max_entries
-                or self._bytes > self.max_bytes
-            ):
-                self._drop(key)
-            else:
-                break
-
-
-def event_key(event: InboundEvent, model_name: str) -> tuple[str, str, str]:
-    return (model_name, event.source, event.id)

@@ -15,7 +15,7 @@ its own copy of the model (memory x N); per-worker limits (max_inflight) apply p
 
 The parent holds no port and loads no model. It starts the workers, exits 1 if one fails before
 all are serving, restarts a worker that dies later (at most `_MAX_RESTARTS` per minute), and on
-SIGTERM/SIGINT forwards SIGTERM so each worker drains as a single server does (kninfer.server),
+SIGTERM/SIGINT forwards SIGTERM so each worker drains as a single server does (lifecycle.py),
 then exits 0 when they all did.
 """
 
@@ -59,7 +59,7 @@ def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
     # `import kserve` parses sys.argv at import time (kninfer.cli says why we hide it).
     sys.argv = sys.argv[:1]
     # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
-    from kninfer.serving import serve
+    from kninfer.server.startup import serve
 
     def announce() -> None:
         logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
@@ -153,7 +153,7 @@ def run_workers(settings: ServeSettings) -> int:
     """Run `settings.workers` server processes until SIGTERM/SIGINT; the process exit status."""
     if settings.storage_uri is not None and settings.transformer is None:
         # Download once here rather than N times, concurrently, into one directory.
-        from kninfer.serving import resolve_model_dir
+        from kninfer.server.startup import resolve_model_dir
 
         local = resolve_model_dir(settings)
         settings = settings.model_copy(update={"storage_uri": None, "model_dir": local})

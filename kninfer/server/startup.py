@@ -90,29 +90,29 @@ def _process_age_ms() -> float | None:
 def serve(settings: ServeSettings, started: float, worker: bool = False,
           on_ready: Callable[[], None] | None = None) -> int:
     """Serve until SIGTERM/SIGINT. With --workers > 1 this process only supervises worker
-    processes (kninfer.workers), each of which calls `serve(..., worker=True)`."""
+    processes (kninfer.server.workers), each of which calls `serve(..., worker=True)`."""
     configure_logging(settings.log_level)
     from kninfer.errors import KninferError, WarmupFailed
 
     breakdown: dict[str, float | None] = {"interpreter_ms": _process_age_ms()}
     mark = time.perf_counter()
     try:
-        from kninfer.metrics_setup import prepare_multiprocess
+        from kninfer.observability.multiprocess import prepare_multiprocess
 
         prepare_multiprocess(settings.workers)  # before prometheus_client is imported
         if settings.workers > 1 and not worker:
-            from kninfer.workers import run_workers
+            from kninfer.server.workers import run_workers
 
             gc.enable()  # this process only supervises (kninfer.cli turned collection off)
             return run_workers(settings)
-        from kninfer.fastimport import deferred_imports
+        from kninfer._compat.kserve_imports import deferred_imports
 
         sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
         # kserve (and scikit-learn) without pandas/kubernetes on the cold path
         preload = ["sklearn.utils", "sklearn.callback"] if sklearn_model else []
         with deferred_imports(*preload):
-            from kninfer.server import KninferServer
-            from kninfer.server_routes import extra_routes
+            from kninfer.http.app import extension_routes
+            from kninfer.server.lifecycle import KninferServer
 
         breakdown["imports_ms"] = round((time.perf_counter() - started) * 1000, 1)
         models = build_models(settings)
@@ -131,7 +131,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     load_total = time.perf_counter() - mark
 
     server = KninferServer(settings)
-    server.extra_routes = extra_routes(server.state, settings)
+    server.extra_routes = extension_routes(server.state, settings)
 
     def log_ready() -> None:
         breakdown["ready_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -139,7 +139,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
         age = _process_age_ms()
         breakdown["since_process_start_ms"] = age
         logger.info("cold start %s", json.dumps(breakdown))
-        from kninfer.metrics import record_cold_start
+        from kninfer.observability.prometheus import record_cold_start
 
         record_cold_start(breakdown, model.name, getattr(model, "load_ms", 0.0))
         logger.info("serving model '%s' on HTTP port %d", model.name, settings.http_port)
@@ -155,6 +155,6 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     # ~100 ms on the cold-start path, for a little start-up garbage kept.
     if settings.gc_freeze:
         gc.freeze()
-    gc.enable()  # off during start-up (kninfer.cli.main, kninfer.workers): serving needs it
+    gc.enable()  # off during start-up (kninfer.cli.main, kninfer.server.workers): serving needs it
     server.start(models)
     return 0

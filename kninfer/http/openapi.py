@@ -1,6 +1,6 @@
 """`GET /openapi.json`: the OpenAPI 3.0 document of kninfer's own REST surface.
 
-The document (kninfer/openapi.json, package data) states the V2 (Open Inference Protocol REST,
+The document (kninfer/http/openapi.json, package data) states the V2 (Open Inference Protocol REST,
 required_api.md), V1 and CloudEvents routes with their error responses, so clients can generate
 code and the test suite can fuzz the live server against it (schemathesis, tests/test_openapi.py).
 It is a checked-in file rather than generated from the routes: the routes are plain Starlette
@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 @cache
 def document() -> bytes:
-    return resources.files("kninfer").joinpath("openapi.json").read_bytes()
+    return resources.files("kninfer.http").joinpath("openapi.json").read_bytes()
 
 
 async def openapi_route(request: Request) -> Response:

@@ -7,7 +7,7 @@ request.
 Status codes follow the same spec's retry rules ("Event Acknowledgement and Delivery Retry"):
 a malformed event or bad tensor is 400 (not retried: it goes to the dead-letter sink); a model
 not ready (503) or overloaded (429) is retried. Statuses come from kninfer.errors; errors are
-answered by kninfer.rest.error_response, the one HTTP error path.
+answered by kninfer.http.error_response, the one HTTP error path.
 
 The model is called exactly as the plain V2 route calls it (`kserve.Model.__call__`), so
 predictors and transformers both take events, and a transformer forwards a plain V2 request to
@@ -23,24 +23,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kninfer.codec import encode_v2_response
-from kninfer.errors import InvalidInput, UnsupportedMediaType
-from kninfer.events import (
-    MODEL_EXTENSION,
-    DedupeCache,
+from kninfer.cloudevents.binding import (
     InboundEvent,
     Reply,
     build_reply,
     content_mode,
     decode_request,
-    event_key,
     has_ce_headers,
     parse_event,
     render_reply,
-    reply_source,
 )
-from kninfer.metrics import adopt_event_trace, trace_headers
-from kninfer.rest import ServerState, guarded, read_body
+from kninfer.cloudevents.contract import MODEL_EXTENSION, reply_source
+from kninfer.cloudevents.dedupe import DedupeCache, event_key
+from kninfer.dataplane import DataPlane
+from kninfer.errors import InvalidInput, UnsupportedMediaType
+from kninfer.http.responses import guarded, read_body
+from kninfer.observability.tracing import adopt_event_trace, trace_headers
+from kninfer.protocol.v2 import encode_v2_response
 from kninfer.settings import ServeSettings
 
 # Headers that describe the event envelope, not the inference request.
@@ -64,7 +63,7 @@ _REPLAYS: Any = None
 class EventEndpoint:
     """CloudEvents in, CloudEvents out, for the models in `state`."""
 
-    def __init__(self, state: ServerState, settings: ServeSettings) -> None:
+    def __init__(self, state: DataPlane, settings: ServeSettings) -> None:
         global _REPLAYS
         if _REPLAYS is None:
             _REPLAYS = _replays_counter()
@@ -99,7 +98,7 @@ class EventEndpoint:
         body = await read_body(request, self.state.max_body_bytes)
         headers = dict(request.headers)
         event = parse_event(headers, body)
-        # For kninfer.metrics: the access log's ce_id, and the trace context of the event
+        # For kninfer.observability: the access log's ce_id, and the trace context of the event
         # (CloudEvents distributed-tracing extension) when the HTTP request carried none.
         request.state.kninfer_ce_id = event.id
         adopt_event_trace(event.attributes.get("traceparent"), event.attributes.get("tracestate"))
@@ -151,7 +150,7 @@ class EventEndpoint:
         return [Route("/", guarded(self.root), methods=["POST"])]
 
 
-def event_routes(state: ServerState, settings: ServeSettings) -> list[Route]:
+def event_routes(state: DataPlane, settings: ServeSettings) -> list[Route]:
     """Install the CloudEvents endpoint on `state` (for the V2 infer route) and return `POST /`."""
     endpoint = EventEndpoint(state, settings)
     state.events = endpoint

@@ -1,4 +1,4 @@
-"""Multi-process metrics set-up, kept apart from kninfer.metrics because it must run before
+"""Multi-process metrics set-up, kept apart from kninfer.observability because it must run before
 prometheus_client is imported (prometheus_client chooses its value class, in-memory or mmap
 files under PROMETHEUS_MULTIPROC_DIR, when it is first imported; docs, "Multiprocess Mode")."""
 

@@ -1,10 +1,9 @@
-"""Server wiring: a `kserve.ModelServer` whose start/stop kninfer owns.
+"""Server lifecycle: a `kserve.ModelServer` whose start/stop kninfer owns.
 
-KServe's ModelServer keeps the model registry, the dataplane and the gRPC servicer; kninfer
-replaces how they are served:
-- HTTP is kninfer.rest's lean app (plus extra routes such as CloudEvents), on uvicorn;
-- gRPC is KServe's servicer behind kninfer's error map (kninfer.grpc_server), started after
-  HTTP is listening so it is not on the cold-start critical path;
+KServe's ModelServer keeps the model registry; kninfer replaces how it is served:
+- HTTP is kninfer.http's lean app (plus extra routes such as CloudEvents), on uvicorn;
+- gRPC is kninfer.grpc's servicer over the same dataplane, started after HTTP is listening so
+  it is not on the cold-start critical path;
 - SIGTERM drains instead of unloading: KServe 0.21's `ModelServer.stop` unloads every model as
   soon as the signal arrives, failing in-flight requests. Here readiness turns 503 at once (so
   Knative's queue-proxy and probes stop routing), uvicorn and gRPC finish in-flight requests
@@ -14,97 +13,24 @@ replaces how they are served:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 from kserve import ModelServer
 from starlette.routing import Route
 
-from kninfer.rest import ServerState, build_app
+from kninfer.dataplane import DataPlane
+from kninfer.http.app import build_app
+from kninfer.server.draining import CloseWhenDraining, DrainingUvicorn
 from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
 
+
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-class _DrainingUvicorn(uvicorn.Server):
-    """uvicorn that leaves signal handling to KninferServer (uvicorn would re-raise SIGTERM
-    after shutdown, turning a clean drain into exit status 143), and drains keep-alive
-    connections instead of cutting them.
-
-    uvicorn's shutdown closes every idle keep-alive connection at once, so a client that has
-    just sent a request on one reads a reset: a request the server accepted and lost (0-2 of
-    ~200 under 24 keep-alive clients, README "Reliability"). Here the listener closes first (new
-    connections are refused, so clients retry elsewhere), open connections are still served for
-    `drain_window_s`, each answer saying `Connection: close` (CloseWhenDraining), and a
-    connection is closed only after `QUIET_S` without a request on it; what is left when the
-    window ends gets uvicorn's own shutdown.
-    """
-
-    drain_window_s = 0.0
-    QUIET_S = 0.5
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.drain_window_s
-        idle_since: dict[int, float] = {}
-        while self.server_state.connections and loop.time() < deadline:
-            now = loop.time()
-            for connection in list(self.server_state.connections):
-                if not _idle(connection):
-                    idle_since.pop(id(connection), None)
-                elif now - idle_since.setdefault(id(connection), now) >= self.QUIET_S:
-                    connection.shutdown()  # idle: uvicorn closes its transport
-            await asyncio.sleep(0.05)
-        await super().shutdown(sockets=sockets)
-
-
-def _idle(connection: Any) -> bool:
-    """Whether a uvicorn HTTP connection has no request in progress (its `cycle`, uvicorn 0.30+
-    in both the httptools and h11 protocols). Unknown shapes count as busy: they are then left
-    for uvicorn's own shutdown at the end of the window."""
-    if not hasattr(connection, "cycle"):
-        return False
-    cycle = connection.cycle
-    return cycle is None or bool(getattr(cycle, "response_complete", False))
-
-
-class CloseWhenDraining:
-    """ASGI wrapper: once the server drains, every response says `Connection: close` (RFC 9112
-    section 9.6), so a keep-alive client finishes its request here and reconnects elsewhere."""
-
-    def __init__(self, app: Any, state: ServerState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.state.draining or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_closing(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"connection"]
-                message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, receive, send_closing)
 
 
 class KninferServer(ModelServer):
@@ -119,8 +45,8 @@ class KninferServer(ModelServer):
         )
         self.settings = settings
         self.extra_routes = list(extra_routes or [])
-        self.state = ServerState(self.registered_models, settings.max_body_bytes)
-        self._http: _DrainingUvicorn | None = None
+        self.state = DataPlane(self.registered_models, settings.max_body_bytes)
+        self._http: DrainingUvicorn | None = None
         self._grpc: Any = None
         self._stopping: asyncio.Event | None = None
         self.on_ready: list[Any] = []
@@ -141,9 +67,11 @@ class KninferServer(ModelServer):
             os._exit(0)
 
     def build_app(self) -> Any:
-        from kninfer.metrics import InstrumentedApp, configure_access_log, ensure_registered
+        from kninfer.observability.access_log import configure_access_log
+        from kninfer.observability.middleware import InstrumentedApp
+        from kninfer.observability.prometheus import ensure_registered
 
-        # Metrics and the JSON access log wrap the whole app (kninfer.metrics); uvicorn's own
+        # Metrics and the JSON access log wrap the whole app (kninfer.observability); uvicorn's own
         # access log stays off so each request is logged once.
         ensure_registered()
         configure_access_log(self.settings.access_log)
@@ -170,18 +98,18 @@ class KninferServer(ModelServer):
             # protocol import (7-28 ms here, `python -X importtime`).
             ws="none",
             # Behind Knative every client address is the queue-proxy's; the access log reports
-            # X-Forwarded-For itself (kninfer.metrics), so uvicorn's ProxyHeadersMiddleware
+            # X-Forwarded-For itself (kninfer.observability), so uvicorn's ProxyHeadersMiddleware
             # (1-2% of a batch-1 request here) is not run on every request.
             proxy_headers=False,
             timeout_graceful_shutdown=int(settings.grace_period_s),
             timeout_keep_alive=65,
         )
-        self._http = _DrainingUvicorn(config)
+        self._http = DrainingUvicorn(config)
         # Half the grace period at most: in-flight work still needs time to finish after it.
         self._http.drain_window_s = min(settings.drain_window_s, settings.grace_period_s / 2)
         sockets = None
-        if settings.workers > 1:  # one of N worker processes sharing the port (kninfer.workers)
-            from kninfer.workers import reuse_port_socket
+        if settings.workers > 1:  # N processes share the port (kninfer.server.workers)
+            from kninfer.server.workers import reuse_port_socket
 
             sockets = [reuse_port_socket(settings.host, settings.http_port)]
         http_task = asyncio.create_task(self._http.serve(sockets=sockets))
@@ -193,7 +121,7 @@ class KninferServer(ModelServer):
         for callback in self.on_ready:
             callback()
         if settings.enable_grpc:
-            from kninfer.grpc_server import build_grpc_server
+            from kninfer.grpc.server import build_grpc_server
 
             self._grpc = build_grpc_server(
                 self.dataplane,
@@ -225,7 +153,3 @@ class KninferServer(ModelServer):
 
     def stop(self, sig: int) -> None:
         self.begin_drain(sig)
-
-
-def now_ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 1)

@@ -18,7 +18,7 @@ from grpc_interceptor.exceptions import GrpcException
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from kninfer.errors import InvalidInput, grpc_code_of, message_of, status_of
-from kninfer.tensor import V2_TO_NUMPY
+from kninfer.protocol.tensor import V2_TO_NUMPY
 
 logger = logging.getLogger("kninfer")
 
@@ -62,7 +62,7 @@ def build_grpc_server(dataplane: Any, repository_extension: Any, port: int, host
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
     from kserve.protocol.grpc.servicer import InferenceServicer
 
-    from kninfer.metrics import grpc_interceptor
+    from kninfer.observability.grpc import grpc_interceptor
 
     server = aio.server(
         futures.ThreadPoolExecutor(max_workers=threads),

@@ -18,7 +18,7 @@ httpx, its command-line entry point with rich and pygments. Together that is abo
   use; `import kserve.api.kserve_client` afterwards gets the real module.
 - `fastapi` (and its submodules) are stand-ins too: kserve imports FastAPI for its own REST
   server and builds an app at import (kserve/model_server.py), but kninfer serves HTTP with
-  Starlette (kninfer.rest) and never runs that app. Classes kserve names while importing are
+  Starlette (kninfer.http) and never runs that app. Classes kserve names while importing are
   placeholders that accept any arguments (and stand for the real class after the window, see
   `_LazyClass`); after start-up, attribute reads import the real fastapi, and `import fastapi`
   elsewhere gets the real package.
@@ -32,7 +32,7 @@ httpx, its command-line entry point with rich and pygments. Together that is abo
   `from kserve import ApiClient` imports and returns the real class.
 - `kserve.protocol.rest.server` and `kserve.protocol.rest.multiprocess.server`: KServe's FastAPI
   REST server (with its v1/v2 endpoints, the time-series API and timing_asgi), imported by
-  kserve/model_server.py only for `ModelServer.start`, which kninfer.server overrides.
+  kserve/model_server.py only for `ModelServer.start`, which kninfer.server.lifecycle overrides.
 - `kserve.protocol.rest.v2_datamodels` (pydantic models built at import): kserve/protocol/
   infer_type.py names `InferenceRequest` in an annotation; kserve/protocol/dataplane.py tests
   `isinstance(body, InferenceRequest)` in `decode`. The name stays bound to a placeholder class
@@ -44,7 +44,7 @@ httpx, its command-line entry point with rich and pygments. Together that is abo
   file (`configure_logging`); the stand-in imports the real yaml on that call.
 - `psutil`: kserve/utils/utils.py (`cpu_count()`) and joblib's loky backend (`from psutil import
   Process`, `psutil.Process(...)`) bind stand-ins that use the real psutil on first call.
-  kninfer.serving reads its own process age from /proc instead.
+  kninfer.server.startup reads its own process age from /proc instead.
 - `rich` is reported missing: sklearn/callback/_progressbar.py imports it in a `try` for the
   ProgressBar training callback (defining its rich-based classes only if the import works), so
   that callback fails in a `kninfer serve` process, which never fits. A scikit-learn predictor
@@ -204,7 +204,7 @@ class _StandInLoader(importlib.abc.Loader):
 
 class _MissingLoader(importlib.abc.Loader):
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
-        raise ImportError(f"{spec.name} deferred by kninfer.fastimport", name=spec.name)
+        raise ImportError(f"{spec.name} deferred by kninfer._compat.kserve_imports", name=spec.name)
 
     def exec_module(self, module: types.ModuleType) -> None:
         return None

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_options(serve)
     serve.set_defaults(handler=_cmd_serve)
 
-    from kninfer.deploy.commands import add_deploy_commands
+    from kninfer.cli.deploy import add_deploy_commands
 
     add_deploy_commands(sub)  # render, validate, canary
 
@@ -110,7 +110,7 @@ def _cmd_audit(options: argparse.Namespace) -> int:
 
 
 def _cmd_event_send(options: argparse.Namespace) -> int:
-    from kninfer.event_client import cmd_event_send
+    from kninfer.cli.event import cmd_event_send
 
     return cmd_event_send(options)
 
@@ -129,7 +129,7 @@ def _cmd_serve(options: argparse.Namespace) -> int:
     # `import kserve` parses sys.argv with its own argparse at import time
     # (kserve/model_server.py); hide our flags from it so the two parsers never disagree.
     sys.argv = sys.argv[:1]
-    from kninfer.serving import serve
+    from kninfer.server.startup import serve
 
     return serve(settings, started=_STARTED)
 
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Start-up allocates a few hundred thousand objects that live as long as the process
     # (modules, the model), and the cyclic GC would walk them again and again while they are
     # made: ~0.1 s of a ~1.2 s cold start here (A/B in README "Where the cold start goes").
-    # Collection is off until `kninfer serve` starts serving (kninfer.serving turns it back on
+    # Collection is off until `kninfer serve` starts serving (kninfer.server.startup turns it on
     # after gc.freeze()) or until any other command returns.
     gc.disable()
     try:

@@ -8,14 +8,11 @@ structured mode). The argparse parser lives in kninfer.cli.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
-from kninfer.events import MODEL_EXTENSION, REQUEST_TYPE
+from kninfer.cloudevents.contract import MODEL_EXTENSION, REQUEST_TYPE
 
 
 def build_request_event(
@@ -55,32 +52,3 @@ def reply_document(headers: dict[str, str], body: bytes) -> dict[str, Any]:
     doc: dict[str, Any] = dict(event.get_attributes())
     doc["data"] = event.get_data()
     return doc
-
-
-def cmd_event_send(options: argparse.Namespace) -> int:
-    import httpx
-
-    try:
-        request = Path(options.file).read_bytes()
-        json.loads(request)
-    except (OSError, ValueError) as exc:
-        print(f"kninfer event send: cannot use {options.file}: {exc}", file=sys.stderr)
-        return 2
-    headers, body = build_request_event(
-        request, structured=options.structured, source=options.source,
-        event_id=options.id, model=options.model,
-    )
-    try:
-        response = httpx.post(options.url, content=body, headers=headers, timeout=options.timeout)
-    except httpx.HTTPError as exc:
-        print(f"kninfer event send: {options.url}: {exc}", file=sys.stderr)
-        return 1
-    if response.status_code // 100 != 2:
-        print(f"HTTP {response.status_code}: {response.text}", file=sys.stderr)
-        return 1
-    if not response.content and "ce-id" not in response.headers:
-        print(f"HTTP {response.status_code}: accepted, no reply event")
-        return 0
-    doc = reply_document(dict(response.headers), response.content)
-    print(json.dumps(doc, indent=2))
-    return 0

@@ -1,0 +1,41 @@
+"""kninfer's public event contract (docs/eventing.md, "The event contract"): event types,
+extension names, and where reply events say they come from. Imports nothing heavy, so
+kninfer.deploy renders Triggers from these names without loading a server.
+"""
+
+from __future__ import annotations
+
+# kninfer's public event contract (README, "Asynchronous inference with Knative Eventing").
+REQUEST_TYPE = "dev.kninfer.inference.request"
+
+
+RESPONSE_TYPE = "dev.kninfer.inference.response"
+
+
+MODEL_EXTENSION = "kninfermodel"
+
+
+CAUSATION_EXTENSION = "causationid"
+
+
+CORRELATION_EXTENSION = "correlationid"
+
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+
+
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+
+
+DATA_CONTENT_TYPE = "application/json"
+
+
+SPEC_VERSION = "1.0"
+
+
+def reply_source(model_name: str, configured: str | None, k_service: str | None) -> str:
+    """`source` of replies: KNINFER_CE_SOURCE, else kninfer/<K_SERVICE or local>/models/<model>.
+    K_SERVICE is set by Knative Serving (runtime-contract.md, "Process")."""
+    if configured:
+        return configured
+    return f"kninfer/{k_service or 'local'}/models/{model_name}"

@@ -1,0 +1,43 @@
+"""The gRPC side of kninfer.observability: a server interceptor counting `ModelInfer` calls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kninfer.observability.prometheus import GRPC_V2, request_counts
+from kninfer.observability.tracing import set_trace_context
+
+
+def grpc_interceptor() -> Any:
+    """A grpc.aio interceptor counting `ModelInfer` calls; imported lazily (grpc is optional on
+    the cold-start path, gRPC starts after HTTP)."""
+    from grpc_interceptor.server import AsyncServerInterceptor
+
+    class MetricsInterceptor(AsyncServerInterceptor):  # type: ignore[misc]
+        async def intercept(self, method: Any, request_or_iterator: Any, context: Any,
+                            method_name: str) -> Any:
+            if not method_name.endswith("/ModelInfer"):
+                return await method(request_or_iterator, context)
+            metadata = dict(context.invocation_metadata() or ())
+            set_trace_context(metadata.get("traceparent"), metadata.get("tracestate"))
+            model = getattr(request_or_iterator, "model_name", "") or ""
+            gauge = request_counts.gauge(GRPC_V2)
+            gauge.inc()
+            started = time.perf_counter()
+            status = "UNKNOWN"
+            try:
+                result = await method(request_or_iterator, context)
+                code = context.code()
+                status = code.name if code is not None else "OK"
+                return result
+            except BaseException:
+                code = context.code()
+                status = code.name if code is not None else "UNKNOWN"
+                raise
+            finally:
+                gauge.dec()
+                request_counts.count(GRPC_V2, model, status, time.perf_counter() - started)
+
+    return MetricsInterceptor()

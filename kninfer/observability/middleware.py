@@ -1,0 +1,118 @@
+"""The ASGI middleware that counts inference requests, tracks in-flight, binds the trace context
+and writes the access log, so route handlers stay untouched. The hot path pays for two dict
+look-ups, a histogram observation and two gauge updates (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from kninfer.observability.access_log import log_request
+from kninfer.observability.prometheus import (
+    CLOUDEVENTS,
+    REST_V1,
+    REST_V2,
+    UNKNOWN_MODEL,
+    request_counts,
+)
+from kninfer.observability.tracing import set_trace_context
+
+Scope = MutableMapping[str, Any]
+
+
+Message = MutableMapping[str, Any]
+
+
+Receive = Callable[[], Awaitable[Message]]
+
+
+Send = Callable[[Message], Awaitable[None]]
+
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def classify(method: str, path: str, headers: Mapping[str, str],
+             default_model: str) -> tuple[str, str] | None:
+    """(protocol, model) for an inference request, None for anything else (probes, metadata).
+
+    Routes: OIP REST `POST /v2/models/{name}[/versions/{v}]/infer`, KServe V1
+    `POST /v1/models/{name}:predict`, CloudEvents on `POST /` (model from the `kninfermodel`
+    extension, else the default model) and on the V2 infer route when the request is an event
+    (binary mode: a `ce-specversion` header; structured: `application/cloudevents+json`).
+    """
+    if method != "POST":
+        return None
+    is_event = "ce-specversion" in headers or headers.get("content-type", "").startswith(
+        "application/cloudevents")
+    if path == "/":
+        return CLOUDEVENTS, headers.get("ce-kninfermodel") or default_model
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        name = path[len("/v2/models/"):-len("/infer")].split("/", 1)[0]
+        return (CLOUDEVENTS if is_event else REST_V2), name
+    if path.startswith("/v1/models/") and path.endswith(":predict"):
+        return REST_V1, path[len("/v1/models/"):-len(":predict")]
+    return None
+
+
+class InstrumentedApp:
+    """ASGI middleware: counts inference requests, tracks in-flight, binds trace context and
+    writes one JSON access-log line per request when `access_log` is on.
+
+    Route handlers may refine the labels through `request.state` (Starlette keeps it in
+    `scope["state"]`): `kninfer_model` (e.g. the model a structured CloudEvent named) and
+    `kninfer_ce_id` (the CloudEvent id, for the access log).
+    """
+
+    def __init__(self, app: ASGIApp, default_model: str, access_log: bool = False,
+                 known_model: Callable[[str], bool] | None = None) -> None:
+        self.app = app
+        self.default_model = default_model
+        self.access_log = access_log
+        # Model names come from the URL: names the server does not serve are counted as
+        # "_unknown", so a client cannot grow the label set without bound.
+        self.known_model = known_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"] != "POST" and not self.access_log):
+            await self.app(scope, receive, send)  # probes, metadata, scrapes: nothing to count
+            return
+        headers = _headers(scope)
+        scope["kninfer.headers"] = headers  # the route handler reuses it (kninfer.http)
+        traceparent = headers.get("traceparent")
+        set_trace_context(traceparent, headers.get("tracestate"))
+        kind = classify(scope["method"], scope["path"], headers, self.default_model)
+        if kind is None and not self.access_log:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        state: dict[str, Any] = scope.setdefault("state", {})
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        gauge = request_counts.gauge(kind[0]) if kind is not None else None
+        if gauge is not None:
+            gauge.inc()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            seconds = time.perf_counter() - started
+            if gauge is not None and kind is not None:
+                gauge.dec()
+                model = state.get("kninfer_model") or kind[1]
+                if self.known_model is not None and not self.known_model(model):
+                    model = UNKNOWN_MODEL
+                request_counts.count(kind[0], model, str(status), seconds)
+            if self.access_log:
+                log_request(scope, headers, state, kind, status, seconds)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

@@ -1,0 +1,159 @@
+"""Prometheus metrics: the collectors kninfer exports and the `/metrics` exposition.
+
+KServe 0.21 exports only its latency histograms (`request_predict_seconds` & co., label
+`model_name`); those stay, because models are still called through `kserve.Model.__call__`.
+kninfer adds, for every inference request whatever the transport:
+
+- `kninfer_requests_total{protocol,model,status}` and `kninfer_request_errors_total{...}`
+  (status >= 400 for HTTP, anything but OK for gRPC), protocol one of `rest_v1`, `rest_v2`,
+  `grpc_v2`, `cloudevents`; `status` is the HTTP status code or the gRPC status code name;
+- `kninfer_request_duration_seconds{protocol,model}` (histogram, whole request);
+- `kninfer_requests_in_flight{protocol}` (gauge);
+- `kninfer_model_load_seconds{model}` and `kninfer_cold_start_seconds{phase}` (gauges, set once);
+- `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; get-or-create here, so
+  whichever module touches it first registers it). CloudEvents redeliveries answered from the
+  dedupe cache are `kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events).
+
+Counting happens in kninfer.observability.middleware (HTTP) and kninfer.observability.grpc.
+
+Multi-worker: when `PROMETHEUS_MULTIPROC_DIR` is set (kninfer.observability.multiprocess sets it
+for `--workers > 1`, before prometheus_client is imported), every process writes its samples to
+mmap files there and `/metrics` aggregates them with `MultiProcessCollector` (prometheus_client
+docs, "Multiprocess Mode"). Gauges declare how to aggregate: in-flight sums live processes,
+cold-start takes the max.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+REST_V1 = "rest_v1"
+
+
+REST_V2 = "rest_v2"
+
+
+GRPC_V2 = "grpc_v2"
+
+
+CLOUDEVENTS = "cloudevents"
+
+
+UNKNOWN_MODEL = "_unknown"
+
+
+# Request latencies from sub-millisecond (a cached CloudEvent reply) to a slow GPU model.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0, 30.0)
+
+
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+REQUESTS = Counter("kninfer_requests", "Inference requests answered, by protocol, model and status",
+                   ["protocol", "model", "status"])
+
+
+ERRORS = Counter("kninfer_request_errors",
+                 "Inference requests answered with an error (HTTP >= 400, gRPC not OK)",
+                 ["protocol", "model", "status"])
+
+
+DURATION = Histogram("kninfer_request_duration_seconds",
+                     "Whole-request latency of inference requests, transport included",
+                     ["protocol", "model"], buckets=DURATION_BUCKETS)
+
+
+IN_FLIGHT = Gauge("kninfer_requests_in_flight", "Inference requests being answered now",
+                  ["protocol"], multiprocess_mode="livesum")
+
+
+MODEL_LOAD = Gauge("kninfer_model_load_seconds", "Seconds the model took to load (warm-up apart)",
+                   ["model"], multiprocess_mode="max")
+
+
+COLD_START = Gauge("kninfer_cold_start_seconds",
+                   "Cold-start breakdown of this process: phase durations and time to ready",
+                   ["phase"], multiprocess_mode="max")
+
+
+def _get_or_create(name: str, factory: Callable[[], Any]) -> Any:
+    """One collector per name per process, whichever module asks first (no double register)."""
+    names = getattr(REGISTRY, "_names_to_collectors", {})
+    existing = names.get(name)
+    if existing is not None:
+        return existing
+    try:
+        return factory()
+    except ValueError:  # registered meanwhile under the same name
+        return REGISTRY._names_to_collectors[name]  # type: ignore[attr-defined]
+
+
+def batch_size_histogram() -> Any:
+    """`kninfer_batch_size{model}`: rows per model call (same definition as kninfer.batching)."""
+    return _get_or_create("kninfer_batch_size", lambda: Histogram(
+        "kninfer_batch_size", "Rows per model call made by the adaptive batcher", ["model"],
+        buckets=BATCH_SIZE_BUCKETS))
+
+
+def ensure_registered() -> None:
+    """Register the collectors other modules own, so /metrics lists them from the start."""
+    batch_size_histogram()
+
+
+def render(accept: str | None) -> tuple[bytes, str]:
+    """The exposition for GET /metrics (all workers' samples in multiprocess mode)."""
+    from prometheus_client import exposition
+
+    registry: Any = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import CollectorRegistry, multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    encoder, content_type = exposition.choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def record_cold_start(breakdown: Mapping[str, float | None], model_name: str,
+                      load_ms: float) -> None:
+    """Export the cold-start log line's numbers (milliseconds there, seconds here)."""
+    MODEL_LOAD.labels(model_name).set(load_ms / 1000)
+    for key, value in breakdown.items():
+        if value is not None:
+            COLD_START.labels(key.removesuffix("_ms")).set(value / 1000)
+
+
+class RequestCounts:
+    """Label children cached by key (`Counter.labels()` takes a lock on every call)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], Any] = {}
+        self.duration: dict[tuple[str, str], Any] = {}
+        self.in_flight: dict[str, Any] = {}
+
+    def count(self, protocol: str, model: str, status: str, seconds: float) -> None:
+        key = (protocol, model, status)
+        child = self.requests.get(key)
+        if child is None:
+            child = self.requests[key] = REQUESTS.labels(*key)
+        child.inc()
+        if not (status == "OK" or (len(status) == 3 and status[0] in "123")):
+            ERRORS.labels(*key).inc()
+        timer = self.duration.get((protocol, model))
+        if timer is None:
+            timer = self.duration[(protocol, model)] = DURATION.labels(protocol, model)
+        timer.observe(seconds)
+
+    def gauge(self, protocol: str) -> Any:
+        gauge = self.in_flight.get(protocol)
+        if gauge is None:
+            gauge = self.in_flight[protocol] = IN_FLIGHT.labels(protocol)
+        return gauge
+
+
+request_counts = RequestCounts()
