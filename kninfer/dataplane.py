@@ -1,51 +1,81 @@
 """The dataplane: the one protocol-agnostic path from a decoded request to a model and back.
 
-REST V2, V1, MLflow scoring, CloudEvents and gRPC all reach the model through
-`DataPlane.infer(model, request, headers)`, so model lookup, readiness and draining are decided
-once, and the checks and errors live in the model (kninfer.predictors, kninfer.transformers) and
-kninfer.errors, never in a transport.
+REST V2, V1, MLflow scoring, CloudEvents and gRPC V2 all reach the model through
+`DataPlane.infer(model, request, headers)`, and every transport asks this module, not KServe's,
+for health, readiness and metadata (Open Inference Protocol, required_api.md "Health",
+"Server Metadata", "Model Metadata"). So model lookup, readiness and draining are decided once;
+the input checks live in the codecs (kninfer.protocol) and the models (kninfer.predictors,
+kninfer.transformers), the statuses in kninfer.errors; a transport only decodes, calls and
+encodes. Models are `kserve.Model` objects in a registry: nothing here knows a model family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kninfer.errors import (
-    ModelNotFound,
-    ModelNotReady,
-)
+from kninfer import __version__
+from kninfer.errors import ModelNotFound, ModelNotReady
 
-SERVER_EXTENSIONS = ["binary_tensor_data", "cloudevents"]
+SERVER_EXTENSIONS = ("binary_tensor_data", "cloudevents")
 
 
 @dataclass
 class DataPlane:
-    """What the transports share: the models, the limits, and whether we are draining."""
+    """The served models and whether the server is draining, for every transport."""
 
     registry: Any  # kserve.model_repository.ModelRepository
-    max_body_bytes: int
     draining: bool = False
     extensions: list[str] = field(default_factory=lambda: list(SERVER_EXTENSIONS))
-    # CloudEvents endpoint (kninfer.http.events.EventEndpoint), installed by server_routes.
-    events: Any = None
+
+    # ---- health and metadata (OIP "Health", "Server Metadata", "Model Metadata") -------------
+
+    @property
+    def ready(self) -> bool:
+        """Server readiness: every model ready and not draining."""
+        models = self.models()
+        return not self.draining and bool(models) and all(m.ready for m in models)
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "kninfer", "version": __version__, "extensions": list(self.extensions)}
+
+    def models(self) -> list[Any]:
+        return list(self.registry.get_models().values())
 
     def model(self, name: str) -> Any:
+        """The model called `name`; ModelNotFound (404, NOT_FOUND) if none is served."""
         model = self.registry.get_model(name)
         if model is None:
             raise ModelNotFound(name)
         return model
 
+    def model_ready(self, name: str) -> bool:
+        return bool(self.model(name).ready) and not self.draining
+
+    def model_metadata(self, name: str) -> dict[str, Any]:
+        model = self.model(name)
+        if hasattr(model, "metadata"):
+            return model.metadata()  # type: ignore[no-any-return]
+        return {"name": model.name, "versions": [], "platform": "",
+                "inputs": model.get_input_types(), "outputs": model.get_output_types()}
+
+    # ---- inference ---------------------------------------------------------------------------
+
     def ready_model(self, name: str) -> Any:
+        """The model to run a request on: ModelNotReady (503, UNAVAILABLE) until it is loaded."""
         model = self.model(name)
         if not model.ready:
             raise ModelNotReady(name)
         return model
 
-    def models(self) -> list[Any]:
-        return list(self.registry.get_models().values())
+    async def infer(self, model: Any, request: Any,
+                    headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+        """Run one decoded request (a V2 `InferRequest`, or a V1 payload dict) on `model`.
 
-    @property
-    def ready(self) -> bool:
-        models = self.models()
-        return not self.draining and bool(models) and all(m.ready for m in models)
+        The model is called as KServe calls it (`kserve.Model.__call__`: preprocess, predict,
+        postprocess, with KServe's latency histograms), so predictors and transformers alike
+        answer every transport. Returns the response and the headers the model adds.
+        """
+        response, response_headers = await model(request, headers=headers)
+        return response, response_headers or {}

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PredictorFamily = Literal["sklearn", "mlflow", "pytorch"]
@@ -129,6 +129,11 @@ class ServeSettings(BaseSettings):
     )
     warmup: bool = Field(True, description="run one prediction before the ports open")
     # gc.freeze() the start-up heap before serving (kninfer.server.startup; tail latency).
+    eager_imports: bool = Field(
+        False,
+        description="import kserve whole at start-up instead of deferring the parts a served "
+                    "model never uses (kninfer._compat.kserve_imports; slower cold start)",
+    )
     gc_freeze: bool = Field(
         True,
         description="gc.freeze() the start-up heap before serving (shorter pauses)",
@@ -193,6 +198,13 @@ class ServeSettings(BaseSettings):
     ce_source: str | None = Field(
         None,
         description="source attribute of reply events (default: built from K_SERVICE)",
+    )
+    # Knative Serving sets K_SERVICE, unprefixed, in every revision's container (knative/specs,
+    # runtime-contract.md, "Process"); read here like every other variable.
+    k_service: str | None = Field(
+        None,
+        validation_alias=AliasChoices("k_service", "K_SERVICE"),
+        description="Knative service name, for reply event sources [set by Knative: K_SERVICE]",
     )
 
     # Logging

@@ -207,10 +207,12 @@ print("ok")
 
 
 def test_eager_imports_turns_deferral_off() -> None:
+    """KNINFER_EAGER_IMPORTS=1 reaches the shim through the settings object, as --eager-imports."""
     code = """
 import sys
 from kninfer._compat.kserve_imports import deferred_imports
-with deferred_imports("sklearn.utils", "sklearn.callback"):
+from kninfer.settings import ServeSettings
+with deferred_imports("sklearn.utils", "sklearn.callback", eager=ServeSettings().eager_imports):
     import kserve
 assert all(n in sys.modules for n in ("yaml", "psutil", "rich", "kserve.models", "pandas",
                                       "kserve.protocol.rest.v2_datamodels"))
@@ -219,3 +221,28 @@ assert not isinstance(sys.modules["kserve.protocol.dataplane"].InferenceRequest,
 print("ok")
 """
     assert _run(code, KNINFER_EAGER_IMPORTS="1").strip() == "ok"
+
+
+def test_another_kserve_version_imports_eagerly_and_warns() -> None:
+    """The shim is written for kserve 0.21: on any other version it stands aside (a plain
+    import, every module real) and says so once, instead of failing start-up."""
+    code = """
+import logging, sys
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+import kninfer._compat as compat
+assert compat.kserve_version().startswith("0.21") and compat.fenced()
+compat.fenced.cache_clear()
+compat.kserve_version = lambda: "0.99.0"
+from kninfer._compat.kserve_imports import deferred_imports
+with deferred_imports("sklearn.utils"):
+    import kserve
+assert "pandas" in sys.modules and "kserve.protocol.rest.v2_datamodels" in sys.modules
+assert not compat.fenced()
+print("ok")
+"""
+    output = _run(code).splitlines()
+    assert output[-1] == "ok"
+    assert output[:-1] == [
+        "kserve 0.99.0 is installed; kninfer's workarounds were written for kserve 0.21.x, so "
+        "they are off: kserve is imported eagerly and called through its own code paths (slower "
+        "cold start and requests, same answers)"]

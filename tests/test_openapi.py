@@ -53,7 +53,7 @@ def test_document_covers_every_route() -> None:
     from kninfer.dataplane import DataPlane
     from kninfer.http.routes import V2Routes
 
-    routes = [r for r in V2Routes(DataPlane(None, 1)).routes() if isinstance(r, Route)]
+    routes = [r for r in V2Routes(DataPlane(None), 1).routes() if isinstance(r, Route)]
     served = {(r.path, m.lower())
               for r in routes for m in (r.methods or ()) if m != "HEAD"}
     served.add(("/", "post"))  # CloudEvents (kninfer.http.events)

@@ -64,7 +64,8 @@ They must never stand for an exception class that is caught by `except` (CPython
 exceptions on the real class hierarchy, not `__subclasscheck__`); tests/test_fastimport.py pins
 the list of placeholders the serve path leaves bound.
 
-Anything else is imported normally. Set KNINFER_EAGER_IMPORTS=1 to turn the shim off.
+Anything else is imported normally. `--eager-imports` (KNINFER_EAGER_IMPORTS=1) turns the shim
+off; so does any kserve version but the one it was written for (kninfer._compat.fenced).
 """
 
 from __future__ import annotations
@@ -73,11 +74,12 @@ import contextlib
 import importlib
 import importlib.abc
 import importlib.machinery
-import os
 import sys
 import types
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from kninfer._compat import fenced
 
 _window_open = False
 
@@ -293,7 +295,7 @@ def _preload(name: str) -> None:
 
 
 @contextlib.contextmanager
-def deferred_imports(*preload: str) -> Iterator[None]:
+def deferred_imports(*preload: str, eager: bool = False) -> Iterator[None]:
     """Import kserve (and what kninfer's server needs) inside this block.
 
     `preload` names modules to import inside the window as well: scikit-learn >= 1.6 imports
@@ -304,8 +306,10 @@ def deferred_imports(*preload: str) -> Iterator[None]:
     that does not exist in the installed version is skipped.
     """
     global _window_open
-    if os.environ.get("KNINFER_EAGER_IMPORTS") or "kserve" in sys.modules:
-        yield  # kserve is imported already (or we were asked not to defer): nothing to do
+    if eager or "kserve" in sys.modules or not fenced():
+        # Asked not to defer (--eager-imports), kserve imported already, or a kserve this
+        # was not written for (kninfer._compat.fenced warns): a plain import.
+        yield
         return
     finder = _Finder()
     sys.meta_path.insert(0, finder)

@@ -68,6 +68,12 @@ def content_mode(headers: Mapping[str, str]) -> ContentMode | None:
     return None
 
 
+def is_event(headers: Mapping[str, str]) -> bool:
+    """Is this request a CloudEvent, in any content mode? The one test every transport and the
+    metrics use (two header lookups, so plain V2 requests pay nothing more)."""
+    return content_mode(headers) is not None
+
+
 def has_ce_headers(headers: Mapping[str, str]) -> bool:
     """Some `ce-*` header is present (a binary event that lost its `ce-specversion`)."""
     return any(name.lower().startswith("ce-") for name in headers)

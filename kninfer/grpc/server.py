@@ -17,8 +17,8 @@ from grpc import aio
 from grpc_interceptor.exceptions import GrpcException
 from grpc_interceptor.server import AsyncServerInterceptor
 
-from kninfer.errors import InvalidInput, grpc_code_of, message_of, status_of
-from kninfer.protocol.tensor import V2_TO_NUMPY
+from kninfer.dataplane import DataPlane
+from kninfer.errors import grpc_code_of, message_of, status_of
 
 logger = logging.getLogger("kninfer")
 
@@ -41,27 +41,11 @@ class ErrorStatusInterceptor(AsyncServerInterceptor):
         raise AssertionError("unreachable: context.abort raises")
 
 
-def check_infer_request(request: Any) -> None:
-    """What KServe's `InferRequest.from_grpc` does not check, in the REST codec's words: protobuf
-    shapes are int64 (a negative dimension would reach numpy's reshape as 'infer this one') and an
-    unknown datatype would otherwise be refused as 'invalid content type'."""
-    for tensor in request.inputs:
-        if tensor.datatype not in V2_TO_NUMPY:
-            raise InvalidInput(
-                f"input '{tensor.name}': unsupported datatype {tensor.datatype!r}; expected one "
-                f"of {', '.join(V2_TO_NUMPY)}"
-            )
-        if any(d < 0 for d in tensor.shape):
-            raise InvalidInput(
-                f"input '{tensor.name}': shape {list(tensor.shape)} has a negative dimension"
-            )
-
-
-def build_grpc_server(dataplane: Any, repository_extension: Any, port: int, host: str,
-                      max_message_bytes: int, threads: int = 4) -> aio.Server:
+def build_grpc_server(dataplane: DataPlane, port: int, host: str, max_message_bytes: int,
+                      threads: int = 4) -> aio.Server:
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-    from kserve.protocol.grpc.servicer import InferenceServicer
 
+    from kninfer.grpc.servicer import InferenceServicer
     from kninfer.observability.grpc import grpc_interceptor
 
     server = aio.server(
@@ -73,15 +57,8 @@ def build_grpc_server(dataplane: Any, repository_extension: Any, port: int, host
             ("grpc.max_receive_message_length", max_message_bytes),
         ],
     )
-    class CheckedServicer(InferenceServicer):  # type: ignore[misc]
-        @classmethod
-        def validate_grpc_request(cls, request: Any) -> None:  # runs before from_grpc
-            super().validate_grpc_request(request)
-            check_infer_request(request)
-
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        CheckedServicer(dataplane, repository_extension), server
-    )
+        InferenceServicer(dataplane), server)
     address = f"[::]:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
     server.add_insecure_port(address)
     return server

@@ -7,7 +7,6 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from kninfer.dataplane import DataPlane
@@ -54,25 +53,19 @@ class InferFastPath:
         await self.app(scope, receive, send)
 
 
-def build_app(state: DataPlane, extra_routes: list[Route] | None = None) -> InferFastPath:
-    """The ASGI app. `extra_routes` (e.g. CloudEvents on POST /) come before the V2 routes; none
-    may claim the V2 infer path, which the fast path answers first."""
-    v2 = V2Routes(state)
-    routes = list(extra_routes or []) + v2.routes()
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
-    return InferFastPath(guarded(v2.infer), app)
+def build_app(dataplane: DataPlane, settings: ServeSettings) -> InferFastPath:
+    """The ASGI app over `dataplane`: CloudEvents on `POST /` (and on V2 infer), MLflow's
+    scoring routes when `--scoring-protocol` is on, then the V1/V2 routes. No extension route
+    claims the V2 infer path, which the fast path answers first."""
+    from kninfer.http.events import EventEndpoint
 
-
-def extension_routes(state: DataPlane, settings: ServeSettings) -> list[Route]:
-    """Routes that extend the V1/V2 REST surface: CloudEvents on `POST /` (and on V2 infer), and
-    MLflow's scoring routes when `--scoring-protocol` is on. One function, so kninfer.server does
-    not need to know which extensions exist."""
-    from kninfer.http.events import event_routes
-
-    routes: list[Route] = []
-    routes += event_routes(state, settings)  # POST / and CloudEvents on V2 infer
+    events = EventEndpoint(dataplane, settings)
+    v2 = V2Routes(dataplane, settings.max_body_bytes, events)
+    routes = events.routes()
     if settings.scoring_protocol:
         from kninfer.http.scoring import ScoringRoutes
 
-        routes += ScoringRoutes(state).routes()  # MLflow's /ping, /version, /invocations
-    return routes
+        routes += ScoringRoutes(dataplane, settings.max_body_bytes).routes()
+    routes += v2.routes()
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
+    return InferFastPath(guarded(v2.infer), app)

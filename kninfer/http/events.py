@@ -9,14 +9,13 @@ a malformed event or bad tensor is 400 (not retried: it goes to the dead-letter 
 not ready (503) or overloaded (429) is retried. Statuses come from kninfer.errors; errors are
 answered by kninfer.http.error_response, the one HTTP error path.
 
-The model is called exactly as the plain V2 route calls it (`kserve.Model.__call__`), so
+The model is called through the dataplane, exactly as the plain V2 route calls it, so
 predictors and transformers both take events, and a transformer forwards a plain V2 request to
 its predictor: the `ce-*` headers are not passed on.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from starlette.requests import Request
@@ -27,9 +26,9 @@ from kninfer.cloudevents.binding import (
     InboundEvent,
     Reply,
     build_reply,
-    content_mode,
     decode_request,
     has_ce_headers,
+    is_event,
     parse_event,
     render_reply,
 )
@@ -63,25 +62,20 @@ _REPLAYS: Any = None
 class EventEndpoint:
     """CloudEvents in, CloudEvents out, for the models in `state`."""
 
-    def __init__(self, state: DataPlane, settings: ServeSettings) -> None:
+    def __init__(self, dataplane: DataPlane, settings: ServeSettings) -> None:
         global _REPLAYS
         if _REPLAYS is None:
             _REPLAYS = _replays_counter()
-        self.state = state
+        self.dataplane = dataplane
         self.settings = settings
-        self.k_service = os.environ.get("K_SERVICE")
+        self.max_body_bytes = settings.max_body_bytes
         self.cache = DedupeCache(
             settings.ce_dedupe_size, settings.ce_dedupe_ttl_s, settings.ce_dedupe_max_bytes
         )
 
-    @staticmethod
-    def wants(headers: Any) -> bool:
-        """Is this request a CloudEvent? A header lookup (plain V2 requests pay nothing more)."""
-        return content_mode(headers) is not None
-
     async def root(self, request: Request) -> Response:
         """`POST /`: the model is the `kninfermodel` extension, else the only model served."""
-        if content_mode(request.headers) is None:
+        if not is_event(request.headers):
             if has_ce_headers(request.headers):
                 raise InvalidInput(
                     "CloudEvent is missing required attribute(s) ce-specversion "
@@ -95,7 +89,7 @@ class EventEndpoint:
         return await self.respond(request, None)
 
     async def respond(self, request: Request, path_model: str | None) -> Response:
-        body = await read_body(request, self.state.max_body_bytes)
+        body = await read_body(request, self.max_body_bytes)
         headers = dict(request.headers)
         event = parse_event(headers, body)
         # For kninfer.observability: the access log's ce_id, and the trace context of the event
@@ -104,7 +98,7 @@ class EventEndpoint:
         adopt_event_trace(event.attributes.get("traceparent"), event.attributes.get("tracestate"))
         name = path_model or self._pick_model(event)
         request.state.kninfer_model = name
-        model = self.state.ready_model(name)
+        model = self.dataplane.ready_model(name)
         model_headers = {
             k: v for k, v in headers.items()
             if not k.startswith("ce-") and k not in _ENVELOPE_HEADERS
@@ -112,11 +106,11 @@ class EventEndpoint:
 
         async def run() -> Reply:
             infer_request = decode_request(event, name)
-            response, _ = await model(infer_request, headers=model_headers)
+            response, _ = await self.dataplane.infer(model, infer_request, model_headers)
             # Replies carry JSON data: a Broker keeps only ce-* headers and the body, so the
             # binary tensor extension's length header would not survive the trip.
             payload, _ = encode_v2_response(response)
-            source = reply_source(name, self.settings.ce_source, self.k_service)
+            source = reply_source(name, self.settings.ce_source, self.settings.k_service)
             reply = build_reply(event, payload, source)
             # W3C trace context travels on as the reply's `traceparent` extension.
             reply.attributes.update(trace_headers())
@@ -129,7 +123,7 @@ class EventEndpoint:
         return Response(payload, 200, headers=wire_headers)
 
     def _pick_model(self, event: InboundEvent) -> str:
-        names = [m.name for m in self.state.models()]
+        names = [m.name for m in self.dataplane.models()]
         wanted = event.model
         if wanted is not None:
             if wanted not in names:
@@ -148,10 +142,3 @@ class EventEndpoint:
 
     def routes(self) -> list[Route]:
         return [Route("/", guarded(self.root), methods=["POST"])]
-
-
-def event_routes(state: DataPlane, settings: ServeSettings) -> list[Route]:
-    """Install the CloudEvents endpoint on `state` (for the V2 infer route) and return `POST /`."""
-    endpoint = EventEndpoint(state, settings)
-    state.events = endpoint
-    return endpoint.routes()

@@ -10,11 +10,16 @@ kninfer.dataplane and every error goes through kninfer.errors, so a client mista
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kninfer import __version__
+if TYPE_CHECKING:
+    from kninfer.http.events import EventEndpoint
+
+from kninfer.cloudevents.binding import is_event
 from kninfer.dataplane import DataPlane
 from kninfer.http.openapi import openapi_route
 from kninfer.http.responses import guarded, json_response, read_body, request_headers
@@ -23,69 +28,60 @@ from kninfer.protocol.v2 import decode_v2_request, encode_v2_response
 
 
 class V2Routes:
-    """Open Inference Protocol REST (required_api.md) plus KServe's V1 routes."""
+    """Open Inference Protocol REST (required_api.md) plus KServe's V1 routes: each decodes,
+    calls the dataplane and encodes."""
 
-    def __init__(self, state: DataPlane) -> None:
-        self.state = state
+    def __init__(self, dataplane: DataPlane, max_body_bytes: int,
+                 events: EventEndpoint | None = None) -> None:
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
+        self.events = events
 
     async def live(self, request: Request) -> Response:
         return json_response({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        ready = self.state.ready
+        ready = self.dataplane.ready
         return json_response({"ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return json_response(
-            {"name": "kninfer", "version": __version__, "extensions": self.state.extensions}
-        )
+        return json_response(self.dataplane.server_metadata())
 
     async def model_metadata(self, request: Request) -> Response:
-        model = self.state.model(request.path_params["name"])
-        if hasattr(model, "metadata"):
-            return json_response(model.metadata())
-        return json_response(
-            {
-                "name": model.name,
-                "versions": [],
-                "platform": "",
-                "inputs": model.get_input_types(),
-                "outputs": model.get_output_types(),
-            }
-        )
+        return json_response(self.dataplane.model_metadata(request.path_params["name"]))
 
     async def model_ready(self, request: Request) -> Response:
-        model = self.state.model(request.path_params["name"])
-        ready = bool(model.ready) and not self.state.draining
-        return json_response({"name": model.name, "ready": ready}, 200 if ready else 503)
+        name = request.path_params["name"]
+        ready = self.dataplane.model_ready(name)
+        return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
         name = request.path_params["name"]
         headers = request_headers(request)
-        events = self.state.events
-        if events is not None and events.wants(headers):  # two dict lookups
-            # A CloudEvent (binary or structured mode) gets a reply event (kninfer.cloudevents).
+        events = self.events
+        if events is not None and is_event(headers):  # two dict lookups
+            # A CloudEvent (binary or structured mode) gets a reply event (kninfer.http.events).
             return await events.respond(request, name)
-        model = self.state.ready_model(name)
-        body = await read_body(request, self.state.max_body_bytes)
+        model = self.dataplane.ready_model(name)
+        body = await read_body(request, self.max_body_bytes)
         infer_request = decode_v2_request(body, headers, name)
-        response, response_headers = await model(infer_request, headers=headers)
+        response, response_headers = await self.dataplane.infer(model, infer_request, headers)
         payload, wire_headers = encode_v2_response(response, infer_request)
-        wire_headers.update(response_headers or {})
+        wire_headers.update(response_headers)
         return Response(payload, headers=wire_headers)
 
     async def v1_models(self, request: Request) -> Response:
-        return json_response({"models": [m.name for m in self.state.models()]})
+        return json_response({"models": [m.name for m in self.dataplane.models()]})
 
     async def v1_model(self, request: Request) -> Response:
-        model = self.state.model(request.path_params["name"])
+        model = self.dataplane.model(request.path_params["name"])
         return json_response({"name": model.name, "ready": bool(model.ready)})
 
     async def v1_predict(self, request: Request) -> Response:
-        model = self.state.ready_model(request.path_params["name"])
-        body = await read_body(request, self.state.max_body_bytes)
-        headers = request_headers(request)
-        response, response_headers = await model(decode_v1_request(body), headers=headers)
+        model = self.dataplane.ready_model(request.path_params["name"])
+        body = await read_body(request, self.max_body_bytes)
+        response, response_headers = await self.dataplane.infer(
+            model, decode_v1_request(body), request_headers(request))
         return json_response(response, headers=response_headers or None)
 
     async def metrics(self, request: Request) -> Response:

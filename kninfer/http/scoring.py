@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kninfer import __version__
+from kninfer.dataplane import DataPlane
 from kninfer.errors import (
     ModelNotFound,
     ServiceUnavailable,
@@ -28,6 +29,7 @@ from kninfer.errors import (
     message_of,
     status_of,
 )
+from kninfer.http.responses import log_fault, read_body, request_headers
 from kninfer.protocol.jsonio import encode_json
 from kninfer.protocol.mlflow_scoring import CONTENT_TYPE_JSON, decode_invocation
 
@@ -62,18 +64,19 @@ def mlflow_version() -> str:
 class ScoringRoutes:
     """`/ping`, `/health`, `/version` and `/invocations` over the server's one model."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state  # kninfer.http.DataPlane
+    def __init__(self, dataplane: DataPlane, max_body_bytes: int) -> None:
+        self.dataplane = dataplane
+        self.max_body_bytes = max_body_bytes
 
     def _model(self) -> Any:
-        models = self.state.models()
+        models = self.dataplane.models()
         if not models:
             raise ModelNotFound("(none)")
         # A server serves one model (DESIGN.md); a transformer's is the one it fronts.
         return models[0]
 
     async def ping(self, request: Request) -> Response:
-        if not self.state.ready:
+        if not self.dataplane.ready:
             return Response("\n", 503, media_type=CONTENT_TYPE_JSON)
         return Response("\n", 200, media_type=CONTENT_TYPE_JSON)
 
@@ -81,19 +84,16 @@ class ScoringRoutes:
         return Response(mlflow_version(), 200, media_type=CONTENT_TYPE_JSON)
 
     async def invocations(self, request: Request) -> Response:
-        from kninfer.http.responses import read_body, request_headers
-
         try:
-            if self.state.draining:
+            if self.dataplane.draining:
                 raise ServiceUnavailable("the server is draining; retry")
             model = self._model()
-            body = await read_body(request, self.state.max_body_bytes)
+            body = await read_body(request, self.max_body_bytes)
             payload = decode_invocation(body, request.headers.get("content-type"))
-            response, response_headers = await model(payload, headers=request_headers(request))
+            response, response_headers = await self.dataplane.infer(
+                model, payload, request_headers(request))
         except Exception as exc:
-            from kninfer.http.responses import log_fault
-
-            log_fault(exc)  # as every HTTP route does (kninfer.http.error_response)
+            log_fault(exc)  # as every HTTP route does (kninfer.http.responses.error_response)
             return error_body(exc)
         return Response(encode_json(response), 200, headers=response_headers or None,
                         media_type=CONTENT_TYPE_JSON)

@@ -1,7 +1,7 @@
 """The one model contract every family implements: `load_model()` and a synchronous `run()`.
 
-`Predictor` is a `kserve.Model`, so KServe's ModelServer, dataplane and gRPC servicer drive it
-unchanged. What it adds over a bare `kserve.Model`:
+`Predictor` is a `kserve.Model`, so KServe's model registry holds it and kninfer.dataplane
+calls it as KServe would. What it adds over a bare `kserve.Model`:
 
 - model metadata stated from the loaded model (`inputs`/`outputs` as TensorSpecs);
 - requests checked against those specs before the model sees them (client mistakes are 400s);
@@ -31,6 +31,7 @@ import numpy as np
 from kserve import InferRequest, InferResponse, Model
 from kserve.model import InferenceVerb
 
+from kninfer._compat.model_call import lean_call, takes_lean_path
 from kninfer.errors import (
     InvalidInput,
     ModelNotReady,
@@ -206,49 +207,10 @@ class Predictor(Model):
         headers: dict[str, str] | None = None,
         verb: InferenceVerb = InferenceVerb.PREDICT,
     ) -> tuple[InferResponse | dict[str, Any], dict[str, str]]:
-        """`kserve.Model.__call__` for the common case, with the same histograms.
-
-        KServe's version (kserve/model.py, 0.21) looks up three labelled histograms, calls
-        `inspect.iscoroutinefunction` three times and runs identity pre/post-processing on every
-        request: about a tenth of the server's time per request at batch 1 (py-spy, README
-        "Performance and observability"). A Predictor whose `preprocess`/`postprocess` are
-        KServe's identity takes this path: it observes `request_preprocess_seconds` (here the
-        identity step plus KServe's `validate`), `request_predict_seconds` and
-        `request_postprocess_seconds` once per call, as KServe does (labelled children cached
-        once per model). Anything else (an override, `explain`,
-        response headers, latency logging) goes through KServe's own `__call__`.
-        """
-        cls = type(self)
-        if (verb is not InferenceVerb.PREDICT or cls.preprocess is not Model.preprocess
-                or cls.postprocess is not Model.postprocess or self.required_response_headers
-                or self.enable_latency_logging):
-            return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
-        pre, predict, post = self._histograms()
-        clock = time.perf_counter
-        started = clock()
-        payload = self.validate(body)
-        predicting = clock()
-        pre.observe(predicting - started)
-        response = await self.predict(payload, headers)
-        done = clock()
-        predict.observe(done - predicting)
-        post.observe(clock() - done)
-        return response, {}
-
-    def _histograms(self) -> tuple[Any, Any, Any]:
-        histograms = self.__dict__.get("_kninfer_histograms")
-        if histograms is None:
-            from kserve.metrics import (
-                POST_HIST_TIME,
-                PRE_HIST_TIME,
-                PREDICT_HIST_TIME,
-                get_labels,
-            )
-
-            labels = get_labels(self.name)
-            histograms = self.__dict__["_kninfer_histograms"] = tuple(
-                h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
-        return histograms  # type: ignore[no-any-return]
+        """`kserve.Model.__call__`, by the lean path where it applies (kninfer._compat)."""
+        if takes_lean_path(self, verb):
+            return await lean_call(self, body, headers)
+        return await super().__call__(body, headers, verb)  # type: ignore[no-any-return]
 
     @property
     def platform(self) -> str:
@@ -285,12 +247,6 @@ class Predictor(Model):
         # No names: the model's outputs are only known once it has run (an MLflow model without
         # an output signature); answer with everything it computed.
         outputs = [to_output(name, result[name]) for name in (names or list(result))]
-        if payload.from_grpc:
-            # KServe 0.21's InferResponse.to_grpc evaluates `infer_output.data` for truth when
-            # the request used raw_input_contents, which raises for a numpy array of more than
-            # one element; hand it the raw bytes it would produce anyway.
-            for output in outputs:
-                output.set_data_from_numpy(output.data, binary_data=True)
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,

@@ -27,6 +27,7 @@ import orjson
 from kserve import InferInput, InferRequest, InferResponse
 from kserve.protocol.infer_type import RequestedOutput
 
+from kninfer._compat.infer_types import decoded_array
 from kninfer.errors import InvalidInput
 from kninfer.protocol.jsonio import JSON_CONTENT_TYPE, loads_json
 from kninfer.protocol.tensor import V2_TO_NUMPY, v2_datatype_of
@@ -65,7 +66,22 @@ def _header_length(headers: Mapping[str, str], body_len: int) -> int | None:
     return length
 
 
-def _shape_of(name: str, shape: Any) -> list[int]:
+def checked_datatype(name: str, datatype: Any, exact_case: bool = False) -> str:
+    """An input's datatype, upper-cased, if it is one of the Open Inference Protocol's
+    ("Tensor Data Types"); the REST and gRPC decoders both refuse any other in these words.
+    gRPC passes `exact_case`: KServe's protobuf decoder reads the datatype as sent."""
+    if not isinstance(datatype, str) or (datatype if exact_case else datatype.upper()) \
+            not in V2_TO_NUMPY:
+        raise InvalidInput(
+            f"input '{name}': unsupported datatype {datatype!r}; expected one of "
+            f"{', '.join(V2_TO_NUMPY)}"
+        )
+    return datatype.upper()
+
+
+def checked_shape(name: str, shape: Any) -> list[int]:
+    """An input's shape: a list of non-negative integers (REST JSON and gRPC's int64 alike; a
+    negative dimension would reach numpy's reshape as 'infer this one')."""
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
@@ -264,14 +280,8 @@ def decode_v2_document(
         if name in seen:
             raise InvalidInput(f"input '{name}' appears twice")
         seen.add(name)
-        datatype = item.get("datatype")
-        if not isinstance(datatype, str) or datatype.upper() not in V2_TO_NUMPY:
-            raise InvalidInput(
-                f"input '{name}': unsupported datatype {datatype!r}; expected one of "
-                f"{', '.join(V2_TO_NUMPY)}"
-            )
-        datatype = datatype.upper()
-        shape = _shape_of(name, item.get("shape"))
+        datatype = checked_datatype(name, item.get("datatype"))
+        shape = checked_shape(name, item.get("shape"))
         size = math.prod(shape)
         params = item.get("parameters")
         if params is not None and not isinstance(params, dict):
@@ -381,8 +391,8 @@ def encode_v2_response(
 def input_array(infer_input: InferInput) -> np.ndarray:
     """A client's input tensor as numpy, from this codec (already decoded) or KServe's gRPC
     decoder (`InferRequest.from_grpc`, decoded here on first use)."""
-    data = infer_input.data
-    if isinstance(data, np.ndarray) and infer_input._raw_data is None:
+    data = decoded_array(infer_input)
+    if data is not None:
         return data
     try:
         return infer_input.as_numpy()

@@ -20,7 +20,6 @@ from typing import Any
 
 import uvicorn
 from kserve import ModelServer
-from starlette.routing import Route
 
 from kninfer.dataplane import DataPlane
 from kninfer.http.app import build_app
@@ -34,7 +33,7 @@ GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class KninferServer(ModelServer):
-    def __init__(self, settings: ServeSettings, extra_routes: list[Route] | None = None) -> None:
+    def __init__(self, settings: ServeSettings) -> None:
         super().__init__(
             http_port=settings.http_port,
             grpc_port=settings.grpc_port,
@@ -44,8 +43,8 @@ class KninferServer(ModelServer):
             grace_period=int(settings.grace_period_s),
         )
         self.settings = settings
-        self.extra_routes = list(extra_routes or [])
-        self.state = DataPlane(self.registered_models, settings.max_body_bytes)
+        # kninfer's dataplane in place of KServe's: every transport here calls this one.
+        self.dataplane = DataPlane(self.registered_models)
         self._http: DrainingUvicorn | None = None
         self._grpc: Any = None
         self._stopping: asyncio.Event | None = None
@@ -75,11 +74,11 @@ class KninferServer(ModelServer):
         # access log stays off so each request is logged once.
         ensure_registered()
         configure_access_log(self.settings.access_log)
-        app = InstrumentedApp(build_app(self.state, self.extra_routes), self.settings.model_name,
+        app = InstrumentedApp(build_app(self.dataplane, self.settings), self.settings.model_name,
                               self.settings.access_log,
-                              known_model=lambda name: self.state.registry.get_model(name)
+                              known_model=lambda name: self.dataplane.registry.get_model(name)
                               is not None)
-        return CloseWhenDraining(app, self.state)
+        return CloseWhenDraining(app, self.dataplane)
 
     async def serve(self) -> None:
         settings = self.settings
@@ -125,7 +124,6 @@ class KninferServer(ModelServer):
 
             self._grpc = build_grpc_server(
                 self.dataplane,
-                self.model_repository_extension,
                 settings.grpc_port,
                 settings.host,
                 GRPC_MAX_MESSAGE_BYTES,
@@ -141,11 +139,11 @@ class KninferServer(ModelServer):
 
     def begin_drain(self, sig: int = signal.SIGTERM) -> None:
         """Stop reporting ready, stop accepting, finish in-flight work, then exit."""
-        if self.state.draining:
+        if self.dataplane.draining:
             return
         logger.info("received %s: draining (grace %.0fs)", signal.Signals(sig).name,
                     self.settings.grace_period_s)
-        self.state.draining = True
+        self.dataplane.draining = True
         if self._grpc is not None:
             asyncio.ensure_future(self._grpc.stop(grace=self.settings.grace_period_s))
         if self._http is not None:

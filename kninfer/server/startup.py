@@ -110,8 +110,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
         sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
         # kserve (and scikit-learn) without pandas/kubernetes on the cold path
         preload = ["sklearn.utils", "sklearn.callback"] if sklearn_model else []
-        with deferred_imports(*preload):
-            from kninfer.http.app import extension_routes
+        with deferred_imports(*preload, eager=settings.eager_imports):
             from kninfer.server.lifecycle import KninferServer
 
         breakdown["imports_ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -131,7 +130,6 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     load_total = time.perf_counter() - mark
 
     server = KninferServer(settings)
-    server.extra_routes = extension_routes(server.state, settings)
 
     def log_ready() -> None:
         breakdown["ready_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -33,6 +33,7 @@ from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from kninfer._compat.argv import hide_argv_from_kserve
 from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
@@ -56,8 +57,7 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
 def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
     """Entry point of one worker process (spawned)."""
     gc.disable()  # as kninfer.cli.main does for start-up; serve() turns it back on
-    # `import kserve` parses sys.argv at import time (kninfer.cli says why we hide it).
-    sys.argv = sys.argv[:1]
+    hide_argv_from_kserve()  # `import kserve` parses sys.argv (kninfer._compat.argv)
     # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
     from kninfer.server.startup import serve
 
