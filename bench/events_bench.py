@@ -133,12 +133,12 @@ def measure(url: str, requests: int) -> list[dict[str, object]]:
 
 
 def header_check_ns() -> float:
-    from kninfer.http.events import EventEndpoint
+    from kninfer.cloudevents.binding import is_event
 
     headers = {"host": "127.0.0.1", "content-type": "application/json", "content-length": "96",
                "user-agent": "python-httpx"}
     runs = 200_000
-    seconds = timeit.timeit(lambda: EventEndpoint.wants(headers), number=runs)
+    seconds = timeit.timeit(lambda: is_event(headers), number=runs)
     return seconds / runs * 1e9
 
 

@@ -165,9 +165,3 @@ def message_of(exc: BaseException) -> str:
         return "internal server error; see the server log"
     reason = getattr(exc, "reason", None)  # kserve.errors.* keep their text in .reason
     return str(reason if isinstance(reason, str) else exc)
-
-
-def is_retryable(status: int) -> bool:
-    """Knative Eventing retries 5xx, 404, 408, 409, 429 (eventing delivery docs,
-    "Retry on status codes"); kninfer only ever returns 429 and 503/504 for transient faults."""
-    return status >= 500 or status in (404, 408, 409, 429)

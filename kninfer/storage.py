@@ -10,11 +10,29 @@ configured root, and model files must not be symlinks that leave it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from kninfer.errors import ModelLoadError
 
+if TYPE_CHECKING:
+    from kninfer.settings import ServeSettings
+
 LOCAL_SCHEMES = ("", "file")
+
+
+def local_model_dir(settings: ServeSettings) -> Path | None:
+    """The directory `--model-dir` or `--storage-uri` names (downloaded if remote), confined to
+    `--model-root`; None when neither is given. Predictors and transformers read their files
+    from here."""
+    if settings.storage_uri is not None:
+        local = resolve_storage_uri(settings.storage_uri,
+                                    settings.cache_dir / "models" / settings.model_name)
+    elif settings.model_dir is not None:
+        local = settings.model_dir
+    else:
+        return None
+    return confine(local, settings.model_root or local)
 
 
 def resolve_storage_uri(uri: str, download_dir: Path) -> Path:

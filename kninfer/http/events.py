@@ -36,7 +36,7 @@ from kninfer.cloudevents.contract import MODEL_EXTENSION, reply_source
 from kninfer.cloudevents.dedupe import DedupeCache, event_key
 from kninfer.dataplane import DataPlane
 from kninfer.errors import InvalidInput, UnsupportedMediaType
-from kninfer.http.responses import guarded, read_body
+from kninfer.http.responses import guarded, read_body, request_headers
 from kninfer.observability.tracing import adopt_event_trace, trace_headers
 from kninfer.protocol.v2 import encode_v2_response
 from kninfer.settings import ServeSettings
@@ -90,7 +90,7 @@ class EventEndpoint:
 
     async def respond(self, request: Request, path_model: str | None) -> Response:
         body = await read_body(request, self.max_body_bytes)
-        headers = dict(request.headers)
+        headers = request_headers(request)
         event = parse_event(headers, body)
         # For kninfer.observability: the access log's ce_id, and the trace context of the event
         # (CloudEvents distributed-tracing extension) when the HTTP request carried none.

@@ -20,6 +20,7 @@ from kninfer.errors import (
     message_of,
     status_of,
 )
+from kninfer.observability.middleware import scope_headers
 from kninfer.protocol.jsonio import JSON_CONTENT_TYPE, encode_json
 
 logger = logging.getLogger("kninfer")
@@ -100,11 +101,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def request_headers(request: Request) -> dict[str, str]:
-    """The request's headers as a dict with lower-case names, built once per request: by the
-    metrics middleware (kninfer.observability.InstrumentedApp) when it runs, else from the scope."""
-    scope = request.scope
-    headers: dict[str, str] | None = scope.get("kninfer.headers")
-    if headers is None:
-        headers = scope["kninfer.headers"] = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-    return headers
+    """The request's headers as a dict with lower-case names, built once per request (by the
+    metrics middleware when it runs first)."""
+    return scope_headers(request.scope)

@@ -9,6 +9,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from kninfer.cloudevents.binding import is_event
+from kninfer.cloudevents.contract import MODEL_EXTENSION
 from kninfer.observability.access_log import log_request
 from kninfer.observability.prometheus import (
     CLOUDEVENTS,
@@ -34,6 +36,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+_MODEL_HEADER = "ce-" + MODEL_EXTENSION  # binary mode (CloudEvents HTTP binding, 3.1.3)
+
+
 def classify(method: str, path: str, headers: Mapping[str, str],
              default_model: str) -> tuple[str, str] | None:
     """(protocol, model) for an inference request, None for anything else (probes, metadata).
@@ -45,13 +50,11 @@ def classify(method: str, path: str, headers: Mapping[str, str],
     """
     if method != "POST":
         return None
-    is_event = "ce-specversion" in headers or headers.get("content-type", "").startswith(
-        "application/cloudevents")
     if path == "/":
-        return CLOUDEVENTS, headers.get("ce-kninfermodel") or default_model
+        return CLOUDEVENTS, headers.get(_MODEL_HEADER) or default_model
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         name = path[len("/v2/models/"):-len("/infer")].split("/", 1)[0]
-        return (CLOUDEVENTS if is_event else REST_V2), name
+        return (CLOUDEVENTS if is_event(headers) else REST_V2), name
     if path.startswith("/v1/models/") and path.endswith(":predict"):
         return REST_V1, path[len("/v1/models/"):-len(":predict")]
     return None
@@ -79,8 +82,7 @@ class InstrumentedApp:
         if scope["type"] != "http" or (scope["method"] != "POST" and not self.access_log):
             await self.app(scope, receive, send)  # probes, metadata, scrapes: nothing to count
             return
-        headers = _headers(scope)
-        scope["kninfer.headers"] = headers  # the route handler reuses it (kninfer.http)
+        headers = scope_headers(scope)  # the route handler reuses it (kninfer.http)
         traceparent = headers.get("traceparent")
         set_trace_context(traceparent, headers.get("tracestate"))
         kind = classify(scope["method"], scope["path"], headers, self.default_model)
@@ -114,5 +116,11 @@ class InstrumentedApp:
                 log_request(scope, headers, state, kind, status, seconds)
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+def scope_headers(scope: Scope) -> dict[str, str]:
+    """An ASGI request's headers as a dict with lower-case names (ASGI spec: names arrive
+    lower-cased), built once per request and kept in the scope for every later reader."""
+    headers: dict[str, str] | None = scope.get("kninfer.headers")
+    if headers is None:
+        headers = scope["kninfer.headers"] = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    return headers

@@ -3,7 +3,6 @@ so a scikit-learn service never pays for importing torch or mlflow."""
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ def predictor_class(family: str) -> type[Predictor]:
     except KeyError:
         choices = ", ".join(FAMILIES)
         raise ValueError(f"unknown predictor '{family}'; choose one of {choices}") from None
-    module_name, _, class_name = target.partition(":")
-    cls: type[Predictor] = getattr(importlib.import_module(module_name), class_name)
+    from kninfer.loading import import_class
+
+    cls: type[Predictor] = import_class(target, "predictor")
     return cls

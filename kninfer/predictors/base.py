@@ -41,7 +41,8 @@ from kninfer.errors import (
     WarmupFailed,
 )
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
-from kninfer.protocol.v2 import CSV_PAYLOAD_KEY, input_array, to_output
+from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
+from kninfer.protocol.v2 import input_array, to_output
 
 if TYPE_CHECKING:
     from kninfer.batching import AdaptiveBatcher

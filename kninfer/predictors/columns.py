@@ -25,7 +25,7 @@ import numpy as np
 
 from kninfer.errors import InvalidInput
 from kninfer.protocol.tensor import TensorSpec
-from kninfer.protocol.v2 import CSV_PAYLOAD_KEY
+from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
 
 Arrays = dict[str, np.ndarray]
 

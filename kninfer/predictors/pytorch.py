@@ -35,10 +35,8 @@ exported module on the CPU settles nothing more).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import re
-import sys
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -48,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
+from kninfer.loading import import_class
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
@@ -208,23 +207,13 @@ class PytorchPredictor(Predictor):
 
     def _load_eager(self, module_path: str, declared: DeclaredSpec) -> Any:
         torch = self._torch
-        module_name, _, class_name = module_path.partition(":")
-        if not module_name or not class_name:
-            raise ModelLoadError(f"--torch-module must be 'package.module:Class', got "
-                                 f"'{module_path}'")
         weights = _named(self.model_dir, SAFETENSORS_FILES, (".safetensors",)) or \
             _named(self.model_dir, STATE_DICT_FILES, (".pt", ".pth"))
         if weights is None:
             raise ModelLoadError(f"no state_dict in {self.model_dir}: expected one of "
                                  f"{', '.join(SAFETENSORS_FILES + STATE_DICT_FILES)}")
         # The class may live beside the weights (model.py), as TorchServe's model files do.
-        sys.path.insert(0, str(self.model_dir))
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as exc:
-            raise ModelLoadError(f"cannot import {module_path}: {exc}") from None
-        finally:
-            sys.path.remove(str(self.model_dir))
+        cls = import_class(module_path, "--torch-module", search_path=self.model_dir)
         state = _read_state_dict(torch, weights)
         # The module's own random initialisation would be thrown away by the load: build it
         # without (a 1 GB network spent most of its load there), then let the loaded tensors

@@ -6,7 +6,8 @@ dimension would reach numpy's reshape as "infer this one", and an unknown dataty
 refused later as "invalid content type". Here both are refused first, as kninfer.protocol.v2
 refuses them, and so are the two raw-contents mistakes KServe's servicer checks
 (`raw_input_contents` count, `contents` beside raw contents; grpc_predict_v2.proto,
-"ModelInferRequest"), in KServe's words. The protobuf classes are KServe's, imported when first used.
+"ModelInferRequest"), in KServe's words. The protobuf classes are KServe's, imported when first
+used.
 """
 
 from __future__ import annotations

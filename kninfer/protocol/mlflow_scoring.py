@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kninfer.errors import (
-    InvalidInput,
-    UnsupportedMediaType,
-)
+from kninfer.errors import InvalidInput, UnsupportedMediaType
 from kninfer.protocol.jsonio import loads_json
-from kninfer.protocol.v2 import CSV_PAYLOAD_KEY
+from kninfer.protocol.v1 import CSV_PAYLOAD_KEY, ROW_FORMATS, TABLE_FORMATS
 
 CONTENT_TYPE_JSON = "application/json"
-
-
 CONTENT_TYPE_CSV = "text/csv"
 
-
-# mlflow.pyfunc.scoring_server.SUPPORTED_FORMATS
-FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+# mlflow.pyfunc.scoring_server.SUPPORTED_FORMATS, in its order
+FORMATS = TABLE_FORMATS + ROW_FORMATS
 
 
 def decode_invocation(body: bytes, content_type: str | None) -> dict[str, Any]:

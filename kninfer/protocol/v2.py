@@ -35,10 +35,6 @@ from kninfer.protocol.tensor import V2_TO_NUMPY, v2_datatype_of
 BINARY_HEADER = "inference-header-content-length"
 
 
-# A V1 payload decoded from CSV (kninfer.http.scoring, MLflow's text/csv) carries its cells as text,
-# flagged under this key, for the model's columns to type (kninfer.predictors.columns).
-CSV_PAYLOAD_KEY = "_kninfer_csv"
-
 
 BINARY_CONTENT_TYPE = "application/octet-stream"
 

@@ -12,12 +12,14 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kninfer._compat.argv import hide_argv_from_kserve
 from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
@@ -33,19 +35,15 @@ def configure_logging(level: str) -> None:
 
 
 def resolve_model_dir(settings: ServeSettings) -> Path:
-    from kninfer.storage import confine, resolve_storage_uri
-
     if settings.serves_default_model:
         from kninfer.iris import ensure_iris_model
 
         return ensure_iris_model(settings.cache_dir)
-    if settings.storage_uri is not None:
-        local = resolve_storage_uri(settings.storage_uri, settings.cache_dir / "models" /
-                                    settings.model_name)
-    else:
-        assert settings.model_dir is not None
-        local = settings.model_dir
-    return confine(local, settings.model_root or local)
+    from kninfer.storage import local_model_dir
+
+    local = local_model_dir(settings)
+    assert local is not None  # not the default model: --model-dir or --storage-uri was given
+    return local
 
 
 def build_models(settings: ServeSettings) -> list[Any]:
@@ -104,7 +102,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
             from kninfer.server.workers import run_workers
 
             gc.enable()  # this process only supervises (kninfer.cli turned collection off)
-            return run_workers(settings)
+            return run_workers(settings, serve_worker)
         from kninfer._compat.kserve_imports import deferred_imports
 
         sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
@@ -145,7 +143,6 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     server.on_ready.append(log_ready)
     if on_ready is not None:
         server.on_ready.append(on_ready)
-    server.cold_start = breakdown  # type: ignore[attr-defined]
     # Everything imported and loaded so far lives as long as the process: move it out of the
     # cyclic GC's reach (gc.freeze, Python docs "gc"). Without this a full collection walks
     # ~140k start-up objects (~100 ms here) every few thousand requests: the p99 spikes of
@@ -156,3 +153,19 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     gc.enable()  # off during start-up (kninfer.cli.main, kninfer.server.workers): serving needs it
     server.start(models)
     return 0
+
+
+def serve_worker(settings: ServeSettings, index: int, ready: Any) -> None:
+    """Entry point of one `--workers` process (spawned by kninfer.server.workers)."""
+    gc.disable()  # as kninfer.cli.main does for start-up; serve() turns it back on
+    hide_argv_from_kserve()  # `import kserve` parses sys.argv (kninfer._compat.argv)
+    # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
+    def announce() -> None:
+        logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
+        ready.set()
+
+    status = serve(settings, started=time.perf_counter(), worker=True, on_ready=announce)
+    # Drained and done: a late signal must not turn this clean exit into -15.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

@@ -21,19 +21,17 @@ then exits 0 when they all did.
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
 import signal
 import socket
-import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from kninfer._compat.argv import hide_argv_from_kserve
 from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
@@ -54,27 +52,13 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker_main(settings: ServeSettings, index: int, ready: Any) -> None:
-    """Entry point of one worker process (spawned)."""
-    gc.disable()  # as kninfer.cli.main does for start-up; serve() turns it back on
-    hide_argv_from_kserve()  # `import kserve` parses sys.argv (kninfer._compat.argv)
-    # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
-    from kninfer.server.startup import serve
-
-    def announce() -> None:
-        logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
-        ready.set()
-
-    status = serve(settings, started=time.perf_counter(), worker=True, on_ready=announce)
-    # Drained and done: a late signal must not turn this clean exit into -15.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(status)
+WorkerMain = Callable[[ServeSettings, int, Any], None]
 
 
 class _Supervisor:
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, worker_main: WorkerMain) -> None:
         self.settings = settings
+        self.worker_main = worker_main
         self.context = multiprocessing.get_context("spawn")
         self.workers: dict[int, tuple[BaseProcess, Any]] = {}
         self.stopping = False
@@ -83,7 +67,7 @@ class _Supervisor:
 
     def spawn(self, index: int) -> None:
         ready = self.context.Event()
-        process = self.context.Process(target=_worker_main, args=(self.settings, index, ready),
+        process = self.context.Process(target=self.worker_main, args=(self.settings, index, ready),
                                        name=f"kninfer-worker-{index + 1}", daemon=False)
         process.start()
         self.workers[index] = (process, ready)
@@ -149,15 +133,17 @@ class _Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
 
-def run_workers(settings: ServeSettings) -> int:
-    """Run `settings.workers` server processes until SIGTERM/SIGINT; the process exit status."""
+def run_workers(settings: ServeSettings, worker_main: WorkerMain) -> int:
+    """Run `settings.workers` processes, each `worker_main(settings, index, ready_event)` (a
+    top-level function, so spawn can pickle it: kninfer.server.startup.serve_worker), until
+    SIGTERM/SIGINT; the process exit status."""
     if settings.storage_uri is not None and settings.transformer is None:
         # Download once here rather than N times, concurrently, into one directory.
-        from kninfer.server.startup import resolve_model_dir
+        from kninfer.storage import local_model_dir
 
-        local = resolve_model_dir(settings)
+        local = local_model_dir(settings)
         settings = settings.model_copy(update={"storage_uri": None, "model_dir": local})
-    supervisor = _Supervisor(settings)
+    supervisor = _Supervisor(settings, worker_main)
     previous = {sig: signal.signal(sig, supervisor.on_signal)
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -7,7 +7,6 @@ reaches its predictor over the wire (--predictor-host), never by import.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,19 +22,16 @@ BUILTIN: dict[str, str] = {
 def transformer_class(name: str) -> type[Transformer]:
     """The class `--transformer NAME` names: a built-in or `module:Class`."""
     from kninfer.errors import ModelLoadError
+    from kninfer.loading import import_class
     from kninfer.transformers.base import Transformer
 
     target = BUILTIN.get(name, name)
-    module_name, _, class_name = target.partition(":")
-    if not class_name:
+    if ":" not in target:
         raise ModelLoadError(
             f"unknown transformer '{name}'; choose one of {', '.join(BUILTIN)} or give "
             "package.module:Class"
         )
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ModelLoadError(f"cannot import transformer '{target}': {exc}") from None
+    cls = import_class(target, "transformer")
     if not (isinstance(cls, type) and issubclass(cls, Transformer)):
         raise ModelLoadError(f"'{target}' is not a subclass of kninfer.transformers.base."
                              "Transformer")

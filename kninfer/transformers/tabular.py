@@ -88,19 +88,14 @@ class TabularTransformer(Transformer):
 
     def load_spec(self) -> FeatureSpec:
         """The feature spec: `features.json` in --model-dir (or the --storage-uri download)."""
-        from kninfer.storage import confine, resolve_storage_uri
+        from kninfer.storage import local_model_dir
 
-        settings = self.settings
-        if settings.storage_uri is not None:
-            local = resolve_storage_uri(settings.storage_uri,
-                                        settings.cache_dir / "models" / settings.model_name)
-        elif settings.model_dir is not None:
-            local = settings.model_dir
-        else:
+        local = local_model_dir(self.settings)
+        if local is None:
             raise ModelLoadError(
                 f"transformer '{self.kind}' needs --model-dir DIR holding {SPEC_FILE}"
             )
-        return FeatureSpec.load(confine(local, settings.model_root or local))
+        return FeatureSpec.load(local)
 
     async def preprocess(  # type: ignore[override]
         self, payload: InferRequest | dict[str, Any], headers: Mapping[str, str] | None = None
