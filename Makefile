@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= dev,pytorch,mlflow
 
-.PHONY: serve test test-long lint bench bench-cold bench-quick clean serve-pipeline image image-gpu deploy \
-	image-test
+.PHONY: serve test test-long lint docs bench bench-cold bench-quick clean serve-pipeline image \
+	image-gpu deploy image-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +28,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check kninfer tests bench
 	$(BIN)/mypy kninfer
 
+# The docs site (mkdocs.yml, docs/): strict, so a broken link or anchor, a page missing from the
+# nav or a missing bench/results report fails the build. Open build/site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
 
-# kninfer against KServe, MLServer, a FastAPI wrapper and a bare ASGI floor (README "Performance
-# and observability"); builds each peer's virtualenv under bench/.venvs and installs wrk if
+# kninfer against KServe, MLServer, a FastAPI wrapper and a bare ASGI floor (docs/performance.md);
+# builds each peer's virtualenv under bench/.venvs and installs wrk if
 # missing. Writes bench/results/{latest.json,report.md,plot.png}. BENCH_ARGS adds options.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -58,7 +63,7 @@ serve-pipeline: $(STAMP)
 	trap 'kill -TERM $$p $$t 2>/dev/null' INT TERM; \
 	wait $$t; kill -TERM $$p 2>/dev/null; wait
 
-# --- images and deployment (README "Deploy on Knative/KServe") ---------------------------------
+# --- images and deployment (docs/deploy.md) -----------------------------------------------------
 # make image [IMAGE=registry/you/kninfer TAG=0.1.0 PUSH=1]
 # make deploy CONFIG=deploy/examples/iris-cpu.yaml [DEPLOY_IMAGE=registry/you/kninfer:0.1.0]
 IMAGE ?= ghcr.io/kninfer/kninfer

@@ -1,9 +1,10 @@
-"""The README's examples run: each block after a `<!-- doc-test: NAME -->` marker.
+"""The documentation's examples run: each block after a `<!-- doc-test: NAME -->` marker, in
+README.md or any page under docs/ (a marker may move between them; each name is marked once).
 
 A `console` block is a session: `$ curl ...` commands (a command runs on while its quotes are
-open) and the output the README shows after each. Commands run for real through bash and curl,
-against real `kninfer serve` processes on free ports (the README's ports are swapped for them),
-and each output must equal the README's: as JSON, floats to 1e-9 relative, an `id` generated per
+open) and the output the docs show after each. Commands run for real through bash and curl,
+against real `kninfer serve` processes on free ports (the docs' ports are swapped for them),
+and each output must equal the docs': as JSON, floats to 1e-9 relative, an `id` generated per
 request excepted. A `python` block named `FILE.py` is written to FILE.py for the blocks after it.
 """
 
@@ -24,12 +25,36 @@ import pytest
 from tests.conftest import ROOT, ServerProcess, free_port, server_env, servers_started
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
                     re.DOTALL)
+MARKER_LINE = re.compile(r"<!-- doc-test: [\w.-]+ -->")
+# Every example the tests below run. A marker lost in a move, or one no test runs, fails
+# test_marked_names_are_the_tested_ones.
+EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
+            "features.json", "column_transformer.py", "kninfer.yaml")
+
+
+def doc_files() -> list[Path]:
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 def blocks() -> dict[str, str]:
-    return {m["name"]: m["body"] for m in MARKER.finditer(README.read_text())}
+    """NAME -> body of every marked block in README.md and docs/**/*.md."""
+    found: dict[str, tuple[Path, str]] = {}
+    for path in doc_files():
+        text = path.read_text()
+        matches = list(MARKER.finditer(text))
+        if len(matches) != len(MARKER_LINE.findall(text)):
+            raise AssertionError(f"{path.relative_to(ROOT)}: a doc-test marker is not directly "
+                                 "followed by its fenced block")
+        for m in matches:
+            if m["name"] in found:
+                raise AssertionError(f"doc-test {m['name']!r} is marked twice: in "
+                                     f"{found[m['name']][0].relative_to(ROOT)} and in "
+                                     f"{path.relative_to(ROOT)}")
+            found[m["name"]] = (path, m["body"])
+    return {name: body for name, (_, body) in found.items()}
 
 
 def session(body: str) -> list[tuple[str, str]]:
@@ -116,11 +141,14 @@ def test_custom_transformer_example(iris_server: ServerProcess, tmp_path: Path) 
         log.close()
 
 
-@pytest.mark.parametrize("name", ["iris", "inches.py", "inches", "pipeline", "save.py", "mlflow",
-                                  "eventing.yaml", "features.json",
-                                  "column_transformer.py", "kninfer.yaml"])
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_marked_blocks_exist(name: str) -> None:
     assert name in blocks()
+
+
+def test_marked_names_are_the_tested_ones() -> None:
+    """The names marked across README.md and docs/ are exactly the ones these tests run."""
+    assert sorted(blocks()) == sorted(EXAMPLES)
 
 
 def test_pipeline_commands(tmp_path: Path) -> None:
@@ -184,6 +212,6 @@ def test_declared_spec_snippet_parses() -> None:
 
     from kninfer.predictors.spec import parse_spec
 
-    spec = parse_spec(yaml.safe_load(blocks()["kninfer.yaml"]), "README kninfer.yaml")
+    spec = parse_spec(yaml.safe_load(blocks()["kninfer.yaml"]), "doc-test kninfer.yaml")
     assert spec.inputs is not None and spec.inputs[0].shape == (-1, 4)
     assert (spec.module, spec.module_kwargs) == ("tiny_mlp:MLP", {"hidden": 16})
