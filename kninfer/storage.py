@@ -75,3 +75,11 @@ def model_file(model_dir: Path, name: str) -> Path:
     if not candidate.is_relative_to(model_dir.resolve()):
         raise ModelLoadError(f"model file {model_dir / name} resolves outside {model_dir}")
     return candidate
+
+
+def sha256_of(path: Path) -> str:
+    """The file's sha256, hex (what `kninfer audit` prints and --model-sha256 pins)."""
+    import hashlib
+
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         options = parser.parse_args(argv)
+        options.started = STARTED
         result: int = options.handler(options)
         return result
     finally:

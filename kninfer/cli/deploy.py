@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# The KServe and Knative CRDs kninfer renders for, vendored byte for byte with their sources and
-# licences (crds/SOURCES.md), so `kninfer validate` works from a clone or a wheel offline.
-VENDORED_CRDS = Path(__file__).resolve().parent / "crds"
+from kninfer.deploy.crd_store import VENDORED_CRDS
 
 
 def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -112,7 +110,9 @@ def _cmd_render(options: argparse.Namespace) -> int:
 
 
 def _cmd_validate(options: argparse.Namespace) -> int:
-    from kninfer.deploy.validate import CrdError, SchemaStore, expand, validate_file
+    from kninfer.deploy.crd_store import CrdError, SchemaStore
+    from kninfer.deploy.manifests import expand
+    from kninfer.deploy.validate import validate_file
 
     try:
         store = SchemaStore(options.crds)

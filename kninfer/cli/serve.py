@@ -53,14 +53,14 @@ def cmd_serve(options: argparse.Namespace) -> int:
 
     from kninfer.settings import ServeSettings
 
-    given = {k: v for k, v in vars(options).items() if k not in ("command", "handler")}
+    given = {k: v for k, v in vars(options).items()
+             if k not in ("command", "handler", "started")}
     try:
         settings = ServeSettings(**given)
     except ValidationError as exc:
         print(f"kninfer serve: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     hide_argv_from_kserve()  # our flags are parsed; kserve's import-time parser must not see them
-    from kninfer.cli import STARTED
     from kninfer.server.startup import serve
 
-    return serve(settings, started=STARTED)
+    return serve(settings, started=options.started)  # set by kninfer.cli.main

@@ -41,6 +41,8 @@ logger = logging.getLogger("kninfer")
 
 MODEL_FILES = ("model.skops", "model.joblib", "model.pkl", "model.pickle")
 SUFFIXES = (".skops", ".joblib", ".pkl", ".pickle")
+# The hash-pinned joblib copy `kninfer audit` writes beside a .skops model (sklearn_audit).
+AUDITED_FILE = "model.audited.joblib"
 NUMERIC_INPUTS = ("FP64", "FP32", "INT64", "INT32")
 
 
@@ -153,7 +155,7 @@ class SklearnPredictor(Predictor):
         pin = self.settings.model_sha256
         if not pin:
             return path
-        from kninfer.predictors.sklearn_audit import AUDITED_FILE, sha256_of
+        from kninfer.storage import sha256_of
 
         audited = self.model_dir / AUDITED_FILE
         if path.suffix == ".skops" and audited.is_file():

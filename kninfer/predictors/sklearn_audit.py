@@ -16,15 +16,7 @@ image or modelcar is built:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-
-AUDITED_FILE = "model.audited.joblib"
-
-
-def sha256_of(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def audit(model_dir: Path, skops_trusted: str = "") -> tuple[Path, str]:
@@ -33,7 +25,8 @@ def audit(model_dir: Path, skops_trusted: str = "") -> tuple[Path, str]:
     import joblib
 
     from kninfer.errors import ModelLoadError
-    from kninfer.predictors.sklearn import load_estimator
+    from kninfer.predictors.sklearn import AUDITED_FILE, load_estimator
+    from kninfer.storage import sha256_of
 
     source = model_dir / "model.skops"
     if not source.is_file():
