@@ -23,8 +23,9 @@ from kninfer.deploy.canary import (
     traffic_rows,
 )
 from kninfer.deploy.config import DeployConfig
+from kninfer.deploy.crd_store import SchemaStore
 from kninfer.deploy.render import inference_service
-from kninfer.deploy.validate import SchemaStore, validate_document
+from kninfer.deploy.validate import validate_document
 
 NS = "kninfer"
 

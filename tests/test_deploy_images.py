@@ -83,7 +83,8 @@ def test_deploy_commands_import_no_framework() -> None:
     code = (
         "import sys\n"
         "from kninfer.cli import build_parser\n"
-        "from kninfer.deploy import canary, commands, config, render, validate\n"
+        "from kninfer.cli import deploy\n"
+        "from kninfer.deploy import canary, config, crd_store, manifests, render, validate\n"
         "build_parser()\n"
         "heavy = ('kserve', 'torch', 'mlflow', 'sklearn', 'pandas', 'numpy')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n")

@@ -15,8 +15,9 @@ import yaml
 from conftest import ROOT, SCHEMAS
 
 from kninfer.deploy.config import DeployConfig
+from kninfer.deploy.crd_store import SchemaStore
 from kninfer.deploy.render import eventing_documents, inference_service, knative_documents
-from kninfer.deploy.validate import Problem, SchemaStore, validate_document, validate_file
+from kninfer.deploy.validate import Problem, validate_document, validate_file
 
 
 @pytest.fixture(scope="module")
@@ -338,7 +339,7 @@ def test_cli_valid_and_missing_crd_dir(tmp_path: Path, ksvc: dict[str, Any]) -> 
 
 
 def test_vendored_crds_are_the_shared_copies_byte_for_byte() -> None:
-    from kninfer.cli.deploy import VENDORED_CRDS
+    from kninfer.deploy.crd_store import VENDORED_CRDS
 
     if not SCHEMAS.is_dir():
         pytest.skip(f"{SCHEMAS} is not beside this checkout; nothing to compare with")

@@ -1,0 +1,91 @@
+"""Admission-webhook rules KServe and Knative enforce beyond the CRD schema.
+
+Two sorts:
+
+- subtrees a webhook decodes strictly although the CRD leaves them open: the Knative Eventing
+  webhook decodes Trigger/Broker specs with DisallowUnknownFields (knative/eventing
+  cmd/webhook/main.go), so those are closed to their Go type fields (`EVENTING_OVERLAYS`, applied
+  by `kninfer.deploy.strict.root_schema`);
+- rules no schema expresses (`webhook_rules`). KServe: one predictor implementation, the
+  InferenceService name pattern, canary 0..100, min <= max replicas. Knative: reserved env names
+  and ports (knative/serving pkg/apis/serving/k8s_validation.go), broker and subscriber on a
+  Trigger.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+# Go type field names for the Knative Eventing subtrees the CRD leaves open
+# (knative/eventing pkg/apis/eventing/v1/trigger_types.go, pkg/apis/duck/v1/delivery_types.go).
+DELIVERY_FIELDS = ("deadLetterSink", "retry", "timeout", "backoffPolicy", "backoffDelay",
+                   "retryAfterMax", "format")
+TRIGGER_SPEC_FIELDS = ("broker", "brokerRef", "filter", "filters", "subscriber", "delivery")
+EVENTING_OVERLAYS: dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    ("eventing.knative.dev", "Trigger"): [
+        (("spec",), TRIGGER_SPEC_FIELDS),
+        (("spec", "delivery"), DELIVERY_FIELDS),
+    ],
+    ("eventing.knative.dev", "Broker"): [(("spec", "delivery"), DELIVERY_FIELDS)],
+}
+
+# Knative runtime contract (knative/serving pkg/apis/serving/k8s_validation.go).
+KNATIVE_RESERVED_ENV = ("PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION")
+KNATIVE_RESERVED_PORTS = (8012, 8013, 8022, 8008, 9090, 9091)
+ISVC_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+ISVC_IMPLEMENTATIONS = ("model", "containers", "sklearn", "xgboost", "tensorflow", "pytorch",
+                        "triton", "onnx", "huggingface", "pmml", "lightgbm", "paddle")
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def webhook_rules(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str, str]]:
+    """(path, rule, message) for admission-webhook rules that no schema states."""
+    api_version, kind = doc.get("apiVersion", ""), doc.get("kind", "")
+    spec = _obj(doc.get("spec"))
+    name = _obj(doc.get("metadata")).get("name")
+    if api_version.startswith("serving.kserve.io/") and kind == "InferenceService":
+        if isinstance(name, str) and not re.match(ISVC_NAME, name):
+            yield (["metadata", "name"], "kserve-webhook",
+                   f"InferenceService name {name!r} must match {ISVC_NAME}")
+        for component in ("predictor", "transformer", "explainer"):
+            part = spec.get(component)
+            if not isinstance(part, dict):
+                continue
+            impls = [k for k in ISVC_IMPLEMENTATIONS if part.get(k)]
+            if component == "predictor" and len(impls) != 1:
+                yield (["spec", component], "kserve-webhook",
+                       "exactly one predictor implementation must be set (model, containers or a "
+                       f"framework); found {len(impls)}: {', '.join(impls) or 'none'}")
+            low, high = part.get("minReplicas"), part.get("maxReplicas")
+            if isinstance(low, int) and isinstance(high, int) and high and low > high:
+                yield (["spec", component, "minReplicas"], "kserve-webhook",
+                       f"minReplicas ({low}) must not exceed maxReplicas ({high})")
+            canary = part.get("canaryTrafficPercent")
+            if isinstance(canary, int) and not 0 <= canary <= 100:
+                # KServe does not range-check it; Knative rejects the generated traffic later.
+                yield (["spec", component, "canaryTrafficPercent"], "knative-traffic",
+                       f"canaryTrafficPercent must be within 0..100, got {canary}")
+    if api_version.startswith("serving.knative.dev/") and kind in ("Service", "Configuration"):
+        pod = _obj(_obj(spec.get("template")).get("spec"))
+        for i, container in enumerate(pod.get("containers") or []):
+            if not isinstance(container, dict):
+                continue
+            base: list[str | int] = ["spec", "template", "spec", "containers", i]
+            for j, env in enumerate(container.get("env") or []):
+                if isinstance(env, dict) and env.get("name") in KNATIVE_RESERVED_ENV:
+                    yield ([*base, "env", j, "name"], "knative-runtime-contract",
+                           f"env {env['name']} is reserved by Knative")
+            for j, port in enumerate(container.get("ports") or []):
+                if isinstance(port, dict) and port.get("containerPort") in KNATIVE_RESERVED_PORTS:
+                    yield ([*base, "ports", j, "containerPort"], "knative-runtime-contract",
+                           f"port {port['containerPort']} is reserved by Knative")
+    if api_version.startswith("eventing.knative.dev/") and kind == "Trigger":
+        if bool(spec.get("broker")) == bool(spec.get("brokerRef")):
+            yield (["spec"], "eventing-webhook", "a Trigger needs exactly one of broker, brokerRef")
+        if not spec.get("subscriber"):
+            yield (["spec", "subscriber"], "eventing-webhook", "a Trigger needs a subscriber")
