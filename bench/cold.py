@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench.load import free_port
+from bench.harness import free_port
 from bench.servers import BENCH, ROOT, child_env, venv_python
 
 WORK = BENCH / ".work" / "cold"

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from bench.load import free_port
+from bench.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 24

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+
+from bench.harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUEST = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
@@ -58,27 +59,6 @@ class Iris(Model):
 
 ModelServer(http_port=int(http_port), grpc_port=int(grpc_port), enable_grpc=False).start([Iris()])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: server exited with {process.returncode}; see its log "
-                               f"in {Path(str(process.args[0])).parent}")
-        try:
-            if httpx.get(f"{url}/v2/models/iris/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
 
 
 def binary(event_id: str) -> tuple[dict[str, str], bytes]:
@@ -176,7 +156,7 @@ def main() -> int:
                                                stderr=subprocess.STDOUT)
         for name, process in processes.items():
             url = f"http://127.0.0.1:{ports[name]}"
-            wait_ready(url, process)
+            wait_ready(url, process, path="/v2/models/iris/ready")
             for row in measure(url, args.requests):
                 lines.append(
                     f"| {name} | {row['case']} | {row['status']} | {row['content_type']} | "

@@ -10,23 +10,14 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import harness
+from bench.harness import LOADGEN_CPU, SERVER_CPU, free_port, pinned
 from bench.servers import BENCH, ServerSpec, child_env
-
-SERVER_CPU = "0"
-LOADGEN_CPU = "1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_wrk() -> str:
@@ -42,11 +33,6 @@ def ensure_wrk() -> str:
         if found:
             return found
     raise SystemExit("wrk is needed: apt-get install wrk (Debian/Ubuntu package)")
-
-
-def pinned(cpu: str, argv: list[str]) -> list[str]:
-    return ["taskset", "-c", cpu, *argv] if shutil.which("taskset") and os.cpu_count() != 1 \
-        else argv
 
 
 @dataclass
@@ -100,16 +86,7 @@ def wait_first_inference(run: Running, body: bytes, timeout: float) -> float:
 
 def stop(run: Running) -> None:
     """SIGTERM the server's process group (it is ours: start_new_session), then SIGKILL."""
-    if run.process.poll() is None:
-        try:
-            os.killpg(run.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            run.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(run.process.pid, signal.SIGKILL)
-            run.process.wait(5)
+    harness.stop(run.process, group=True, grace_s=10)
 
 
 def cold_start(spec: ServerSpec, body: bytes, log_dir: Path, timeout: float) -> tuple[float,

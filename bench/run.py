@@ -83,7 +83,7 @@ def in_process_cost(model_dir: Path, body_file: Path, batch: int,
     pinned to the server core: the floor a server's per-request time is compared with."""
     code = f"""
 import json, time, joblib, statistics
-from kninfer.protocol import decode_v2_request
+from kninfer.protocol.v2 import decode_v2_request
 model = joblib.load({str(model_dir / 'model.joblib')!r})
 body = open({str(body_file)!r}, 'rb').read()
 def once():

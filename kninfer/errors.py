@@ -4,8 +4,9 @@ Model code and codecs raise these; transports (REST, gRPC, CloudEvents) call `st
 `grpc_code_of` and never decide a status themselves. This module imports nothing of kninfer's and
 nothing heavy, so every layer can depend on it.
 
-KServe's own error types (`kserve.errors.*`) reach us from KServe code paths (its gRPC servicer,
-its dataplane); `status_of` maps them by name so that importing this module never imports kserve.
+KServe's own error types (`kserve.errors.*`) reach us from KServe code kninfer still calls (its
+`InferInput.as_numpy`, a custom transformer calling KServe helpers); `status_of` maps them by
+name so that importing this module never imports kserve.
 """
 
 from __future__ import annotations

@@ -19,27 +19,21 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench import harness
+from bench.harness import free_port, pinned, wait_ready
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MODEL = "mlp"
 FEATURES = 256
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def build_model(model_dir: Path, hidden: int) -> None:
@@ -60,47 +54,34 @@ def build_model(model_dir: Path, hidden: int) -> None:
     torch.export.save(program, str(model_dir / "model.pt2"))
 
 
-def pin(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None and shutil.which("taskset") else []
-
-
 def start_server(model_dir: Path, batching: bool, log: Path, core: int | None,
                  extra: list[str]) -> tuple[Any, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KNINFER_")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [*pin(core), sys.executable, "-m", "kninfer", "serve", "--predictor", "pytorch",
+    command = [*pinned(core, []), sys.executable, "-m", "kninfer", "serve",
+               "--predictor", "pytorch",
                "--model-dir", str(model_dir), "--model-name", MODEL, "--host", "127.0.0.1",
                "--http-port", str(port), "--grpc-port", str(free_port()), "--no-enable-grpc",
                "--batching" if batching else "--no-batching", *extra]
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as reply:
-                if reply.status == 200:
-                    return process, url
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise TimeoutError("server not ready after 180 s")
+    try:
+        wait_ready(url, process, timeout=180, log=log)
+    except TimeoutError:
+        process.kill()
+        raise
+    return process, url
 
 
 def stop_server(process: Any) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+    harness.stop(process)
 
 
 def wrk(url: str, seconds: int, connections: int, core: int | None) -> dict[str, Any]:
-    command = [*pin(core), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+    command = [*pinned(core, []), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+               "--timeout", "10s",
                "-s", str(HERE / "post.lua"), f"{url}/v2/models/{MODEL}/infer"]
     env = dict(os.environ, KNINFER_BENCH_FEATURES=str(FEATURES))
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout

@@ -13,6 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kninfer.deploy.k8s_names import (
+    DNS1035_LABEL,
+    DNS1123_LABEL,
+    KNATIVE_RESERVED_ENV,
+    MAX_LABEL,
+)
+from kninfer.settings import PredictorFamily
+
 DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
 # `make image FAMILY=<family>` tags: each predictor pulls only its framework (README "Images").
 FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
@@ -23,9 +31,10 @@ DEFAULT_SINK_IMAGE = "gcr.io/knative-releases/knative.dev/eventing/cmd/event_dis
 
 # KServe: ISVC names must match this (kserve pkg/apis/serving/v1beta1/
 # inference_service_validation.go); it is also a DNS-1035 label, as Knative requires.
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAME_RE = re.compile(DNS1035_LABEL)
+LABEL_RE = re.compile(DNS1123_LABEL)
 # "<name>-transformer-00001" (the longest generated revision name) must fit a 63-char label.
-MAX_NAME = 63 - len("-transformer-00001")
+MAX_NAME = MAX_LABEL - len("-transformer-00001")
 # Kubernetes resource quantity (apimachinery resource.Quantity), the same pattern the CRDs carry.
 QUANTITY_RE = re.compile(
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -35,8 +44,7 @@ DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 # ISO-8601 duration, Knative Eventing's backoffDelay (eventing docs, event-delivery.md).
 ISO_DURATION_RE = re.compile(
     r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
-# Env names Knative reserves (knative/serving pkg/apis/serving/k8s_validation.go).
-RESERVED_ENV = frozenset({"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"})
+RESERVED_ENV = frozenset(KNATIVE_RESERVED_ENV)
 
 
 class _Strict(BaseModel):
@@ -153,7 +161,7 @@ class Eventing(_Strict):
 class DeployConfig(_Strict):
     name: str
     namespace: str = "default"
-    predictor: Literal["sklearn", "mlflow", "pytorch"] = "sklearn"
+    predictor: PredictorFamily = "sklearn"
     model_name: str | None = None  # default: `name`
     storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
     # None: the predictor family's image (FAMILY_IMAGE); a transformer gets the sklearn one.
@@ -197,7 +205,7 @@ class DeployConfig(_Strict):
         if not NAME_RE.match(self.name) or len(self.name) > MAX_NAME:
             raise ValueError(f"name {self.name!r} must match {NAME_RE.pattern} and be at most "
                              f"{MAX_NAME} characters (generated revision names must fit 63)")
-        if not NAME_RE.match(self.namespace):
+        if not LABEL_RE.match(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} is not a DNS-1123 label")
         if self.storage_uri is None and self.predictor != "sklearn":
             raise ValueError(f"predictor {self.predictor} needs storage_uri (only sklearn has an "
@@ -211,7 +219,7 @@ class DeployConfig(_Strict):
         if self.serving_protocol == "grpc" and self.eventing is not None:
             raise ValueError("eventing needs serving_protocol http: the Broker delivers "
                              "CloudEvents over HTTP, and a grpc pod exposes only its h2c port")
-        if self.service_account is not None and not NAME_RE.match(self.service_account):
+        if self.service_account is not None and not LABEL_RE.match(self.service_account):
             raise ValueError(f"service_account {self.service_account!r} is not a DNS-1123 "
                              "label")
         reserved = sorted(RESERVED_ENV & set(self.env))

@@ -27,13 +27,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from kninfer.deploy.k8s_names import DNS1123_LABEL, DNS1123_SUBDOMAIN, LABEL_VALUE
 from kninfer.deploy.webhooks import EVENTING_OVERLAYS
 
 Schema = dict[str, Any]
 
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 RULE_KEY = "x-kninfer-rule"  # marks schema nodes we closed, so errors name the right rule
 
 _STRING_MAP: Schema = {"type": "object", "additionalProperties": {"type": "string"}}

@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from kninfer.deploy.k8s_names import DNS1035_LABEL, KNATIVE_RESERVED_ENV, KNATIVE_RESERVED_PORTS
+
 # Go type field names for the Knative Eventing subtrees the CRD leaves open
 # (knative/eventing pkg/apis/eventing/v1/trigger_types.go, pkg/apis/duck/v1/delivery_types.go).
 DELIVERY_FIELDS = ("deadLetterSink", "retry", "timeout", "backoffPolicy", "backoffDelay",
@@ -31,10 +33,7 @@ EVENTING_OVERLAYS: dict[tuple[str, str], list[tuple[tuple[str, ...], tuple[str, 
     ("eventing.knative.dev", "Broker"): [(("spec", "delivery"), DELIVERY_FIELDS)],
 }
 
-# Knative runtime contract (knative/serving pkg/apis/serving/k8s_validation.go).
-KNATIVE_RESERVED_ENV = ("PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION")
-KNATIVE_RESERVED_PORTS = (8012, 8013, 8022, 8008, 9090, 9091)
-ISVC_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+ISVC_NAME = DNS1035_LABEL
 ISVC_IMPLEMENTATIONS = ("model", "containers", "sklearn", "xgboost", "tensorflow", "pytorch",
                         "triton", "onnx", "huggingface", "pmml", "lightgbm", "paddle")
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kninfer.settings import PredictorFamily
+
 if TYPE_CHECKING:
     from kninfer.predictors.base import Predictor
 
-FAMILIES: dict[str, str] = {
+# One entry per `PredictorFamily` (kninfer.settings); tests/predictors check the two agree.
+FAMILIES: dict[PredictorFamily, str] = {
     "sklearn": "kninfer.predictors.sklearn:SklearnPredictor",
     "mlflow": "kninfer.predictors.mlflow:MlflowPredictor",
     "pytorch": "kninfer.predictors.pytorch:PytorchPredictor",
 }
 
 
-def predictor_class(family: str) -> type[Predictor]:
+def predictor_class(family: PredictorFamily) -> type[Predictor]:
     try:
         target = FAMILIES[family]
     except KeyError:
