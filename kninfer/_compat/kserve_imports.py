@@ -61,8 +61,8 @@ Stand-ins are handed to every module that imports one of these names during the 
 list of importers above is what `-X importtime` shows for the serve path), and placeholders are
 only ever bound where such a module said `from X import Name` (or read `X.Name` at import).
 They must never stand for an exception class that is caught by `except` (CPython matches
-exceptions on the real class hierarchy, not `__subclasscheck__`); tests/test_fastimport.py pins
-the list of placeholders the serve path leaves bound.
+exceptions on the real class hierarchy, not `__subclasscheck__`);
+tests/_compat/test_kserve_imports.py pins the list of placeholders the serve path leaves bound.
 
 Anything else is imported normally. `--eager-imports` (KNINFER_EAGER_IMPORTS=1) turns the shim
 off; so does any kserve version but the one it was written for (kninfer._compat.fenced).
