@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run                 # full run (about 10 minutes on 2 cores)
     .venv/bin/python -m bench.run --quick --out DIR --servers kninfer,bare --peer-python
 
-Method (README "Performance and observability"): every server serves the same iris
+Method (docs/performance.md): every server serves the same iris
 LogisticRegression and gets the same V2 JSON requests (batch 1 and batch 64 rows). The server is
 pinned to core 0, wrk to core 1. Cold start is process spawn to the first successful V2 inference,
 median of `--cold-runs` after one unmeasured start that warms the page cache, servers interleaved.

@@ -223,7 +223,7 @@ def _first_200(url: str, deadline_s: float = 120) -> None:
 def test_cold_start_in_the_image_next_to_the_host(tmp_path: Path, iris_dir: Path,
                                                   record_property: Any) -> None:
     """Spawn to the first 200 on V2 infer, iris, median of 3, container and host in turns.
-    Reported (README "Images"); asserted only to finish."""
+    Reported (docs/deploy.md, "Images"); asserted only to finish."""
     spec = pod_containers(documents(ROOT / "kserve" / "iris-cpu.yaml")[0], {})[0]
     image_s: list[float] = []
     host_s: list[float] = []

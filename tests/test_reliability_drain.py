@@ -162,8 +162,8 @@ def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
 
 def test_keep_alive_clients_lose_no_accepted_request(tmp_path: Path) -> None:
     """24 keep-alive clients sending 20k-row V2 requests, SIGTERM mid-load (bench/drain.py,
-    which runs ten rounds for the README): every request the server accepted is answered, the
-    rest are refused at connect, and the process exits 0. Two rounds here."""
+    which runs ten rounds for docs/reliability.md): every request the server accepted is
+    answered, the rest are refused at connect, and the process exits 0. Two rounds here."""
     from bench.drain import keep_alive_round
 
     for _ in range(2):

@@ -5,7 +5,7 @@
 DataFrame helpers), the Kubernetes client with requests, google-auth, oauthlib and tabulate (in
 `kserve.api.kserve_client`, the InferenceService CRUD client a model server never calls) and, via
 httpx, its command-line entry point with rich and pygments. Together that is about a third of
-`import kserve` on this machine (`python -X importtime`; README "Performance and observability").
+`import kserve` on this machine (`python -X importtime`; docs/performance.md).
 
 `deferred_imports()` wraps the one `import kserve` of `kninfer serve`:
 

@@ -5,7 +5,7 @@ kninfer.deploy renders Triggers from these names without loading a server.
 
 from __future__ import annotations
 
-# kninfer's public event contract (README, "Asynchronous inference with Knative Eventing").
+# kninfer's public event contract (docs/eventing.md, "The event contract").
 REQUEST_TYPE = "dev.kninfer.inference.request"
 
 

@@ -22,7 +22,8 @@ from kninfer.deploy.k8s_names import (
 from kninfer.settings import PredictorFamily
 
 DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
-# `make image FAMILY=<family>` tags: each predictor pulls only its framework (README "Images").
+# `make image FAMILY=<family>` tags: each predictor pulls only its framework (docs/deploy.md,
+# "Images").
 FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
 DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
 # Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
@@ -104,7 +105,8 @@ class Gpu(_Strict):
 
 
 class Runtime(_Strict):
-    """How the InferenceService declares the predictor (see README: custom container vs runtime)."""
+    """How the InferenceService declares the predictor (docs/deploy.md, "Custom container or
+    ServingRuntime?")."""
 
     kind: Literal["ServingRuntime", "ClusterServingRuntime"] = "ServingRuntime"
     name: str | None = None  # default kninfer-<family>[-gpu]

@@ -27,7 +27,7 @@ class InferFastPath:
 
     The hot route skips Starlette's ServerErrorMiddleware, ExceptionMiddleware and the route
     table scan (about a tenth of the server's time per request at batch 1, measured with py-spy;
-    README "Performance and observability"). Answers are the same: the handler is the one the
+    docs/performance.md). Answers are the same: the handler is the one the
     route table holds, `guarded` already turns every exception into kninfer's error answer, and
     a name is matched as Starlette's `{name}` is (`[^/]+`, on the decoded path).
     """

@@ -32,8 +32,8 @@ def configure_access_log(enabled: bool) -> None:
 
 def log_request(scope: Scope, headers: Mapping[str, str], state: Mapping[str, Any],
         kind: tuple[str, str] | None, status: int, seconds: float) -> None:
-    """One line of JSON per request (fields documented in README "Performance and
-    observability")."""
+    """One line of JSON per request (fields documented in docs/observability.md,
+    "Access log")."""
     context = trace_context()
     traceparent = context.get("traceparent")
     line: dict[str, Any] = {

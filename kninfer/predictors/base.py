@@ -51,9 +51,9 @@ if TYPE_CHECKING:
 Arrays = dict[str, np.ndarray]
 logger = logging.getLogger("kninfer")
 
-# One answer for an empty batch in every family and transport (README "Errors"): a 400. Models
-# disagree on zero rows (scikit-learn's check_array raises, a torch module may return an empty
-# tensor of any shape), so kninfer refuses the request before any of them sees it.
+# One answer for an empty batch in every family and transport (docs/serving.md, "Errors"): a
+# 400. Models disagree on zero rows (scikit-learn's check_array raises, a torch module may return
+# an empty tensor of any shape), so kninfer refuses the request before any of them sees it.
 EMPTY_BATCH = "an empty batch is refused: send at least one row"
 
 

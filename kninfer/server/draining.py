@@ -20,7 +20,7 @@ class DrainingUvicorn(uvicorn.Server):
 
     uvicorn's shutdown closes every idle keep-alive connection at once, so a client that has
     just sent a request on one reads a reset: a request the server accepted and lost (0-2 of
-    ~200 under 24 keep-alive clients, README "Reliability"). Here the listener closes first (new
+    ~200 under 24 keep-alive clients, docs/reliability.md). Here the listener closes first (new
     connections are refused, so clients retry elsewhere), open connections are still served for
     `drain_window_s`, each answer saying `Connection: close` (CloseWhenDraining), and a
     connection is closed only after `QUIET_S` without a request on it; what is left when the

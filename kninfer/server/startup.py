@@ -146,7 +146,7 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
     # Everything imported and loaded so far lives as long as the process: move it out of the
     # cyclic GC's reach (gc.freeze, Python docs "gc"). Without this a full collection walks
     # ~140k start-up objects (~100 ms here) every few thousand requests: the p99 spikes of
-    # README "Performance and observability". No gc.collect() first: it would cost the same
+    # docs/performance.md. No gc.collect() first: it would cost the same
     # ~100 ms on the cold-start path, for a little start-up garbage kept.
     if settings.gc_freeze:
         gc.freeze()
