@@ -13,6 +13,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+# One answer for an empty batch in every family and transport (docs/serving.md, "Errors"): a
+# 400. Models disagree on zero rows (scikit-learn's check_array raises, a torch module may return
+# an empty tensor of any shape), so kninfer refuses the request before any of them sees it.
+EMPTY_BATCH = "an empty batch is refused: send at least one row"
+
 
 class KninferError(Exception):
     """Base of every error kninfer answers on purpose. `status_code` is the HTTP status."""

@@ -33,6 +33,7 @@ from kserve.model import InferenceVerb
 
 from kninfer._compat.model_call import lean_call, takes_lean_path
 from kninfer.errors import (
+    EMPTY_BATCH,
     InvalidInput,
     ModelNotReady,
     Overloaded,
@@ -41,7 +42,7 @@ from kninfer.errors import (
     WarmupFailed,
 )
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
-from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
+from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import input_array, to_output
 
 if TYPE_CHECKING:
@@ -51,10 +52,6 @@ if TYPE_CHECKING:
 Arrays = dict[str, np.ndarray]
 logger = logging.getLogger("kninfer")
 
-# One answer for an empty batch in every family and transport (docs/serving.md, "Errors"): a
-# 400. Models disagree on zero rows (scikit-learn's check_array raises, a torch module may return
-# an empty tensor of any shape), so kninfer refuses the request before any of them sees it.
-EMPTY_BATCH = "an empty batch is refused: send at least one row"
 
 
 class Predictor(Model):
@@ -112,24 +109,14 @@ class Predictor(Model):
     def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
         """The arrays of a V1 body (`instances` or `inputs`, KServe V1 protocol); a family with
         other V1 forms (records, MLflow's dataframe_split) overrides this."""
-        if "dataframe_split" in payload:  # MLflow's scoring protocol: rows in column order
-            split = payload["dataframe_split"]
-            instances = split.get("data") if isinstance(split, dict) else None
-            if not isinstance(instances, list):
-                raise InvalidInput(
-                    "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}")
-            if payload.get(CSV_PAYLOAD_KEY):
-                instances = [[_csv_number(v) for v in row] for row in instances]
-        elif "dataframe_records" in payload:
+        rows = v1_rows(payload)
+        if rows.form == "dataframe_records":
             raise InvalidInput(
                 f"model '{self.name}' takes rows of numbers, not records keyed by column name: "
                 'send "instances" or "dataframe_split"')
-        else:
-            instances = payload.get("instances", payload.get("inputs"))
-        if not isinstance(instances, list):
-            raise InvalidInput('request has no "instances" list')
-        if not instances:
-            raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
+        instances = rows.instance_list('request has no "instances" list')
+        if rows.csv:  # MLflow's text/csv: rows in column order, cells as text
+            instances = [[_csv_number(v) for v in row] for row in instances]
         return self.v1_inputs(instances)
 
     def v1_inputs(self, instances: list[Any]) -> Arrays:

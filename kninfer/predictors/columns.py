@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from kninfer.errors import InvalidInput
+from kninfer.errors import EMPTY_BATCH, InvalidInput
 from kninfer.protocol.tensor import TensorSpec
-from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
+from kninfer.protocol.v1 import v1_rows
 
 Arrays = dict[str, np.ndarray]
 
@@ -144,34 +144,27 @@ def tabular_arrays(payload: dict[str, Any], specs: Sequence[TensorSpec],
     that are not records, for a model that states no columns (a tensor for the family to
     read)."""
     names = [s.name for s in specs]
-    if "dataframe_split" in payload:
-        split = payload["dataframe_split"]
-        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
-            raise InvalidInput(
-                "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}"
-            )
-        columns = split.get("columns") or names
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise InvalidInput("'dataframe_split.columns' must be a list of column names")
+    rows = v1_rows(payload)
+    if rows.form == "dataframe_split":
+        columns = rows.columns or names
         missing = [s.name for s in specs if not s.optional and s.name not in columns]
         if missing:
             raise InvalidInput(
                 f"missing column(s) {', '.join(missing)} for model '{model_name}'")
-        arrays = rows_arrays(split["data"], columns, specs, model_name)
-        return typed_text_columns(arrays, specs) if payload.get(CSV_PAYLOAD_KEY) else arrays
-    if "dataframe_records" in payload:
-        records = payload["dataframe_records"]
-        if not isinstance(records, list):
+        arrays = rows_arrays(rows.rows, columns, specs, model_name)
+        return typed_text_columns(arrays, specs) if rows.csv else arrays
+    if rows.form == "dataframe_records":
+        if not isinstance(rows.rows, list):
             raise InvalidInput("'dataframe_records' must be a list of objects")
-        return records_arrays(records, specs, model_name)
-    instances = payload.get("instances", payload.get("inputs"))
+        return records_arrays(rows.rows, specs, model_name)
+    instances = rows.rows
     if isinstance(instances, dict) and specs:
         # MLflow's `inputs` / `instances` in columnar form: {"col": [v, ...], ...}.
         return records_arrays(_columns_to_records(instances), specs, model_name)
     if not isinstance(instances, list):
         return None
     if not instances and specs:
-        raise InvalidInput("'instances' is empty; an empty batch is refused: send at least one row")
+        raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
     if instances and all(isinstance(r, dict) for r in instances):
         return records_arrays(instances, specs, model_name)
     if specs:

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from kninfer.errors import InvalidInput
-from kninfer.predictors.base import EMPTY_BATCH, Arrays, Predictor
+from kninfer.predictors.base import Arrays, Predictor
 from kninfer.predictors.columns import column_array, tabular_arrays
 from kninfer.protocol.tensor import NUMERIC_DATATYPES, NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
+from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import input_array, parameter_value
 
 if TYPE_CHECKING:
@@ -100,15 +101,9 @@ def _tensor_spec(spec: Any, default_name: str) -> TensorSpec:
 
 def _instances(payload: dict[str, Any]) -> list[Any]:
     """The V1 `instances` (or `inputs`) list, refused when missing or empty."""
-    instances = payload.get("instances", payload.get("inputs"))
-    if not isinstance(instances, list):
-        raise InvalidInput(
-            'request needs "instances" (a list of rows or records), "dataframe_split" or '
-            '"dataframe_records"'
-        )
-    if not instances:
-        raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
-    return instances
+    return v1_rows(payload).instance_list(
+        'request needs "instances" (a list of rows or records), "dataframe_split" or '
+        '"dataframe_records"')
 
 
 # ---- one strategy per kind of input signature --------------------------------------------------

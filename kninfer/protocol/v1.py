@@ -7,9 +7,10 @@ model checks its rows against its own inputs.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from kninfer.errors import InvalidInput
+from kninfer.errors import EMPTY_BATCH, InvalidInput
 from kninfer.protocol.jsonio import loads_json
 
 ROW_FORMATS = ("instances", "inputs")
@@ -36,3 +37,43 @@ def decode_v1_request(body: bytes) -> dict[str, Any]:
     if not isinstance(instances, list):
         raise InvalidInput('"instances" must be a list of rows')
     return doc
+
+
+@dataclass(frozen=True)
+class V1Rows:
+    """What a decoded V1 payload carries, for a model to read: the form it uses, its rows
+    (`dataframe_split` data, `dataframe_records` records, or `instances`/`inputs` as sent: a list
+    of rows or records, MLflow's columnar dict, or None when absent), and `dataframe_split`'s
+    column names (None: the model's own order)."""
+
+    form: Literal["dataframe_split", "dataframe_records", "instances"]
+    rows: Any
+    columns: list[str] | None = None
+    csv: bool = False  # cells are CSV text (CSV_PAYLOAD_KEY), for the model's columns to type
+
+    def instance_list(self, missing: str) -> list[Any]:
+        """The rows as a non-empty list; `missing` is the 400's message when they are none."""
+        if not isinstance(self.rows, list):
+            raise InvalidInput(missing)
+        if not self.rows:
+            raise InvalidInput(f"'instances' is empty; {EMPTY_BATCH}")
+        return self.rows
+
+
+def v1_rows(payload: dict[str, Any]) -> V1Rows:
+    """Which V1 form `payload` uses, with `dataframe_split`'s shape checked (MLflow's scoring
+    protocol: `{"columns": [...], "data": [[...], ...]}`, columns optional)."""
+    if "dataframe_split" in payload:
+        split = payload["dataframe_split"]
+        if not isinstance(split, dict) or not isinstance(split.get("data"), list):
+            raise InvalidInput(
+                "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}")
+        columns = split.get("columns") or None
+        if columns is not None and (not isinstance(columns, list)
+                                    or not all(isinstance(c, str) for c in columns)):
+            raise InvalidInput("'dataframe_split.columns' must be a list of column names")
+        return V1Rows("dataframe_split", split["data"], columns,
+                      bool(payload.get(CSV_PAYLOAD_KEY)))
+    if "dataframe_records" in payload:
+        return V1Rows("dataframe_records", payload["dataframe_records"])
+    return V1Rows("instances", payload.get("instances", payload.get("inputs")))
