@@ -17,6 +17,7 @@ from typing import Any
 
 from kninfer import __version__
 from kninfer.errors import ModelNotFound, ModelNotReady
+from kninfer.protocol.tensor import model_metadata
 
 SERVER_EXTENSIONS = ("binary_tensor_data", "cloudevents")
 
@@ -55,10 +56,9 @@ class DataPlane:
 
     def model_metadata(self, name: str) -> dict[str, Any]:
         model = self.model(name)
-        if hasattr(model, "metadata"):
+        if hasattr(model, "metadata"):  # kninfer's models (kninfer.protocol.tensor)
             return model.metadata()  # type: ignore[no-any-return]
-        return {"name": model.name, "versions": [], "platform": "",
-                "inputs": model.get_input_types(), "outputs": model.get_output_types()}
+        return model_metadata(model.name, "", model.get_input_types(), model.get_output_types())
 
     # ---- inference ---------------------------------------------------------------------------
 

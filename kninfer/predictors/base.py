@@ -41,7 +41,7 @@ from kninfer.errors import (
     RequestTimeout,
     WarmupFailed,
 )
-from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import V2_TO_NUMPY, DeclaresTensors, TensorSpec, v2_datatype_of
 from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import input_array, to_output
 
@@ -54,7 +54,7 @@ logger = logging.getLogger("kninfer")
 
 
 
-class Predictor(Model):
+class Predictor(DeclaresTensors, Model):
     """Base of kninfer's model families (a `kserve.Model`)."""
 
     family: ClassVar[str] = "base"
@@ -183,12 +183,6 @@ class Predictor(Model):
                            "or save an input_example.json beside the model)", self.name,
                            type(exc).__name__, exc)
 
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [spec.metadata() for spec in self.inputs]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        return [spec.metadata() for spec in self.outputs]
-
     async def __call__(  # type: ignore[override]
         self,
         body: InferRequest | dict[str, Any],
@@ -203,16 +197,6 @@ class Predictor(Model):
     @property
     def platform(self) -> str:
         return f"kninfer-{self.family}"
-
-    def metadata(self) -> dict[str, Any]:
-        """V2 model metadata (OIP "Model Metadata Response JSON Object")."""
-        return {
-            "name": self.name,
-            "versions": [],
-            "platform": self.platform,
-            "inputs": self.get_input_types(),
-            "outputs": self.get_output_types(),
-        }
 
     async def predict(  # type: ignore[override]
         self, payload: InferRequest | dict[str, Any], headers: Mapping[str, str] | None = None

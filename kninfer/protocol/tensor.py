@@ -83,3 +83,35 @@ def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
     if len(actual) != len(declared):
         return False
     return all(d == -1 or a == d for a, d in zip(actual, declared, strict=True))
+
+
+def model_metadata(name: str, platform: str, inputs: list[dict[str, Any]],
+                   outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """V2 model metadata (Open Inference Protocol, "Model Metadata Response JSON Object"; the
+    gRPC ModelMetadataResponse carries the same fields)."""
+    return {"name": name, "versions": [], "platform": platform, "inputs": inputs,
+            "outputs": outputs}
+
+
+class DeclaresTensors:
+    """Mixin for a model that states its tensors: `inputs`/`outputs` as TensorSpecs, answered as
+    KServe's `get_input_types`/`get_output_types` and as V2 model metadata. Predictors and
+    transformers both put it before `kserve.Model`."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @property
+    def platform(self) -> str:
+        raise NotImplementedError
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.inputs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self.outputs]
+
+    def metadata(self) -> dict[str, Any]:
+        return model_metadata(self.name, self.platform, self.get_input_types(),
+                              self.get_output_types())

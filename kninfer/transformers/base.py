@@ -27,7 +27,7 @@ from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer.errors import InvalidInput, ModelNotReady
-from kninfer.protocol.tensor import TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import DeclaresTensors, TensorSpec, v2_datatype_of
 from kninfer.protocol.v2 import input_array
 from kninfer.transformers.client import PredictorClient
 
@@ -43,7 +43,7 @@ _CLIENT_V1: contextvars.ContextVar[bool] = contextvars.ContextVar("kninfer_clien
                                                                   default=False)
 
 
-class Transformer(Model):
+class Transformer(DeclaresTensors, Model):
     """Base of kninfer's transformers. As it stands it forwards V2 requests unchanged."""
 
     kind: ClassVar[str] = "passthrough"
@@ -136,21 +136,9 @@ class Transformer(Model):
 
     # ---- metadata --------------------------------------------------------------------------
 
-    def get_input_types(self) -> list[dict[str, Any]]:
-        return [spec.metadata() for spec in self.inputs]
-
-    def get_output_types(self) -> list[dict[str, Any]]:
-        return [spec.metadata() for spec in self.outputs]
-
-    def metadata(self) -> dict[str, Any]:
-        """V2 model metadata (OIP "Model Metadata Response JSON Object")."""
-        return {
-            "name": self.name,
-            "versions": [],
-            "platform": f"kninfer-transformer-{self.kind}",
-            "inputs": self.get_input_types(),
-            "outputs": self.get_output_types(),
-        }
+    @property
+    def platform(self) -> str:
+        return f"kninfer-transformer-{self.kind}"
 
 
 __all__ = ["Transformer", "input_array", "request_arrays", "response_arrays"]
