@@ -1,5 +1,8 @@
 """The one typed settings object. Every field is also `KNINFER_<FIELD>` in the environment;
-CLI flags (kninfer.cli) map onto the same fields and win over the environment.
+CLI flags (kninfer.cli) map onto the same fields and win over the environment. This module is
+the only reader of the environment (tests/test_settings.py checks), including the few
+variables other tools define: Knative's PORT and K_SERVICE, XDG_CACHE_HOME, and KUBECTL for
+`kninfer canary`.
 
 Knative's runtime contract sets `PORT` for the HTTP port (knative/specs, runtime-contract.md,
 "Inbound network connectivity"), so `http_port` falls back to it before 8080.
@@ -18,13 +21,18 @@ PredictorFamily = Literal["sklearn", "mlflow", "pytorch"]
 DEFAULT_MODEL_NAME = "iris"
 
 
-def _default_http_port() -> int:
+def default_http_port() -> int:
     return int(os.environ.get("PORT", "8080"))
 
 
-def _default_cache_dir() -> Path:
+def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kninfer"
+
+
+def kubectl_from_env() -> str | None:
+    """`$KUBECTL`, the kubectl binary `kninfer canary` runs when set (else PATH's)."""
+    return os.environ.get("KUBECTL") or None
 
 
 class ServeSettings(BaseSettings):
@@ -55,7 +63,7 @@ class ServeSettings(BaseSettings):
                     "directory itself)",
     )
     cache_dir: Path = Field(
-        default_factory=_default_cache_dir,
+        default_factory=default_cache_dir,
         description="where the embedded iris model and downloaded models are cached",
     )
 
@@ -84,7 +92,7 @@ class ServeSettings(BaseSettings):
 
     # Network
     host: str = Field("0.0.0.0", description="address to listen on")
-    http_port: int = Field(default_factory=_default_http_port,
+    http_port: int = Field(default_factory=default_http_port,
                          description="HTTP port (default: $PORT, else 8080)")
     grpc_port: int = Field(8081, description="gRPC V2 port")
     enable_grpc: bool = Field(True, description="serve gRPC V2")

@@ -61,3 +61,24 @@ def test_quick_cold_start_matrix_writes_json_and_report(tmp_path: Path) -> None:
                 assert timing["total_s"] >= timing["ready_s"] > 0, (case["name"], cache, kind)
     report = (out / "cold.md").read_text()
     assert report.count("| warm |") == 10 and report.count("| cold |") == 10
+
+
+def test_ab_of_a_tree_against_itself_writes_json_and_report(tmp_path: Path) -> None:
+    """`bench.ab`, the side-by-side of two source trees, end to end on one round (this tree on
+    both sides); no timing is asserted."""
+    out = tmp_path / "results"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.ab", "--before", str(ROOT), "--rounds", "1", "--seconds",
+         "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    doc = json.loads((out / "ab.json").read_text())
+    before, after = doc["labels"]
+    assert before.startswith("before ") and after.startswith("after ")
+    for label in (before, after):
+        assert doc["medians"][label]["cold_s"] > 0
+        assert doc["medians"][label]["rps_b1"] > 0 and doc["medians"][label]["rps_b64"] > 0
+    report = (out / "ab.md").read_text()
+    assert "| cold start, spawn to first answer (s) |" in report
+    assert "| throughput, batch 64 (req/s) |" in report

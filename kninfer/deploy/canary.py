@@ -16,7 +16,6 @@ container sits in a list; JSON merge patch otherwise). `status` reads
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -184,7 +183,9 @@ class Kubectl:
     binary: str = ""
 
     def _base(self) -> list[str]:
-        binary = self.binary or os.environ.get("KUBECTL") or shutil.which("kubectl")
+        from kninfer.settings import kubectl_from_env
+
+        binary = self.binary or kubectl_from_env() or shutil.which("kubectl")
         if not binary:
             raise CanaryError("kubectl not found on PATH (set KUBECTL to its path)")
         ns = ["--namespace", self.namespace] if self.namespace else []

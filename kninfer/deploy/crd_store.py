@@ -54,8 +54,9 @@ class CrdError(ValueError):
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kninfer" / "crd-schemas"
+    from kninfer.settings import default_cache_dir
+
+    return default_cache_dir() / "crd-schemas"
 
 
 def _extract(path: Path) -> list[dict[str, Any]]:
