@@ -34,6 +34,7 @@ test-long: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check kninfer tests bench
 	$(BIN)/mypy kninfer
+	$(BIN)/lint-imports --no-cache
 
 # The docs site (mkdocs.yml, docs/): strict, so a broken link or anchor, a page missing from the
 # nav or a missing bench/results report fails the build. Open build/site/index.html.

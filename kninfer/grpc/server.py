@@ -1,4 +1,4 @@
-"""gRPC transport: KServe's V2 gRPC servicer, with kninfer's error map.
+"""gRPC transport: the server for kninfer.grpc.servicer, with kninfer's error map.
 
 KServe's `ExceptionToStatusInterceptor` sends any error it does not know as INTERNAL; here every
 exception goes through `kninfer.errors.grpc_code_of`, so a client mistake is INVALID_ARGUMENT, an
