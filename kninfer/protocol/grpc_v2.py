@@ -38,6 +38,9 @@ def decode_grpc_request(request: Any) -> InferRequest:
             )
         checked_datatype(tensor.name, tensor.datatype, exact_case=True)
         checked_shape(tensor.name, list(tensor.shape))
+        if not raw_count and not tensor.HasField("contents"):
+            raise InvalidInput(f"input '{tensor.name}' has no 'contents' (and the request has no "
+                               "raw_input_contents)")
     return InferRequest.from_grpc(request)
 
 
