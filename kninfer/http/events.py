@@ -7,7 +7,7 @@ request.
 Status codes follow the same spec's retry rules ("Event Acknowledgement and Delivery Retry"):
 a malformed event or bad tensor is 400 (not retried: it goes to the dead-letter sink); a model
 not ready (503) or overloaded (429) is retried. Statuses come from kninfer.errors; errors are
-answered by kninfer.http.error_response, the one HTTP error path.
+answered by kninfer.http.responses.error_response, the one HTTP error path.
 
 The model is called through the dataplane, exactly as the plain V2 route calls it, so
 predictors and transformers both take events, and a transformer forwards a plain V2 request to
@@ -60,7 +60,7 @@ _REPLAYS: Any = None
 
 
 class EventEndpoint:
-    """CloudEvents in, CloudEvents out, for the models in `state`."""
+    """CloudEvents in, CloudEvents out, for the models of `dataplane`."""
 
     def __init__(self, dataplane: DataPlane, settings: ServeSettings) -> None:
         global _REPLAYS

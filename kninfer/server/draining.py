@@ -67,12 +67,12 @@ class CloseWhenDraining:
     """ASGI wrapper: once the server drains, every response says `Connection: close` (RFC 9112
     section 9.6), so a keep-alive client finishes its request here and reconnects elsewhere."""
 
-    def __init__(self, app: Any, state: DataPlane) -> None:
+    def __init__(self, app: Any, dataplane: DataPlane) -> None:
         self.app = app
-        self.state = state
+        self.dataplane = dataplane
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.state.draining or scope["type"] != "http":
+        if not self.dataplane.draining or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
