@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kninfer.deploy.crd_store import VENDORED_CRDS
+from kninfer.deploy import VENDORED_CRDS
 
 
 def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

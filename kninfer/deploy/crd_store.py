@@ -1,6 +1,6 @@
 """CRD schemas by (apiVersion, kind), read from a directory of CRD files and cached.
 
-`VENDORED_CRDS` is the default directory: the KServe and Knative CRDs kninfer renders for. Any
+`kninfer.deploy.VENDORED_CRDS` is the default directory: the CRDs kninfer renders for. Any
 other directory works too (`kubectl get crd NAME -o yaml > DIR/NAME.yaml`, or a v1 List of
 several). Every served version with an `openAPIV3Schema` is kept.
 
@@ -21,10 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from kninfer.deploy.strict import core_schema, root_schema, validator_class
-
-# The KServe and Knative CRDs kninfer renders for, vendored byte for byte with their sources and
-# licences (crds/SOURCES.md), so `kninfer validate` works from a clone or a wheel offline.
-VENDORED_CRDS = Path(__file__).resolve().parent / "crds"
 
 # Core kinds have no CRD here: check top-level (and spec) field names (kubernetes/api types).
 CORE_FIELDS: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {

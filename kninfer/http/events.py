@@ -16,8 +16,6 @@ its predictor: the `ce-*` headers are not passed on.
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -37,6 +35,7 @@ from kninfer.cloudevents.dedupe import DedupeCache, event_key
 from kninfer.dataplane import DataPlane
 from kninfer.errors import InvalidInput, UnsupportedMediaType
 from kninfer.http.responses import guarded, read_body, request_headers
+from kninfer.observability.prometheus import cloudevent_replays_counter
 from kninfer.observability.tracing import adopt_event_trace, trace_headers
 from kninfer.protocol.v2 import encode_v2_response
 from kninfer.settings import ServeSettings
@@ -45,27 +44,11 @@ from kninfer.settings import ServeSettings
 _ENVELOPE_HEADERS = ("content-type", "content-length", "inference-header-content-length")
 
 
-def _replays_counter() -> Any:
-    from prometheus_client import Counter
-
-    return Counter(
-        "kninfer_cloudevent_replays",
-        "CloudEvents answered with a stored or in-flight reply instead of running the model "
-        "(redeliveries of the same source and id)",
-        ["model_name"],
-    )
-
-
-_REPLAYS: Any = None
-
-
 class EventEndpoint:
     """CloudEvents in, CloudEvents out, for the models of `dataplane`."""
 
     def __init__(self, dataplane: DataPlane, settings: ServeSettings) -> None:
-        global _REPLAYS
-        if _REPLAYS is None:
-            _REPLAYS = _replays_counter()
+        self.replays = cloudevent_replays_counter()
         self.dataplane = dataplane
         self.settings = settings
         self.max_body_bytes = settings.max_body_bytes
@@ -118,7 +101,7 @@ class EventEndpoint:
 
         reply, replayed = await self.cache.run(event_key(event, name), run)
         if replayed:
-            _REPLAYS.labels(model_name=name).inc()
+            self.replays.labels(model_name=name).inc()
         wire_headers, payload = render_reply(reply, event.mode)
         return Response(payload, 200, headers=wire_headers)
 

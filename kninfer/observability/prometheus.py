@@ -100,6 +100,15 @@ def batch_size_histogram() -> Any:
         buckets=BATCH_SIZE_BUCKETS))
 
 
+def cloudevent_replays_counter() -> Any:
+    """`kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events)."""
+    return _get_or_create("kninfer_cloudevent_replays", lambda: Counter(
+        "kninfer_cloudevent_replays",
+        "CloudEvents answered with a stored or in-flight reply instead of running the model "
+        "(redeliveries of the same source and id)",
+        ["model_name"]))
+
+
 def ensure_registered() -> None:
     """Register the collectors other modules own, so /metrics lists them from the start."""
     batch_size_histogram()

@@ -159,11 +159,12 @@ def serve_worker(settings: ServeSettings, index: int, ready: Any) -> None:
     """Entry point of one `--workers` process (spawned by kninfer.server.workers)."""
     gc.disable()  # as kninfer.cli.main does for start-up; serve() turns it back on
     hide_argv_from_kserve()  # `import kserve` parses sys.argv (kninfer._compat.argv)
-    # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
+
     def announce() -> None:
         logger.info("worker %d of %d ready (pid %d)", index + 1, settings.workers, os.getpid())
         ready.set()
 
+    # The parent handles Ctrl-C for the group; a worker drains on SIGTERM/SIGINT like a server.
     status = serve(settings, started=time.perf_counter(), worker=True, on_ready=announce)
     # Drained and done: a late signal must not turn this clean exit into -15.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

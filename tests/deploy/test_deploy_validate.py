@@ -339,7 +339,7 @@ def test_cli_valid_and_missing_crd_dir(tmp_path: Path, ksvc: dict[str, Any]) -> 
 
 
 def test_vendored_crds_are_the_shared_copies_byte_for_byte() -> None:
-    from kninfer.deploy.crd_store import VENDORED_CRDS
+    from kninfer.deploy import VENDORED_CRDS
 
     if not SCHEMAS.is_dir():
         pytest.skip(f"{SCHEMAS} is not beside this checkout; nothing to compare with")
