@@ -8,7 +8,27 @@
 # node: sklearn (no torch, no mlflow), mlflow (no torch), pytorch (no mlflow), all.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# The GBs of dependencies are one layer that a change to kninfer's code leaves alone: `requirements`
+# lists what pyproject.toml requires for FAMILY, `deps` installs that list (torch first), `build`
+# installs kninfer itself under /stage, and the final image copies the two separately. Only a
+# changed list rebuilds `deps`; a rebuild after a code change takes seconds, and a node that holds
+# the previous image pulls only kninfer's own layers (about 8 MB) when a new revision rolls out.
+FROM ${PYTHON_IMAGE} AS requirements
+ARG FAMILY=all
+WORKDIR /src
+COPY pyproject.toml ./
+COPY deploy/requirements.py ./deploy/
+# `storage` adds kserve-storage for --storage-uri downloads (s3://, gs://...) on plain Knative,
+# where no KServe storage initializer runs. Versions are pinned by pyproject.toml.
+RUN set -eu; \
+    case "$FAMILY" in \
+      sklearn) extras=storage ;; mlflow) extras=mlflow,storage ;; \
+      pytorch) extras=pytorch,storage ;; all) extras=pytorch,mlflow,storage ;; \
+      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
+    esac; \
+    python3 deploy/requirements.py pyproject.toml "$extras" > /requirements.txt
+
+FROM ${PYTHON_IMAGE} AS deps
 ARG FAMILY=all
 # Package sources, for builds behind a mirror or proxy: pip's index and extra index, a CA bundle
 # (a path inside the build, e.g. a mounted file) and where the CPU build of torch comes from:
@@ -23,42 +43,46 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/kninfer
 ENV PATH=/opt/kninfer/bin:$PATH
-# The sources as pip's environment, so pip's own subprocesses (build isolation) use them too.
+# The sources as pip's environment, so pip's own subprocesses (build isolation) use them too. The
+# file stays out of /opt/kninfer, so the final image never carries it.
 # (The single quotes are literal text inside double quotes.)
 # hadolint ignore=SC2016
 RUN printf '%s\n' "export PIP_INDEX_URL='$INDEX_URL'" \
       "${EXTRA_INDEX_URL:+export PIP_EXTRA_INDEX_URL='$EXTRA_INDEX_URL'}" \
-      "${CA_BUNDLE:+export PIP_CERT='$CA_BUNDLE'}" > /opt/kninfer/pip-sources
+      "${CA_BUNDLE:+export PIP_CERT='$CA_BUNDLE'}" > /etc/kninfer-pip-sources
 # hadolint ignore=SC1091
-RUN set -eu; . /opt/kninfer/pip-sources; \
+RUN set -eu; . /etc/kninfer-pip-sources; \
     case "$FAMILY" in \
       pytorch|all) \
         if [ -n "$TORCH_FIND_LINKS" ]; then pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0; \
         else pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0; fi ;; \
-      sklearn|mlflow) ;; \
-      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
+      *) ;; \
     esac
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY kninfer ./kninfer
-# Non-editable install; `storage` adds kserve-storage for --storage-uri downloads (s3://, gs://...)
-# on plain Knative, where no KServe storage initializer runs. Versions are pinned by pyproject.toml.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
 # compileall skips torch's Python-3.12-only test helper, which cannot compile on 3.11 and made
 # the whole step (and every build) fail.
 # hadolint ignore=DL3013,SC1091
-RUN set -eu; . /opt/kninfer/pip-sources; \
-    case "$FAMILY" in \
-      sklearn) extras=storage ;; mlflow) extras=mlflow,storage ;; \
-      pytorch) extras=pytorch,storage ;; *) extras=pytorch,mlflow,storage ;; \
-    esac; \
-    pip install ".[$extras]"; \
-    python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer; \
-    rm /opt/kninfer/pip-sources
+RUN set -eu; . /etc/kninfer-pip-sources; \
+    pip install -r /tmp/requirements.txt; \
+    rm /tmp/requirements.txt; \
+    python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer
+
+FROM deps AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY kninfer ./kninfer
+# kninfer alone (its requirements are in the venv already), under /stage: /stage/opt/kninfer/...
+# holds exactly the files it adds. Bytecode records the paths the image will have.
+# hadolint ignore=DL3013,SC1091
+RUN set -eu; . /etc/kninfer-pip-sources; \
+    pip install --no-deps --root /stage .; \
+    python -m compileall -q -s /stage -p / /stage
 
 FROM ${PYTHON_IMAGE}
 ARG FAMILY=all
-COPY --from=build /opt/kninfer /opt/kninfer
 RUN useradd --uid 1000 --user-group --create-home --shell /usr/sbin/nologin kninfer
+COPY --from=deps /opt/kninfer /opt/kninfer
+COPY --from=build /stage/ /
 # Bytecode was compiled at build time; never write more (the root filesystem may be read-only).
 ENV PATH=/opt/kninfer/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -127,3 +127,73 @@ def test_image_command_honours_port(tmp_path: Path) -> None:
             process.kill()
             process.wait(5)
         log.close()
+
+
+def requirements_of(extras: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "deploy/requirements.py", "pyproject.toml", extras],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+
+
+@pytest.mark.parametrize("extras", ["storage", "mlflow,storage", "pytorch,storage",
+                                    "pytorch,mlflow,storage"])
+def test_image_requirements_are_the_packages_requirements(extras: str) -> None:
+    """What the Dockerfile's deps stage installs is what `pip install '.[extras]'` would: the
+    installed kninfer's own metadata, read by pip's rules, is the reference."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    wanted = set(extras.split(","))
+    expected = set()
+    for text in requires("kninfer") or []:
+        requirement = Requirement(text)
+        marker = requirement.marker
+        if marker is None or any(marker.evaluate({"extra": e}) for e in wanted):
+            requirement.marker = None
+            expected.add(str(requirement))
+    result = requirements_of(extras)
+    assert result.returncode == 0, result.stderr
+    assert {str(Requirement(line)) for line in result.stdout.splitlines()} == expected
+
+
+def test_image_requirements_refuse_an_unknown_extra() -> None:
+    result = requirements_of("storage,gpu")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1, "",
+        "unknown extras ['gpu']; pyproject.toml has ['dev', 'mlflow', 'pytorch', 'storage']\n")
+
+
+def stages(name: str) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions by stage name (the final stage is ''), continuation lines
+    joined."""
+    named: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    pending = ""
+    for raw in (ROOT / name).read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        op, args = (pending + line).split(None, 1)
+        pending = ""
+        if op.upper() == "FROM":
+            words = args.split()
+            current = named.setdefault(words[2] if len(words) == 3 else "", [])
+        current.append((op.upper(), args))
+    return named
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dependencies_are_a_layer_apart_from_kninfers_code(name: str) -> None:
+    """A change to kninfer's code must not rebuild (or make nodes pull again) the GBs of
+    dependencies: the stage that installs them never sees kninfer's sources, and the final image
+    copies the dependency venv and kninfer's own files in two layers."""
+    by_stage = stages(name)
+    # deps copies the list of requirements and nothing else from the build context.
+    assert [args for op, args in by_stage["deps"] if op == "COPY"] == [
+        "--from=requirements /requirements.txt /tmp/requirements.txt"]
+    assert "pip install --no-deps --root /stage ." in " ".join(a for _, a in by_stage["build"])
+    final_copies = [args for op, args in by_stage[""] if op == "COPY"]
+    assert final_copies == ["--from=deps /opt/kninfer /opt/kninfer", "--from=build /stage/ /"]
