@@ -82,3 +82,17 @@ def test_ab_of_a_tree_against_itself_writes_json_and_report(tmp_path: Path) -> N
     report = (out / "ab.md").read_text()
     assert "| cold start, spawn to first answer (s) |" in report
     assert "| throughput, batch 64 (req/s) |" in report
+
+
+def test_the_targets_table_in_the_docs_is_what_bench_targets_writes(tmp_path: Path) -> None:
+    """docs/performance.md includes bench/results/targets.md: regenerated from the run JSONs its
+    command names, it is the same file (nothing pasted or edited by hand)."""
+    committed = (ROOT / "bench" / "results" / "targets.md").read_text()
+    command = committed.split("Command: `python -m bench.targets ", 1)[1].split("`", 1)[0]
+    out = tmp_path / "targets.md"
+    run = subprocess.run([sys.executable, "-m", "bench.targets", *command.split(), "--out",
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert out.read_text() == committed
+    assert "| rps batch 1 x8, kninfer / KServe custom model | 2.38 | 2.78 | 2.54 | >= 2.0 |" \
+        in committed
