@@ -9,7 +9,7 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 export PYTHON
 PODMAN=(podman --runtime runc)
 # What a clean build of the four takes in podman's store (measured: docs/deploy.md#images).
-NEEDS_GB="${IMAGE_TEST_MIN_FREE_GB:-8}"
+NEEDS_GB="${IMAGE_TEST_MIN_FREE_GB:-12}"
 
 log() { printf '[image-test %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
@@ -30,6 +30,8 @@ deploy/podman-build.sh all localhost/kninfer:dev
 # its final stage sets), so rebuilds do not pile up images on the disk.
 "${PODMAN[@]}" image prune -f --filter label=dev.kninfer.family >/dev/null
 log "removed the kninfer images these builds replaced; $(free_gb) GB free"
+"$PYTHON" -m bench.image_sizes >/dev/null
+log "wrote bench/results/images.md (what each image weighs and carries)"
 
 log "pod contract tests"
 "$PYTHON" -m pytest -m image -p no:randomly -q -s tests/test_images.py

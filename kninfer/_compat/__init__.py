@@ -1,4 +1,5 @@
-"""Every workaround for KServe's internals, in one place, gated on the version it was written for.
+"""Every workaround for a library's internals, in one place, gated on the version it was written
+for: KServe's here and in the modules named below, uvicorn's in `uvicorn_connections`.
 
 kninfer leans on KServe 0.21 for its `Model` contract, `InferRequest`/`InferResponse` types,
 model registry and gRPC stubs. A few things it does go below KServe's public surface, for cold
@@ -11,6 +12,9 @@ start or for speed; each lives in this package and asks `fenced()` first:
 - `model_call`: the lean `kserve.Model.__call__` for predictors (the same histograms, a tenth
   of a batch-1 request less);
 - `infer_types`: reading a gRPC-decoded `InferInput` without decoding it twice.
+
+`uvicorn_connections` reads uvicorn's open connections for the SIGTERM drain; it has its own
+`fenced()`, on uvicorn's version.
 
 On a KServe version other than `WRITTEN_FOR`, `fenced()` is False: kninfer then imports kserve
 eagerly and takes KServe's own code paths, slower but correct, and logs one warning saying so.

@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from kninfer._compat import uvicorn_connections
 from kninfer.dataplane import DataPlane
 
 
@@ -30,6 +31,10 @@ class DrainingUvicorn(uvicorn.Server):
     drain_window_s = 0.0
     QUIET_S = 0.5
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        uvicorn_connections.fenced()  # a drain that will be off is said at start-up, not at SIGTERM
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
@@ -42,25 +47,18 @@ class DrainingUvicorn(uvicorn.Server):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_window_s
         idle_since: dict[int, float] = {}
-        while self.server_state.connections and loop.time() < deadline:
+        # uvicorn's connection set is an internal: None on a uvicorn it was not read from, and
+        # the drain is left to uvicorn's shutdown.
+        while ((connections := uvicorn_connections.open_connections(self))
+               and loop.time() < deadline):
             now = loop.time()
-            for connection in list(self.server_state.connections):
-                if not _idle(connection):
+            for connection in connections:
+                if not uvicorn_connections.is_idle(connection):
                     idle_since.pop(id(connection), None)
                 elif now - idle_since.setdefault(id(connection), now) >= self.QUIET_S:
-                    connection.shutdown()  # idle: uvicorn closes its transport
+                    uvicorn_connections.close(connection)
             await asyncio.sleep(0.05)
         await super().shutdown(sockets=sockets)
-
-
-def _idle(connection: Any) -> bool:
-    """Whether a uvicorn HTTP connection has no request in progress (its `cycle`, uvicorn 0.30+
-    in both the httptools and h11 protocols). Unknown shapes count as busy: they are then left
-    for uvicorn's own shutdown at the end of the window."""
-    if not hasattr(connection, "cycle"):
-        return False
-    cycle = connection.cycle
-    return cycle is None or bool(getattr(cycle, "response_complete", False))
 
 
 class CloseWhenDraining:
