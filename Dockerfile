@@ -12,7 +12,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # lists what pyproject.toml requires for FAMILY, `deps` installs that list (torch first), `build`
 # installs kninfer itself under /stage, and the final image copies the two separately. Only a
 # changed list rebuilds `deps`; a rebuild after a code change takes seconds, and a node that holds
-# the previous image pulls only kninfer's own layers (about 8 MB) when a new revision rolls out.
+# the previous image pulls only kninfer's own layers (about 4 MB) when a new revision rolls out.
 FROM ${PYTHON_IMAGE} AS requirements
 ARG FAMILY=all
 WORKDIR /src
