@@ -19,8 +19,8 @@ from conftest import ROOT, free_port, server_env
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
 
 
-def final_stage(name: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of the last stage, continuation lines joined."""
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, comments dropped, continuation lines joined."""
     lines: list[str] = []
     pending = ""
     for raw in (ROOT / name).read_text().splitlines():
@@ -32,9 +32,14 @@ def final_stage(name: str) -> list[tuple[str, str]]:
             continue
         lines.append(pending + line)
         pending = ""
-    instructions = [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
-    last_from = max(i for i, (op, _) in enumerate(instructions) if op == "FROM")
-    return instructions[last_from:]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+def final_stage(name: str) -> list[tuple[str, str]]:
+    """The instructions of the last stage, from its FROM."""
+    found = instructions(name)
+    last_from = max(i for i, (op, _) in enumerate(found) if op == "FROM")
+    return found[last_from:]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -164,24 +169,14 @@ def test_image_requirements_refuse_an_unknown_extra() -> None:
 
 
 def stages(name: str) -> dict[str, list[tuple[str, str]]]:
-    """Each stage's instructions by stage name (the final stage is ''), continuation lines
-    joined."""
+    """Each stage's instructions by stage name (the unnamed final stage is '')."""
     named: dict[str, list[tuple[str, str]]] = {}
     current: list[tuple[str, str]] = []
-    pending = ""
-    for raw in (ROOT / name).read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        op, args = (pending + line).split(None, 1)
-        pending = ""
-        if op.upper() == "FROM":
+    for op, args in instructions(name):
+        if op == "FROM":
             words = args.split()
             current = named.setdefault(words[2] if len(words) == 3 else "", [])
-        current.append((op.upper(), args))
+        current.append((op, args))
     return named
 
 
