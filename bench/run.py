@@ -112,9 +112,9 @@ def adaptive_batching(duration: float) -> dict[str, Any]:
     2048-wide MLP, 32 connections of batch-1 requests, batching off vs on, interleaved)."""
     tag = "make-bench"
     python = ROOT / ".venv" / "bin" / "python"
-    log("adaptive batching: bench/batching/run.py (PyTorch MLP, off vs on)")
+    log("adaptive batching: python -m bench.batching.run (PyTorch MLP, off vs on)")
     subprocess.run([str(python if python.exists() else sys.executable),
-                    str(BENCH / "batching" / "run.py"), "--duration", str(max(3, round(duration))),
+                    "-m", "bench.batching.run", "--duration", str(max(3, round(duration))),
                     "--repeats", "2", "--tag", tag, "--server-args", "--inference-threads 1"],
                    check=True, cwd=ROOT)
     report: dict[str, Any] = json.loads((BENCH / "batching" / f"results-2048-{tag}.json")

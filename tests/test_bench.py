@@ -96,3 +96,12 @@ def test_the_targets_table_in_the_docs_is_what_bench_targets_writes(tmp_path: Pa
     assert out.read_text() == committed
     assert "| rps batch 1 x8, kninfer / KServe custom model | 2.38 | 2.78 | 2.54 | >= 2.0 |" \
         in committed
+
+
+def test_the_batching_bench_starts_as_make_bench_runs_it() -> None:
+    """`make bench` runs `python -m bench.batching.run` after the load runs; an import error there
+    (it once ran as a script, where `bench` is not importable) lost the whole run's results."""
+    run = subprocess.run([sys.executable, "-m", "bench.batching.run", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("usage: ")

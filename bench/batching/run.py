@@ -1,7 +1,7 @@
 """Adaptive batching benchmark: a PyTorch MLP served by `kninfer serve --predictor pytorch`, 32
 concurrent clients sending batch-1 V2 requests to 127.0.0.1, batching off vs on in the same run.
 
-    .venv/bin/python bench/batching/run.py [--hidden 2048] [--duration 10] [--repeats 2]
+    .venv/bin/python -m bench.batching.run [--hidden 2048] [--duration 10] [--repeats 2]
 
 The load generator is wrk (C; `apt-get install -y wrk`) with post.lua. On a machine with two or
 more cores the server is pinned to core 0 and wrk to core 1 with taskset, so the client never

@@ -1,0 +1,1 @@
+"""The adaptive batching benchmark (run.py): PyTorch MLP, batching off vs on."""
