@@ -223,8 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         for run in running:
             load.stop(run)
 
+    batching_failed = False
     if args.batching if args.batching is not None else not args.quick:
-        results["batching"] = adaptive_batching(args.duration)
+        try:
+            results["batching"] = adaptive_batching(args.duration)
+        except subprocess.CalledProcessError as error:
+            # Minutes of load results above are still written; the exit status says it failed.
+            batching_failed = True
+            results["batching"] = {"error": f"bench.batching.run exited {error.returncode}"}
+            log("adaptive batching failed (its output is above); writing the other results")
     for batch in batches:
         results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
             model_dir, bodies[batch], batch, 50 if args.quick else 200)
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                         str(out / "latest.json"), str(plot)], check=True)
     write_markdown(results, out / "report.md", plot.name if plot else None)
     log(f"wrote {out / 'latest.json'}, {out / 'report.md'}" + (f", {plot}" if plot else ""))
-    return 0
+    return 1 if batching_failed else 0
 
 
 if __name__ == "__main__":

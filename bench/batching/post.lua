@@ -1,13 +1,15 @@
 -- wrk script: POST one batch-1 V2 inference request (FEATURES values) and report a JSON summary.
 -- Non-200 answers are counted as errors (wrk's own summary.errors.status counts only >= 400).
 local features = tonumber(os.getenv("KNINFER_BENCH_FEATURES") or "256")
+-- the model's input name, from its metadata (run.py reads it and checks one request first)
+local input = os.getenv("KNINFER_BENCH_INPUT") or "input"
 local values = {}
 for i = 1, features do
   values[i] = string.format("%.3f", (i % 17) / 17.0)
 end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"inputs":[{"name":"x","shape":[1,' .. features .. '],"datatype":"FP32","data":['
+wrk.body = '{"inputs":[{"name":"' .. input .. '","shape":[1,' .. features .. '],"datatype":"FP32","data":['
   .. table.concat(values, ",") .. ']}]}'
 
 local bad = 0

@@ -3,12 +3,14 @@ concurrent clients sending batch-1 V2 requests to 127.0.0.1, batching off vs on 
 
     .venv/bin/python -m bench.batching.run [--hidden 2048] [--duration 10] [--repeats 2]
 
-The load generator is wrk (C; `apt-get install -y wrk`) with post.lua. On a machine with two or
-more cores the server is pinned to core 0 and wrk to core 1 with taskset, so the client never
-steals the server's CPU; the server runs torch with one intra-op thread (OMP_NUM_THREADS=1), the
-honest setting for a one-core pod. Each configuration runs `--repeats` times, interleaved
-(off, on, on, off, ...) so that drift on a shared machine hits both alike; every run is preceded by
-a short warm-up load that is not recorded. Results go to results-<hidden>.json beside this file.
+The load generator is wrk (C; Debian's package, installed when missing) with post.lua. On a
+machine with two or more cores the server is pinned to core 0 and wrk to core 1 with taskset, so
+the client never steals the server's CPU; the server runs torch with one intra-op thread
+(OMP_NUM_THREADS=1), the honest setting for a one-core pod. Each configuration runs `--repeats`
+times, interleaved (off, on, on, off, ...) so that drift on a shared machine hits both alike; every
+run is preceded by a short warm-up load that is not recorded. One request is checked to answer 200
+before any load, and a run with failed requests writes no result. Results go to
+results-<hidden>.json beside this file (or --out).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import harness
+from bench import harness, load
 from bench.harness import free_port, pinned, wait_ready
 
 HERE = Path(__file__).resolve().parent
@@ -79,11 +80,26 @@ def stop_server(process: Any) -> None:
     harness.stop(process)
 
 
+def input_name(url: str) -> str:
+    """The model's one input, from its V2 metadata; one request with it must answer 200 before
+    any load is measured (a load of 400s once passed for a result here)."""
+    with urllib.request.urlopen(f"{url}/v2/models/{MODEL}", timeout=10) as reply:
+        (name,) = [tensor["name"] for tensor in json.loads(reply.read())["inputs"]]
+    body = json.dumps({"inputs": [{"name": name, "shape": [1, FEATURES], "datatype": "FP32",
+                                   "data": [0.0] * FEATURES}]}).encode()
+    request = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as reply:  # raises on a 4xx/5xx
+        assert reply.status == 200, reply.status
+    return str(name)
+
+
 def wrk(url: str, seconds: int, connections: int, core: int | None) -> dict[str, Any]:
     command = [*pinned(core, []), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
                "--timeout", "10s",
                "-s", str(HERE / "post.lua"), f"{url}/v2/models/{MODEL}/infer"]
-    env = dict(os.environ, KNINFER_BENCH_FEATURES=str(FEATURES))
+    env = dict(os.environ, KNINFER_BENCH_FEATURES=str(FEATURES),
+               KNINFER_BENCH_INPUT=input_name(url))
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     match = re.search(r"^JSON (.*)$", out, re.MULTILINE)
     if match is None:
@@ -112,10 +128,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--server-args", default="", help="extra `kninfer serve` flags, both modes")
+    parser.add_argument("--out", type=Path, help="the results file (default: "
+                        "results-<hidden>[-<tag>].json beside this file)")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
-        return 2
+    load.ensure_wrk()  # as bench.run does: Debian's package, installed when missing
     cores = os.cpu_count() or 1
     server_core, client_core = (0, 1) if cores >= 2 else (None, None)
     runs: list[dict[str, Any]] = []
@@ -141,14 +157,18 @@ def main() -> int:
             runs.append(result)
             print(json.dumps(result), flush=True)
     summary = summarise(runs)
+    if summary["errors"]:
+        print(json.dumps(summary, indent=2))
+        print(f"{summary['errors']} requests failed: no result written", file=sys.stderr)
+        return 1
     report = {"command": shlex.join(["python", *sys.argv]),
               "hidden": args.hidden, "features": FEATURES, "connections": args.connections,
               "duration_s": args.duration, "cores": cores, "server_core": server_core,
               "client_core": client_core, "runs": runs, "summary": summary}
-    out = HERE / f"results-{args.hidden}{args.tag and '-' + args.tag}.json"
+    out = args.out or HERE / f"results-{args.hidden}{args.tag and '-' + args.tag}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out}")
     return 0
 
 
