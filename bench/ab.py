@@ -28,16 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
+from bench.harness import git_commit
 from bench.servers import BENCH, ROOT, ServerSpec
 
 RESULTS = BENCH / "results"
 BATCHES = (1, 64)
-
-
-def git_commit(tree: Path) -> str:
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "unknown"
 
 
 def spec_for(label: str, tree: Path, model_dir: Path, work: Path) -> ServerSpec:

@@ -72,3 +72,14 @@ def stop(process: subprocess.Popen[bytes], group: bool = False, grace_s: float =
                 process.kill()
             process.wait(5)
     return process.returncode
+
+
+def git_commit(tree: Path, *watched: str) -> str:
+    """The tree's short commit; " with changes" added when any of the `watched` paths have
+    uncommitted changes (a benchmark of a working tree, not of that commit)."""
+    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False)
+    dirty = watched and subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--", *watched],
+        capture_output=True, text=True, check=False).stdout.strip()
+    return (done.stdout.strip() or "unknown") + (" with changes" if dirty else "")

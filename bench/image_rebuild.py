@@ -26,11 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness import git_commit
 from bench.servers import BENCH, ROOT
 
 RESULTS = BENCH / "results"
 BUILD = ROOT / "deploy" / "podman-build.sh"
 PODMAN = ["podman", "--runtime", "runc"]
+# What a Dockerfile here may COPY: a change there marks the tree's commit "with changes".
+BUILD_CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "kninfer", "deploy")
 # Everything a Dockerfile here may COPY; the rest of a tree (venvs, bench, tests) stays out.
 CONTEXT_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "bench", "tests", "docs",
                                         "__pycache__", ".mypy_cache", ".pytest_cache",
@@ -99,20 +102,10 @@ def measure(label: str, tree: Path, family: str, work: Path) -> dict[str, Any]:
         size = int(podman("image", "inspect", "--format", "{{.Size}}", second))
     finally:
         subprocess.run([*PODMAN, "rmi", "-f", first, second], capture_output=True, check=False)
-    return {"tree": str(tree), "commit": git_commit(tree), "family": family,
+    return {"tree": str(tree), "commit": git_commit(tree, *BUILD_CONTEXT), "family": family,
             "first_build_s": round(first_s, 1), "rebuild_s": round(rebuild_s, 1),
             "store_growth_bytes": grown, "new_layer_bytes": fresh_bytes,
             "new_layers": fresh, "image_bytes": size}
-
-
-def git_commit(tree: Path) -> str:
-    """The tree's commit, marked when the build context has changes not yet committed."""
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "-C", str(tree), "status", "--porcelain", "--", "Dockerfile",
-                            ".dockerignore", "pyproject.toml", "kninfer", "deploy"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return (done.stdout.strip() or "unknown") + (" with changes" if dirty else "")
 
 
 def megabytes(value: int) -> str:
