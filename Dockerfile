@@ -8,37 +8,27 @@
 # node: sklearn (no torch, no mlflow), mlflow (no torch), pytorch (no mlflow), all.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# The GBs of dependencies are one layer that a change to kninfer's code leaves alone: `requirements`
-# lists what pyproject.toml requires for FAMILY, `deps` installs that list (torch first), `build`
-# installs kninfer itself under /stage, and the final image copies the two separately. Only a
-# changed list rebuilds `deps`; a rebuild after a code change takes seconds, and a node that holds
-# the previous image pulls only kninfer's own layers (about 4 MB) when a new revision rolls out.
-FROM ${PYTHON_IMAGE} AS requirements
-ARG FAMILY=all
-WORKDIR /src
-COPY pyproject.toml ./
-COPY deploy/requirements.py ./deploy/
-# `storage` adds kserve-storage for --storage-uri downloads (s3://, gs://...) on plain Knative,
-# where no KServe storage initializer runs. Versions are pinned by pyproject.toml.
-RUN set -eu; \
-    case "$FAMILY" in \
-      sklearn) extras=storage ;; mlflow) extras=mlflow,storage ;; \
-      pytorch) extras=pytorch,storage ;; all) extras=pytorch,mlflow,storage ;; \
-      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
-    esac; \
-    python3 deploy/requirements.py pyproject.toml "$extras" > /requirements.txt
-
+# The GBs of dependencies are one layer that a change to kninfer's code leaves alone: `deps`
+# installs FAMILY's lock (requirements/image-FAMILY.txt, made by `make lock`: every package pinned
+# with its hashes, so two builds a month apart install the same files), `build` installs kninfer
+# itself under /stage, and the final image copies the two separately. Only a changed lock rebuilds
+# `deps`; a rebuild after a code change takes seconds, and a node that holds the previous image
+# pulls only kninfer's own layers (about 4 MB) when a new revision rolls out.
 FROM ${PYTHON_IMAGE} AS deps
 ARG FAMILY=all
 # Package sources, for builds behind a mirror or proxy: pip's index and extra index, a CA bundle
 # (a path inside the build, e.g. a mounted file) and where the CPU build of torch comes from:
 # PyTorch's CPU index by default (PyPI's default wheel drags in CUDA, GBs), or a directory of
-# wheels mounted into the build (TORCH_FIND_LINKS). No other host is contacted.
+# wheels mounted into the build (TORCH_FIND_LINKS). No other host is contacted, and whatever the
+# source, pip installs only files whose sha256 the lock names.
 ARG INDEX_URL=https://pypi.org/simple
 ARG EXTRA_INDEX_URL=
 ARG CA_BUNDLE=
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_FIND_LINKS=
+# Packages the model needs beyond FAMILY's lock (a flavor's library, say `lightgbm==4.6.0`),
+# installed after it with pip's ordinary resolution: they are not locked here, so pin them.
+ARG EXTRA_PACKAGES=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/kninfer
@@ -50,21 +40,22 @@ ENV PATH=/opt/kninfer/bin:$PATH
 RUN printf '%s\n' "export PIP_INDEX_URL='$INDEX_URL'" \
       "${EXTRA_INDEX_URL:+export PIP_EXTRA_INDEX_URL='$EXTRA_INDEX_URL'}" \
       "${CA_BUNDLE:+export PIP_CERT='$CA_BUNDLE'}" > /etc/kninfer-pip-sources
-# hadolint ignore=SC1091
-RUN set -eu; . /etc/kninfer-pip-sources; \
-    case "$FAMILY" in \
-      pytorch|all) \
-        if [ -n "$TORCH_FIND_LINKS" ]; then pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0; \
-        else pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0; fi ;; \
-      *) ;; \
-    esac
-COPY --from=requirements /requirements.txt /tmp/requirements.txt
+COPY requirements/image-*.txt /tmp/locks/
 # compileall skips torch's Python-3.12-only test helper, which cannot compile on 3.11 and made
 # the whole step (and every build) fail.
-# hadolint ignore=DL3013,SC1091
+# hadolint ignore=DL3013,SC1091,SC2086
 RUN set -eu; . /etc/kninfer-pip-sources; \
-    pip install -r /tmp/requirements.txt; \
-    rm /tmp/requirements.txt; \
+    lock="/tmp/locks/image-$FAMILY.txt"; \
+    case "$FAMILY" in \
+      sklearn|mlflow) torch_source="" ;; \
+      pytorch|all) torch_source="--extra-index-url $TORCH_INDEX_URL" ;; \
+      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
+    esac; \
+    if [ -n "$torch_source" ] && [ -n "$TORCH_FIND_LINKS" ]; then \
+      torch_source="--find-links $TORCH_FIND_LINKS"; fi; \
+    pip install --require-hashes --no-deps $torch_source -r "$lock"; \
+    if [ -n "$EXTRA_PACKAGES" ]; then pip install $EXTRA_PACKAGES; fi; \
+    rm -r /tmp/locks; \
     python -m compileall -q -j 0 -x 'torch/testing/_internal/py312' /opt/kninfer
 
 FROM deps AS build

@@ -3,20 +3,41 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev,pytorch,mlflow
+# The locked dev environment (requirements/dev.txt, made by `make lock`): every package pinned with
+# its hashes, so two installs on different days are the same software.
+LOCK := requirements/dev.txt
 
-.PHONY: serve test test-eager test-long lint docs bench bench-cold bench-quick clean serve-pipeline image \
-	image-gpu deploy image-test
+.PHONY: serve test check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold \
+	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -m compileall -q kninfer >/dev/null
 	touch $(STAMP)
 
+# Re-resolve every lock in requirements/ from pyproject.toml's ranges (docs/development.md).
+lock: $(STAMP)
+	UV=$(BIN)/uv requirements/lock.sh
+
+# The suite against the newest releases the registry serves within pyproject.toml's ranges (not
+# the lock), in .venv-latest: finds an upgrade that breaks kninfer before `make lock` takes it.
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,pytorch,mlflow]'
+	@echo "what the newest releases change against $(LOCK):"
+	-$(LATEST)/bin/python requirements/check.py $(LOCK)
+	$(LATEST)/bin/python -m pytest -n 2 --dist loadfile -q
+
 serve: $(STAMP)
 	$(BIN)/kninfer serve
+
+# Fails when .venv is not exactly the lock (a package added, removed or at another version by hand).
+check-lock: $(STAMP)
+	$(BIN)/python requirements/check.py $(LOCK)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -40,6 +61,11 @@ lint: $(STAMP)
 # nav or a missing bench/results report fails the build. Open build/site/index.html.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d build/site
+
+# Every command output the docs show, made again by running the command (tests/test_docs.py
+# --write-docs-outputs); review the diff. `make test` then checks them at a stated tolerance.
+docs-outputs: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist tests/test_docs.py --write-docs-outputs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -108,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     wrk_path = load.ensure_wrk()
     # The CLI in its own process: importing kserve here would parse this script's argv.
     work = Path(tempfile.mkdtemp(prefix="kninfer-ab-"))
-    subprocess.run([sys.executable, "-c", "import sys, pathlib; from kninfer.iris import "
-                    "ensure_iris_model; ensure_iris_model(pathlib.Path(sys.argv[1]))",
-                    str(work)], check=True, cwd=ROOT)
-    model_dir = work / "iris"
+    made = subprocess.run([sys.executable, "-c", "import sys, pathlib; from kninfer.iris import "
+                           "ensure_iris_model; print(ensure_iris_model(pathlib.Path(sys.argv[1])))",
+                           str(work)], check=True, cwd=ROOT, capture_output=True, text=True)
+    model_dir = Path(made.stdout.strip())
     bodies = {}
     for batch in BATCHES:
         bodies[batch] = work / f"body-{batch}.json"

@@ -3,7 +3,7 @@
 # default this checkout, holds the Dockerfile). `deploy/podman-build.sh --setup` only gets podman
 # and the base image ready. Used by `make image-test` and bench/image_rebuild.py.
 #
-# Facts of machines without a Docker engine or registry access (../shared/notes/containers-here.md):
+# Facts of machines without a Docker engine or registry access (such as the development machines):
 # podman needs `--runtime runc` (crun refuses a hybrid cgroup layout); builds use the host's
 # network and CA bundle; the base image is made from Debian packages with debootstrap when the
 # registry base cannot be pulled (bookworm's python3 is 3.11, like python:3.11-slim-bookworm).

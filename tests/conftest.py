@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 import httpx
@@ -19,8 +20,28 @@ import pytest
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-SCHEMAS = SHARED / "schemas"
+# The CRDs kninfer validates against: the copy vendored in the package, never a folder outside it.
+SCHEMAS = ROOT / "kninfer" / "deploy" / "crds"
+# Where the vendored copy was taken from, beside the checkout in the project's own workspace only:
+# tests/deploy compares the two when it is there and says so when it is not.
+UPSTREAM_SCHEMAS = ROOT.parent / "shared" / "schemas"
+
+
+def lock_checker() -> ModuleType:
+    """requirements/check.py (the lock reader `make check-lock` runs; a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock_check", ROOT / "requirements" / "check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--write-docs-outputs", action="store_true",
+                     help="tests/test_docs.py writes each documented command's real output into "
+                     "the docs instead of comparing (make docs-outputs)")
 
 
 def free_port() -> int:

@@ -36,7 +36,7 @@ import httpx
 
 PODMAN = ["podman", "--runtime", "runc"]
 # This machine's container limits: crun refuses the hybrid cgroup layout, and raising NOFILE or
-# NPROC above the sandbox's own limits is refused (../shared/notes/containers-here.md).
+# NPROC above a sandbox's own limits is refused by the OCI runtime (runc's setrlimit fails).
 LIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 ARBITRARY_UID = "1000680000:0"
 RELEASE_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"

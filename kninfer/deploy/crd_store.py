@@ -6,8 +6,8 @@ several). Every served version with an `openAPIV3Schema` is kept.
 
 Parsing the 2 MB InferenceService CRD takes ~0.5 s even with PyYAML's C loader, so what is
 extracted from each file is cached as JSON under $XDG_CACHE_HOME/kninfer/crd-schemas, keyed by
-the file's content hash (~10 ms to load; ../shared/notes/kserve-knative-manifests.md, section 0,
-item 7). A validator is built from a schema on first use (kninfer.deploy.strict). Core kinds
+the file's content hash, which loads far faster than the YAML parses. A validator is built from
+a schema on first use (kninfer.deploy.strict). Core kinds
 (ConfigMap, Service, Deployment, ...) have no CRD: `CORE_FIELDS` lists their field names
 (kubernetes/api types).
 """

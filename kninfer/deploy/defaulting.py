@@ -3,8 +3,8 @@
 apiextensions structural-schema semantics: a null on a non-nullable field is dropped (kninfer
 reports it as a warning), then the schema's `default`s are applied to missing fields, and only
 then is the object validated. jsonschema does neither: a plain validator fails `nodeSelector:
-null` and never applies a default (../shared/notes/kserve-knative-manifests.md, section 0,
-items 4 and 6).
+null` and never applies a default (Kubernetes' CRD docs: structural schemas, field pruning,
+defaulting and nullable).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 (the kubectl default since 1.32) apply it.
 
 A plain JSON-Schema validator on a CRD's `openAPIV3Schema` is laxer than the API server
-(../shared/notes/kserve-knative-manifests.md, section 0). `strict` and `root_schema` make the
-server's implicit rules explicit:
+(Kubernetes' CRD docs: structural schemas, field pruning, defaulting and nullable). `strict` and
+`root_schema` make the server's implicit rules explicit:
 
 - unknown fields are errors: every object schema with `properties` is closed unless it carries
   `x-kubernetes-preserve-unknown-fields` or declares `additionalProperties` (a map);

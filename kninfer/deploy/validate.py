@@ -6,8 +6,9 @@ made strict as the API server and `kubectl apply --validate=strict` (the kubectl
 1.32) apply it (kninfer.deploy.strict), drops nulls and applies defaults as the API server does
 (kninfer.deploy.defaulting), validates, and adds the admission-webhook rules no schema states
 (kninfer.deploy.webhooks). A plain JSON-Schema validator on a CRD's `openAPIV3Schema` is laxer
-than the API server (../shared/notes/kserve-knative-manifests.md, section 0); those modules are
-what it lacks.
+than the API server (it never rejects an unknown field, drops a null or applies a default: see
+Kubernetes' CRD docs: structural schemas, field pruning, defaulting and nullable); those modules
+are what it lacks.
 
 Each problem names the file, the document (1-based), the JSON path and the rule.
 """

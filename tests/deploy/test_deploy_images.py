@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, server_env
+from conftest import ROOT, free_port, lock_checker, server_env
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
 
@@ -67,16 +67,21 @@ def test_runtime_contract(name: str) -> None:
 
 
 def test_gpu_image_is_cuda_with_a_cuda_torch() -> None:
+    check = lock_checker()
     text = (ROOT / "Dockerfile.gpu").read_text()
-    assert "ARG CUDA_IMAGE=nvidia/cuda:" in text
-    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cu" in text
-    assert 'pip install --index-url "${TORCH_INDEX}" torch==2.13.0' in text
+    assert "COPY requirements/image-gpu.txt" in text
+    gpu = check.locked(ROOT / "requirements" / "image-gpu.txt")
+    # PyPI's torch (a CUDA build) and NVIDIA's CUDA runtime wheels, not the CPU build.
+    assert gpu["torch"] == "2.13.0" and "nvidia-cublas" in gpu
     cpu = (ROOT / "Dockerfile").read_text()
+    for family in ("pytorch", "all"):
+        assert check.locked(ROOT / "requirements" / f"image-{family}.txt")["torch"] == \
+            "2.13.0+cpu"
     # The CPU build of torch, from an index (or a wheel directory) a build behind a mirror can
     # replace, as it can pip's index, extra index and CA bundle.
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu
-    assert 'pip install --extra-index-url "$TORCH_INDEX_URL" torch==2.13.0' in cpu
-    assert 'pip install --find-links "$TORCH_FIND_LINKS" torch==2.13.0' in cpu
+    assert 'torch_source="--extra-index-url $TORCH_INDEX_URL"' in cpu
+    assert 'torch_source="--find-links $TORCH_FIND_LINKS"' in cpu
     for arg in ("INDEX_URL=https://pypi.org/simple", "EXTRA_INDEX_URL=", "CA_BUNDLE=",
                 "FAMILY=all"):
         assert f"ARG {arg}\n" in cpu, arg
@@ -134,40 +139,6 @@ def test_image_command_honours_port(tmp_path: Path) -> None:
         log.close()
 
 
-def requirements_of(extras: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "deploy/requirements.py", "pyproject.toml", extras],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
-
-
-@pytest.mark.parametrize("extras", ["storage", "mlflow,storage", "pytorch,storage",
-                                    "pytorch,mlflow,storage"])
-def test_image_requirements_are_the_packages_requirements(extras: str) -> None:
-    """What the Dockerfile's deps stage installs is what `pip install '.[extras]'` would: the
-    installed kninfer's own metadata, read by pip's rules, is the reference."""
-    from importlib.metadata import requires
-
-    from packaging.requirements import Requirement
-
-    wanted = set(extras.split(","))
-    expected = set()
-    for text in requires("kninfer") or []:
-        requirement = Requirement(text)
-        marker = requirement.marker
-        if marker is None or any(marker.evaluate({"extra": e}) for e in wanted):
-            requirement.marker = None
-            expected.add(str(requirement))
-    result = requirements_of(extras)
-    assert result.returncode == 0, result.stderr
-    assert {str(Requirement(line)) for line in result.stdout.splitlines()} == expected
-
-
-def test_image_requirements_refuse_an_unknown_extra() -> None:
-    result = requirements_of("storage,gpu")
-    assert (result.returncode, result.stdout, result.stderr) == (
-        1, "",
-        "unknown extras ['gpu']; pyproject.toml has ['dev', 'mlflow', 'pytorch', 'storage']\n")
-
-
 def stages(name: str) -> dict[str, list[tuple[str, str]]]:
     """Each stage's instructions by stage name (the unnamed final stage is '')."""
     named: dict[str, list[tuple[str, str]]] = {}
@@ -186,9 +157,12 @@ def test_dependencies_are_a_layer_apart_from_kninfers_code(name: str) -> None:
     dependencies: the stage that installs them never sees kninfer's sources, and the final image
     copies the dependency venv and kninfer's own files in two layers."""
     by_stage = stages(name)
-    # deps copies the list of requirements and nothing else from the build context.
+    # deps copies the locks and nothing else from the build context.
     assert [args for op, args in by_stage["deps"] if op == "COPY"] == [
-        "--from=requirements /requirements.txt /tmp/requirements.txt"]
+        {"Dockerfile": "requirements/image-*.txt /tmp/locks/",
+         "Dockerfile.gpu": "requirements/image-gpu.txt /tmp/requirements.txt"}[name]]
+    installs = " ".join(a for op, a in by_stage["deps"] if op == "RUN")
+    assert "pip install --require-hashes --no-deps" in installs
     assert "pip install --no-deps --root /stage ." in " ".join(a for _, a in by_stage["build"])
     final_copies = [args for op, args in by_stage[""] if op == "COPY"]
     assert final_copies == ["--from=deps /opt/kninfer /opt/kninfer", "--from=build /stage/ /"]

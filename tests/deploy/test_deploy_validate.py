@@ -1,5 +1,5 @@
-"""`kninfer validate`: strict offline validation against the real KServe/Knative CRDs in
-../shared/schemas, plus synthetic CRDs for the structural-schema rules those files do not use."""
+"""`kninfer validate`: strict offline validation against the real KServe/Knative CRDs vendored in
+kninfer/deploy/crds, plus synthetic CRDs for the structural-schema rules those files do not use."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS
+from conftest import ROOT, SCHEMAS, UPSTREAM_SCHEMAS
 
 from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.crd_store import SchemaStore
@@ -338,18 +338,26 @@ def test_cli_valid_and_missing_crd_dir(tmp_path: Path, ksvc: dict[str, Any]) -> 
     assert missing.stderr == f"kninfer validate: CRD directory {tmp_path / 'nope'} does not exist\n"
 
 
-def test_vendored_crds_are_the_shared_copies_byte_for_byte() -> None:
+def test_the_tests_schemas_are_the_vendored_crds() -> None:
     from kninfer.deploy import VENDORED_CRDS
 
-    if not SCHEMAS.is_dir():
-        pytest.skip(f"{SCHEMAS} is not beside this checkout; nothing to compare with")
-    shared = sorted(p.relative_to(SCHEMAS) for p in SCHEMAS.rglob("*") if p.is_file())
+    assert SCHEMAS.resolve() == VENDORED_CRDS.resolve()
+
+
+def test_vendored_crds_are_the_upstream_copies_byte_for_byte() -> None:
+    from kninfer.deploy import VENDORED_CRDS
+
+    if not UPSTREAM_SCHEMAS.is_dir():
+        pytest.skip(f"{UPSTREAM_SCHEMAS} (the copies the vendored CRDs came from) is not beside "
+                    "this checkout; nothing to compare with")
+    shared = sorted(p.relative_to(UPSTREAM_SCHEMAS) for p in UPSTREAM_SCHEMAS.rglob("*")
+                    if p.is_file())
     vendored = sorted(p.relative_to(VENDORED_CRDS) for p in VENDORED_CRDS.rglob("*")
                       if p.is_file())
     assert vendored == shared
     for relative in shared:
-        assert (VENDORED_CRDS / relative).read_bytes() == (SCHEMAS / relative).read_bytes(), \
-            relative
+        assert (VENDORED_CRDS / relative).read_bytes() == \
+            (UPSTREAM_SCHEMAS / relative).read_bytes(), relative
 
 
 def test_validate_needs_no_crds_flag_from_any_directory(tmp_path: Path) -> None:

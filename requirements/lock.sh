@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# `make lock`: re-resolve every locked environment from pyproject.toml's ranges, with hashes.
+#
+#   all.txt            every extra: the resolution of record; the others take its versions
+#   dev.txt            what `make serve` and `make test` install (.venv): dev, pytorch, mlflow
+#   image-FAMILY.txt   what each CPU image installs (Dockerfile): sklearn, mlflow, pytorch, all
+#   image-gpu.txt      the GPU image (Dockerfile.gpu): Ubuntu 24.04's Python 3.12, CUDA torch
+#
+# uv resolves (`uv pip compile`: for a stated Python and platform, so the GPU image's 3.12 lock is
+# made here too); pip installs (`pip install --require-hashes`), in .venv and in the images alike,
+# so pip's own sources still apply, among them a directory of wheels holding the CPU torch.
+# docs/development.md#dependencies says when to run this and how to check what moved.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV="${UV:-.venv/bin/uv}"
+# Where torch's CPU build comes from: PyTorch's CPU index, or a directory of wheels that holds it
+# (TORCH_FIND_LINKS; by default pip's own configured find-links when that has torch 2.13.0).
+TORCH_CPU_INDEX="${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+TORCH_FIND_LINKS="${TORCH_FIND_LINKS:-$(python3 -m pip config get global.find-links 2>/dev/null || true)}"
+if [ -n "$TORCH_FIND_LINKS" ] && ls "$TORCH_FIND_LINKS"/torch-2.13.0+cpu-* >/dev/null 2>&1; then
+  torch_cpu=(--find-links "$TORCH_FIND_LINKS")
+else
+  torch_cpu=(--extra-index-url "$TORCH_CPU_INDEX" --index-strategy unsafe-best-match)
+fi
+
+compile() {  # compile OUT PYTHON_VERSION [uv args...]
+  local out="$1" python="$2"
+  shift 2
+  "$UV" pip compile --quiet --generate-hashes --no-header --python-version "$python" \
+    --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+    --no-emit-find-links --no-emit-index-url -o "requirements/$out" "$@"
+}
+extras() { local e; for e in "$@"; do printf -- '--extra\n%s\n' "$e"; done; }
+
+mapfile -t all < <(extras dev pytorch mlflow storage)
+compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" --upgrade
+mapfile -t dev < <(extras dev pytorch mlflow)
+compile dev.txt 3.11 pyproject.toml "${dev[@]}" "${torch_cpu[@]}" -c requirements/all.txt
+for family in sklearn mlflow pytorch all; do
+  case "$family" in
+    sklearn) mapfile -t ex < <(extras storage) ;;
+    mlflow) mapfile -t ex < <(extras mlflow storage) ;;
+    pytorch) mapfile -t ex < <(extras pytorch storage) ;;
+    all) mapfile -t ex < <(extras pytorch mlflow storage) ;;
+  esac
+  compile "image-$family.txt" 3.11 pyproject.toml "${ex[@]}" "${torch_cpu[@]}" -c requirements/all.txt
+done
+# The GPU image: PyPI's torch 2.13.0 (a CUDA build, with NVIDIA's runtime wheels) for Python 3.12,
+# every other package at all.txt's version where that version serves 3.12.
+grep -vE '^(torch==|    )' requirements/all.txt | grep -E '^[A-Za-z0-9]' | sed 's/ \\$//' \
+  > requirements/.cpu-pins.txt
+trap 'rm -f requirements/.cpu-pins.txt' EXIT
+mapfile -t gpu < <(extras pytorch storage)
+compile image-gpu.txt 3.12 pyproject.toml "${gpu[@]}" -c requirements/.cpu-pins.txt
+echo "locked: $(grep -c '==' requirements/all.txt) packages in requirements/all.txt"
