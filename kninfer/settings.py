@@ -11,6 +11,7 @@ Knative's runtime contract sets `PORT` for the HTTP port (knative/specs, runtime
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -41,10 +42,11 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNINFER_", extra="ignore")
 
     # What to serve
-    predictor: PredictorFamily | None = Field(
+    predictor: str | None = Field(
         None,
-        description="model family to serve: sklearn, mlflow or pytorch (default: the "
-                    "embedded iris model)",
+        description="model family to serve: sklearn, mlflow, pytorch or package.module:Class "
+                    "(a kninfer.Predictor subclass of your own) (default: the embedded iris "
+                    "model)",
     )
     model_dir: Path | None = Field(None, description="local directory holding the model")
     storage_uri: str | None = Field(
@@ -225,6 +227,11 @@ class ServeSettings(BaseSettings):
             raise ValueError("give either --model-dir or --storage-uri, not both")
         if self.transformer and not self.predictor_host:
             raise ValueError("--transformer needs --predictor-host HOST:PORT")
+        families = typing.get_args(PredictorFamily)
+        if self.predictor is not None and self.predictor not in families \
+                and ":" not in self.predictor:
+            raise ValueError(f"--predictor must be {', '.join(families)} or "
+                             f"package.module:Class; got '{self.predictor}'")
         return self
 
     @property

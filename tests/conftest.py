@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--write-docs-outputs", action="store_true",
                      help="tests/test_docs.py writes each documented command's real output into "
                      "the docs instead of comparing (make docs-outputs)")
+    parser.addoption("--write-api-snapshot", action="store_true",
+                     help="tests/test_public_api.py writes kninfer's public API as it is now into "
+                     "tests/public_api.json instead of comparing")
 
 
 def free_port() -> int:

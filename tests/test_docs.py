@@ -41,7 +41,7 @@ FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 # Every example the tests below run. A marker lost in a move, or one no test runs, fails
 # test_marked_names_are_the_tested_ones.
 EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
-            "features.json", "column_transformer.py", "kninfer.yaml")
+            "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear")
 
 
 class Step(NamedTuple):
@@ -271,3 +271,28 @@ def test_declared_spec_snippet_parses() -> None:
     spec = parse_spec(yaml.safe_load(blocks()["kninfer.yaml"]), "doc-test kninfer.yaml")
     assert spec.inputs is not None and spec.inputs[0].shape == (-1, 4)
     assert (spec.module, spec.module_kwargs) == ("tiny_mlp:MLP", {"hidden": 16})
+
+
+def test_custom_predictor_example(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """docs/api.md's predictor, written only against the public API, served by its CLI line."""
+    import numpy as np
+
+    found = blocks()
+    (tmp_path / "linear.py").write_text(found["linear.py"])
+    model = tmp_path / "linear-model"
+    model.mkdir()
+    np.save(model / "weights.npy", np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    np.save(model / "bias.npy", np.array([0.5, -0.5]))
+    serve_step, *curls = session(found["linear"])
+    args = shlex.split(serve_step.command.removeprefix("PYTHONPATH=. "))
+    assert args[:2] == ["kninfer", "serve"]
+    args = [str(model) if a == "linear-model" else a for a in args[2:]]
+    env = server_env(tmp_path)
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    server = ServerProcess(args, env, tmp_path / "linear.log").start(timeout=120)
+    try:
+        assert len(curls) == 3
+        run_session("linear", curls, {"8080": server.http_port}, tmp_path, pytestconfig,
+                    first=1)
+    finally:
+        server.stop()

@@ -24,7 +24,6 @@ from kninfer import __version__
 from kninfer.dataplane import DataPlane
 from kninfer.errors import (
     ModelNotFound,
-    ServiceUnavailable,
     UnsupportedMediaType,
     message_of,
     status_of,
@@ -84,9 +83,9 @@ class ScoringRoutes:
         return Response(mlflow_version(), 200, media_type=CONTENT_TYPE_JSON)
 
     async def invocations(self, request: Request) -> Response:
+        # While draining, requests that still reach the server are answered, as on every other
+        # inference route (V2, V1, gRPC, CloudEvents): only readiness (/ping) says 503.
         try:
-            if self.dataplane.draining:
-                raise ServiceUnavailable("the server is draining; retry")
             model = self._model()
             body = await read_body(request, self.max_body_bytes)
             payload = decode_invocation(body, request.headers.get("content-type"))

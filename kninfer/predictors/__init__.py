@@ -18,13 +18,21 @@ FAMILIES: dict[PredictorFamily, str] = {
 }
 
 
-def predictor_class(family: PredictorFamily) -> type[Predictor]:
-    try:
-        target = FAMILIES[family]
-    except KeyError:
-        choices = ", ".join(FAMILIES)
-        raise ValueError(f"unknown predictor '{family}'; choose one of {choices}") from None
+def predictor_class(family: str) -> type[Predictor]:
+    """The class `--predictor` names: a family, or `package.module:Class` for a subclass of
+    `kninfer.Predictor` of the user's own (importable on PYTHONPATH or from a `module.py` in
+    the model directory, searched first when given)."""
+    from kninfer.errors import ModelLoadError
     from kninfer.loading import import_class
+    from kninfer.predictors.base import Predictor
 
-    cls: type[Predictor] = import_class(target, "predictor")
-    return cls
+    target = FAMILIES.get(family, family)  # type: ignore[call-overload]
+    if ":" not in target:
+        choices = ", ".join(FAMILIES)
+        raise ModelLoadError(f"unknown predictor '{family}'; choose one of {choices} or give "
+                             "package.module:Class")
+    cls = import_class(target, "predictor")
+    if not (isinstance(cls, type) and issubclass(cls, Predictor)):
+        raise ModelLoadError(f"'{target}' is not a subclass of kninfer.Predictor")
+    result: type[Predictor] = cls
+    return result

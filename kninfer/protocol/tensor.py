@@ -49,7 +49,9 @@ def v2_datatype_of(array: np.ndarray) -> str:
 class TensorSpec:
     """A declared input or output: what model metadata states and what requests are checked against.
 
-    `datatypes` lists what the tensor accepts on input; the first one is the one stated in metadata.
+    `datatype` is the one stated in metadata; `accepts`, when given, is every datatype a request
+    may send for this input instead (list `datatype` in it too), else only `datatype` is accepted.
+    `shape` uses -1 for a dimension of any size. An `optional` input may be left out.
     """
 
     name: str

@@ -45,4 +45,5 @@ def test_unknown_predictor_family_is_a_usage_error(tmp_path):
         env=server_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
-    assert "invalid choice: 'xgboost'" in result.stderr
+    assert ("--predictor must be sklearn, mlflow, pytorch or package.module:Class; got "
+            "'xgboost'") in result.stderr

@@ -152,7 +152,13 @@ def test_draining_turns_readiness_off_and_keeps_answering(client: TestClient,
     dataplane.draining = True
     assert (client.get("/v2/models/iris/ready").status_code,
             client.get("/v2/models/iris/ready").json()) == (503, {"name": "iris", "ready": False})
+    assert client.get("/ping").status_code == 503  # MLflow's readiness, likewise
     assert_still_serving(client)  # in-flight and queued work is still answered while draining
+    # One rule for every inference route: V1 and MLflow's /invocations are served too.
+    v1 = client.post("/v1/models/iris:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert (v1.status_code, v1.json()) == (200, {"predictions": [0]})
+    scoring = client.post("/invocations", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    assert (scoring.status_code, scoring.json()) == (200, {"predictions": [0]})
 
 
 def test_a_binary_cloudevent_on_v2_infer_gets_a_reply_event(client: TestClient) -> None:
