@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT, ServerProcess, free_port, server_env, servers_started
@@ -33,6 +34,9 @@ DOCS = ROOT / "docs"
 MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
                     re.DOTALL)
 MARKER_LINE = re.compile(r"<!-- doc-test: [\w.-]+ -->")
+# Made afresh for every request or event: compared by presence, not value.
+GENERATED_KEYS = {"id", "time", "traceparent"}
+GENERATED_HEADERS = {"ce-id", "ce-time", "ce-traceparent", "date", "content-length"}
 STATUS_NOTE = re.compile(r"\s+# HTTP \d+\s*$")  # the README's status notes after an output
 # Relative and absolute: what a CPU with other vector units, or a BLAS built another way, may move
 # in a probability at the locked versions; a library upgrade moves them far more (iris under
@@ -41,7 +45,8 @@ FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 # Every example the tests below run. A marker lost in a move, or one no test runs, fails
 # test_marked_names_are_the_tested_ones.
 EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
-            "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear")
+            "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
+            "event-send", "event-curl")
 
 
 class Step(NamedTuple):
@@ -86,16 +91,20 @@ def session(body: str) -> list[Step]:
             i += 1
             continue
         command = lines[i][2:]
-        while command.count("'") % 2:
+        while command.count("'") % 2 or command.endswith("\\"):  # open quote or continuation
             i += 1
             command += "\n" + lines[i]
         i += 1
         start = i
-        output: list[str] = []
-        while i < len(lines) and not lines[i].startswith("$ ") and lines[i].strip():
-            output.append(lines[i])
+        # The output runs to the next command or comment line; an HTTP head (curl -i) holds a
+        # blank line before its body, so only trailing blank lines end it.
+        while i < len(lines) and not lines[i].startswith(("$ ", "# ")):
             i += 1
-        pairs.append(Step(command, STATUS_NOTE.sub("", "\n".join(output)), start, i))
+        end = i
+        while end > start and not lines[end - 1].strip():
+            end -= 1
+        output = "\n".join(lines[start:end])
+        pairs.append(Step(command, STATUS_NOTE.sub("", output), start, end))
     return pairs
 
 
@@ -103,7 +112,7 @@ def same(actual: Any, expected: Any, path: str = "$") -> None:
     if isinstance(expected, dict):
         assert isinstance(actual, dict), path
         keys = set(expected) | set(actual)
-        for key in sorted(keys - {"id"}):
+        for key in sorted(keys - GENERATED_KEYS):
             assert key in actual and key in expected, f"{path}.{key}: {actual} vs {expected}"
             same(actual[key], expected[key], f"{path}.{key}")
     elif isinstance(expected, list):
@@ -136,28 +145,68 @@ def write_outputs(name: str, outputs: dict[int, str]) -> None:
     raise AssertionError(f"doc-test {name!r} not found")
 
 
+def same_http(actual: str, expected: str) -> None:
+    """`curl -i` output: the status line, the headers (generated ones by presence) and the body
+    as JSON."""
+    def parts(text: str) -> tuple[str, dict[str, str], str]:
+        head, _, body = text.replace("\r\n", "\n").partition("\n\n")
+        status, *fields = head.splitlines()
+        headers = dict(f.split(": ", 1) for f in fields)
+        return status, {k.lower(): v for k, v in headers.items()}, body
+
+    status, headers, body = parts(actual)
+    want_status, want_headers, want_body = parts(expected)
+    assert status == want_status, (status, want_status)
+    assert sorted(headers) == sorted(want_headers), (sorted(headers), sorted(want_headers))
+    for key, value in want_headers.items():
+        if key not in GENERATED_HEADERS:
+            assert headers[key] == value, (key, headers[key], value)
+    same(json.loads(body), json.loads(want_body))
+
+
+def same_output(command: str, actual: str, expected: str) -> None:
+    if re.match(r"curl -s?i ", command):
+        same_http(actual, expected)
+    else:
+        same(json.loads(actual), json.loads(expected))
+
+
 def run_session(name: str, steps: list[Step], ports: dict[str, int], cwd: Path,
-                config: pytest.Config, first: int = 0) -> None:
+                config: pytest.Config, first: int = 0) -> list[str]:
     """Run each command; compare its output with the docs', or write it into them under
-    --write-docs-outputs. FIRST is the index of steps[0] in the block (for writing)."""
+    --write-docs-outputs. FIRST is the index of steps[0] in the block (for writing). `cat FILE`
+    writes the output shown to FILE (the docs show what the commands after it read); curl and
+    `kninfer` commands run for real. Returns what each command printed."""
     written: dict[int, str] = {}
+    printed: list[str] = []
     for index, step in enumerate(steps, start=first):
         command = step.command
         for readme_port, port in ports.items():
             command = command.replace(f"localhost:{readme_port}", f"127.0.0.1:{port}")
-        assert shlex.split(command)[0] == "curl", command
+            command = command.replace(f"127.0.0.1:{readme_port}", f"127.0.0.1:{port}")
+        program = shlex.split(command)[0]
+        if program == "cat":
+            (cwd / shlex.split(command)[1]).write_text(step.expected + "\n")
+            printed.append(step.expected)
+            continue
+        assert program in ("curl", "kninfer"), command
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+               f"{os.environ.get('PATH', '')}"}
         done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, env=env)
         assert done.returncode == 0, (command, done.stderr)
+        actual = done.stdout.decode().replace("\r\n", "\n").strip()
+        printed.append(actual)
         if not config.getoption("--write-docs-outputs"):
-            same(json.loads(done.stdout), json.loads(step.expected))
+            same_output(command, actual, step.expected)
             continue
         try:  # an output within tolerance of the docs' stays as it is: no churn of ids or digits
-            same(json.loads(done.stdout), json.loads(step.expected))
-        except (AssertionError, json.JSONDecodeError):
-            written[index] = done.stdout.decode().strip()
+            same_output(command, actual, step.expected)
+        except (AssertionError, json.JSONDecodeError, ValueError):
+            written[index] = actual
     if written:
         write_outputs(name, written)
+    return printed
 
 
 def test_quick_start_commands(iris_server: ServerProcess, tmp_path: Path,
@@ -294,5 +343,32 @@ def test_custom_predictor_example(tmp_path: Path, pytestconfig: pytest.Config) -
         assert len(curls) == 3
         run_session("linear", curls, {"8080": server.http_port}, tmp_path, pytestconfig,
                     first=1)
+    finally:
+        server.stop()
+
+
+def test_eventing_worked_example(tmp_path: Path, pytestconfig: pytest.Config) -> None:
+    """docs/eventing.md: `kninfer event send` in binary and structured mode (the redelivery is
+    answered with the first reply, the same event id), then curl in binary mode and a bad event,
+    against `K_SERVICE=iris-predictor kninfer serve` as the page says."""
+    found = blocks()
+    env = server_env(tmp_path)
+    env["K_SERVICE"] = "iris-predictor"
+    server = ServerProcess([], env, tmp_path / "events.log").start(timeout=120)
+    try:
+        ports = {"8080": server.http_port}
+        send = session(found["event-send"])
+        assert [shlex.split(s.command)[:3] for s in send] == [
+            ["cat", "request.json"], ["kninfer", "event", "send"], ["kninfer", "event", "send"]]
+        _, first, again = run_session("event-send", send, ports, tmp_path, pytestconfig)
+        assert json.loads(first)["id"] == json.loads(again)["id"]  # the cached reply
+        # ... and the model ran once, as the page says (request_predict_seconds_count at 1).
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        counts = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith("request_predict_seconds_count")]
+        assert counts == [1.0], counts
+        curls = session(found["event-curl"])
+        assert len(curls) == 2
+        run_session("event-curl", curls, ports, tmp_path, pytestconfig)
     finally:
         server.stop()
