@@ -40,6 +40,11 @@ class V2Routes:
     async def live(self, request: Request) -> Response:
         return json_response({"live": True})
 
+    async def alive(self, request: Request) -> Response:
+        """`GET /` as KServe's ModelServer answers it (kserve.protocol.dataplane.live), which
+        KServe's own REST client reads (`InferenceRESTClient.is_server_live` with V1)."""
+        return json_response({"status": "alive"})
+
     async def ready(self, request: Request) -> Response:
         ready = self.dataplane.ready
         return json_response({"ready": ready}, 200 if ready else 503)
@@ -113,5 +118,5 @@ class V2Routes:
             Route("/v1/models/{name}", g(self.v1_model), methods=["GET"]),
             Route("/metrics", g(self.metrics), methods=["GET"]),
             Route("/openapi.json", g(openapi_route), methods=["GET"]),
-            Route("/", g(self.live), methods=["GET"]),
+            Route("/", g(self.alive), methods=["GET"]),
         ]

@@ -42,7 +42,7 @@ def decode_invocation(body: bytes, content_type: str | None) -> dict[str, Any]:
 
 
 def _json_payload(body: bytes) -> dict[str, Any]:
-    doc = loads_json(body)
+    doc = loads_json(body, non_finite=True)  # as mlflow's json.loads: NaN for a missing value
     if not isinstance(doc, dict):
         raise InvalidInput(
             f"The input must be a JSON dictionary with exactly one of the input fields "

@@ -79,7 +79,7 @@ NOT_FOUND = "model 'nosuch' not found; GET /v1/models lists the served models"
 NOT_READY = "model 'cold' is not ready: it is not loaded yet"
 
 ROUTES = [
-    ("GET", "/", None, 200, {"live": True}),
+    ("GET", "/", None, 200, {"status": "alive"}),  # KServe's ModelServer answer
     ("GET", "/v2/health/live", None, 200, {"live": True}),
     ("GET", "/v2/health/ready", None, 503, {"ready": False}),  # "cold" is not ready
     ("GET", "/v2", None, 200, {"name": "kninfer", "version": __version__,

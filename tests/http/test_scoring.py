@@ -179,3 +179,62 @@ def test_tritonclient_grpc_float_param_reaches_the_model(server: ServerProcess,
                           "parameters": {"scale": "big"}})
     assert wrong["status"] == "StatusCode.INVALID_ARGUMENT", wrong
     assert "scale" in str(wrong["error"])
+
+
+def test_scoring_client_sends_nan_for_missing_values(tmp_path: Path) -> None:
+    """MLflow's client writes a DataFrame's missing values as the bare token NaN (Python's json),
+    which `mlflow models serve` parses; an sklearn-flavor pipeline that imputes them answers as
+    the same model does in process."""
+    import math
+
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.default_rng(7)
+    train = pd.DataFrame({"age": rng.normal(40, 10, 200), "income": rng.normal(50, 15, 200)})
+    labels = (train["age"] + train["income"] > 90).astype(int)
+    model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(train, labels)
+    path = tmp_path / "imputed"
+    mlflow.sklearn.save_model(model, path, serialization_format="cloudpickle",
+                              signature=infer_signature(train, labels))
+    query = pd.DataFrame({"age": [35.0, math.nan, 61.0], "income": [math.nan, 70.0, 20.0]})
+    proc = ServerProcess(["--predictor", "mlflow", "--model-dir", str(path), "--model-name",
+                          "imputed"],
+                         server_env(tmp_path), tmp_path / "server.log").start(timeout=180)
+    try:
+        client = ScoringServerClient("127.0.0.1", proc.http_port)
+        client.wait_server_ready(timeout=30)
+        expected = mlflow.pyfunc.load_model(str(path)).predict(query).tolist()
+        assert client.invoke(query)["predictions"] == expected
+        # The body really holds the bare token (what made kninfer answer 400 before).
+        body = b'{"dataframe_split": {"columns": ["age", "income"], "data": [[NaN, 70.0]]}}'
+        reply = httpx.post(f"{proc.url}/invocations", content=body,
+                           headers={"content-type": "application/json"})
+        assert (reply.status_code, reply.json()) == (200, {"predictions": mlflow.pyfunc.load_model(
+            str(path)).predict(pd.DataFrame({"age": [math.nan], "income": [70.0]})).tolist()})
+        # V2 stays strict JSON: the token is a 400 there, as the docs say.
+        v2 = httpx.post(f"{proc.url}/v2/models/imputed/infer", content=b'{"inputs": [{"name": '
+                        b'"age", "shape": [1], "datatype": "FP64", "data": [NaN]}]}')
+        assert v2.status_code == 400 and "not valid JSON" in v2.text, v2.text
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_invocation_decoding_takes_pythons_non_finite_tokens() -> None:
+    import math
+
+    from kninfer.errors import InvalidInput
+    from kninfer.protocol.mlflow_scoring import decode_invocation
+
+    payload = decode_invocation(b'{"instances": [[NaN, Infinity, -Infinity, 1.5]]}',
+                                "application/json")
+    row = payload["instances"][0]
+    assert math.isnan(row[0]) and row[1:] == [math.inf, -math.inf, 1.5]
+    with pytest.raises(InvalidInput, match="request body is not valid JSON"):
+        decode_invocation(b'{"instances": [[nan]]}', "application/json")  # not Python's token
