@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from kninfer.errors import (
     KninferError,
@@ -76,11 +77,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     at a few thousand requests per second on one core.
     """
     declared = request.headers.get("content-length")
+    receive = request.receive
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        await discard_body(receive)
         raise PayloadTooLarge(
             f"request body is {declared} bytes; the limit is {limit} (KNINFER_MAX_BODY_BYTES)"
         )
-    receive = request.receive
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -91,6 +93,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
+                if message.get("more_body", False):
+                    await discard_body(receive)
                 raise PayloadTooLarge(
                     f"request body exceeds the limit of {limit} bytes (KNINFER_MAX_BODY_BYTES)"
                 )
@@ -98,6 +102,34 @@ async def read_body(request: Request, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# What the server reads and drops of a refused body before it answers, at most: a client that
+# sends its whole body before reading (Python's urllib, http.client) then reads the 413 instead
+# of a connection reset, which closing with unread data sends (RFC 9112 section 9.6; nginx's
+# "lingering close" does the same). Past either bound the connection is closed as before.
+DISCARD_MAX_BYTES = 64 * 1024 * 1024
+DISCARD_MAX_S = 5.0
+
+
+async def discard_body(receive: Receive) -> None:
+    """Read and drop the rest of a request body, within DISCARD_MAX_BYTES and DISCARD_MAX_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DISCARD_MAX_S
+    dropped = 0
+    while dropped <= DISCARD_MAX_BYTES:
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] == "http.disconnect":
+            return
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def request_headers(request: Request) -> dict[str, str]:
