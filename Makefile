@@ -27,7 +27,7 @@ LATEST := .venv-latest
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,pytorch,mlflow,lightgbm,xgboost]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,pytorch,mlflow,onnx,compile,lightgbm,xgboost]'
 	@echo "what the newest releases change against $(LOCK):"
 	-$(LATEST)/bin/python requirements/check.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -n 2 --dist loadfile -q

@@ -3,7 +3,7 @@
 #
 #   all.txt            every extra: the resolution of record; the others take its versions
 #   dev.txt            what `make serve` and `make test` install (.venv): dev, pytorch, mlflow,
-#                      lightgbm, xgboost
+#                      onnx, compile, lightgbm, xgboost
 #   image-FAMILY.txt   what each CPU image installs (Dockerfile): sklearn, mlflow, pytorch, all
 #   image-gpu.txt      the GPU image (Dockerfile.gpu): Ubuntu 24.04's Python 3.12, CUDA torch
 #
@@ -33,9 +33,9 @@ compile() {  # compile OUT PYTHON_VERSION [uv args...]
 }
 extras() { local e; for e in "$@"; do printf -- '--extra\n%s\n' "$e"; done; }
 
-mapfile -t all < <(extras dev pytorch mlflow storage lightgbm xgboost)
+mapfile -t all < <(extras dev pytorch mlflow storage onnx compile lightgbm xgboost)
 compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" --upgrade
-mapfile -t dev < <(extras dev pytorch mlflow lightgbm xgboost)
+mapfile -t dev < <(extras dev pytorch mlflow onnx compile lightgbm xgboost)
 compile dev.txt 3.11 pyproject.toml "${dev[@]}" "${torch_cpu[@]}" -c requirements/all.txt
 for family in sklearn mlflow pytorch all; do
   case "$family" in

@@ -18,8 +18,9 @@ check = lock_checker()
 
 # lock -> (extras, Python it is for)
 LOCKS = {
-    "all.txt": (("dev", "pytorch", "mlflow", "storage", "lightgbm", "xgboost"), "3.11"),
-    "dev.txt": (("dev", "pytorch", "mlflow", "lightgbm", "xgboost"), "3.11"),
+    "all.txt": (("dev", "pytorch", "mlflow", "storage", "onnx", "compile", "lightgbm",
+                 "xgboost"), "3.11"),
+    "dev.txt": (("dev", "pytorch", "mlflow", "onnx", "compile", "lightgbm", "xgboost"), "3.11"),
     "image-sklearn.txt": (("storage",), "3.11"),
     "image-mlflow.txt": (("mlflow", "storage"), "3.11"),
     "image-pytorch.txt": (("pytorch", "storage"), "3.11"),
