@@ -171,3 +171,63 @@ def test_keep_alive_clients_lose_no_accepted_request(tmp_path: Path) -> None:
         assert (result["exit_code"], result["lost"]) == (0, 0), result
         answered = {k for k in result["outcomes"] if k.startswith("answered")}
         assert answered and answered <= {"answered 200"}, result
+
+
+RECORD = ('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
+          '"petal_width": 0.2}')
+
+
+def stop_under_load(server: ServerProcess, clients: int, body: dict) -> tuple[int, list[int],
+                                                                            list[str]]:
+    """SIGTERM while CLIENTS keep-alive clients keep sending BODY: the exit code, the statuses
+    answered, and the requests lost (a read error after the connection was made)."""
+    import threading
+
+    statuses: list[int] = []
+    lost: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                try:
+                    statuses.append(http.post(f"{server.url}/v2/models/iris/infer",
+                                              json=body).status_code)
+                except httpx.ConnectError:
+                    return  # the listener is closed: refused, never accepted
+                except httpx.HTTPError as exc:
+                    lost.append(f"{type(exc).__name__}: {exc}")
+                    return
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    server.signal()
+    assert server.process is not None
+    code = server.process.wait(60)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    return code, statuses, lost
+
+
+def test_a_transformer_loses_no_accepted_request(tmp_path: Path) -> None:
+    """The transformer drains as the predictor does (`make image-test` once lost one request
+    stopping the iris transformer under load): 8 keep-alive clients send records to the iris
+    transformer, whose every request calls the predictor; SIGTERM to the transformer mid-load.
+    Every request it accepted is answered 200, the rest are refused at connect, and it exits 0.
+    Two rounds against one predictor."""
+    body = {"inputs": [{"name": "records", "shape": [1], "datatype": "BYTES", "data": [RECORD]}]}
+    predictor = ServerProcess([], server_env(tmp_path), tmp_path / "predictor.log").start()
+    try:
+        for round_ in range(2):
+            transformer = ServerProcess(
+                ["--transformer", "iris", "--predictor-host",
+                 f"127.0.0.1:{predictor.http_port}"],
+                server_env(tmp_path), tmp_path / f"transformer-{round_}.log").start()
+            code, statuses, lost = stop_under_load(transformer, 8, body)
+            assert (code, lost) == (0, []), transformer.log()
+            assert statuses and set(statuses) == {200}, statuses
+    finally:
+        predictor.stop()

@@ -43,9 +43,18 @@ class DrainingUvicorn(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
-    async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        for server in self.servers:
+    def close_listeners(self) -> None:
+        """Refuse new connections from now on. Called in the same step that starts the drain,
+        before any answer says `Connection: close`: a client told to reconnect must find the
+        listener closed (refused, so it retries elsewhere). Closing it only at uvicorn's next
+        tick (up to 0.1 s later) let such clients connect in between, into the listen backlog,
+        which the close then reset: a transformer under 8 keep-alive clients lost a request
+        that way (tests/test_reliability_drain.py)."""
+        for server in getattr(self, "servers", []):
             server.close()
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        self.close_listeners()
         for sock in sockets or []:
             sock.close()
         loop = asyncio.get_running_loop()

@@ -144,6 +144,9 @@ class KninferServer(ModelServer):
         logger.info("received %s: draining (grace %.0fs)", signal.Signals(sig).name,
                     self.settings.grace_period_s)
         self.dataplane.draining = True
+        if self._http is not None:
+            # In this step, before any answer says `Connection: close` (draining.py).
+            self._http.close_listeners()
         if self._grpc is not None:
             asyncio.ensure_future(self._grpc.stop(grace=self.settings.grace_period_s))
         if self._http is not None:
