@@ -28,19 +28,119 @@ MODULE = "tiny_mlp"
 SPEC_YAML = "inputs:\n  - {name: input-0, datatype: FP32, shape: [-1, 4]}\n"
 
 
+# Two inputs (features and an integer mask over them, sharing the batch dimension) and two named
+# outputs: the shape of a text or tabular model with an attention mask. `MaskedPair` returns the
+# same two tensors as a tuple, `MaskedNested` a structure kninfer does not serve.
+MASKED_SOURCE = '''
+import torch
+
+
+class Masked(torch.nn.Module):
+    def __init__(self, features: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.linear(x * mask.to(x.dtype))
+        return {"logits": logits, "probs": torch.softmax(logits, dim=-1)}
+
+
+class MaskedPair(Masked):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = super().forward(x, mask)
+        return out["logits"], out["probs"]
+
+
+class MaskedNested(Masked):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, object]:
+        out = super().forward(x, mask)
+        return {"scores": (out["logits"], out["probs"])}
+'''
+MASKED_MODULE = "tiny_masked"
+MASKED_SPEC = ("[{name: x, datatype: FP32, shape: [-1, 8]}, "
+               "{name: mask, datatype: INT64, shape: [-1, 8]}]")
+# The batch range the masked program is exported for (its Dim's max).
+MASKED_MAX_BATCH = 64
+
+
+def _import_source(src_dir: Path, module_name: str, source: str) -> Any:
+    src_dir.mkdir(parents=True, exist_ok=True)
+    (src_dir / f"{module_name}.py").write_text(source)
+    sys.path.insert(0, str(src_dir))
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(src_dir))
+
+
 def mlp_module(src_dir: Path) -> Any:
     """A seeded MLP instance, its class imported from `src_dir/tiny_mlp.py`."""
     import torch
 
-    src_dir.mkdir(parents=True, exist_ok=True)
-    (src_dir / f"{MODULE}.py").write_text(MLP_SOURCE)
-    sys.path.insert(0, str(src_dir))
-    try:
-        module = importlib.import_module(MODULE)
-    finally:
-        sys.path.remove(str(src_dir))
+    module = _import_source(src_dir, MODULE, MLP_SOURCE)
     torch.manual_seed(7)
     return module.MLP().eval()
+
+
+def masked_module(src_dir: Path, cls: str = "Masked") -> Any:
+    """A seeded two-input module (`cls` of MASKED_SOURCE), imported from
+    `src_dir/tiny_masked.py`."""
+    import torch
+
+    module = _import_source(src_dir, MASKED_MODULE, MASKED_SOURCE)
+    torch.manual_seed(11)
+    return getattr(module, cls)().eval()
+
+
+def save_masked_export(model: Any, model_dir: Path) -> Path:
+    """`model` exported with x and mask sharing one batch dimension of 1..MASKED_MAX_BATCH."""
+    import torch
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    batch = torch.export.Dim("batch", max=MASKED_MAX_BATCH)
+    program = torch.export.export(
+        model, (torch.zeros(2, 8), torch.ones(2, 8, dtype=torch.int64)),
+        dynamic_shapes={"x": {0: batch}, "mask": {0: batch}})
+    torch.export.save(program, str(model_dir / "model.pt2"))
+    return model_dir
+
+
+def save_masked_eager(model: Any, model_dir: Path) -> Path:
+    import torch
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / f"{MASKED_MODULE}.py").write_text(MASKED_SOURCE)
+    torch.save(model.state_dict(), str(model_dir / "model.pth"))
+    return model_dir
+
+
+def program_outputs(model_dir: Path, *arrays: Any) -> Any:
+    """What the saved .pt2 program itself answers (its own `module()`, loaded in this process)
+    for numpy `arrays`, as numpy: a dict, a tuple or one array, as the program returns."""
+    import torch
+
+    program = torch.export.load(str(model_dir / "model.pt2")).module()
+    return _numpy(_call(program, arrays))
+
+
+def module_outputs(model: Any, *arrays: Any) -> Any:
+    """What an eager module answers for numpy `arrays`, as numpy."""
+    return _numpy(_call(model, arrays))
+
+
+def _call(module: Any, arrays: tuple[Any, ...]) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return module(*(torch.as_tensor(a) for a in arrays))
+
+
+def _numpy(result: Any) -> Any:
+    if isinstance(result, dict):
+        return {key: value.numpy() for key, value in result.items()}
+    if isinstance(result, (tuple, list)):
+        return tuple(value.numpy() for value in result)
+    return result.numpy()
 
 
 def save_torchscript(model: Any, model_dir: Path, spec: str | None = SPEC_YAML) -> Path:

@@ -16,12 +16,24 @@ containers, no code), so a tampered weights file cannot execute anything. The ea
 Python you install and import, a separate trust decision. TorchScript (`torch.jit.load`) and
 `torch.export.load` read their own serialized graph formats and never unpickle arbitrary objects.
 
-Metadata. A `.pt2` states its inputs: names, dtypes and shapes come from the program's placeholders
-(a dynamic dimension is -1). TorchScript and eager models need declared inputs (`--input-spec` or
-kninfer.yaml); when outputs are not declared they are found by a probe run on zeros (names
-`output-0`, ... or the keys of a returned dict, batch dimension -1). Floating outputs are returned
-as FP32 whatever the compute dtype (numpy, and so the V2 wire, has no bfloat16), so clients see the
-same metadata from the CPU and the GPU variant.
+Metadata. A `.pt2` states its inputs and outputs: names, dtypes and shapes come from the
+program's placeholders (a dynamic dimension is -1), output names from the structure it returns
+(`call_spec.out_spec`, the pytree its `module()` rebuilds: the keys of a dict, else `output-0`,
+...). TorchScript and eager models need declared inputs (`--input-spec` or kninfer.yaml); when
+outputs are not declared they are found by a probe run on zeros (names `output-0`, ... or the keys
+of a returned dict, batch dimension -1). Floating outputs are returned as FP32 whatever the compute
+dtype (numpy, and so the V2 wire, has no bfloat16), so clients see the same metadata from the CPU
+and the GPU variant.
+
+Input constraints. A `.pt2` was exported with some dimensions declared one size (one symbol: x and
+mask share their batch dimension) and within a range (`Dim("batch", max=64)`); its `module()`
+asserts them before it runs. A request that breaks them is the client's mistake: it is refused
+before the call with the inputs and their shapes named (a 400), and torch's own guard failure, for
+a constraint checked only there (a derived dimension), is a 400 too. Only errors raised by those
+input checks are; anything else the program raises stays a server error.
+
+V1. `instances` are rows of the single input, or objects keyed by input name (KServe V1's named
+tensors), which feed a model of several inputs: each key's values, stacked, are that input's batch.
 
 Execution. `run()` holds `torch.inference_mode()`, casts floating inputs to `--dtype`, and on CUDA
 copies them from pinned host memory with `non_blocking=True` (the copy overlaps the launch queue
@@ -36,10 +48,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +64,8 @@ from kninfer.loading import import_class
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
+from kninfer.protocol.v1 import instances_by_input
+from kninfer.protocol.v2 import has_bool
 from kninfer.storage import model_file
 
 logger = logging.getLogger("kninfer")
@@ -120,6 +136,8 @@ class PytorchPredictor(Predictor):
 
     kind: str = ""
     module: Any = None
+    # A .pt2's dimensions that must agree (and their range), by input position; see _SameSize.
+    same_size: tuple[_SameSize, ...] = ()
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -142,7 +160,7 @@ class PytorchPredictor(Predictor):
                 self.kind, self.module = "eager", self._load_eager(module_path, declared)
             elif (path := _named(self.model_dir, ("model.pt2",), (".pt2",))) is not None:
                 self.kind = "export"
-                self.module, inferred = self._load_export(path)
+                self.module, inferred, self.same_size = self._load_export(path)
             elif (path := _named(self.model_dir, ("model.pt",), (".pt", ".ts"))) is not None:
                 self.kind, self.module = "torchscript", self._load_torchscript(path)
             else:
@@ -163,10 +181,23 @@ class PytorchPredictor(Predictor):
                 "the model"
             )
         self.inputs = [_input_spec(s) for s in inputs]
+        self._fit_batches_to_program()
         self.outputs = declared.outputs or (inferred[1] if inferred else None) or \
             self._probe_outputs()
         logger.info("pytorch %s model on %s (%s), inputs %s", self.kind, self.device,
                     self.settings.dtype, [s.metadata() for s in self.inputs])
+
+    def _fit_batches_to_program(self) -> None:
+        """A .pt2 exported for at most N rows (`Dim("batch", max=N)`) refuses a larger batch,
+        so the batcher (and the CUDA warm-up) must not build one out of requests that each
+        fit."""
+        limit = min((group.high for group in self.same_size if group.high is not None
+                     and any(dim == 0 for _, dim in group.dims)), default=None)
+        if limit is not None and limit < self.settings.max_batch_size:
+            logger.warning("the exported program takes at most %d rows; batches are capped at "
+                           "%d, not --max-batch-size %d", limit, limit,
+                           self.settings.max_batch_size)
+            self.max_batch_rows = limit
 
     def _to_target(self, module: Any) -> Any:
         module = module.to(self.device)
@@ -191,10 +222,12 @@ class PytorchPredictor(Predictor):
                     "supported path", path.name)
         return self._to_target(module).eval()
 
-    def _load_export(self, path: Path) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]]]:
+    def _load_export(self, path: Path) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]],
+                                                 tuple[_SameSize, ...]]:
         torch = self._torch
         program = torch.export.load(str(path))
         inferred = _program_specs(program)
+        same_size = _program_same_sizes(program)
         if self.device.type != "cpu":
             from torch.export.passes import move_to_device_pass
 
@@ -203,7 +236,7 @@ class PytorchPredictor(Predictor):
         if self.compute_dtype != torch.float32:
             module = module.to(self.compute_dtype)
         # An exported module refuses .eval(); it was traced in whatever mode export saw.
-        return module, inferred
+        return module, inferred, same_size
 
     def _load_eager(self, module_path: str, declared: DeclaredSpec) -> Any:
         torch = self._torch
@@ -264,7 +297,7 @@ class PytorchPredictor(Predictor):
             if one and all(spec.shape[0] == -1 for spec in self.inputs):
                 # TorchScript on the CPU needs only a second batch size to profile a dynamic
                 # batch dimension; CUDA needs the largest batch the batcher will send.
-                rows = self.settings.max_batch_size if self.device.type == "cuda" else 2
+                rows = self.batch_cap() if self.device.type == "cuda" else 2
                 full = {k: np.repeat(v, rows, axis=0) for k, v in one.items()}
                 for arrays in (one, full, one, full):
                     self.run(arrays, outputs)
@@ -272,6 +305,20 @@ class PytorchPredictor(Predictor):
         return ready
 
     # ---- requests ------------------------------------------------------------------------------
+
+    def v1_inputs(self, instances: list[Any]) -> Arrays:
+        """Rows of the single input (Predictor.v1_inputs), or objects keyed by input name, as
+        KServe's V1 protocol sends named tensors: what a model of several inputs needs."""
+        if any(isinstance(instance, dict) for instance in instances):
+            columns = instances_by_input(instances, [spec.name for spec in self.inputs])
+            return {spec.name: _v1_input(spec, columns[spec.name]) for spec in self.inputs}
+        if len(self.inputs) > 1:
+            names = [spec.name for spec in self.inputs]
+            keyed = ", ".join(f'"{name}": [...]' for name in names)
+            raise InvalidInput(f"model '{self.name}' takes {len(names)} inputs "
+                               f"({', '.join(names)}): send each instance as an object keyed by "
+                               f"input name, {{\"instances\": [{{{keyed}}}]}}")
+        return super().v1_inputs(instances)
 
     def validate_arrays(self, arrays: Arrays) -> None:
         # V2 requests were checked by TensorSpec.check in decode(); V1 rows arrive here unchecked.
@@ -299,6 +346,9 @@ class PytorchPredictor(Predictor):
                 if array.min() < info.min or array.max() > info.max:
                     raise InvalidInput(f"input '{spec.name}': a value is out of range for "
                                        f"{spec.datatype}")
+        names = [spec.name for spec in self.inputs]
+        for group in self.same_size:
+            group.check(names, arrays)
 
     def _tensor(self, array: np.ndarray, spec: TensorSpec) -> Any:
         torch = self._torch
@@ -320,18 +370,29 @@ class PytorchPredictor(Predictor):
             args = [self._tensor(inputs[spec.name], spec) for spec in self.inputs]
             try:
                 result = self.module(*args)
-            except RuntimeError as exc:
+            except (AssertionError, RuntimeError) as exc:
+                # An exported program asserts the shape constraints it was exported with before
+                # it runs; validate_arrays checks those it can read, and this catches the rest
+                # (a derived dimension): the request broke them, so it is the client's fault.
+                # Only errors raised by those input checks, never the program's own.
+                if self.kind == "export" and _raised_by_input_checks(exc):
+                    shapes = ", ".join(f"{spec.name} {list(inputs[spec.name].shape)}"
+                                       for spec in self.inputs)
+                    raise model_rejected(self.name, ValueError(
+                        f"the exported program's input constraints refuse it "
+                        f"({str(exc).strip()}); inputs {shapes}")) from None
                 # A free (-1) dimension lets a request through that the module cannot take:
                 # torch says so with a shape error, the client's fault. Anything else (out of
                 # memory, a device fault) stays a server error.
-                if not isinstance(exc, torch.OutOfMemoryError) and \
-                        _SHAPE_ERROR.search(str(exc)):
+                if isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) \
+                        and _SHAPE_ERROR.search(str(exc)):
                     raise model_rejected(self.name, exc) from None
                 raise
         if isinstance(result, torch.Tensor):
             result = (result,)
         if isinstance(result, dict):
-            return dict(result)
+            # A .pt2's output names are str(key) (_output_names); an eager module's probe too.
+            return {str(key): value for key, value in result.items()}
         if isinstance(result, (tuple, list)):
             names = [s.name for s in self.outputs] if self.outputs else \
                 [f"output-{i}" for i in range(len(result))]
@@ -360,6 +421,54 @@ class PytorchPredictor(Predictor):
 _SHAPE_ERROR = re.compile(r"shapes cannot be multiplied|size mismatch|must match the size|"
                           r"shape '\[.*\]' is invalid|expected input\[|Expected .*dim|"
                           r"size of tensor a|Sizes of tensors must match")
+
+# Where torch.export checks a call's inputs against the program's constraints: the guards
+# function `module()` puts before the graph (class GuardsFn, failing with torch._assert's
+# AssertionError "Guard failed: ..."), or, in a module built without one, the pre-hook's checker
+# (RuntimeError "Expected input at ...").
+_GUARD_CLASSES = ("GuardsFn",)
+_INPUT_CHECK_FUNCTIONS = ("_check_input_constraints_for_graph", "_check_symint",
+                          "_check_inputs_match")
+
+
+def _raised_by_input_checks(exc: BaseException) -> bool:
+    """Whether torch.export's input checks raised `exc`, rather than the program's own code: one
+    of the frames it passed through is theirs."""
+    trace = exc.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        module = str(frame.f_globals.get("__name__", ""))
+        if frame.f_code.co_name in _INPUT_CHECK_FUNCTIONS and module.startswith("torch."):
+            return True
+        owner = type(frame.f_locals.get("self"))
+        if owner.__name__ in _GUARD_CLASSES and owner.__module__.startswith("torch.export"):
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def _v1_input(spec: TensorSpec, values: list[Any]) -> np.ndarray:
+    """One input's values from V1 instances keyed by name, stacked as its batch, checked as
+    strictly as a V2 tensor (numbers, not true/false; integers for an integer input)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise InvalidInput(f"'instances': the values of input '{spec.name}' are ragged; each "
+                           f"must have shape {list(spec.shape[1:])}") from None
+    if spec.datatype == "BOOL":
+        if array.dtype.kind != "b":
+            raise InvalidInput(f"'instances': input '{spec.name}' takes true/false values")
+    elif array.dtype.kind not in "iuf" or has_bool(values):
+        raise InvalidInput(f"'instances': input '{spec.name}' takes numbers ({spec.datatype})")
+    elif spec.datatype in INT_DATATYPES and array.dtype.kind == "f":
+        raise InvalidInput(f"'instances': input '{spec.name}' takes integers ({spec.datatype}); "
+                           "found fractional numbers")
+    elif spec.datatype in FLOAT_DATATYPES:
+        # Read as float64: validate_arrays then refuses a value past the compute dtype's range
+        # instead of letting a cast turn it into infinity.
+        array = array.astype(np.float64)
+    spec.check(array, spec.datatype)
+    return array
 
 
 def _read_state_dict(torch: Any, weights: Path) -> Any:
@@ -418,19 +527,106 @@ def _skip_init(torch: Any) -> Iterator[None]:
 
 
 def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of a torch.export program from its graph's example metadata."""
+    """Inputs and outputs of a torch.export program from its graph's example metadata, outputs
+    named by the structure the program returns (_output_names)."""
     signature = program.graph_signature
     user_inputs = set(signature.user_inputs)
-    inputs: list[TensorSpec] = []
-    outputs: list[TensorSpec] = []
-    for node in program.graph.nodes:
-        if node.op == "placeholder" and node.name in user_inputs:
-            inputs.append(_fake_spec(node.name, node.meta.get("val")))
-        elif node.op == "output":
-            values = node.args[0] if isinstance(node.args[0], (tuple, list)) else [node.args[0]]
-            for i, value in enumerate(values):
-                outputs.append(_fake_spec(f"output-{i}", getattr(value, "meta", {}).get("val")))
-    return inputs, outputs
+    nodes = {node.name: node for node in program.graph.nodes}
+    inputs = [_fake_spec(node.name, node.meta.get("val")) for node in program.graph.nodes
+              if node.op == "placeholder" and node.name in user_inputs]
+    # The user outputs only, in the order the returned structure flattens to: the graph's output
+    # node also carries buffer mutations, which the module keeps to itself.
+    values = [nodes[name].meta.get("val") if isinstance(name, str) and name in nodes else None
+              for name in signature.user_outputs]
+    names = _output_names(program.call_spec.out_spec, len(values))
+    return inputs, [_fake_spec(name, value) for name, value in zip(names, values, strict=True)]
+
+
+def _output_names(out_spec: Any, count: int) -> list[str]:
+    """Names for a program's `count` outputs from `out_spec`, the pytree spec its `module()`
+    rebuilds the return value with: a dict's keys (what the module returns, and what the eager
+    probe names), else `output-0`, ... for a tuple, a list or a single tensor."""
+    positional = [f"output-{i}" for i in range(count)]
+    if out_spec is None:  # no call signature recorded: the module returns the flat outputs
+        return positional
+    # Each leaf replaced by its position: {"logits": 0, "probs": 1}, (0, 1) or 0.
+    shape = out_spec.unflatten(list(range(out_spec.num_leaves)))
+    if out_spec.num_leaves == count:
+        if isinstance(shape, int):
+            return positional
+        if isinstance(shape, dict) and all(isinstance(i, int) for i in shape.values()):
+            names = [""] * count
+            for key, i in shape.items():
+                names[i] = str(key)
+            if len(set(names)) == count:
+                return names
+        elif isinstance(shape, (tuple, list)) and all(isinstance(i, int) for i in shape):
+            return positional
+    raise ModelLoadError(f"the exported program returns {out_spec.type.__name__} {shape}; "
+                         "kninfer serves a tensor, a tuple/list of tensors or a dict of tensors "
+                         "(re-export the module returning one of them)")
+
+
+@dataclass(frozen=True)
+class _SameSize:
+    """Input dimensions a torch.export program declares one size (they share one symbol:
+    `dynamic_shapes={"x": {0: batch}, "mask": {0: batch}}`), and the range it was exported for.
+    `dims` are (input position, dimension); `low`/`high` mirror the guards torch itself builds
+    (torch.export._unlift: a minimum is checked only above 2, a maximum when finite)."""
+
+    dims: tuple[tuple[int, int], ...]
+    low: int | None
+    high: int | None
+
+    def check(self, names: Sequence[str], arrays: Arrays) -> None:
+        """Raise InvalidInput when the request's arrays break this constraint."""
+        present = [(names[position], dim, arrays[names[position]])
+                   for position, dim in self.dims
+                   if position < len(names) and names[position] in arrays
+                   and arrays[names[position]].ndim > dim]
+        if not present:
+            return
+        name, dim, array = present[0]
+        size = array.shape[dim]
+        for other, other_dim, other_array in present[1:]:
+            if other_array.shape[other_dim] != size:
+                rule = (f"the same size in dimension {dim}" if dim == other_dim else
+                        f"dimension {other_dim} of '{other}' equal to dimension {dim} of '{name}'")
+                raise InvalidInput(
+                    f"input '{name}' has shape {list(array.shape)} but input '{other}' has shape "
+                    f"{list(other_array.shape)}; the model takes {rule}")
+        if self.high is not None and size > self.high:
+            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}; the model takes "
+                               f"at most {self.high} in dimension {dim}")
+        if self.low is not None and size < self.low:
+            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}; the model takes "
+                               f"at least {self.low} in dimension {dim}")
+
+
+def _program_same_sizes(program: Any) -> tuple[_SameSize, ...]:
+    """The dimensions of a program's user inputs that are one plain symbol each, grouped by
+    symbol, with the symbol's range. Derived dimensions (`2 * batch`) are left to torch's own
+    guards (and _raised_by_input_checks)."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    dims: dict[Any, list[tuple[int, int]]] = {}
+    for position, name in enumerate(user_inputs):
+        value = placeholders[name].meta.get("val") if name in placeholders else None
+        for dim, size in enumerate(getattr(value, "shape", ())):
+            expr = getattr(getattr(size, "node", None), "expr", None)
+            if expr is not None and getattr(expr, "is_Symbol", False):
+                dims.setdefault(expr, []).append((position, dim))
+    groups = []
+    for expr, where in dims.items():
+        low = high = None
+        limits = program.range_constraints.get(expr)
+        if limits is not None:
+            lower, upper = float(limits.lower), float(limits.upper)
+            low = int(lower) if math.isfinite(lower) and lower > 2 else None
+            high = int(upper) if math.isfinite(upper) else None
+        if len(where) > 1 or low is not None or high is not None:
+            groups.append(_SameSize(tuple(where), low, high))
+    return tuple(groups)
 
 
 def _fake_spec(name: str, value: Any) -> TensorSpec:

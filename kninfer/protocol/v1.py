@@ -77,3 +77,28 @@ def v1_rows(payload: dict[str, Any]) -> V1Rows:
     if "dataframe_records" in payload:
         return V1Rows("dataframe_records", payload["dataframe_records"])
     return V1Rows("instances", payload.get("instances", payload.get("inputs")))
+
+
+def instances_by_input(instances: list[Any], names: list[str]) -> dict[str, list[Any]]:
+    """KServe V1's named-tensor form, `{"instances": [{"x": [...], "mask": [...]}, ...]}`: each
+    instance an object holding one value of every input in `names`. Returns each input's values
+    in instance order, for the model to stack as that input's batch. A non-object instance, a
+    missing key or a key the model does not take is a 400 naming it: guessing would feed one
+    input's values to another."""
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    takes = ", ".join(names)
+    for i, instance in enumerate(instances):
+        if not isinstance(instance, dict):
+            raise InvalidInput(f"instances[{i}] is not an object; the model takes named inputs "
+                               f"({takes}): send each instance as {{\"{names[0]}\": ..., ...}}")
+        unknown = [key for key in instance if key not in columns]
+        if unknown:
+            raise InvalidInput(f"instances[{i}] has unknown input '{unknown[0]}'; the model "
+                               f"takes {takes}")
+        missing = [name for name in names if name not in instance]
+        if missing:
+            raise InvalidInput(f"instances[{i}] has no input '{missing[0]}'; each instance "
+                               f"needs {takes}")
+        for name in names:
+            columns[name].append(instance[name])
+    return columns

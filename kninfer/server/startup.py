@@ -65,7 +65,7 @@ def build_models(settings: ServeSettings) -> list[Any]:
     if batching:
         from kninfer.batching import AdaptiveBatcher
 
-        predictor.batcher = AdaptiveBatcher(predictor, settings.max_batch_size,
+        predictor.batcher = AdaptiveBatcher(predictor, predictor.batch_cap(),
                                             settings.max_latency_ms)
     return [predictor]
 
