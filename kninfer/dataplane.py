@@ -66,7 +66,10 @@ class DataPlane:
         """The model to run a request on: ModelNotReady (503, UNAVAILABLE) until it is loaded."""
         model = self.model(name)
         if not model.ready:
-            raise ModelNotReady(name)
+            # A model that stopped being ready says why (kninfer.predictors.sklearn: its file
+            # changed); one still loading has no reason to give.
+            why = getattr(model, "not_ready_reason", None)
+            raise ModelNotReady(name, why) if why else ModelNotReady(name)
         return model
 
     async def infer(self, model: Any, request: Any,

@@ -9,6 +9,7 @@ configured root, and model files must not be symlinks that leave it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -83,3 +84,42 @@ def sha256_of(path: Path) -> str:
 
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class HeldFile:
+    """A model file kept open from load to exit, to tell whether its bytes changed since then.
+
+    The identity recorded at load is the file's device, inode, size and modification time
+    (st_dev, st_ino, st_size, st_mtime_ns). `changed()` compares it with an `os.fstat` of the
+    open descriptor: no path lookup, and it follows the inode the model was loaded from, not the
+    path. A write into that inode (`open(path, "r+b")`, `cp` onto the path) moves its size or
+    mtime; a new file renamed over the path (`mv`, `os.replace`) leaves that inode, and anything
+    memory-mapped from it, as it was.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        st = os.fstat(self._fd)
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed(self) -> bool:
+        """Whether the loaded inode's size or mtime moved since load (or the file is closed)."""
+        if self._fd is None:
+            return True
+        st = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != self.identity
+
+    def still_at_path(self) -> bool:
+        """Whether the path still names the file as it was when it was opened: false when it was
+        written to or replaced meanwhile (during a load, which reopens the path)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self.identity
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

@@ -3,13 +3,17 @@
 Each case asserts the exact status (or gRPC code) and a message naming the problem, then that the
 same server still answers a good request correctly (the contract in DESIGN.md, "Errors": a client
 mistake is a 4xx and the process keeps serving). One server, with small limits so the limit cases
-stay cheap, is shared by the whole module.
+stay cheap, is shared by the whole module; a second serves a two-input torch.export program (x and
+an integer mask sharing one batch dimension of at most 64 rows, a dict of two outputs) for the
+mistakes only a model of several inputs invites.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import httpx
@@ -503,3 +507,404 @@ def test_grpc_bad_input(client: httpx.Client, stub: GRPCInferenceServiceStub,
     assert fragment in (caught.value.details() or ""), caught.value.details()
     still_serving(client, stub)
 
+
+
+# ---- a two-input torch.export program ----------------------------------------------------------
+
+MASKED_V2 = "/v2/models/masked/infer"
+MASKED_V1 = "/v1/models/masked:predict"
+X_ROW = [0.5, -1.0, 2.0, 0.0, 1.5, -0.25, 3.0, 1.0]
+MASK_ROW = [1, 1, 0, 1, 0, 1, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def masked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The two-input program, exported into a fresh directory (torch_models)."""
+    pytest.importorskip("torch")
+    from torch_models import masked_module, save_masked_export
+
+    tmp = tmp_path_factory.mktemp("reliability-masked-model")
+    return save_masked_export(masked_module(tmp / "src"), tmp / "model")
+
+
+@pytest.fixture(scope="module")
+def masked_server(tmp_path_factory: pytest.TempPathFactory,
+                  masked_dir: Path) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("reliability-masked")
+    proc = ServerProcess(
+        ["--predictor", "pytorch", "--model-name", "masked", "--model-dir", str(masked_dir)],
+        server_env(tmp), tmp / "server.log",
+    ).start(timeout=180)
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def masked_client(masked_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=masked_server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def masked_stub(masked_server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
+    with grpc_stub(masked_server.grpc_target) as stub:
+        yield stub
+
+
+def masked(x_rows: int = 1, mask_rows: int = 1, *, x: dict[str, object] | None = None,
+           mask: dict[str, object] | None = None, **extra: object) -> dict[str, object]:
+    """A V2 request for the masked program: x and mask of the given rows, fields overridden."""
+    inputs = [
+        {"name": "x", "shape": [x_rows, 8], "datatype": "FP32", "data": [X_ROW] * x_rows,
+         **(x or {})},
+        {"name": "mask", "shape": [mask_rows, 8], "datatype": "INT64",
+         "data": [MASK_ROW] * mask_rows, **(mask or {})},
+    ]
+    return {**extra, "inputs": [i for i in inputs if i.get("name")]}
+
+
+def records(count: int = 1, **overrides: object) -> dict[str, object]:
+    """V1 `instances` keyed by input name, each record overridden (None drops a key)."""
+    record = {"x": X_ROW, "mask": MASK_ROW, **overrides}
+    return {"instances": [{k: v for k, v in record.items() if v is not None}] * count}
+
+
+@functools.cache
+def masked_answer(model_dir: Path) -> dict[str, np.ndarray]:
+    """What the program itself answers for the good row (loaded once)."""
+    from torch_models import program_outputs
+
+    answer: dict[str, np.ndarray] = program_outputs(
+        model_dir, np.asarray([X_ROW], np.float32), np.asarray([MASK_ROW], np.int64))
+    return answer
+
+
+def masked_still_serving(model_dir: Path, client: httpx.Client,
+                         stub: GRPCInferenceServiceStub) -> None:
+    """A good request on each transport answers what the program itself does."""
+    want = masked_answer(model_dir)
+    reply = client.post(MASKED_V2, json=masked())
+    assert reply.status_code == 200, reply.text
+    for output in reply.json()["outputs"]:
+        np.testing.assert_allclose([output["data"]], want[output["name"]], rtol=1e-5, atol=1e-6)
+    v1 = client.post(MASKED_V1, json=records())
+    assert v1.status_code == 200, v1.text
+    np.testing.assert_allclose(v1.json()["predictions"], want["logits"], rtol=1e-5, atol=1e-6)
+    answer = stub.ModelInfer(masked_grpc())
+    assert [o.name for o in answer.outputs] == ["logits", "probs"]
+    np.testing.assert_allclose(np.frombuffer(answer.raw_output_contents[1], dtype=np.float32),
+                               want["probs"][0], rtol=1e-5, atol=1e-6)
+
+
+MISMATCH = ("input 'x' has shape [2, 8] but input 'mask' has shape [3, 8]; the model takes the "
+            "same size in dimension 0")
+
+
+def masked_case(case_id: str, body: object, status: int, message: str, *,
+                path: str = MASKED_V2, headers: dict[str, str] | None = None) -> object:
+    return http_case(case_id, body, status, message, path=path, headers=headers)
+
+
+MASKED_BINARY = binary(
+    {"inputs": [{"name": "x", "shape": [2, 8], "datatype": "FP32",
+                 "parameters": {"binary_data_size": 64}},
+                {"name": "mask", "shape": [3, 8], "datatype": "INT64",
+                 "parameters": {"binary_data_size": 192}}]},
+    np.asarray([X_ROW] * 2, np.float32).tobytes(), np.asarray([MASK_ROW] * 3, np.int64).tobytes())
+
+MASKED_HTTP_CASES = [
+    # V2 JSON
+    masked_case("masked-v2-batch-mismatch", masked(2, 3), 400, MISMATCH),
+    masked_case("masked-v2-past-batch-range", masked(65, 65), 400,
+                "input 'x' has shape [65, 8]; the model takes at most 64 in dimension 0"),
+    masked_case("masked-v2-missing-mask", masked(mask={"name": None}), 400,
+                "missing input(s) mask for model 'masked'"),
+    masked_case("masked-v2-mask-wrong-width", masked(mask={"shape": [1, 7],
+                                                           "data": MASK_ROW[:7]}), 400,
+                "input 'mask' has shape [1, 7]; expected [-1, 8] (-1 is any size)"),
+    masked_case("masked-v2-mask-fractional", masked(mask={"datatype": "FP64",
+                                                          "data": [0.5] * 8}), 400,
+                "input 'mask' has datatype FP64; expected one of INT64"),
+    masked_case("masked-v2-positional-output-name", masked(outputs=[{"name": "output-0"}]), 400,
+                "unknown output(s) output-0; model 'masked' has logits, probs"),
+    # V2 binary tensor extension: the same mismatch, tensors as raw bytes
+    masked_case("masked-bin-batch-mismatch", MASKED_BINARY[1], 400, MISMATCH,
+                headers=MASKED_BINARY[0]),
+    # V1: rows cannot say which input they feed; records keyed by input name can
+    masked_case("masked-v1-rows", {"instances": [X_ROW]}, 400,
+                "model 'masked' takes 2 inputs (x, mask): send each instance as an object "
+                'keyed by input name, {"instances": [{"x": [...], "mask": [...]}]}',
+                path=MASKED_V1),
+    masked_case("masked-v1-missing-key", records(mask=None), 400,
+                "instances[0] has no input 'mask'; each instance needs x, mask", path=MASKED_V1),
+    masked_case("masked-v1-unknown-key", records(attention=MASK_ROW), 400,
+                "instances[0] has unknown input 'attention'; the model takes x, mask",
+                path=MASKED_V1),
+    masked_case("masked-v1-row-among-records", {"instances": [
+        {"x": X_ROW, "mask": MASK_ROW}, X_ROW]}, 400,
+                "instances[1] is not an object; the model takes named inputs (x, mask)",
+                path=MASKED_V1),
+    masked_case("masked-v1-ragged", {"instances": [{"x": X_ROW, "mask": MASK_ROW},
+                                                   {"x": X_ROW[:5], "mask": MASK_ROW}]}, 400,
+                "'instances': the values of input 'x' are ragged; each must have shape [8]",
+                path=MASKED_V1),
+    masked_case("masked-v1-wrong-width", records(x=X_ROW[:7]), 400,
+                "input 'x' has shape [1, 7]; expected [-1, 8] (-1 is any size)", path=MASKED_V1),
+    masked_case("masked-v1-mask-fractional", records(mask=[0.5] * 8), 400,
+                "'instances': input 'mask' takes integers (INT64); found fractional numbers",
+                path=MASKED_V1),
+    masked_case("masked-v1-bools", records(x=[True] * 8), 400,
+                "'instances': input 'x' takes numbers (FP32)", path=MASKED_V1),
+    masked_case("masked-v1-fp32-overflow", records(x=[1e39] * 8), 400,
+                "input 'x': a value is out of range for the model, which computes in float32",
+                path=MASKED_V1),
+    masked_case("masked-v1-past-batch-range", records(65), 400,
+                "input 'x' has shape [65, 8]; the model takes at most 64 in dimension 0",
+                path=MASKED_V1),
+    # CloudEvents, binary mode: the same mismatch in an event's data
+    masked_case("masked-ce-batch-mismatch", masked(2, 3), 400, MISMATCH, path="/",
+                headers={**binary_event(), "ce-kninfermodel": "masked"}),
+]
+
+
+@pytest.mark.parametrize(("path", "headers", "body", "status", "message"), MASKED_HTTP_CASES)
+def test_masked_http_bad_input(masked_dir: Path, masked_client: httpx.Client,
+                               masked_stub: GRPCInferenceServiceStub, path: str,
+                               headers: dict[str, str], body: bytes, status: int,
+                               message: str) -> None:
+    reply = masked_client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+    masked_still_serving(masked_dir, masked_client, masked_stub)
+
+
+def masked_grpc(x_rows: int = 1, mask_rows: int | None = 1) -> pb.ModelInferRequest:
+    """A gRPC request for the masked program; mask_rows None leaves mask out."""
+    x = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=[x_rows, 8])
+    x.contents.fp32_contents.extend(X_ROW * x_rows)
+    inputs = [x]
+    if mask_rows is not None:
+        mask = pb.ModelInferRequest.InferInputTensor(name="mask", datatype="INT64",
+                                                     shape=[mask_rows, 8])
+        mask.contents.int64_contents.extend(MASK_ROW * mask_rows)
+        inputs.append(mask)
+    return pb.ModelInferRequest(model_name="masked", id="g-m", inputs=inputs)
+
+
+MASKED_GRPC_CASES = [
+    pytest.param(masked_grpc(2, 3), INVALID, MISMATCH, id="masked-batch-mismatch"),
+    pytest.param(masked_grpc(65, 65), INVALID,
+                 "input 'x' has shape [65, 8]; the model takes at most 64 in dimension 0",
+                 id="masked-past-batch-range"),
+    pytest.param(masked_grpc(1, None), INVALID, "missing input(s) mask for model 'masked'",
+                 id="masked-missing-mask"),
+]
+
+
+@pytest.mark.parametrize(("request_", "code", "fragment"), MASKED_GRPC_CASES)
+def test_masked_grpc_bad_input(masked_dir: Path, masked_client: httpx.Client,
+                               masked_stub: GRPCInferenceServiceStub,
+                               request_: pb.ModelInferRequest, code: grpc.StatusCode,
+                               fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        masked_stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
+    masked_still_serving(masked_dir, masked_client, masked_stub)
+
+
+# ---- a text pipeline: one BYTES input of strings -----------------------------------------------
+
+TEXT_V2 = "/v2/models/text/infer"
+TEXT_V1 = "/v1/models/text:predict"
+TEXTS = ["a good film", "an awful plot"]
+
+
+@pytest.fixture(scope="module")
+def text_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pipeline(TfidfVectorizer, LogisticRegression) fitted on a list of strings, as saved."""
+    import joblib
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    docs = ["a good film", "great plot, good cast", "an awful plot", "bad and boring film"]
+    model = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(docs, [1, 1, 0, 0])
+    model_dir = tmp_path_factory.mktemp("reliability-text-model")
+    joblib.dump(model, model_dir / "model.joblib")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory,
+                text_dir: Path) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("reliability-text")
+    proc = ServerProcess(
+        ["--predictor", "sklearn", "--model-name", "text", "--model-dir", str(text_dir),
+         "--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS)],
+        server_env(tmp), tmp / "server.log",
+    ).start(timeout=120)
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def text_client(text_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=text_server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def text_stub(text_server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
+    with grpc_stub(text_server.grpc_target) as stub:
+        yield stub
+
+
+@functools.cache
+def text_answer(model_dir: Path) -> list[int]:
+    """What the pipeline itself predicts for TEXTS (loaded once)."""
+    import joblib
+
+    labels: list[int] = joblib.load(model_dir / "model.joblib").predict(TEXTS).tolist()
+    return labels
+
+
+def text_grpc(values: list[bytes] | None = None, *, datatype: str = "BYTES",
+              shape: list[int] | None = None, raw: list[bytes] | None = None,
+              ) -> pb.ModelInferRequest:
+    values = [t.encode() for t in TEXTS] if values is None else values
+    tensor_ = pb.ModelInferRequest.InferInputTensor(
+        name="input-0", datatype=datatype, shape=shape if shape is not None else [len(values)])
+    if raw is None and datatype == "BYTES":
+        tensor_.contents.bytes_contents.extend(values)
+    elif raw is None:
+        tensor_.contents.fp64_contents.extend(float(i) for i in range(len(values)))
+    return pb.ModelInferRequest(model_name="text", inputs=[tensor_], raw_input_contents=raw or [])
+
+
+def text_still_serving(model_dir: Path, client: httpx.Client,
+                       stub: GRPCInferenceServiceStub) -> None:
+    """V2 JSON strings, V1 strings and gRPC bytes answer what the pipeline itself does."""
+    want = text_answer(model_dir)
+    reply = client.post(TEXT_V2, json=text_tensor())
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["data"] == want
+    assert client.post(TEXT_V1, json={"instances": TEXTS}).json() == {"predictions": want}
+    answer = stub.ModelInfer(text_grpc())
+    assert np.frombuffer(answer.raw_output_contents[0], dtype=np.int64).tolist() == want
+
+
+def text_tensor(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {"name": "input-0", "shape": [len(TEXTS)], "datatype": "BYTES",
+                               "data": TEXTS}
+    base.update(overrides)
+    return {"inputs": [base]}
+
+
+def raw_bytes(*values: bytes) -> bytes:
+    """A BYTES tensor's binary form: each value a 4-byte little-endian length, then its bytes."""
+    return b"".join(struct.pack("<I", len(v)) + v for v in values)
+
+
+def text_binary(*values: bytes) -> tuple[dict[str, str], bytes]:
+    raw = raw_bytes(*values)
+    return binary({"inputs": [{"name": "input-0", "shape": [len(values)], "datatype": "BYTES",
+                               "parameters": {"binary_data_size": len(raw)}}]}, raw)
+
+
+def text_case(case_id: str, body: object, status: int, message: str, *, path: str = TEXT_V2,
+              headers: dict[str, str] | None = None) -> object:
+    return http_case(case_id, body, status, message, path=path, headers=headers)
+
+
+def text_binary_case(case_id: str, parts: tuple[dict[str, str], bytes], status: int,
+                     message: str) -> object:
+    headers, body = parts
+    return text_case(case_id, body, status, message, headers=headers)
+
+
+TEXT_HTTP_CASES = [
+    # V2 JSON: numbers and shapes the text input cannot take
+    text_case("text-v2-numbers", text_tensor(datatype="FP64", shape=[2, 1], data=[1.0, 2.0]),
+              400, "input 'input-0' has datatype FP64; expected one of BYTES"),
+    text_case("text-v2-integers", text_tensor(datatype="INT64", data=[1, 2]), 400,
+              "input 'input-0' has datatype INT64; expected one of BYTES"),
+    text_case("text-v2-numbers-as-bytes", text_tensor(data=[1, 2]), 400,
+              "input 'input-0': BYTES data must be strings, got 1"),
+    text_case("text-v2-wrong-shape", text_tensor(shape=[2, 2], data=TEXTS * 2), 400,
+              "input 'input-0' has shape [2, 2]; expected [-1] (-1 is any size)"),
+    text_case("text-v2-rank-3", text_tensor(shape=[2, 1, 1]), 400,
+              "input 'input-0' has shape [2, 1, 1]; expected [-1] (-1 is any size)"),
+    text_case("text-v2-empty-batch", text_tensor(shape=[0], data=[]), 400,
+              "input 'input-0' has no rows; an empty batch is refused: send at least one row"),
+    text_case("text-v2-wrong-name", text_tensor(name="text"), 400,
+              "unknown input 'text'; model 'text' takes input-0"),
+    text_case("text-v2-too-many-elements", text_tensor(shape=[2001], data=["a"] * 2001), 413,
+              "input 'input-0' has 2001 elements; the limit is 2000 "
+              "(KNINFER_MAX_TENSOR_ELEMENTS)"),
+    # V2 binary tensor extension: text that is not UTF-8
+    text_binary_case("text-bin-non-utf8", text_binary(b"a good film", b"caf\xe9"), 400,
+                     "input 'input-0': row 1 is not UTF-8 text"),
+    text_binary_case("text-bin-malformed", binary(
+        {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES",
+                     "parameters": {"binary_data_size": 4}}]}, struct.pack("<I", 1000)), 400,
+                     "input 'input-0': malformed binary BYTES tensor"),
+    # V1
+    text_case("text-v1-numbers", {"instances": [[1.0], [2.0]]}, 400,
+              "input 'input-0' takes strings (BYTES); row 0 is 1.0", path=TEXT_V1),
+    text_case("text-v1-bools", {"instances": [True]}, 400,
+              "input 'input-0' takes strings (BYTES); row 0 is True", path=TEXT_V1),
+    text_case("text-v1-null", {"instances": ["a good film", None]}, 400,
+              "input 'input-0' takes strings (BYTES); row 1 is None", path=TEXT_V1),
+    text_case("text-v1-rows-of-two", {"instances": [TEXTS]}, 400,
+              "'instances' must be a list of strings for input 'input-0' (BYTES, one text per "
+              "instance)", path=TEXT_V1),
+    text_case("text-v1-records", {"dataframe_records": [{"text": "a good film"}]}, 400,
+              "model 'text' takes text, not records keyed by column name", path=TEXT_V1),
+    text_case("text-v1-empty-instances", {"instances": []}, 400,
+              "'instances' is empty; an empty batch is refused: send at least one row",
+              path=TEXT_V1),
+    # CloudEvents, binary mode: the same checks on the event's data
+    text_case("text-ce-numbers", text_tensor(datatype="FP64", shape=[2, 1], data=[1.0, 2.0]),
+              400, "input 'input-0' has datatype FP64; expected one of BYTES", path="/",
+              headers=binary_event()),
+]
+
+
+@pytest.mark.parametrize(("path", "headers", "body", "status", "message"), TEXT_HTTP_CASES)
+def test_text_http_bad_input(text_dir: Path, text_client: httpx.Client,
+                             text_stub: GRPCInferenceServiceStub, path: str,
+                             headers: dict[str, str], body: bytes, status: int,
+                             message: str) -> None:
+    reply = text_client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+    text_still_serving(text_dir, text_client, text_stub)
+
+
+TEXT_GRPC_CASES = [
+    pytest.param(text_grpc([b"a good film", b"\xff\xfe"]), INVALID,
+                 "input 'input-0': row 1 is not UTF-8 text", id="text-non-utf8"),
+    pytest.param(text_grpc(raw=[raw_bytes(b"caf\xe9", b"film")]), INVALID,
+                 "input 'input-0': row 0 is not UTF-8 text", id="text-raw-non-utf8"),
+    pytest.param(text_grpc(datatype="FP64"), INVALID,
+                 "input 'input-0' has datatype FP64; expected one of BYTES", id="text-numbers"),
+    pytest.param(text_grpc([b"a"] * 4, shape=[2, 2]), INVALID,
+                 "input 'input-0' has shape [2, 2]; expected [-1] (-1 is any size)",
+                 id="text-wrong-shape"),
+]
+
+
+@pytest.mark.parametrize(("request_", "code", "fragment"), TEXT_GRPC_CASES)
+def test_text_grpc_bad_input(text_dir: Path, text_client: httpx.Client,
+                             text_stub: GRPCInferenceServiceStub, request_: pb.ModelInferRequest,
+                             code: grpc.StatusCode, fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        text_stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
+    text_still_serving(text_dir, text_client, text_stub)

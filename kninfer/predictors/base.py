@@ -76,6 +76,15 @@ class Predictor(DeclaresTensors, Model):
         self.batcher: AdaptiveBatcher | None = None
         # Whether warmup_inputs() had to guess values (see warm_up).
         self.warmup_guessed = False
+        # The most rows the model itself takes in one call, where it says (an exported program's
+        # declared batch range); None: any number.
+        self.max_batch_rows: int | None = None
+
+    def batch_cap(self) -> int:
+        """The largest batch to build for this model: --max-batch-size, or fewer where the
+        model takes fewer (`max_batch_rows`)."""
+        cap = self.settings.max_batch_size
+        return cap if self.max_batch_rows is None else min(cap, self.max_batch_rows)
 
     # ---- the family contract -------------------------------------------------------------
 
@@ -127,9 +136,12 @@ class Predictor(DeclaresTensors, Model):
             # Floats are read as float64 first: a direct cast to FP32 turns 1e39 into infinity.
             array = np.asarray(instances, dtype=np.float64 if target.kind == "f" else target)
         except (ValueError, TypeError):
+            # The width a row must have, never the -1 wildcard of a free dimension.
+            width = spec.shape[-1] if len(spec.shape) > 1 else None
+            what = "numbers" if width is None else \
+                "rows of numbers" if width == -1 else f"rows of {width} numbers"
             raise InvalidInput(
-                f"'instances' must be a list of rows of {spec.shape[-1]} numbers "
-                f"for input '{spec.name}'"
+                f"'instances' must be a list of {what} for input '{spec.name}'"
             ) from None
         if target.kind == "f" and target.itemsize < 8:
             finite = np.isfinite(array)

@@ -99,6 +99,25 @@ def model_column(name: str, datatype: str, array: np.ndarray) -> np.ndarray:
     return values.astype(np.float64, copy=False)
 
 
+def strings_array(name: str, array: np.ndarray) -> np.ndarray:
+    """A BYTES tensor (V2 JSON strings and binary/gRPC values arrive as bytes, V1 as JSON values)
+    as an object array of str in the same shape: bytes decoded as UTF-8, anything else that is
+    not a str refused, naming the input and the value (`row i` for a 1-D tensor)."""
+    flat = array.reshape(-1)
+    out = np.empty(len(flat), dtype=object)
+    where = "row" if array.ndim == 1 else "value"
+    for i, value in enumerate(flat.tolist()):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode()
+            except UnicodeDecodeError:
+                raise InvalidInput(f"input '{name}': {where} {i} is not UTF-8 text") from None
+        elif not isinstance(value, str):
+            raise InvalidInput(f"input '{name}' takes strings (BYTES); {where} {i} is {value!r}")
+        out[i] = value
+    return out.reshape(array.shape)
+
+
 def records_arrays(records: list[Any], specs: Sequence[TensorSpec], model_name: str) -> Arrays:
     """Columns from records (objects keyed by column name). With no `specs` (a model that states
     no columns) the records' own keys are the columns, in first-seen order."""

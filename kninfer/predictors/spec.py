@@ -14,6 +14,10 @@ and requests are checked against them. The declaration is YAML (so JSON works to
 `--input-spec` takes the same text inline (`--input-spec '[{name: x, datatype: FP32, shape:
 [-1, 4]}]'`, a bare list meaning `inputs`) or a path to such a file; what it declares wins over
 `kninfer.yaml`.
+
+scikit-learn reads `inputs` too (kninfer.predictors.sklearn): a DataFrame model's column
+datatypes, or the one input of a model fitted on an array (BYTES: it takes strings, as a text
+pipeline does); a declaration the model cannot take fails the load.
 """
 
 from __future__ import annotations

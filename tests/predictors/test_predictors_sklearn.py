@@ -8,6 +8,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import joblib
@@ -260,3 +261,25 @@ def test_audited_skops_model_loads_pinned_joblib_and_refuses_a_swap(start_server
     assert proc.returncode == 1
     assert "model.audited.joblib has sha256 " in proc.stderr
     assert f"not the pinned {digest} (--model-sha256); refusing to load it" in proc.stderr
+
+
+def test_v1_message_for_a_model_of_unknown_width_shows_no_wildcard(start_server: Any,
+                                                                   tmp_path: Path) -> None:
+    """An estimator that does not state n_features_in_ (as older pickles do) is served as
+    [-1, -1]; a V1 body it cannot take says "rows of numbers", never "rows of -1 numbers"."""
+    data = load_iris()
+    model = LogisticRegression(max_iter=500).fit(data.data, data.target)
+    del model.n_features_in_
+    (tmp_path / "w").mkdir()
+    joblib.dump(model, tmp_path / "w" / "model.joblib")
+    server = serve_dir(start_server, tmp_path / "w")
+    meta = httpx.get(f"{server.url}/v2/models/m").json()
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, -1]}]
+    url = f"{server.url}/v1/models/m:predict"
+    good = httpx.post(url, json={"instances": data.data[:3].tolist()})
+    assert good.json() == {"predictions": model.predict(data.data[:3]).tolist()}
+    for instances in ([["a", "b", "c", "d"]], [[1.0, 2.0, 3.0, 4.0], [1.0]]):
+        reply = httpx.post(url, json={"instances": instances})
+        assert reply.status_code == 400
+        assert reply.json() == {
+            "error": "'instances' must be a list of rows of numbers for input 'input-0'"}
