@@ -109,6 +109,8 @@ class MlflowPredictor(Predictor):
 
         try:
             self.pyfunc = mlflow.pyfunc.load_model(str(path))
+        except ModuleNotFoundError as exc:
+            raise ModelLoadError(missing_package(path, exc.name or str(exc))) from exc
         except Exception as exc:
             raise ModelLoadError(
                 f"could not load the MLflow model in {path}: {type(exc).__name__}: {exc}"
@@ -312,3 +314,32 @@ def _jsonable(array: np.ndarray) -> list[Any]:
         return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
     values: list[Any] = array.tolist()
     return values
+
+
+# The package a flavor's loader imports, and the kninfer extra that installs it (pyproject.toml).
+FLAVOR_EXTRAS = {"lightgbm": "lightgbm", "xgboost": "xgboost"}
+
+
+def missing_package(path: Path, module: str) -> str:
+    """What to say when loading the model at PATH imported MODULE, which is not installed: the
+    flavor that needs it and how to install it, here and in an image."""
+    top = module.split(".")[0]
+    flavor = _loader_module(path)
+    install = (f"pip install 'kninfer[{FLAVOR_EXTRAS[top]}]'" if top in FLAVOR_EXTRAS
+               else f"pip install {top}")
+    return (f"the MLflow model in {path} needs the Python package '{top}'"
+            f"{f' (its flavor {flavor} imports it)' if flavor else ''}, which is not installed "
+            f"beside kninfer: {install}; for an image, build with --build-arg "
+            f"EXTRA_PACKAGES='{top}==VERSION' (docs/mlflow.md#flavors)")
+
+
+def _loader_module(path: Path) -> str | None:
+    """The python_function flavor's `loader_module` in PATH's MLmodel file, if it names one."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load((path / "MLmodel").read_text())
+        loader = doc["flavors"]["python_function"]["loader_module"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return None
+    return str(loader) if loader else None
