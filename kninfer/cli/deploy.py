@@ -1,5 +1,5 @@
-"""The `render`, `validate` and `canary` subcommands. Registering them imports nothing heavy;
-each handler imports its module only when chosen."""
+"""The `render`, `validate`, `canary` and `experiment` subcommands. Registering them imports
+nothing heavy; each handler imports its module only when chosen."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     render = sub.add_parser(
         "render", help="render KServe and Knative manifests from a deploy config",
         description="Writes OUTDIR/kserve/<name>.yaml, OUTDIR/knative/<name>.yaml and, with "
-                    "eventing on, OUTDIR/knative/<name>-eventing.yaml.")
+                    "eventing on, OUTDIR/knative/<name>-eventing.yaml, then prints each "
+                    "service's exposure (cluster-local unless the config says exposure: "
+                    "public) and its in-cluster address.")
     render.add_argument("configs", nargs="+", type=Path, metavar="CONFIG")
     render.add_argument("-o", "--output", type=Path, default=Path("."), metavar="OUTDIR")
     render.add_argument("--image", help="override the image (the GPU image for GPU configs)")
@@ -64,10 +66,29 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
             parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
         parser.set_defaults(handler=_cmd_canary)
 
+    experiment = sub.add_parser(
+        "experiment", help="A/B experiment: the traffic split of a rendered InferenceGraph")
+    steps = experiment.add_subparsers(dest="action", required=True)
+    weights = steps.add_parser(
+        "weights", help="set each variant's share of requests (whole percents summing to 100)",
+        description="Patches the weights of the root Splitter node of InferenceGraph NAME.")
+    status = steps.add_parser("status", help="show each variant's service and weight")
+    for parser in (weights, status):
+        parser.add_argument("name", metavar="NAME", help="InferenceGraph name (the config's name)")
+        parser.add_argument("--namespace", "-n", help="default: kubectl's current namespace, or "
+                                                      "the namespace in --from-file")
+        parser.add_argument("--from-file", type=Path, metavar="FILE",
+                            help="read the InferenceGraph from FILE (e.g. kserve/NAME.yaml) "
+                                 "instead of kubectl get")
+        parser.set_defaults(handler=_cmd_experiment)
+    weights.add_argument("weights", nargs="+", metavar="VARIANT=WEIGHT")
+    weights.add_argument("--dry-run", action="store_true",
+                         help="print the patch and the kubectl command; change nothing")
+
 
 def _cmd_render(options: argparse.Namespace) -> int:
     from kninfer.deploy.config import ConfigError, load_config
-    from kninfer.deploy.render import VARIANTS, knative_gap, render, write
+    from kninfer.deploy.render import VARIANTS, exposures, knative_gap, render, write
 
     variants = VARIANTS if options.variant == "both" else (options.variant,)
 
@@ -106,6 +127,8 @@ def _cmd_render(options: argparse.Namespace) -> int:
             continue
         for written in write(files, options.output):
             print(written)
+        for line in exposures(config, variants):
+            print(line)
     return status
 
 
@@ -169,20 +192,59 @@ def _cmd_canary(options: argparse.Namespace) -> int:
         return 1
 
 
+def _cmd_experiment(options: argparse.Namespace) -> int:
+    from kninfer.deploy import canary, experiment
+
+    kubectl = canary.Kubectl(options.name, options.namespace, resource=experiment.RESOURCE,
+                             kind=experiment.KIND)
+    try:
+        # Arguments first: a bad weight is refused before kubectl is run at all.
+        weights = experiment.parse_weights(options.weights) if options.action == "weights" else {}
+        if options.from_file is not None:
+            graph = _read_from_file(options.from_file, experiment.KIND, options.name)
+            if options.namespace is None:
+                # The rendered file says where the InferenceGraph lives.
+                namespace = (graph.get("metadata") or {}).get("namespace")
+                kubectl = canary.Kubectl(options.name, namespace, resource=experiment.RESOURCE,
+                                         kind=experiment.KIND)
+        else:
+            graph = kubectl.get()
+        if options.action == "status":
+            sys.stdout.write(experiment.weights_report(graph))
+            return 0
+        patch = experiment.weights_patch(graph, weights)
+        if options.dry_run:
+            print(json.dumps(patch.body, indent=2, sort_keys=True))
+            print(kubectl.describe(patch))
+            return 0
+        sys.stdout.write(kubectl.patch(patch))
+        return 0
+    except canary.CanaryError as exc:
+        print(f"kninfer experiment {options.action}: {exc}", file=sys.stderr)
+        return 1
+
+
 def _read_isvc(options: argparse.Namespace, kubectl: object) -> dict[str, Any]:
-    from kninfer.deploy.canary import CanaryError, Kubectl
+    from kninfer.deploy.canary import Kubectl
 
     if options.from_file is not None:
-        import yaml
-
-        try:
-            docs = list(yaml.safe_load_all(options.from_file.read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise CanaryError(f"cannot read {options.from_file}: {exc}") from None
-        for doc in docs:
-            if (isinstance(doc, dict) and doc.get("kind") == "InferenceService"
-                    and (doc.get("metadata") or {}).get("name") == options.name):
-                return doc
-        raise CanaryError(f"{options.from_file} has no InferenceService named {options.name}")
+        return _read_from_file(options.from_file, "InferenceService", options.name)
     assert isinstance(kubectl, Kubectl)
     return kubectl.get()
+
+
+def _read_from_file(path: Path, kind: str, name: str) -> dict[str, Any]:
+    """The document of `kind` named `name` in a (multi-document) YAML or JSON file."""
+    import yaml
+
+    from kninfer.deploy.canary import CanaryError
+
+    try:
+        docs = list(yaml.safe_load_all(path.read_text()))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CanaryError(f"cannot read {path}: {exc}") from None
+    for doc in docs:
+        if (isinstance(doc, dict) and doc.get("kind") == kind
+                and (doc.get("metadata") or {}).get("name") == name):
+            return doc
+    raise CanaryError(f"{path} has no {kind} named {name}")

@@ -176,11 +176,14 @@ def status_report(isvc: Doc, component: str = "predictor") -> str:
 
 @dataclass(frozen=True)
 class Kubectl:
-    """Runs `kubectl` from PATH (or $KUBECTL) against one InferenceService."""
+    """Runs `kubectl` from PATH (or $KUBECTL) against one object: an InferenceService unless
+    `resource` and `kind` say otherwise (`kninfer experiment` drives an InferenceGraph)."""
 
     name: str
     namespace: str | None
     binary: str = ""
+    resource: str = RESOURCE
+    kind: str = "InferenceService"
 
     def _base(self) -> list[str]:
         from kninfer.settings import kubectl_from_env
@@ -204,17 +207,18 @@ class Kubectl:
         return result.stdout
 
     def get(self) -> Doc:
-        out = self._run(["get", RESOURCE, self.name, "--output", "json"])
+        out = self._run(["get", self.resource, self.name, "--output", "json"])
+        what = f"kubectl get {self.resource} {self.name}"
         try:
             doc = json.loads(out)
         except ValueError:
-            raise CanaryError(f"kubectl get {RESOURCE} {self.name} did not return JSON") from None
-        if not isinstance(doc, dict) or doc.get("kind") != "InferenceService":
-            raise CanaryError(f"kubectl get {RESOURCE} {self.name} returned no InferenceService")
+            raise CanaryError(f"{what} did not return JSON") from None
+        if not isinstance(doc, dict) or doc.get("kind") != self.kind:
+            raise CanaryError(f"{what} returned no {self.kind}")
         return doc
 
     def patch_args(self, patch: Patch) -> list[str]:
-        return ["patch", RESOURCE, self.name, "--type", patch.kind, "--patch", patch.text()]
+        return ["patch", self.resource, self.name, "--type", patch.kind, "--patch", patch.text()]
 
     def patch(self, patch: Patch) -> str:
         return self._run(self.patch_args(patch))

@@ -46,6 +46,11 @@ DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 ISO_DURATION_RE = re.compile(
     r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
 RESERVED_ENV = frozenset(KNATIVE_RESERVED_ENV)
+# Who may call a rendered service (docs/deploy.md, "Exposure"). `cluster-local`: only callers
+# inside the cluster, at <service>.<namespace>.svc.cluster.local; `public`: Knative's ingress also
+# publishes it on the cluster's external domain.
+Exposure = Literal["cluster-local", "public"]
+SHADOW_SUFFIX = "candidate"  # a shadow is served as <name>-candidate
 
 
 class _Strict(BaseModel):
@@ -160,6 +165,45 @@ class Eventing(_Strict):
         return value
 
 
+class Candidate(_Strict):
+    """Another model served like the config's own: an experiment variant or a shadow. It takes
+    the config's settings (scale, resources, transformer, ...) and serves the same model name, so
+    a caller (the InferenceGraph router, a Trigger) reaches each at the same path."""
+
+    storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
+    predictor: PredictorFamily | None = None  # None: the config's `predictor`
+    image: str | None = None  # None: the config's image for the same family, else the family's
+
+
+class Variant(Candidate):
+    name: str  # a DNS-1123 label; the InferenceService is <config name>-<variant name>
+    weight: int = Field(ge=0, le=100)  # percent of requests the router sends to this variant
+
+
+class Experiment(_Strict):
+    """A/B: one InferenceService per variant behind a KServe InferenceGraph Splitter."""
+
+    variants: list[Variant] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        names = [v.name for v in self.variants]
+        for name in names:
+            if not LABEL_RE.match(name) or len(name) > MAX_LABEL:
+                raise ValueError(f"variant name {name!r} is not a DNS-1123 label (lower-case "
+                                 "letters, digits and '-', at most 63 characters)")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
+        # KServe's webhook refuses a Splitter whose weights do not sum to 100
+        # (kserve pkg/apis/serving/v1alpha1/inference_graph_validation.go, InvalidWeightError).
+        total = sum(v.weight for v in self.variants)
+        if total != 100:
+            weights = ", ".join(f"{v.name}={v.weight}" for v in self.variants)
+            raise ValueError(f"variant weights must sum to 100, got {total} ({weights})")
+        return self
+
+
 class DeployConfig(_Strict):
     name: str
     namespace: str = "default"
@@ -191,6 +235,11 @@ class DeployConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] = Field(default_factory=list)  # extra `kninfer serve` flags
     eventing: Eventing | None = None
+    # Private by default: `public` is the only way a rendered service is published outside the
+    # cluster (docs/deploy.md, "Exposure").
+    exposure: Exposure = "cluster-local"
+    experiment: Experiment | None = None  # A/B through a KServe InferenceGraph
+    shadow: Candidate | None = None  # event-driven only: a copy of each request event
 
     @field_validator("eventing", mode="before")
     @classmethod
@@ -209,11 +258,13 @@ class DeployConfig(_Strict):
                              f"{MAX_NAME} characters (generated revision names must fit 63)")
         if not LABEL_RE.match(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} is not a DNS-1123 label")
-        if self.storage_uri is None and self.predictor != "sklearn":
-            raise ValueError(f"predictor {self.predictor} needs storage_uri (only sklearn has an "
-                             "embedded default model)")
-        if self.kserve == "runtime" and self.storage_uri is None:
-            raise ValueError("kserve: runtime needs storage_uri (the runtime loads /mnt/models)")
+        if self.experiment is None:
+            if self.storage_uri is None and self.predictor != "sklearn":
+                raise ValueError(f"predictor {self.predictor} needs storage_uri (only sklearn has "
+                                 "an embedded default model)")
+            if self.kserve == "runtime" and self.storage_uri is None:
+                raise ValueError("kserve: runtime needs storage_uri (the runtime loads "
+                                 "/mnt/models)")
         if (self.transformer is not None and self.transformer.name == "tabular"
                 and self.transformer.storage_uri is None):
             raise ValueError("transformer tabular needs transformer.storage_uri: a directory "
@@ -228,7 +279,96 @@ class DeployConfig(_Strict):
         if reserved:
             raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "
                              "contract")
+        if self.exposure == "public" and self.event_driven:
+            raise ValueError("exposure: public is refused for an event-driven service: its only "
+                             "caller is the Broker, which reaches it inside the cluster; to serve "
+                             "HTTP callers outside the cluster too, deploy the model again from a "
+                             "second config without eventing")
+        if self.experiment is not None:
+            self._check_experiment(self.experiment)
+        if self.shadow is not None:
+            if not self.event_driven:
+                raise ValueError("shadow needs eventing: the candidate gets a copy of each request "
+                                 "event through a second Trigger (shadowing plain HTTP traffic "
+                                 "needs the payload logger, not available yet)")
+            self._check_candidate("shadow", self.shadow)
+            shadow = self.shadow_config()
+            assert shadow is not None
+            self._check_runtime_images([self, shadow])
         return self
+
+    def _check_runtime_images(self, configs: list[DeployConfig]) -> None:
+        # One (Cluster)ServingRuntime per family and accelerator declares one image for every
+        # InferenceService that names it.
+        if self.kserve != "runtime":
+            return
+        served: dict[str, set[tuple[str, str]]] = {}
+        for config in configs:
+            image = config.gpu.image if config.gpu_enabled else config.cpu_image
+            served.setdefault(config.runtime_name, set()).add((config.predictor, image))
+        mixed = sorted(name for name, found in served.items() if len(found) > 1)
+        if mixed:
+            raise ValueError(f"kserve: runtime: one ServingRuntime ({', '.join(mixed)}) declares "
+                             "one family and one image, but the models here differ in them "
+                             "(use kserve: container, or one family and image)")
+
+    def _check_experiment(self, experiment: Experiment) -> None:
+        for field, value in (("storage_uri", self.storage_uri),
+                             ("canary_percent", self.canary_percent),
+                             ("eventing", self.eventing)):
+            if value is not None:
+                raise ValueError(f"experiment and {field} are alternatives: the variants name "
+                                 "the models, the InferenceGraph splits the HTTP traffic (for "
+                                 "event-driven services use shadow)")
+        for variant in experiment.variants:
+            self._check_candidate(f"experiment variant {variant.name}", variant)
+        self._check_runtime_images([c for _, c in self.variant_configs()])
+
+    def _check_candidate(self, what: str, candidate: Candidate) -> None:
+        try:
+            self.candidate_config(candidate, self._suffix(candidate))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(p) for p in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{what}: {where + ': ' if where else ''}{message}") from None
+
+    @staticmethod
+    def _suffix(candidate: Candidate) -> str:
+        return candidate.name if isinstance(candidate, Variant) else SHADOW_SUFFIX
+
+    def candidate_config(self, candidate: Candidate, suffix: str) -> DeployConfig:
+        """The config that serves `candidate` as <name>-<suffix>: this one's settings, the
+        candidate's model, the same served model name, cluster-local, no experiment or events."""
+        predictor = candidate.predictor or self.predictor
+        image = candidate.image or (self.image if predictor == self.predictor else None)
+        data = self.model_dump(exclude={"experiment", "shadow", "eventing", "canary_percent"})
+        data.update(name=f"{self.name}-{suffix}", model_name=self.served_model,
+                    storage_uri=candidate.storage_uri, predictor=predictor, image=image,
+                    exposure="cluster-local")
+        if candidate.image is not None:
+            data["gpu"]["image"] = candidate.image
+        return DeployConfig.model_validate(data)
+
+    def variant_configs(self) -> list[tuple[Variant, DeployConfig]]:
+        """(variant, its config) for each experiment variant, in the config's order."""
+        if self.experiment is None:
+            return []
+        return [(v, self.candidate_config(v, v.name)) for v in self.experiment.variants]
+
+    def shadow_config(self) -> DeployConfig | None:
+        """The shadow's config: <name>-candidate, the name of its InferenceService."""
+        return None if self.shadow is None else self.candidate_config(self.shadow, SHADOW_SUFFIX)
+
+    @property
+    def runtime_name(self) -> str:
+        """The (Cluster)ServingRuntime an InferenceService of this config names."""
+        suffix = "-gpu" if self.gpu_enabled else ""
+        return self.runtime.name or f"kninfer-{self.predictor}{suffix}"
+
+    @property
+    def event_driven(self) -> bool:
+        return self.eventing is not None and self.eventing.enabled
 
     @property
     def cpu_image(self) -> str:

@@ -1,7 +1,10 @@
 """`kninfer render`: one DeployConfig -> KServe and Knative manifests as plain dicts -> YAML.
 
 Files written under OUTDIR (multi-document YAML, in `kubectl apply` order):
-- kserve/<name>.yaml: [ServingRuntime|ClusterServingRuntime,] InferenceService (Knative mode)
+- kserve/<name>.yaml: [ServingRuntime|ClusterServingRuntime,] InferenceService (Knative mode);
+  with an experiment, one InferenceService per variant (<name>-<variant>) and the
+  InferenceGraph (<name>) that splits between them; with a shadow, the candidate's
+  InferenceService (<name>-candidate) after the config's own
 - knative/<name>.yaml: plain Knative Service(s) for clusters without KServe
 - knative/<name>-eventing.yaml: Broker, Triggers, result and dead-letter sinks (eventing on)
 
@@ -9,6 +12,10 @@ The plain Knative Services carry the names KServe gives the Services it generate
 (`<name>-predictor`, `<name>-transformer`, kserve pkg/constants PredictorServiceName), so the
 eventing file works unchanged with either variant. The two variants are alternatives: apply one
 of them per namespace, never both.
+
+Every service is cluster-local unless its config says `exposure: public` (docs/deploy.md,
+"Exposure"): only the config's entry point can be public; experiment variants, shadows, a
+predictor behind a transformer and event sinks never are.
 """
 
 from __future__ import annotations
@@ -20,12 +27,27 @@ from typing import Any
 from kninfer.cloudevents.contract import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
 from kninfer.deploy.config import DeployConfig, Resources, Sink
 
-__all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "render", "write"]
+__all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "exposures", "render", "write"]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
 PORT = 8080  # Knative passes it back to the container as $PORT, which `kninfer serve` honours
 GRPC_PORT = 8081  # `kninfer serve`'s gRPC port; the served port when serving_protocol is grpc
 
 Doc = dict[str, Any]
+
+# Knative Serving publishes a Service (or Route) labelled so only on the cluster-local gateway, at
+# http://<name>.<namespace>.svc.cluster.local (knative docs, serving/services/private-services.md).
+# KServe in Knative mode reads the same label on an InferenceService (constants.VisibilityLabel;
+# reconcilers/ingress/ingress_reconciler.go: no external gateway host when it is cluster-local)
+# and copies the InferenceService's, and an InferenceGraph's, labels onto the Knative Services it
+# generates (inferencegraph/knative_reconciler.go createKnativeService).
+KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
+# KServe's own label (constants.NetworkVisibility), read on InferenceServices by its Standard
+# (raw) mode ingress and HTTPRoute reconcilers (raw_ingress_reconciler.go,
+# httproute_reconciler.go) and on InferenceGraphs (openshift_route_reconciler.go). Set as well,
+# so a service stays private if its deployment mode is switched.
+KSERVE_VISIBILITY = "networking.kserve.io/visibility"
+CLUSTER_LOCAL = "cluster-local"
+CLUSTER_DOMAIN = "svc.cluster.local"  # kserve constants.ClusterLocalDomain
 
 _CPU_RESOURCES = Resources(requests={"cpu": "500m", "memory": "1Gi"},
                            limits={"cpu": "2", "memory": "2Gi"})
@@ -56,12 +78,24 @@ def _labels(config: DeployConfig, component: str) -> dict[str, str]:
 
 
 def _meta(config: DeployConfig, name: str, component: str,
-          annotations: dict[str, str] | None = None) -> Doc:
-    meta: Doc = {"name": name, "namespace": config.namespace,
-                 "labels": _labels(config, component)}
+          annotations: dict[str, str] | None = None, *, private: bool | None = None,
+          kserve: bool = False) -> Doc:
+    """Object metadata. `private`: True labels a Knative Service (and with `kserve`, an
+    InferenceService or InferenceGraph) cluster-local; None leaves visibility out (not a
+    service)."""
+    labels = _labels(config, component)
+    if private:
+        labels[KNATIVE_VISIBILITY] = CLUSTER_LOCAL
+        if kserve:
+            labels[KSERVE_VISIBILITY] = CLUSTER_LOCAL
+    meta: Doc = {"name": name, "namespace": config.namespace, "labels": labels}
     if annotations:
         meta["annotations"] = annotations
     return meta
+
+
+def _private(config: DeployConfig) -> bool:
+    return config.exposure == "cluster-local"
 
 
 def _resources(config: DeployConfig) -> Doc:
@@ -145,10 +179,11 @@ def _image(config: DeployConfig) -> str:
     return config.gpu.image if config.gpu_enabled else config.cpu_image
 
 
-def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
+def predictor_args(config: DeployConfig, *, storage: str, graph_step: bool = False) -> list[str]:
     """`kninfer serve` flags for the predictor. `storage` is `mounted` (KServe's storage
     initializer downloaded STORAGE_URI to /mnt/models), `download` (kninfer fetches the URI
-    itself, plain Knative) or `template` (ServingRuntime, model name from `{{.Name}}`)."""
+    itself, plain Knative) or `template` (ServingRuntime, model name from `{{.Name}}`).
+    `graph_step`: an InferenceGraph calls this InferenceService (see `_model_name_args`)."""
     args = ["serve", "--predictor", config.predictor]
     if config.storage_uri is not None:
         pvc = _pvc(config.storage_uri)
@@ -158,18 +193,31 @@ def predictor_args(config: DeployConfig, *, storage: str) -> list[str]:
             args += ["--storage-uri", config.storage_uri]
         else:
             args += ["--model-dir", MODEL_DIR]
-    args += ["--model-name", "{{.Name}}" if storage == "template" else config.served_model]
+    if storage == "template":
+        args += ["--model-name", "{{.Name}}"]
+    else:
+        args += _model_name_args(config, graph_step=graph_step)
     if config.gpu_enabled:
         args += ["--device", "cuda"]
     return args + _grpc_args(config) + list(config.args)
 
 
+def _model_name_args(config: DeployConfig, *, graph_step: bool) -> list[str]:
+    if graph_step:
+        # An InferenceGraph step calls <isvc address>/v2/models/<model>/infer, the model read
+        # from a `--model_name` argument (KServe's spelling, a prefix test) of the predictor, else
+        # the InferenceService's name (kserve inferenceservice/utils GetModelName,
+        # GetPredictorEndpoint). `kninfer serve` accepts that spelling as an alias.
+        return [f"--model_name={config.served_model}"]
+    return ["--model-name", config.served_model]
+
+
 def _predictor_container(config: DeployConfig, *, name: str, storage: str,
-                         env: dict[str, str] | None = None) -> Doc:
+                         env: dict[str, str] | None = None, graph_step: bool = False) -> Doc:
     container: Doc = {
         "name": name,
         "image": _image(config),
-        "args": predictor_args(config, storage=storage),
+        "args": predictor_args(config, storage=storage, graph_step=graph_step),
         "ports": _ports(config),
         "resources": _resources(config),
         "securityContext": _security_context(),
@@ -259,8 +307,7 @@ def _placement(config: DeployConfig) -> Doc:
 # --- KServe -----------------------------------------------------------------------------------
 
 def runtime_name(config: DeployConfig) -> str:
-    suffix = "-gpu" if config.gpu_enabled else ""
-    return config.runtime.name or f"kninfer-{config.predictor}{suffix}"
+    return config.runtime_name
 
 
 def serving_runtime(config: DeployConfig) -> Doc:
@@ -299,7 +346,9 @@ def _component_extension(config: DeployConfig) -> Doc:
     }
 
 
-def inference_service(config: DeployConfig) -> Doc:
+def inference_service(config: DeployConfig, *, graph_step: bool = False) -> Doc:
+    """The config's InferenceService. `graph_step`: an InferenceGraph routes to it, so the
+    predictor states its model name where KServe looks for it."""
     annotations = {"serving.kserve.io/deploymentMode": "Knative"}
     if config.canary_percent is not None:
         # Tags `latest` and `prev` get their own URLs for testing each side of the split.
@@ -324,17 +373,17 @@ def inference_service(config: DeployConfig) -> Doc:
             "runtime": runtime_name(config),
             "storageUri": config.storage_uri,
         }
-        if config.served_model != config.name:
+        if config.served_model != config.name or graph_step:
             # KServe concatenates these after the runtime's args (pkg/utils MergeRuntimeContainers),
             # so this flag overrides the runtime's `--model-name {{.Name}}`.
-            model["args"] = ["--model-name", config.served_model]
+            model["args"] = _model_name_args(config, graph_step=graph_step)
         predictor["model"] = model
     else:
         env = {"PROTOCOL": _protocol(config)}
         if config.storage_uri is not None:
             env["STORAGE_URI"] = config.storage_uri  # runs KServe's storage initializer
         predictor["containers"] = [_predictor_container(
-            config, name="kserve-container", storage="mounted", env=env)]
+            config, name="kserve-container", storage="mounted", env=env, graph_step=graph_step)]
     spec: Doc = {"predictor": predictor}
     if config.transformer is not None:
         transformer = _component_extension(config)
@@ -348,20 +397,57 @@ def inference_service(config: DeployConfig) -> Doc:
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _meta(config, config.name, "inferenceservice", annotations),
+        "metadata": _meta(config, config.name, "inferenceservice", annotations,
+                          private=_private(config), kserve=True),
         "spec": spec,
     }
 
 
+def inference_graph(config: DeployConfig) -> Doc:
+    """The A/B entry point: a KServe InferenceGraph whose `root` node is a Splitter over the
+    variants' InferenceServices. KServe's router picks one step per request at random, in
+    proportion to `weight` (kserve cmd/router/main.go); the webhook wants the weights to sum to
+    100 (pkg/apis/serving/v1alpha1/inference_graph_validation.go), as the config does."""
+    assert config.experiment is not None
+    annotations = {
+        "serving.kserve.io/deploymentMode": "Knative",
+        # KServe copies the graph's annotations onto the router's Knative revision and defaults
+        # min-scale to 1 when none is given (inferencegraph/knative_reconciler.go).
+        "autoscaling.knative.dev/min-scale": str(config.scale.min),
+    }
+    steps = [{"name": variant.name, "serviceName": variant_config.name,
+              "weight": variant.weight} for variant, variant_config in config.variant_configs()]
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "InferenceGraph",
+        "metadata": _meta(config, config.name, "inferencegraph", annotations,
+                          private=_private(config), kserve=True),
+        "spec": {"nodes": {"root": {"routerType": "Splitter", "steps": steps}}},
+    }
+
+
 def kserve_documents(config: DeployConfig) -> list[Doc]:
-    docs = [serving_runtime(config)] if config.kserve == "runtime" else []
-    return docs + [inference_service(config)]
+    if config.experiment is not None:
+        served = [(c, True) for _, c in config.variant_configs()]
+    else:
+        shadow = config.shadow_config()
+        served = [(config, False)] + ([] if shadow is None else [(shadow, False)])
+    runtimes: dict[str, Doc] = {}
+    if config.kserve == "runtime":
+        # Models of one family share its runtime (the config checks that they agree on it).
+        for served_config, _ in served:
+            runtime = serving_runtime(served_config)
+            runtime["metadata"]["labels"] = _labels(config, "runtime")
+            runtimes.setdefault(runtime["metadata"]["name"], runtime)
+    docs = list(runtimes.values())
+    docs += [inference_service(c, graph_step=graph_step) for c, graph_step in served]
+    return docs + ([inference_graph(config)] if config.experiment is not None else [])
 
 
 # --- Knative Serving --------------------------------------------------------------------------
 
 def knative_service(config: DeployConfig, name: str, component: str, container: Doc,
-                    *, placement: bool) -> Doc:
+                    *, placement: bool, private: bool) -> Doc:
     template_spec: Doc = {
         "containerConcurrency": config.container_concurrency,
         "timeoutSeconds": config.timeout_seconds,
@@ -374,7 +460,7 @@ def knative_service(config: DeployConfig, name: str, component: str, container: 
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": _meta(config, name, component),
+        "metadata": _meta(config, name, component, private=private),
         "spec": {
             "template": {
                 "metadata": {"labels": _labels(config, component),
@@ -394,9 +480,17 @@ def _pvc(uri: str) -> tuple[str, str] | None:
 
 
 def knative_documents(config: DeployConfig) -> list[Doc]:
+    docs = _knative_services(config)
+    shadow = config.shadow_config()
+    return docs if shadow is None else docs + _knative_services(shadow)
+
+
+def _knative_services(config: DeployConfig) -> list[Doc]:
+    # Only the entry service may be public: a predictor behind a transformer has one caller.
     predictor = knative_service(
         config, predictor_service(config), "predictor",
-        _predictor_container(config, name="predictor", storage="download"), placement=True)
+        _predictor_container(config, name="predictor", storage="download"), placement=True,
+        private=_private(config) or config.transformer is not None)
     pvc = _pvc(config.storage_uri) if config.storage_uri else None
     if pvc is not None:
         # The claim mounted read-only where KServe would mount it: nothing is downloaded on
@@ -411,7 +505,7 @@ def knative_documents(config: DeployConfig) -> list[Doc]:
         docs.append(knative_service(
             config, transformer_service(config), "transformer",
             _transformer_container(config, name="transformer", kserve_spelling=False),
-            placement=False))
+            placement=False, private=_private(config)))
     return docs
 
 
@@ -436,7 +530,8 @@ def _sink_service(config: DeployConfig, name: str, component: str, image: str) -
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
-        "metadata": _meta(config, name, component),
+        # A sink's only caller is the Broker: never public.
+        "metadata": _meta(config, name, component, private=True),
         "spec": {"template": {
             "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
             "spec": {"containers": [container]},
@@ -487,6 +582,27 @@ def eventing_documents(config: DeployConfig) -> list[Doc]:
                     "source": reply_source(config.served_model, None, entry_service(config))}
     docs.append(_trigger(config, f"{config.name}-responses", events.broker, reply_filter,
                          _destination(results), delivery))
+    shadow = config.shadow_config()
+    if shadow is not None:
+        docs += _shadow_documents(config, shadow, request_filter, path, delivery)
+    return docs
+
+
+def _shadow_documents(config: DeployConfig, shadow: DeployConfig, request_filter: dict[str, str],
+                      path: str, delivery: Doc) -> list[Doc]:
+    """A second Trigger with the request Trigger's filter: the Broker delivers each request
+    event to every Trigger that matches it (knative specs, eventing overview.md "Trigger"), so
+    the candidate gets a copy. Its replies are re-enqueued like the baseline's, but with the
+    source kninfer/<candidate service>/models/<model>: the results Trigger matches the baseline's
+    exact source and no rendered Trigger matches the candidate's, so the Broker drops them. Its
+    failures go to a dead-letter sink of its own, never the baseline's."""
+    assert config.eventing is not None
+    dead_letter = f"{shadow.name}-dead-letter"
+    docs = [_sink_service(config, dead_letter, "shadow-dead-letter-sink",
+                          config.eventing.sink_image)]
+    docs.append(_trigger(config, f"{shadow.name}-requests", config.eventing.broker, request_filter,
+                         {"ref": _ksvc_ref(entry_service(shadow)), "uri": path},
+                         {**delivery, "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}}))
     return docs
 
 
@@ -532,6 +648,9 @@ def knative_gap(config: DeployConfig) -> str | None:
         return ("canary_percent needs KServe's InferenceService (canaryTrafficPercent); a plain "
                 "Knative Service has no such field: render the kserve variant, or split "
                 "traffic between revisions with `kninfer canary start`")
+    if config.experiment is not None:
+        return ("an experiment needs KServe's InferenceGraph (its Splitter router); plain "
+                "Knative has no router between Services: render the kserve variant")
     return None
 
 
@@ -558,6 +677,41 @@ def render(config: DeployConfig, source: str,
     if events:
         files[f"knative/{config.name}-eventing.yaml"] = dump_documents(events, header)
     return files
+
+
+SERVICE_KINDS = {("serving.kserve.io/v1beta1", "InferenceService"),
+                 ("serving.kserve.io/v1alpha1", "InferenceGraph"),
+                 ("serving.knative.dev/v1", "Service")}
+
+
+def is_cluster_local(doc: Doc) -> bool:
+    """Whether a rendered service carries the cluster-local label its kind is read by."""
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(KNATIVE_VISIBILITY) == CLUSTER_LOCAL)
+
+
+def exposures(config: DeployConfig, variants: tuple[str, ...] = VARIANTS) -> list[str]:
+    """One line per rendered service (InferenceService, InferenceGraph, Knative Service): its
+    name, its exposure, and the address callers inside the cluster use (KServe and Knative both
+    answer on <name>.<namespace>.svc.cluster.local: network.GetServiceHostname)."""
+    docs: list[Doc] = []
+    if "kserve" in variants:
+        docs += kserve_documents(config)
+    if "knative" in variants and knative_gap(config) is None:
+        docs += knative_documents(config)
+    docs += eventing_documents(config)
+    lines = []
+    for doc in docs:
+        if (doc["apiVersion"], doc["kind"]) not in SERVICE_KINDS:
+            continue
+        meta = doc["metadata"]
+        address = f"http://{meta['name']}.{meta['namespace']}.{CLUSTER_DOMAIN}"
+        if is_cluster_local(doc):
+            lines.append(f"{meta['name']}: {CLUSTER_LOCAL} ({address})")
+        else:
+            lines.append(f"{meta['name']}: public (outside the cluster through the ingress "
+                         f"domain; inside it {address})")
+    return lines
 
 
 def write(files: dict[str, str], outdir: Path) -> list[Path]:

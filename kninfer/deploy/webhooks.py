@@ -7,9 +7,11 @@ Two sorts:
   cmd/webhook/main.go), so those are closed to their Go type fields (`EVENTING_OVERLAYS`, applied
   by `kninfer.deploy.strict.root_schema`);
 - rules no schema expresses (`webhook_rules`). KServe: one predictor implementation, the
-  InferenceService name pattern, canary 0..100, min <= max replicas. Knative: reserved env names
-  and ports (knative/serving pkg/apis/serving/k8s_validation.go), broker and subscriber on a
-  Trigger.
+  InferenceService name pattern, canary 0..100, min <= max replicas; an InferenceGraph's name,
+  its `root` node, unique step names, one target per step, Splitter weights that are all given
+  and sum to 100 (kserve pkg/apis/serving/v1alpha1/inference_graph_validation.go). Knative:
+  reserved env names and ports (knative/serving pkg/apis/serving/k8s_validation.go), broker and
+  subscriber on a Trigger.
 """
 
 from __future__ import annotations
@@ -38,8 +40,51 @@ ISVC_IMPLEMENTATIONS = ("model", "containers", "sklearn", "xgboost", "tensorflow
                         "triton", "onnx", "huggingface", "pmml", "lightgbm", "paddle")
 
 
+GRAPH_TARGETS = ("nodeName", "serviceName", "serviceUrl")
+
+
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _graph_rules(name: Any, spec: dict[str, Any]) -> Iterator[tuple[list[str | int], str, str]]:
+    """KServe's InferenceGraph webhook (pkg/apis/serving/v1alpha1/inference_graph_validation.go:
+    GraphNameFmt, RootNodeNotFoundError, DuplicateStepNameError, TargetNotProvidedError,
+    InvalidTargetError, WeightNotProvidedError, InvalidWeightError)."""
+    if isinstance(name, str) and not re.match(ISVC_NAME, name):
+        yield (["metadata", "name"], "kserve-webhook",
+               f"InferenceGraph name {name!r} must match {ISVC_NAME}")
+    nodes = _obj(spec.get("nodes"))
+    if "root" not in nodes:
+        yield (["spec", "nodes"], "kserve-webhook",
+               "an InferenceGraph needs a node named 'root' (its entry point)")
+    for node_name, node in nodes.items():
+        node = _obj(node)
+        steps = [_obj(step) for step in node.get("steps") or []]
+        base: list[str | int] = ["spec", "nodes", node_name, "steps"]
+        seen: set[str] = set()
+        for i, step in enumerate(steps):
+            step_name = step.get("name")
+            if step_name and step_name in seen:
+                yield ([*base, i, "name"], "kserve-webhook",
+                       f"node {node_name!r} has more than one step named {step_name!r}")
+            if step_name:
+                seen.add(step_name)
+            targets = [t for t in GRAPH_TARGETS if step.get(t)]
+            if len(targets) != 1:
+                yield ([*base, i], "kserve-webhook",
+                       f"a step names exactly one of {', '.join(GRAPH_TARGETS)}; found "
+                       f"{len(targets)}: {', '.join(targets) or 'none'}")
+        if node.get("routerType") != "Splitter":
+            continue
+        missing = [i for i, step in enumerate(steps) if step.get("weight") is None]
+        for i in missing:
+            yield ([*base, i, "weight"], "kserve-webhook",
+                   "every step of a Splitter node needs a weight")
+        total = sum(step["weight"] for step in steps if isinstance(step.get("weight"), int))
+        if not missing and total != 100:
+            yield (base, "kserve-webhook",
+                   f"the weights of a Splitter node must sum to 100, got {total}")
 
 
 def webhook_rules(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str, str]]:
@@ -69,6 +114,8 @@ def webhook_rules(doc: dict[str, Any]) -> Iterator[tuple[list[str | int], str, s
                 # KServe does not range-check it; Knative rejects the generated traffic later.
                 yield (["spec", component, "canaryTrafficPercent"], "knative-traffic",
                        f"canaryTrafficPercent must be within 0..100, got {canary}")
+    if api_version.startswith("serving.kserve.io/") and kind == "InferenceGraph":
+        yield from _graph_rules(name, spec)
     if api_version.startswith("serving.knative.dev/") and kind in ("Service", "Configuration"):
         pod = _obj(_obj(spec.get("template")).get("spec"))
         for i, container in enumerate(pod.get("containers") or []):

@@ -88,13 +88,14 @@ def test_gpu_image_is_cuda_with_a_cuda_torch() -> None:
 
 
 def test_deploy_commands_import_no_framework() -> None:
-    """`kninfer render/validate/canary` stay fast: building the CLI and running the deploy code
-    imports neither kserve nor a model framework."""
+    """`kninfer render/validate/canary/experiment` stay fast: building the CLI and running the
+    deploy code imports neither kserve nor a model framework."""
     code = (
         "import sys\n"
         "from kninfer.cli import build_parser\n"
         "from kninfer.cli import deploy\n"
-        "from kninfer.deploy import canary, config, crd_store, manifests, render, validate\n"
+        "from kninfer.deploy import canary, config, crd_store, experiment, manifests, render\n"
+        "from kninfer.deploy import validate\n"
         "build_parser()\n"
         "heavy = ('kserve', 'torch', 'mlflow', 'sklearn', 'pandas', 'numpy')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n")

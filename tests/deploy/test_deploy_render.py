@@ -77,10 +77,10 @@ def test_every_checked_in_manifest_validates_against_the_crds() -> None:
     result = kninfer("validate", "kserve", "knative", "--crds", str(SCHEMAS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert result.stderr == "19 document(s) in 12 file(s): valid\n"
+    assert result.stderr == "33 document(s) in 16 file(s): valid\n"
 
 
-def test_examples_cover_cpu_gpu_pipeline_canary_eventing() -> None:
+def test_examples_cover_cpu_gpu_pipeline_canary_eventing_ab_shadow() -> None:
     kinds: dict[str, list[str]] = {}
     for path in sorted(ROOT.glob("kserve/*.yaml")) + sorted(ROOT.glob("knative/*.yaml")):
         kinds[path.relative_to(ROOT).as_posix()] = [
@@ -90,6 +90,13 @@ def test_examples_cover_cpu_gpu_pipeline_canary_eventing() -> None:
     assert kinds["knative/iris-pipeline.yaml"] == ["Service", "Service"]
     assert kinds["knative/iris-events-eventing.yaml"] == [
         "Service", "Service", "Broker", "Trigger", "Trigger"]
+    assert kinds["kserve/iris-ab.yaml"] == ["InferenceService", "InferenceService",
+                                            "InferenceGraph"]
+    assert "knative/iris-ab.yaml" not in kinds  # the Splitter is KServe's
+    assert kinds["kserve/iris-shadow.yaml"] == ["InferenceService", "InferenceService"]
+    assert kinds["knative/iris-shadow.yaml"] == ["Service", "Service"]
+    assert kinds["knative/iris-shadow-eventing.yaml"] == [
+        "Service", "Service", "Broker", "Trigger", "Trigger", "Service", "Trigger"]
     gpu = docs_of((ROOT / "kserve" / "classifier-gpu.yaml").read_text())[0]
     container = gpu["spec"]["predictor"]["containers"][0]  # type: ignore[index]
     assert container["image"].endswith("-cuda")
@@ -126,7 +133,8 @@ def test_every_rendered_serve_command_parses_into_settings() -> None:
                 settings = ServeSettings(**given)
                 assert settings.transformer or settings.predictor, (path, args)
                 checked += 1
-    assert checked == 15  # containers: 8 under kserve/ (runtime included), 7 under knative/
+    # containers: 12 under kserve/ (runtime, A/B variants and shadow included), 9 under knative/
+    assert checked == 21
 
 
 # --- InferenceService --------------------------------------------------------------------------
