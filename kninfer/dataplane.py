@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kninfer import __version__
-from kninfer.errors import ModelNotFound, ModelNotReady
+from kninfer.errors import ModelNotFound, ModelNotReady, VersionNotFound
 from kninfer.protocol.tensor import model_metadata
 
 SERVER_EXTENSIONS = ("binary_tensor_data", "cloudevents")
@@ -44,27 +44,32 @@ class DataPlane:
     def models(self) -> list[Any]:
         return list(self.registry.get_models().values())
 
-    def model(self, name: str) -> Any:
-        """The model called `name`; ModelNotFound (404, NOT_FOUND) if none is served."""
+    def model(self, name: str, version: str | None = None) -> Any:
+        """The model called `name`; ModelNotFound (404, NOT_FOUND) if none is served, and
+        VersionNotFound (404) when `version` is given and is not the one it serves."""
         model = self.registry.get_model(name)
         if model is None:
             raise ModelNotFound(name)
+        if version:
+            served = getattr(model, "version", "") or ""
+            if version != served:
+                raise VersionNotFound(name, version, served)
         return model
 
-    def model_ready(self, name: str) -> bool:
-        return bool(self.model(name).ready) and not self.draining
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        return bool(self.model(name, version).ready) and not self.draining
 
-    def model_metadata(self, name: str) -> dict[str, Any]:
-        model = self.model(name)
+    def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
+        model = self.model(name, version)
         if hasattr(model, "metadata"):  # kninfer's models (kninfer.protocol.tensor)
             return model.metadata()  # type: ignore[no-any-return]
         return model_metadata(model.name, "", model.get_input_types(), model.get_output_types())
 
     # ---- inference ---------------------------------------------------------------------------
 
-    def ready_model(self, name: str) -> Any:
+    def ready_model(self, name: str, version: str | None = None) -> Any:
         """The model to run a request on: ModelNotReady (503, UNAVAILABLE) until it is loaded."""
-        model = self.model(name)
+        model = self.model(name, version)
         if not model.ready:
             # A model that stopped being ready says why (kninfer.predictors.sklearn: its file
             # changed); one still loading has no reason to give.

@@ -50,6 +50,16 @@ class ModelNotFound(KninferError):
         self.name = name
 
 
+class VersionNotFound(ModelNotFound):
+    """A request named a model version this server does not serve (V2's /versions/{v}/ routes,
+    gRPC's model_version). KServe answers 501 there; a version it does not have is a 404."""
+
+    def __init__(self, name: str, version: str, served: str) -> None:
+        KninferError.__init__(self, f"model '{name}' has no version '{version}'; this server "
+                                    f"serves version '{served or '(none)'}'")
+        self.name = name
+
+
 class PayloadTooLarge(KninferError):
     status_code = 413
     grpc_code = "RESOURCE_EXHAUSTED"

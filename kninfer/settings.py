@@ -180,6 +180,12 @@ class ServeSettings(BaseSettings):
         True,
         description="memory-map a joblib model's arrays read-only instead of copying them",
     )
+    model_version: str | None = Field(
+        None,
+        description="the model version to report (V2 metadata `versions`, each response's "
+                    "`model_version`, the /versions/{v}/ routes); default: the MLflow model's "
+                    "run id, else a sha256 prefix of the model directory's files",
+    )
     model_sha256: str | None = Field(
         None,
         description="sha256 the model file must have; with a model.audited.joblib from "

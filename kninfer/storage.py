@@ -123,3 +123,36 @@ class HeldFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# Up to this many bytes of model files are read whole for the version digest; past it, each
+# file's first and last DIGEST_EDGE_BYTES stand for it, so a multi-GB model costs a cold start
+# two reads per file, not a pass over every byte.
+DIGEST_FULL_BYTES = 256 * 1024 * 1024
+DIGEST_EDGE_BYTES = 1024 * 1024
+
+
+def directory_digest(model_dir: Path) -> str:
+    """A 12-hex-digit version for the model in MODEL_DIR: sha256 over each file's relative path,
+    size and content (hidden files left out), in path order. The same files give the same
+    version on any machine (no times are read). Past DIGEST_FULL_BYTES in all, a file counts by
+    its size and its first and last DIGEST_EDGE_BYTES."""
+    import hashlib
+
+    root = model_dir.resolve()
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    whole = sum(p.stat().st_size for p in files) <= DIGEST_FULL_BYTES
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as file:
+            if whole or size <= 2 * DIGEST_EDGE_BYTES:
+                for chunk in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(chunk)
+            else:
+                digest.update(file.read(DIGEST_EDGE_BYTES))
+                file.seek(size - DIGEST_EDGE_BYTES)
+                digest.update(file.read(DIGEST_EDGE_BYTES))
+    return digest.hexdigest()[:12]

@@ -38,6 +38,18 @@ def lock_checker() -> ModuleType:
     return module
 
 
+def served_version(server: ServerProcess) -> str:
+    """The version a server with no --model-version reports (kninfer.storage.directory_digest
+    of its --model-dir, or of the embedded iris model's directory in its cache)."""
+    from kninfer.iris import iris_model_dir
+    from kninfer.storage import directory_digest
+
+    args = server.args
+    if "--model-dir" in args:
+        return directory_digest(Path(args[args.index("--model-dir") + 1]))
+    return directory_digest(iris_model_dir(Path(server.env["XDG_CACHE_HOME"]) / "kninfer"))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--write-docs-outputs", action="store_true",
                      help="tests/test_docs.py writes each documented command's real output into "

@@ -34,8 +34,9 @@ DOCS = ROOT / "docs"
 MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
                     re.DOTALL)
 MARKER_LINE = re.compile(r"<!-- doc-test: [\w.-]+ -->")
-# Made afresh for every request or event: compared by presence, not value.
-GENERATED_KEYS = {"id", "time", "traceparent"}
+# Made afresh for every request or event, or a digest of the model's files (its version, which a
+# library's pickle format moves): compared by presence, not value.
+GENERATED_KEYS = {"id", "time", "traceparent", "versions", "model_version"}
 GENERATED_HEADERS = {"ce-id", "ce-time", "ce-traceparent", "date", "content-length"}
 STATUS_NOTE = re.compile(r"\s+# HTTP \d+\s*$")  # the README's status notes after an output
 # Relative and absolute: what a CPU with other vector units, or a BLAS built another way, may move
@@ -46,7 +47,8 @@ FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 # test_marked_names_are_the_tested_ones.
 EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
             "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
-            "event-send", "event-curl")
+            "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
+            "experiment-weights")
 
 
 class Step(NamedTuple):
@@ -112,6 +114,10 @@ def same(actual: Any, expected: Any, path: str = "$") -> None:
     if isinstance(expected, dict):
         assert isinstance(actual, dict), path
         keys = set(expected) | set(actual)
+        for key in sorted(keys & GENERATED_KEYS):
+            assert key in actual and key in expected, f"{path}.{key}: {actual} vs {expected}"
+            if isinstance(expected[key], list):  # versions: as many, whatever their digests
+                assert len(actual[key]) == len(expected[key]), f"{path}.{key}: {actual[key]}"
         for key in sorted(keys - GENERATED_KEYS):
             assert key in actual and key in expected, f"{path}.{key}: {actual} vs {expected}"
             same(actual[key], expected[key], f"{path}.{key}")
@@ -372,3 +378,54 @@ def test_eventing_worked_example(tmp_path: Path, pytestconfig: pytest.Config) ->
         run_session("event-curl", curls, ports, tmp_path, pytestconfig)
     finally:
         server.stop()
+
+
+def run_console_exactly(name: str, cwd: Path) -> None:
+    """A console block of `kninfer` commands whose output is text, not JSON: each command runs
+    for real and prints exactly what the docs show."""
+    steps = session(blocks()[name])
+    assert steps
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ.get('PATH', '')}"}
+    env.pop("KUBECTL", None)
+    for step in steps:
+        assert shlex.split(step.command)[0] == "kninfer", step.command
+        done = subprocess.run(["bash", "-c", step.command], cwd=cwd, capture_output=True,
+                              text=True, timeout=120, check=False, env=env)
+        assert done.returncode == 0, (step.command, done.stderr)
+        assert done.stdout.rstrip("\n") == step.expected, step.command
+
+
+def test_render_prints_each_services_exposure(tmp_path: Path) -> None:
+    """docs/deploy.md, "Exposure": the render of deploy/examples/iris-events.yaml, as shown."""
+    examples = tmp_path / "deploy" / "examples"
+    examples.mkdir(parents=True)
+    (examples / "iris-events.yaml").write_text(
+        (ROOT / "deploy" / "examples" / "iris-events.yaml").read_text())
+    run_console_exactly("render-exposure", tmp_path)
+    assert (tmp_path / "build" / "deploy" / "kserve" / "iris-events.yaml").is_file()
+
+
+def test_public_config_publishes_its_entry_only(tmp_path: Path) -> None:
+    """docs/deploy.md's `exposure: public` config renders, validates, and publishes only the
+    InferenceService and the transformer; the predictor behind it stays cluster-local."""
+    (tmp_path / "web.yaml").write_text(blocks()["exposure-public.yaml"])
+    done = subprocess.run([sys.executable, "-m", "kninfer", "render", "web.yaml", "-o", "out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    inside = "outside the cluster through the ingress domain; inside it"
+    assert done.stdout.splitlines()[2:] == [
+        f"iris-web: public ({inside} http://iris-web.kninfer.svc.cluster.local)",
+        "iris-web-predictor: cluster-local (http://iris-web-predictor.kninfer.svc.cluster.local)",
+        f"iris-web-transformer: public ({inside} "
+        "http://iris-web-transformer.kninfer.svc.cluster.local)"]
+    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "out"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "3 document(s) in 2 file(s): valid" in checked.stderr
+
+
+def test_experiment_weights_example() -> None:
+    """docs/deploy.md, "A/B": `kninfer experiment status` and `weights --dry-run` on the
+    checked-in graph, offline, print what the docs show."""
+    run_console_exactly("experiment-weights", ROOT)

@@ -35,17 +35,18 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
                                          extensions=metadata["extensions"])
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name))
+        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name,
+                                                                      request.version or None))
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        metadata = self.dataplane.model_metadata(request.name)
+        metadata = self.dataplane.model_metadata(request.name, request.version or None)
         return pb.ModelMetadataResponse(name=metadata["name"], platform=metadata["platform"],
                                         versions=metadata.get("versions", []),
                                         inputs=metadata["inputs"], outputs=metadata["outputs"])
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         headers = {key: value for key, value in (context.invocation_metadata() or ())}
-        model = self.dataplane.ready_model(request.model_name)
+        model = self.dataplane.ready_model(request.model_name, request.model_version or None)
         infer_request = decode_grpc_request(request)
         response, _ = await self.dataplane.infer(model, infer_request, headers)
         return encode_grpc_response(response)

@@ -53,11 +53,12 @@ class V2Routes:
         return json_response(self.dataplane.server_metadata())
 
     async def model_metadata(self, request: Request) -> Response:
-        return json_response(self.dataplane.model_metadata(request.path_params["name"]))
+        params = request.path_params
+        return json_response(self.dataplane.model_metadata(params["name"], params.get("version")))
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
-        ready = self.dataplane.model_ready(name)
+        ready = self.dataplane.model_ready(name, request.path_params.get("version"))
         return json_response({"name": name, "ready": ready}, 200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
@@ -67,7 +68,7 @@ class V2Routes:
         if events is not None and is_event(headers):  # two dict lookups
             # A CloudEvent (binary or structured mode) gets a reply event (kninfer.http.events).
             return await events.respond(request, name)
-        model = self.dataplane.ready_model(name)
+        model = self.dataplane.ready_model(name, request.path_params.get("version"))
         body = await read_body(request, self.max_body_bytes)
         infer_request = decode_v2_request(body, headers, name)
         response, response_headers = await self.dataplane.infer(model, infer_request, headers)

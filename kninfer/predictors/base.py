@@ -164,6 +164,7 @@ class Predictor(DeclaresTensors, Model):
     def load(self) -> bool:
         started = time.perf_counter()
         self.load_model()
+        self.version = self.settings.model_version or self.version_of_model()
         self.load_ms = (time.perf_counter() - started) * 1000
         if self.settings.warmup:
             started = time.perf_counter()
@@ -171,6 +172,14 @@ class Predictor(DeclaresTensors, Model):
             self.warmup_ms = (time.perf_counter() - started) * 1000
         self.ready = True
         return self.ready
+
+    def version_of_model(self) -> str:
+        """The version to report when --model-version says none: a digest of the model
+        directory's files (kninfer.storage.directory_digest). A family with a version of its
+        own (an MLflow run id) overrides this."""
+        from kninfer.storage import directory_digest
+
+        return directory_digest(self.model_dir)
 
     def warm_up(self) -> None:
         """One prediction on `warmup_inputs()` before the ports open.
@@ -234,6 +243,7 @@ class Predictor(DeclaresTensors, Model):
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,
+            model_version=self.version or None,
             infer_outputs=outputs,
             use_binary_outputs=payload.use_binary_outputs,
         )

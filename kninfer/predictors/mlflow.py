@@ -124,6 +124,12 @@ class MlflowPredictor(Predictor):
         self.outputs = outputs if outputs is not None else []
         self.params = Params(metadata.get_params_schema())
 
+    def version_of_model(self) -> str:
+        """The MLflow run that logged the model (MLmodel's `run_id`), when it names one: what a
+        model registry's version points at. Else the digest of the files."""
+        run_id = getattr(self.pyfunc.metadata, "run_id", None)
+        return str(run_id) if run_id else super().version_of_model()
+
     # ---- metadata --------------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:

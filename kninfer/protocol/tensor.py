@@ -88,11 +88,12 @@ def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
 
 
 def model_metadata(name: str, platform: str, inputs: list[dict[str, Any]],
-                   outputs: list[dict[str, Any]]) -> dict[str, Any]:
+                   outputs: list[dict[str, Any]], version: str = "") -> dict[str, Any]:
     """V2 model metadata (Open Inference Protocol, "Model Metadata Response JSON Object"; the
-    gRPC ModelMetadataResponse carries the same fields)."""
-    return {"name": name, "versions": [], "platform": platform, "inputs": inputs,
-            "outputs": outputs}
+    gRPC ModelMetadataResponse carries the same fields). `versions` holds the one version this
+    server serves, when it has one."""
+    return {"name": name, "versions": [version] if version else [], "platform": platform,
+            "inputs": inputs, "outputs": outputs}
 
 
 class DeclaresTensors:
@@ -103,6 +104,8 @@ class DeclaresTensors:
     name: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    # The version this server serves ("" when it states none): metadata, responses, routes.
+    version: str = ""
 
     @property
     def platform(self) -> str:
@@ -116,4 +119,4 @@ class DeclaresTensors:
 
     def metadata(self) -> dict[str, Any]:
         return model_metadata(self.name, self.platform, self.get_input_types(),
-                              self.get_output_types())
+                              self.get_output_types(), self.version)

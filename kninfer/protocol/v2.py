@@ -369,6 +369,8 @@ def encode_v2_response(
             entry["parameters"] = params
         outputs.append(entry)
     doc: dict[str, Any] = {"model_name": response.model_name, "outputs": outputs}
+    if response.model_version:  # OIP's optional response field: which version answered
+        doc["model_version"] = response.model_version
     if response.model_version:
         doc["model_version"] = response.model_version
     if response.id:

@@ -57,6 +57,8 @@ class Transformer(DeclaresTensors, Model):
         self.predictor_model = name
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
+        # A transformer has no model file: it states a version only when told (--model-version).
+        self.version = settings.model_version or ""
         self.load_ms = 0.0
         self.warmup_ms = 0.0
 

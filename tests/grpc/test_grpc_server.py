@@ -105,3 +105,21 @@ def test_errors_use_matching_status(stub, request_, code, message):
     assert caught.value.details() == message
     # and the server keeps serving
     assert stub.ModelInfer(infer_request()).outputs[0].name == "predict"
+
+
+def test_the_served_version_answers_and_another_is_not_found(stub, iris_server):
+    from tests.conftest import served_version
+
+    version = served_version(iris_server)
+    meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"), timeout=10)
+    assert list(meta.versions) == [version]
+    request = infer_request()
+    assert stub.ModelInfer(request, timeout=10).model_version == version
+    request.model_version = version
+    assert stub.ModelInfer(request, timeout=10).model_version == version
+    request.model_version = "nope"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == (
+        f"model 'iris' has no version 'nope'; this server serves version '{version}'")

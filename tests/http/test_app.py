@@ -25,7 +25,7 @@ with warnings.catch_warnings():
 
 GOOD = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
                     "data": [5.1, 3.5, 1.4, 0.2]}]}
-GOOD_ANSWER = {"model_name": "iris",
+GOOD_ANSWER = {"model_name": "iris", "model_version": "1",
                "outputs": [{"name": "predict", "datatype": "INT64", "shape": [1], "data": [0]}]}
 MAX_BODY = 2048
 
@@ -41,7 +41,7 @@ def dataplane(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from kninfer.settings import ServeSettings
 
     cache = tmp_path_factory.mktemp("cache")
-    settings = ServeSettings(cache_dir=cache)
+    settings = ServeSettings(cache_dir=cache, model_version="1")
     iris = SklearnPredictor("iris", ensure_iris_model(cache), settings)
     iris.load()
     registry = ModelRepository()
@@ -93,7 +93,12 @@ ROUTES = [
     ("GET", "/v1/models/cold", None, 200, {"name": "cold", "ready": False}),
     ("GET", "/v1/models/nosuch", None, 404, error(NOT_FOUND)),
     ("POST", "/v2/models/iris/infer", GOOD, 200, GOOD_ANSWER),
-    ("POST", "/v2/models/iris/versions/7/infer", GOOD, 200, GOOD_ANSWER),  # Starlette's route
+    ("POST", "/v2/models/iris/versions/1/infer", GOOD, 200, GOOD_ANSWER),
+    # The served version is 1 (--model-version); another is a 404 (KServe answers 501).
+    ("POST", "/v2/models/iris/versions/7/infer", GOOD, 404,
+     error("model 'iris' has no version '7'; this server serves version '1'")),
+    ("GET", "/v2/models/iris/versions/7", None, 404,
+     error("model 'iris' has no version '7'; this server serves version '1'")),  # Starlette's route
     ("POST", "/v2/models/cold/infer", GOOD, 503, error(NOT_READY)),
     ("POST", "/v2/models/nosuch/infer", GOOD, 404, error(NOT_FOUND)),
     ("POST", "/v2/models/iris/infer", b"{", 400,
@@ -138,10 +143,11 @@ def test_model_metadata_comes_from_the_dataplane(client: TestClient) -> None:
     reply = client.get("/v2/models/iris")
     assert reply.status_code == 200
     assert reply.json() == {
-        "name": "iris", "versions": [], "platform": "kninfer-sklearn",
+        "name": "iris", "versions": ["1"], "platform": "kninfer-sklearn",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
         "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]},
                     {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}]}
+    assert client.get("/v2/models/iris/versions/1").json()["versions"] == ["1"]
     # A bare kserve.Model has no metadata() of its own: the dataplane states what it can.
     assert client.get("/v2/models/cold").json() == {
         "name": "cold", "versions": [], "platform": "", "inputs": [], "outputs": []}

@@ -8,6 +8,7 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from conftest import served_version
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [6.7, 3.0, 5.2, 2.3], [4.9, 3.0, 1.4, 0.2]]
 
@@ -33,7 +34,7 @@ def test_model_metadata_states_real_tensors(iris_server):
     assert reply.status_code == 200
     assert reply.json() == {
         "name": "iris",
-        "versions": [],
+        "versions": [served_version(iris_server)],
         "platform": "kninfer-sklearn",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
         "outputs": [

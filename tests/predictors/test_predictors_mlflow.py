@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ServerProcess, grpc_stub, server_env, servers_started
+from tests.conftest import ServerProcess, grpc_stub, served_version, server_env, servers_started
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 
@@ -161,7 +161,7 @@ def test_column_metadata_from_signature(servers):
     assert reply.status_code == 200
     assert reply.json() == {
         "name": "columns",
-        "versions": [],
+        "versions": [served_version(servers["columns"])],
         "platform": "kninfer-mlflow",
         "inputs": [{"name": n, "datatype": "FP64", "shape": [-1]} for n in FEATURES]
         + [{"name": "site", "datatype": "BYTES", "shape": [-1]}],

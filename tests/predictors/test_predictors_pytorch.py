@@ -11,7 +11,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpc_stub, server_env
+from conftest import ServerProcess, grpc_stub, served_version, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from torch_models import (
     MODULE,
@@ -82,7 +82,7 @@ def test_metadata_states_inputs_and_outputs(servers, kind: str) -> None:
     reply = httpx.get(f"{servers[kind].url}/v2/models/mlp", timeout=10)
     assert reply.status_code == 200
     assert reply.json() == {
-        "name": "mlp", "versions": [], "platform": "kninfer-pytorch",
+        "name": "mlp", "versions": [served_version(servers[kind])], "platform": "kninfer-pytorch",
         "inputs": [{"name": INPUT_NAMES[kind], "datatype": "FP32", "shape": [-1, 4]}],
         "outputs": [{"name": "output-0", "datatype": "FP32", "shape": [-1, 3]}],
     }

@@ -14,7 +14,7 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpc_stub, servers_started
+from conftest import ServerProcess, grpc_stub, served_version, servers_started
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from torch_models import (
     MASKED_MAX_BATCH,
@@ -86,7 +86,8 @@ def test_metadata_names_both_inputs_and_the_dict_keys(servers, kind: str) -> Non
     reply = httpx.get(f"{servers[kind].url}/v2/models/masked", timeout=10)
     assert reply.status_code == 200, reply.text
     assert reply.json() == {
-        "name": "masked", "versions": [], "platform": "kninfer-pytorch",
+        "name": "masked", "versions": [served_version(servers[kind])],
+        "platform": "kninfer-pytorch",
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 8]},
                    {"name": "mask", "datatype": "INT64", "shape": [-1, 8]}],
         "outputs": OUTPUTS,
