@@ -156,16 +156,25 @@ def test_rendered_pods_run_and_stop_cleanly(manifest: Path, iris_dir: Path) -> N
     assert pods, f"{manifest}: no containers"
     predictors = [c for c in pods if c.role == "predictor"]
     transformers = [c for c in pods if c.role == "transformer"]
-    assert len(predictors) == 1
-    model = _model_name(predictors[0].spec["args"])
-    predictor = start(predictors[0], iris_dir)
+    # One predictor, or one per variant (A/B) or for the baseline and its shadow candidate: each
+    # runs as its own pod; a transformer fronts the first.
+    assert predictors and (len(predictors) == 1 or not transformers), manifest
+    for index, spec in enumerate(predictors):
+        run_predictor(spec, iris_dir, transformers if index == 0 else [])
+
+
+def run_predictor(spec: ContainerSpec, iris_dir: Path, transformers: list[ContainerSpec]) -> None:
+    """Start a predictor's container, probe it, send traffic, run its transformers in front of
+    it, and stop each under load: nothing accepted may be lost."""
+    model = _model_name(spec.spec["args"])
+    predictor = start(spec, iris_dir)
     with running(predictor):
         for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
             predictor.probe(kind)
         check_traffic(predictor, model)
-        for spec in transformers:
+        for transformer_spec in transformers:
             upstream = predictor.grpc_port if predictor.serves_grpc else predictor.http_port
-            transformer = start(spec, iris_dir, predictor_port=upstream)
+            transformer = start(transformer_spec, iris_dir, predictor_port=upstream)
             with running(transformer):
                 for kind in ("readinessProbe", "livenessProbe"):
                     transformer.probe(kind)
