@@ -31,6 +31,11 @@ def default_cache_dir() -> Path:
     return Path(base) / "kninfer"
 
 
+def skops_trusted_from_env() -> str:
+    """`$KNINFER_SKOPS_TRUSTED`, for `kninfer compile` (which loads models as serve does)."""
+    return os.environ.get("KNINFER_SKOPS_TRUSTED", "")
+
+
 def kubectl_from_env() -> str | None:
     """`$KUBECTL`, the kubectl binary `kninfer canary` runs when set (else PATH's)."""
     return os.environ.get("KUBECTL") or None

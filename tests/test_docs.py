@@ -48,7 +48,7 @@ FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
             "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
             "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
-            "experiment-weights")
+            "experiment-weights", "churn.py", "compile")
 
 
 class Step(NamedTuple):
@@ -429,3 +429,29 @@ def test_experiment_weights_example() -> None:
     """docs/deploy.md, "A/B": `kninfer experiment status` and `weights --dry-run` on the
     checked-in graph, offline, print what the docs show."""
     run_console_exactly("experiment-weights", ROOT)
+
+
+def test_compile_example(tmp_path: Path) -> None:
+    """docs/compile.md: the model the page builds compiles as the page shows. The differences
+    and the model file's hash move with the CPU and the library versions: those are compared by
+    shape, the rest of each line as written."""
+    pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
+    found = blocks()
+    (tmp_path / "churn.py").write_text(found["churn.py"])
+    saved = subprocess.run([sys.executable, "churn.py"], cwd=tmp_path, capture_output=True,
+                           timeout=120, check=False)
+    assert saved.returncode == 0, saved.stderr.decode()[-3000:]
+    (step,) = session(found["compile"])
+    assert step.command == "kninfer compile churn"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
+           f"{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", step.command], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+
+    def shape(text: str) -> str:
+        text = re.sub(r"max \|diff\| [^,]+, \S+ (of|times) the", "max |diff| D, P of the", text)
+        return re.sub(r"\b[0-9a-f]{64}\b", "SHA256", text.strip())
+
+    assert shape(done.stdout) == shape(step.expected)
+    assert (tmp_path / "churn" / "model.onnx").is_file()

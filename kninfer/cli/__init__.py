@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from kninfer.cli.audit import cmd_audit
+from kninfer.cli.compile import add_compile_command
 from kninfer.cli.deploy import add_deploy_commands
 from kninfer.cli.event import cmd_event_send
 from kninfer.cli.serve import add_serve_options, cmd_serve
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--skops-trusted", default="",
                        help="comma-separated types to trust beyond skops' own list")
     audit.set_defaults(handler=cmd_audit)
+
+    add_compile_command(sub)
 
     event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
     event_sub = event.add_subparsers(dest="event_command", required=True)
