@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # its hashes, so two installs on different days are the same software.
 LOCK := requirements/dev.txt
 
-.PHONY: serve test check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold \
+.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold \
 	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -41,6 +41,16 @@ check-lock: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+# The fast tier: the pure modules (codecs, the CloudEvents binding, the error map, settings, the
+# lock, the public API, manifest validation) and the app driven in process, no server started:
+# seconds, run first by CI and before every commit. The whole suite stays `make test`.
+FAST_TESTS := tests/http/test_app.py tests/test_errors.py tests/test_settings.py \
+	tests/test_lock.py tests/test_public_api.py tests/cloudevents/test_binding.py tests/protocol \
+	tests/deploy/test_deploy_validate.py tests/deploy/test_deploy_exposure.py \
+	tests/predictors/test_families.py tests/test_layering.py
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:randomly $(FAST_TESTS)
 
 # The serving tests again with kserve imported whole (--eager-imports): what kninfer does on a
 # kserve version its import deferral (kninfer/_compat) was not written for. CI runs it.
