@@ -178,7 +178,7 @@ def test_column_v2_matches_loaded_model(servers, loaded):
     reply = infer(servers, "columns", {"id": "r1", "inputs": inputs})
     assert reply.status_code == 200, reply.text
     assert reply.json() == {
-        "model_name": "columns", "id": "r1",
+        "model_name": "columns", "id": "r1", "model_version": served_version(servers["columns"]),
         "outputs": [{"name": "predict", "datatype": "INT64", "shape": [3], "data": expected}],
     }
 
