@@ -181,12 +181,7 @@ def _cmd_canary(options: argparse.Namespace) -> int:
             patch = canary.for_component(canary.promote_patch(), options.component)
         else:
             patch = canary.for_component(canary.rollback_patch(), options.component)
-        if options.dry_run:
-            print(json.dumps(patch.body, indent=2, sort_keys=True))
-            print(kubectl.describe(patch))
-            return 0
-        sys.stdout.write(kubectl.patch(patch))
-        return 0
+        return _apply(kubectl, patch, options.dry_run)
     except canary.CanaryError as exc:
         print(f"kninfer canary {options.action}: {exc}", file=sys.stderr)
         return 1
@@ -213,15 +208,20 @@ def _cmd_experiment(options: argparse.Namespace) -> int:
             sys.stdout.write(experiment.weights_report(graph))
             return 0
         patch = experiment.weights_patch(graph, weights)
-        if options.dry_run:
-            print(json.dumps(patch.body, indent=2, sort_keys=True))
-            print(kubectl.describe(patch))
-            return 0
-        sys.stdout.write(kubectl.patch(patch))
-        return 0
+        return _apply(kubectl, patch, options.dry_run)
     except canary.CanaryError as exc:
         print(f"kninfer experiment {options.action}: {exc}", file=sys.stderr)
         return 1
+
+
+def _apply(kubectl: Any, patch: Any, dry_run: bool) -> int:
+    """Print the patch and the kubectl command with --dry-run, else run it."""
+    if dry_run:
+        print(json.dumps(patch.body, indent=2, sort_keys=True))
+        print(kubectl.describe(patch))
+        return 0
+    sys.stdout.write(kubectl.patch(patch))
+    return 0
 
 
 def _read_isvc(options: argparse.Namespace, kubectl: object) -> dict[str, Any]:

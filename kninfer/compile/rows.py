@@ -39,7 +39,6 @@ MISSING_SHARE = 0.1
 # Generated values reach this many scales either side of a StandardScaler's or RobustScaler's
 # center: the bulk of the data and its tails.
 SCALES = 3.0
-TEXT_MODULE = "sklearn.feature_extraction.text"
 SCALERS = frozenset({"StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler"})
 
 
@@ -113,13 +112,10 @@ def layout_of(estimator: Any) -> Layout:
 
 
 def _is_text_model(estimator: Any) -> bool:
-    step = estimator
-    while hasattr(step, "steps"):
-        inner = [s for _, s in step.steps if s not in (None, "passthrough")]
-        if not inner:
-            return False
-        step = inner[0]
-    return type(step).__module__ == TEXT_MODULE
+    """A model whose first step takes raw strings, as the sklearn family detects it."""
+    from kninfer.predictors.sklearn import text_vectorizer
+
+    return text_vectorizer(estimator) is not None
 
 
 # ---- what the fitted steps know ---------------------------------------------------------------
