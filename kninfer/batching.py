@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kninfer.protocol.tensor import Arrays
+
 if TYPE_CHECKING:
     from kninfer.predictors.base import Predictor
 
 logger = logging.getLogger("kninfer")
 
-Arrays = dict[str, np.ndarray]
 
 @dataclass
 class _Pending:

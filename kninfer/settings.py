@@ -201,6 +201,13 @@ class ServeSettings(BaseSettings):
         description="comma-separated types a .skops file may hold beyond skops' trusted "
                     "list",
     )
+    runtime: Literal["auto", "onnx", "native"] = Field(
+        "auto",
+        description="how a scikit-learn model runs: auto (model.onnx from `kninfer compile` "
+                    "through ONNX Runtime when the model directory has one, else the "
+                    "scikit-learn file), onnx (model.onnx only) or native (the scikit-learn "
+                    "file, model.onnx ignored)",
+    )
 
     # CloudEvents
     ce_dedupe_size: int = Field(

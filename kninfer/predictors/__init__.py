@@ -1,14 +1,26 @@
 """Model families. Each is one module with one `Predictor` subclass, imported only when served,
-so a scikit-learn service never pays for importing torch or mlflow."""
+so a scikit-learn service never pays for importing torch or mlflow.
+
+The sklearn family has two runtimes behind it (--runtime, `sklearn_runtime`): the estimator
+itself (kninfer.predictors.sklearn) and, for a model compiled by `kninfer compile`, its
+`model.onnx` through ONNX Runtime (kninfer.predictors.sklearn_onnx), which serves the same
+tensors without importing scikit-learn.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from kninfer.settings import PredictorFamily
 
 if TYPE_CHECKING:
     from kninfer.predictors.base import Predictor
+    from kninfer.settings import ServeSettings
+
+logger = logging.getLogger("kninfer")
 
 # One entry per `PredictorFamily` (kninfer.settings); tests/predictors check the two agree.
 FAMILIES: dict[PredictorFamily, str] = {
@@ -16,12 +28,19 @@ FAMILIES: dict[PredictorFamily, str] = {
     "mlflow": "kninfer.predictors.mlflow:MlflowPredictor",
     "pytorch": "kninfer.predictors.pytorch:PytorchPredictor",
 }
+# The compiled form of a scikit-learn model (kninfer.compile writes it, and COMPILE_RECORD
+# beside it); kninfer.compile.build names the same files.
+ONNX_FILE = "model.onnx"
+COMPILE_RECORD = "compile.json"
+ONNX_PREDICTOR = "kninfer.predictors.sklearn_onnx:OnnxSklearnPredictor"
 
 
-def predictor_class(family: str) -> type[Predictor]:
+def predictor_class(family: str, model_dir: Path | None = None,
+                    settings: ServeSettings | None = None) -> type[Predictor]:
     """The class `--predictor` names: a family, or `package.module:Class` for a subclass of
     `kninfer.Predictor` of the user's own (importable on PYTHONPATH or from a `module.py` in
-    the model directory, searched first when given)."""
+    the model directory, searched first when given). Given the model directory and the
+    settings, the sklearn family's runtime is chosen for it (`sklearn_runtime`)."""
     from kninfer.errors import ModelLoadError
     from kninfer.loading import import_class
     from kninfer.predictors.base import Predictor
@@ -31,8 +50,60 @@ def predictor_class(family: str) -> type[Predictor]:
         choices = ", ".join(FAMILIES)
         raise ModelLoadError(f"unknown predictor '{family}'; choose one of {choices} or give "
                              "package.module:Class")
+    if model_dir is not None and settings is not None:
+        if family == "sklearn" and sklearn_runtime(model_dir, settings) == "onnx":
+            target = ONNX_PREDICTOR
+        elif family != "sklearn" and settings.runtime == "onnx":
+            raise ModelLoadError(f"--runtime onnx serves a scikit-learn model compiled by "
+                                 f"`kninfer compile` (--predictor sklearn); --predictor "
+                                 f"{family} has no ONNX runtime")
     cls = import_class(target, "predictor")
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
         raise ModelLoadError(f"'{target}' is not a subclass of kninfer.Predictor")
     result: type[Predictor] = cls
     return result
+
+
+def sklearn_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
+    """How the sklearn family serves `model_dir`: `--runtime onnx` or `native` as told; `auto`
+    serves model.onnx when the directory has one, unless --model-sha256 pins another file (the
+    pin names the file to serve: a graph dropped beside a pinned model does not replace it).
+    Cheap, and imports nothing: kninfer.server.startup asks before it imports the server."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    graph = model_dir / ONNX_FILE
+    if not graph.is_file():
+        return "native"
+    pin = settings.model_sha256
+    if pin and _file_sha256(graph) != pin.strip().lower():
+        logger.info("%s is not the file --model-sha256 pins; serving the scikit-learn file",
+                    graph)
+        return "native"
+    return "onnx"
+
+
+def serves_onnx(settings: ServeSettings) -> bool:
+    """Whether `kninfer serve` will serve a model.onnx, as far as is known before the model
+    directory is resolved: --runtime onnx, or auto with a local --model-dir that has one (a
+    --storage-uri is only fetched later: counted as not)."""
+    if settings.transformer is not None or settings.predictor not in (None, "sklearn"):
+        return False
+    if settings.runtime != "auto":
+        return settings.runtime == "onnx"
+    model_dir = settings.model_dir
+    return model_dir is not None and model_dir.is_dir() and \
+        sklearn_runtime(model_dir, settings) == "onnx"
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@cache
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's sha256, once per version of it: start-up asks twice (serves_onnx, then
+    predictor_class). The graph's load checks the bytes it read again, itself."""
+    from kninfer.storage import sha256_of
+
+    return sha256_of(Path(path))

@@ -41,7 +41,13 @@ from kninfer.errors import (
     RequestTimeout,
     WarmupFailed,
 )
-from kninfer.protocol.tensor import V2_TO_NUMPY, DeclaresTensors, TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import (
+    V2_TO_NUMPY,
+    Arrays,
+    DeclaresTensors,
+    TensorSpec,
+    v2_datatype_of,
+)
 from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import input_array, to_output
 
@@ -49,7 +55,6 @@ if TYPE_CHECKING:
     from kninfer.batching import AdaptiveBatcher
     from kninfer.settings import ServeSettings
 
-Arrays = dict[str, np.ndarray]
 logger = logging.getLogger("kninfer")
 
 

@@ -24,10 +24,8 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import EMPTY_BATCH, InvalidInput
-from kninfer.protocol.tensor import TensorSpec
+from kninfer.protocol.tensor import Arrays, TensorSpec
 from kninfer.protocol.v1 import v1_rows
-
-Arrays = dict[str, np.ndarray]
 
 _INTEGER = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 _TRUE = frozenset({"true", "1", "yes"})

@@ -528,6 +528,10 @@ class SklearnPredictor(Predictor):
         if array.dtype.kind == "f":
             self._check_floats(name, array, allow_nan=self._allow_nan)
 
+    def estimator_name(self) -> str:
+        """The model's class, as refusals name it."""
+        return type(self.estimator).__name__
+
     def _check_floats(self, name: str, array: np.ndarray, allow_nan: bool) -> None:
         finite = np.isfinite(array)
         if finite.all():
@@ -535,7 +539,7 @@ class SklearnPredictor(Predictor):
                     float(np.abs(array).max()) > float(np.finfo(np.float32).max):
                 raise InvalidInput(
                     f"input '{name}': a value is out of range for "
-                    f"{type(self.estimator).__name__}, which computes in float32"
+                    f"{self.estimator_name()}, which computes in float32"
                 )
             return
         if not allow_nan or np.isinf(array).any():
@@ -543,7 +547,7 @@ class SklearnPredictor(Predictor):
             # the estimator's tags say so (allow_nan).
             what = "NaN or infinity" if not allow_nan else "infinity"
             raise InvalidInput(
-                f"input '{name}' contains {what}; {type(self.estimator).__name__} needs "
+                f"input '{name}' contains {what}; {self.estimator_name()} needs "
                 "finite numbers"
             )
 

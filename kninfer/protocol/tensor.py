@@ -14,6 +14,9 @@ import numpy as np
 
 from kninfer.errors import InvalidInput
 
+# Tensors by name: what a request's inputs decode to and what a model's outputs are.
+Arrays = dict[str, np.ndarray]
+
 V2_TO_NUMPY: dict[str, Any] = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,

@@ -27,14 +27,13 @@ from kserve import InferInput, InferOutput, InferRequest, InferResponse, Model
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer.errors import InvalidInput, ModelNotReady
-from kninfer.protocol.tensor import DeclaresTensors, TensorSpec, v2_datatype_of
+from kninfer.protocol.tensor import Arrays, DeclaresTensors, TensorSpec, v2_datatype_of
 from kninfer.protocol.v2 import input_array
 from kninfer.transformers.client import PredictorClient
 
 if TYPE_CHECKING:
     from kninfer.settings import ServeSettings
 
-Arrays = dict[str, np.ndarray]
 
 # Whether the request being served came in as V1 (a dict). Set by `preprocess` implementations
 # through `Transformer.remember_v1`; a ContextVar is per asyncio task, and KServe runs a request's
