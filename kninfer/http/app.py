@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from kninfer.dataplane import DataPlane
 from kninfer.http.responses import Handler, guarded, json_response
 from kninfer.http.routes import V2Routes
+from kninfer.protocol import paths
 from kninfer.settings import ServeSettings
 
 
@@ -32,24 +33,19 @@ class InferFastPath:
     a name is matched as Starlette's `{name}` is (`[^/]+`, on the decoded path).
     """
 
-    PREFIX = "/v2/models/"
-    SUFFIX = "/infer"
-
     def __init__(self, infer: Handler, app: Starlette) -> None:
         self.infer = infer
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            path: str = scope["path"]
-            if path.startswith(self.PREFIX) and path.endswith(self.SUFFIX):
-                name = path[len(self.PREFIX):-len(self.SUFFIX)]
-                if name and "/" not in name:
-                    scope["path_params"] = {"name": name}
-                    scope["app"] = self.app
-                    response = await self.infer(Request(scope, receive, send))
-                    await response(scope, receive, send)
-                    return
+            name = paths.v2_infer_model(scope["path"])
+            if name is not None:
+                scope["path_params"] = {"name": name}
+                scope["app"] = self.app
+                response = await self.infer(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

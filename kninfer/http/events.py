@@ -37,6 +37,7 @@ from kninfer.errors import InvalidInput, UnsupportedMediaType
 from kninfer.http.responses import guarded, read_body, request_headers
 from kninfer.observability.prometheus import cloudevent_replays_counter
 from kninfer.observability.tracing import adopt_event_trace, trace_headers
+from kninfer.protocol import paths
 from kninfer.protocol.v2 import encode_v2_response
 from kninfer.settings import ServeSettings
 
@@ -124,4 +125,4 @@ class EventEndpoint:
         )
 
     def routes(self) -> list[Route]:
-        return [Route("/", guarded(self.root), methods=["POST"])]
+        return [Route(paths.EVENTS, guarded(self.root), methods=["POST"])]

@@ -23,6 +23,7 @@ from kninfer.cloudevents.binding import is_event
 from kninfer.dataplane import DataPlane
 from kninfer.http.openapi import openapi_route
 from kninfer.http.responses import guarded, json_response, read_body, request_headers
+from kninfer.protocol import paths
 from kninfer.protocol.v1 import decode_v1_request
 from kninfer.protocol.v2 import decode_v2_request, encode_v2_response
 
@@ -101,8 +102,8 @@ class V2Routes:
         # Starlette tries routes in order: the inference routes come first so the hot path
         # skips the other patterns (every path below is distinct, so order changes no answer).
         return [
-            Route("/v2/models/{name}/infer", g(self.infer), methods=["POST"]),
-            Route("/v1/models/{name}:predict", g(self.v1_predict), methods=["POST"]),
+            Route(paths.V2_INFER, g(self.infer), methods=["POST"]),
+            Route(paths.V1_PREDICT, g(self.v1_predict), methods=["POST"]),
             Route("/v2/health/live", g(self.live), methods=["GET"]),
             Route("/v2/health/ready", g(self.ready), methods=["GET"]),
             Route("/v2", g(self.server_metadata), methods=["GET"]),
@@ -112,9 +113,7 @@ class V2Routes:
             Route(
                 "/v2/models/{name}/versions/{version}/ready", g(self.model_ready), methods=["GET"]
             ),
-            Route(
-                "/v2/models/{name}/versions/{version}/infer", g(self.infer), methods=["POST"]
-            ),
+            Route(paths.V2_VERSION_INFER, g(self.infer), methods=["POST"]),
             Route("/v1/models", g(self.v1_models), methods=["GET"]),
             Route("/v1/models/{name}", g(self.v1_model), methods=["GET"]),
             Route("/metrics", g(self.metrics), methods=["GET"]),

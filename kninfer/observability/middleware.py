@@ -20,6 +20,7 @@ from kninfer.observability.prometheus import (
     request_counts,
 )
 from kninfer.observability.tracing import set_trace_context
+from kninfer.protocol import paths
 
 Scope = MutableMapping[str, Any]
 
@@ -50,14 +51,13 @@ def classify(method: str, path: str, headers: Mapping[str, str],
     """
     if method != "POST":
         return None
-    if path == "/":
+    if path == paths.EVENTS:
         return CLOUDEVENTS, headers.get(_MODEL_HEADER) or default_model
-    if path.startswith("/v2/models/") and path.endswith("/infer"):
-        name = path[len("/v2/models/"):-len("/infer")].split("/", 1)[0]
+    name = paths.v2_any_infer_model(path)
+    if name is not None:
         return (CLOUDEVENTS if is_event(headers) else REST_V2), name
-    if path.startswith("/v1/models/") and path.endswith(":predict"):
-        return REST_V1, path[len("/v1/models/"):-len(":predict")]
-    return None
+    name = paths.v1_predict_model(path)
+    return (REST_V1, name) if name is not None else None
 
 
 class InstrumentedApp:

@@ -55,3 +55,21 @@ def test_v1_instances_keyed_by_input() -> None:
     assert split == {"x": [[1, 2], [3, 4]], "mask": [[1, 0], [0, 1]]}
     with pytest.raises(InvalidInput, match="mask"):
         instances_by_input([{"x": [1, 2]}], ["x", "mask"])
+
+
+@pytest.mark.parametrize(("path", "v2", "v2_any", "v1"), [
+    ("/v2/models/iris/infer", "iris", "iris", None),
+    ("/v2/models/iris/versions/1/infer", None, "iris", None),
+    ("/v2/models/iris/versions/infer", None, None, None),
+    ("/v2/models//infer", None, None, None),
+    ("/v2/models/a/b/infer", None, None, None),
+    ("/v2/models/iris/versions/1/x/infer", None, None, None),
+    ("/v1/models/iris:predict", None, None, "iris"),
+    ("/v1/models/a/b:predict", None, None, None),
+    ("/v2/models/iris", None, None, None),
+])
+def test_route_paths_name_the_model_as_starlette_matches_it(path, v2, v2_any, v1) -> None:
+    from kninfer.protocol.paths import v1_predict_model, v2_any_infer_model, v2_infer_model
+
+    assert (v2_infer_model(path), v2_any_infer_model(path), v1_predict_model(path)) == (
+        v2, v2_any, v1)
