@@ -908,3 +908,313 @@ def test_text_grpc_bad_input(text_dir: Path, text_client: httpx.Client,
     assert caught.value.code() == code, caught.value.details()
     assert fragment in (caught.value.details() or ""), caught.value.details()
     text_still_serving(text_dir, text_client, text_stub)
+
+
+# ---- a compiled model (model.onnx through ONNX Runtime) ----------------------------------------
+#
+# `kninfer compile` writes model.onnx beside a scikit-learn model, and `kninfer serve` then runs
+# the graph instead (kninfer.predictors.sklearn_onnx); a client must not tell the difference.
+# The iris model the module's first server serves, compiled, gets every case of HTTP_CASES and
+# GRPC_CASES with the same statuses and messages. A column model with an imputed and an
+# unimputed numeric column and an encoder that refuses unknown categories is served by both
+# runtimes side by side; each case states both messages where they differ, and why.
+
+
+def compile_model(model_dir: Path, *extra: str) -> None:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def compiled_iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded iris model (trained as the default server trains it) and its model.onnx,
+    verified on the iris rows."""
+    from sklearn.datasets import load_iris
+
+    from kninfer.iris import ensure_iris_model
+
+    tmp = tmp_path_factory.mktemp("reliability-compiled-iris")
+    model_dir = ensure_iris_model(tmp / "cache")
+    np.savetxt(tmp / "iris.csv", load_iris().data, delimiter=",")
+    compile_model(model_dir, "--sample", str(tmp / "iris.csv"))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def compiled_server(tmp_path_factory: pytest.TempPathFactory,
+                    compiled_iris_dir: Path) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("reliability-compiled")
+    proc = ServerProcess(
+        ["--predictor", "sklearn", "--model-name", "iris", "--model-dir", str(compiled_iris_dir),
+         "--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS)],
+        server_env(tmp), tmp / "server.log",
+    ).start(timeout=120)
+    assert "serving model.onnx through ONNX Runtime" in proc.log()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def compiled_client(compiled_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=compiled_server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def compiled_stub(compiled_server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
+    with grpc_stub(compiled_server.grpc_target) as stub:
+        yield stub
+
+
+def test_compiled_iris_states_its_runtime(compiled_client: httpx.Client) -> None:
+    doc = compiled_client.get("/v2/models/iris").json()
+    assert doc["platform"] == "kninfer-sklearn-onnx"
+    assert doc["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+
+
+@pytest.mark.parametrize(("path", "headers", "body", "status", "message"), HTTP_CASES)
+def test_compiled_http_bad_input(compiled_client: httpx.Client,
+                                 compiled_stub: GRPCInferenceServiceStub, path: str,
+                                 headers: dict[str, str], body: bytes, status: int,
+                                 message: str) -> None:
+    reply = compiled_client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+    still_serving(compiled_client, compiled_stub)
+
+
+@pytest.mark.parametrize(("request_", "code", "fragment"), GRPC_CASES)
+def test_compiled_grpc_bad_input(compiled_client: httpx.Client,
+                                 compiled_stub: GRPCInferenceServiceStub,
+                                 request_: pb.ModelInferRequest, code: grpc.StatusCode,
+                                 fragment: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        compiled_stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
+    still_serving(compiled_client, compiled_stub)
+
+
+# A DataFrame model: `age` scaled (no imputer), `fee` imputed then scaled, `city` one-hot
+# encoded with handle_unknown="error"; LogisticRegression, labels 0/1.
+CLINIC_V2 = "/v2/models/clinic/infer"
+CLINIC_V1 = "/v1/models/clinic:predict"
+CLINIC_RECORD = {"age": 50.0, "city": "Oslo", "fee": 30.0}
+RUNTIMES = ("native", "onnx")
+
+
+@pytest.fixture(scope="module")
+def clinic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import joblib
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.uniform(18, 80, 300), "city": rng.choice(["Lyon", "Oslo"],
+                                                                               300),
+                          "fee": rng.normal(30, 8, 300)})
+    frame.loc[rng.random(300) < 0.1, "fee"] = np.nan
+    model = make_pipeline(ColumnTransformer([
+        ("age", StandardScaler(), ["age"]),
+        ("fee", make_pipeline(SimpleImputer(), StandardScaler()), ["fee"]),
+        ("city", OneHotEncoder(handle_unknown="error"), ["city"]),
+    ]), LogisticRegression()).fit(frame, (frame.age > 45).astype(int))
+    model_dir = tmp_path_factory.mktemp("reliability-clinic-model")
+    joblib.dump(model, model_dir / "model.joblib")
+    compile_model(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def clinic_servers(tmp_path_factory: pytest.TempPathFactory,
+                   clinic_dir: Path) -> Iterator[dict[str, ServerProcess]]:
+    """The same directory (joblib and model.onnx) served by each runtime."""
+    from conftest import servers_started
+
+    base = ["--predictor", "sklearn", "--model-name", "clinic", "--model-dir", str(clinic_dir)]
+    commands = {"native": [*base, "--runtime", "native"], "onnx": base}
+    with servers_started(commands, tmp_path_factory.mktemp("reliability-clinic")) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def clinic_clients(clinic_servers: dict[str, ServerProcess]) -> Iterator[dict[str, httpx.Client]]:
+    clients = {name: httpx.Client(base_url=server.url, timeout=30)
+               for name, server in clinic_servers.items()}
+    yield clients
+    for http in clients.values():
+        http.close()
+
+
+@functools.cache
+def clinic_answer(model_dir: Path, fee: float = 30.0) -> list[int]:
+    import joblib
+    import pandas as pd
+
+    row = pd.DataFrame([{**CLINIC_RECORD, "fee": fee}])
+    labels: list[int] = joblib.load(model_dir / "model.joblib").predict(row).tolist()
+    return labels
+
+
+def clinic_still_serving(model_dir: Path, client: httpx.Client) -> None:
+    reply = client.post(CLINIC_V1, json={"instances": [CLINIC_RECORD]})
+    assert reply.json() == {"predictions": clinic_answer(model_dir)}, reply.text
+
+
+def clinic_columns(**changes: object) -> dict[str, object]:
+    """A one-row V2 request, each column's data replaced by `changes` (None drops it)."""
+    inputs = []
+    for name, value in {**CLINIC_RECORD, **changes}.items():
+        if value is None:
+            continue
+        data = value if isinstance(value, list) else [value]
+        datatype = "BYTES" if isinstance((data or [CLINIC_RECORD.get(name)])[0], str) \
+            else "FP64"
+        inputs.append({"name": name, "shape": [len(data)], "datatype": datatype, "data": data})
+    return {"inputs": inputs}
+
+
+def clinic_case(case_id: str, body: object, status: int, message: str,
+                onnx_message: str | None = None, *, path: str = CLINIC_V2,
+                headers: dict[str, str] | None = None) -> object:
+    """One bad request for both runtimes: the status both answer, the message the native
+    runtime gives and the compiled one's where it differs."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return pytest.param(path, headers if headers is not None else JSON, raw, status,
+                        {"native": message, "onnx": onnx_message or message}, id=case_id)
+
+
+UNKNOWN_CITY = "model rejected the input: Found unknown categories ['Paris']"
+CLINIC_INF = binary(
+    {"inputs": [{"name": "age", "shape": [1], "datatype": "FP64", "data": [50.0]},
+                {"name": "city", "shape": [1], "datatype": "BYTES", "data": ["Oslo"]},
+                {"name": "fee", "shape": [1], "datatype": "FP64",
+                 "parameters": {"binary_data_size": 8}}]}, f64(float("inf")))
+
+CLINIC_CASES = [
+    # The encoder refuses a category it never saw. The graph's OneHotEncoder would refuse it
+    # too, naming neither value nor column; the compiled runtime checks the fitted categories
+    # it reads from the graph first and words the refusal as scikit-learn's encoder does.
+    clinic_case("clinic-v2-unknown-category", clinic_columns(city="Paris"), 400, UNKNOWN_CITY),
+    clinic_case("clinic-v1-unknown-category", {"instances": [{**CLINIC_RECORD, "city": "Paris"}]},
+                400, UNKNOWN_CITY, path=CLINIC_V1),
+    clinic_case("clinic-invocations-unknown-category",
+                {"dataframe_records": [{**CLINIC_RECORD, "city": "Paris"}]}, 400, UNKNOWN_CITY,
+                path="/invocations"),
+    # A missing string: scikit-learn's encoder reads it as an unknown category; an ONNX string
+    # tensor cannot hold one, so the compiled runtime refuses it before the graph is asked.
+    clinic_case("clinic-v1-null-string", {"instances": [{**CLINIC_RECORD, "city": None}]}, 400,
+                "model rejected the input: Found unknown categories [None]",
+                "input 'city' has a missing value (null) in row 0; the compiled model takes a "
+                "string in every row", path=CLINIC_V1),
+    # NaN where no imputer fills it: scikit-learn refuses it inside the pipeline
+    # (LogisticRegression's input check, after the scaler let it through). The graph has no
+    # such check (the NaN would reach the answer), so the compiled runtime refuses it up front,
+    # naming the column.
+    clinic_case("clinic-v1-null-unimputed", {"instances": [{**CLINIC_RECORD, "age": None}]},
+                400, "model rejected the input: Input X contains NaN",
+                "input 'age' contains NaN; Pipeline needs a number there (model.onnx fills no "
+                "missing value in this column)", path=CLINIC_V1),
+    clinic_case("clinic-bin-infinity", CLINIC_INF[1], 400,
+                "input 'fee' contains infinity; Pipeline needs finite numbers",
+                headers=CLINIC_INF[0]),
+    clinic_case("clinic-v1-number-in-string", {"instances": [{**CLINIC_RECORD, "city": 7}]},
+                400, "column 'city' takes strings (BYTES); row 0 is 7", path=CLINIC_V1),
+    clinic_case("clinic-v1-missing-column", {"instances": [{"age": 50.0, "city": "Oslo"}]}, 400,
+                "column 'fee' is missing in record 0", path=CLINIC_V1),
+    clinic_case("clinic-v2-missing-column", clinic_columns(fee=None), 400,
+                "missing input(s) fee for model 'clinic'"),
+    clinic_case("clinic-v2-lengths-differ", clinic_columns(age=[50.0, 60.0]), 400,
+                "columns must have the same number of rows"),
+    clinic_case("clinic-v2-string-in-number", clinic_columns(age="fifty"), 400,
+                "input 'age' has datatype BYTES; expected one of FP64"),
+    clinic_case("clinic-v2-number-in-string", clinic_columns(city=7.0), 400,
+                "input 'city' has datatype FP64; expected one of BYTES"),
+    clinic_case("clinic-v2-unknown-input", clinic_columns(colour="red"), 400,
+                "unknown input 'colour'; model 'clinic' takes the columns age, city, fee"),
+    clinic_case("clinic-v2-empty-batch", clinic_columns(age=[], city=[], fee=[]), 400,
+                "has no rows; an empty batch is refused"),
+    clinic_case("clinic-v2-matrix-for-string-model",
+                {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64",
+                             "data": [50.0, 1.0, 30.0]}]}, 400, "unknown input 'input-0'"),
+]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize(("path", "headers", "body", "status", "messages"), CLINIC_CASES)
+def test_compiled_column_model_bad_input(clinic_dir: Path,
+                                         clinic_clients: dict[str, httpx.Client], runtime: str,
+                                         path: str, headers: dict[str, str], body: bytes,
+                                         status: int, messages: dict[str, str]) -> None:
+    client = clinic_clients[runtime]
+    reply = client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    doc = reply.json()
+    error = doc["message"] if path == "/invocations" else doc["error"]
+    assert messages[runtime] in error, error
+    clinic_still_serving(clinic_dir, client)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_column_model_grpc_unknown_category(clinic_dir: Path,
+                                                     clinic_servers: dict[str, ServerProcess],
+                                                     clinic_clients: dict[str, httpx.Client],
+                                                     runtime: str) -> None:
+    tensors = []
+    for name, value in {**CLINIC_RECORD, "city": "Paris"}.items():
+        tensor_ = pb.ModelInferRequest.InferInputTensor(
+            name=name, datatype="BYTES" if isinstance(value, str) else "FP64", shape=[1])
+        if isinstance(value, str):
+            tensor_.contents.bytes_contents.append(value.encode())
+        else:
+            tensor_.contents.fp64_contents.append(value)
+        tensors.append(tensor_)
+    with grpc_stub(clinic_servers[runtime].grpc_target) as stub, \
+            pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(pb.ModelInferRequest(model_name="clinic", inputs=tensors), timeout=30)
+    assert caught.value.code() == INVALID, caught.value.details()
+    assert UNKNOWN_CITY in (caught.value.details() or "")
+    clinic_still_serving(clinic_dir, clinic_clients[runtime])
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_compiled_column_model_fills_the_imputed_column(clinic_dir: Path,
+                                                        clinic_clients: dict[str, httpx.Client],
+                                                        runtime: str) -> None:
+    """No mistake: NaN (V1 null, V2 binary NaN) in the column the imputer fills is answered by
+    both runtimes, as the pipeline itself answers it."""
+    want = clinic_answer(clinic_dir, float("nan"))
+    client = clinic_clients[runtime]
+    v1 = client.post(CLINIC_V1, json={"instances": [{**CLINIC_RECORD, "fee": None}]})
+    assert v1.json() == {"predictions": want}, v1.text
+    headers, body = binary(orjson.loads(CLINIC_INF[1][:int(
+        CLINIC_INF[0]["inference-header-content-length"])]), f64(float("nan")))
+    v2 = client.post(CLINIC_V2, content=body, headers=headers)
+    assert v2.status_code == 200, v2.text
+    assert v2.json()["outputs"][0]["data"] == want
+
+
+def test_compiled_column_model_refuses_what_float32_cannot_hold(
+        clinic_clients: dict[str, httpx.Client]) -> None:
+    """Not a mistake to the native runtime, which computes the pipeline in float64; the graph
+    computes in float32 from its inputs on (compile.json: numeric inputs converted as FP32, as
+    ONNX Runtime has no double Imputer), where 1e39 is infinity: refused, not answered from
+    infinity."""
+    body = {"instances": [{**CLINIC_RECORD, "age": 1e39}]}
+    assert clinic_clients["native"].post(CLINIC_V1, json=body).status_code == 200
+    reply = clinic_clients["onnx"].post(CLINIC_V1, json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json() == {"error": "input 'age': a value is out of range for Pipeline, which "
+                                     "computes in float32"}

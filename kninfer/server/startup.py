@@ -58,7 +58,9 @@ def build_models(settings: ServeSettings) -> list[Any]:
 
     family = settings.predictor or "sklearn"
     model_dir = resolve_model_dir(settings)
-    predictor = predictor_class(family)(settings.model_name, model_dir, settings)
+    # The sklearn family's runtime (--runtime) is chosen for the resolved directory.
+    predictor = predictor_class(family, model_dir, settings)(settings.model_name, model_dir,
+                                                            settings)
     predictor.load()
     batching = settings.batching if settings.batching is not None else \
         predictor.batching_by_default
@@ -104,8 +106,11 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
             gc.enable()  # this process only supervises (kninfer.cli turned collection off)
             return run_workers(settings, serve_worker)
         from kninfer._compat.kserve_imports import deferred_imports
+        from kninfer.predictors import serves_onnx
 
-        sklearn_model = settings.transformer is None and settings.predictor in (None, "sklearn")
+        # A compiled model (model.onnx) is served without scikit-learn: nothing to preload.
+        sklearn_model = settings.transformer is None and \
+            settings.predictor in (None, "sklearn") and not serves_onnx(settings)
         # kserve (and scikit-learn) without pandas/kubernetes on the cold path
         preload = ["sklearn.utils", "sklearn.callback"] if sklearn_model else []
         with deferred_imports(*preload, eager=settings.eager_imports):
