@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kninfer import __version__
 from kninfer.errors import ModelNotFound, ModelNotReady, VersionNotFound
 from kninfer.protocol.tensor import model_metadata
+
+if TYPE_CHECKING:  # imported only when payload logging is on (kninfer.server.lifecycle)
+    from kninfer.observability.payload_log import PayloadLogger
 
 SERVER_EXTENSIONS = ("binary_tensor_data", "cloudevents")
 
@@ -29,6 +32,8 @@ class DataPlane:
     registry: Any  # kserve.model_repository.ModelRepository
     draining: bool = False
     extensions: list[str] = field(default_factory=lambda: list(SERVER_EXTENSIONS))
+    # --logger-url: every inference's request and response as CloudEvents; None: off.
+    payload_log: PayloadLogger | None = None
 
     # ---- health and metadata (OIP "Health", "Server Metadata", "Model Metadata") -------------
 
@@ -84,6 +89,20 @@ class DataPlane:
         The model is called as KServe calls it (`kserve.Model.__call__`: preprocess, predict,
         postprocess, with KServe's latency histograms), so predictors and transformers alike
         answer every transport. Returns the response and the headers the model adds.
+
+        With payload logging on, every transport's inferences are logged here, once: the
+        request before the model runs, its answer or error after (the logger only queues;
+        kninfer.observability.payload_log sends).
         """
-        response, response_headers = await model(request, headers=headers)
+        payload_log = self.payload_log
+        if payload_log is None:
+            response, response_headers = await model(request, headers=headers)
+            return response, response_headers or {}
+        inference = payload_log.begin(model, request, headers)
+        try:
+            response, response_headers = await model(request, headers=headers)
+        except Exception as exc:
+            payload_log.fail(inference, exc)
+            raise
+        payload_log.end(inference, response)
         return response, response_headers or {}

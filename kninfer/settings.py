@@ -1,8 +1,8 @@
 """The one typed settings object. Every field is also `KNINFER_<FIELD>` in the environment;
 CLI flags (kninfer.cli) map onto the same fields and win over the environment. This module is
 the only reader of the environment (tests/test_settings.py checks), including the few
-variables other tools define: Knative's PORT and K_SERVICE, XDG_CACHE_HOME, and KUBECTL for
-`kninfer canary`.
+variables other tools define: Knative's PORT, K_SERVICE and K_SINK, XDG_CACHE_HOME, and KUBECTL
+for `kninfer canary`.
 
 Knative's runtime contract sets `PORT` for the HTTP port (knative/specs, runtime-contract.md,
 "Inbound network connectivity"), so `http_port` falls back to it before 8080.
@@ -34,6 +34,13 @@ def default_cache_dir() -> Path:
 def skops_trusted_from_env() -> str:
     """`$KNINFER_SKOPS_TRUSTED`, for `kninfer compile` (which loads models as serve does)."""
     return os.environ.get("KNINFER_SKOPS_TRUSTED", "")
+
+
+def default_logger_url() -> str | None:
+    """`$K_SINK`: where a Knative SinkBinding or a Source's sink sends this container's events
+    (knative/specs, eventing sources.md, "SinkBinding": the subject's containers get the sink's
+    URI as K_SINK). Read as PORT is, so KNINFER_LOGGER_URL and --logger-url still win."""
+    return os.environ.get("K_SINK") or None
 
 
 def kubectl_from_env() -> str | None:
@@ -238,6 +245,35 @@ class ServeSettings(BaseSettings):
     # Logging
     log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")
     access_log: bool = Field(False, description="log one JSON line per request")
+
+    # Payload logging (kninfer.observability.payload_log; docs/observability.md)
+    logger_url: str | None = Field(
+        default_factory=default_logger_url,
+        pattern=r"^https?://\S+$",
+        description="send each inference's request and response as CloudEvents (KServe's "
+                    "logger format) to this http(s) URL (default: $K_SINK, set by a Knative "
+                    "SinkBinding or Source; unset: off)",
+    )
+    logger_mode: Literal["all", "request", "response"] = Field(
+        "all",
+        description="payload logging: which events to send: all, request or response",
+    )
+    logger_headers: str = Field(
+        "",
+        description="payload logging: comma-separated request headers copied into each "
+                    "event's `metadata` (any letter case)",
+    )
+    logger_queue_size: int = Field(
+        1000,
+        ge=1,
+        description="payload logging: events waiting to be sent before new ones are dropped "
+                    "(and counted)",
+    )
+    logger_namespace: str | None = Field(
+        None,
+        description="payload logging: the `namespace` extension of each event (kninfer render "
+                    "sets it)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:

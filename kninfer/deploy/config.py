@@ -165,6 +165,17 @@ class Eventing(_Strict):
         return value
 
 
+class PayloadLogging(_Strict):
+    """In-process payload logging of the predictor's traffic (`kninfer serve --logger-url`;
+    docs/observability.md, "Payload logging"), where KServe would inject its logger sidecar
+    for `spec.predictor.logger`."""
+
+    # None: the namespace's Broker (eventing.broker when eventing is configured, else `default`).
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    mode: Literal["all", "request", "response"] = "all"
+    headers: list[str] = Field(default_factory=list)  # request headers copied into `metadata`
+
+
 class Candidate(_Strict):
     """Another model served like the config's own: an experiment variant or a shadow. It takes
     the config's settings (scale, resources, transformer, ...) and serves the same model name, so
@@ -240,6 +251,7 @@ class DeployConfig(_Strict):
     exposure: Exposure = "cluster-local"
     experiment: Experiment | None = None  # A/B through a KServe InferenceGraph
     shadow: Candidate | None = None  # event-driven only: a copy of each request event
+    logger: PayloadLogging | None = None  # payload logging of the predictor's requests
 
     @field_validator("eventing", mode="before")
     @classmethod

@@ -48,6 +48,9 @@ KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
 KSERVE_VISIBILITY = "networking.kserve.io/visibility"
 CLUSTER_LOCAL = "cluster-local"
 CLUSTER_DOMAIN = "svc.cluster.local"  # kserve constants.ClusterLocalDomain
+# A Broker's address: the multi-tenant ingress, path /<namespace>/<broker> (knative eventing,
+# MTChannelBasedBroker; a Broker's status.address.url), the default sink of KServe's logger too.
+BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 
 _CPU_RESOURCES = Resources(requests={"cpu": "500m", "memory": "1Gi"},
                            limits={"cpu": "2", "memory": "2Gi"})
@@ -199,7 +202,25 @@ def predictor_args(config: DeployConfig, *, storage: str, graph_step: bool = Fal
         args += _model_name_args(config, graph_step=graph_step)
     if config.gpu_enabled:
         args += ["--device", "cuda"]
+    if storage != "template":  # a ServingRuntime is shared: the InferenceService says it
+        args += _logger_args(config)
     return args + _grpc_args(config) + list(config.args)
+
+
+def _logger_args(config: DeployConfig) -> list[str]:
+    """`kninfer serve` flags for payload logging (kninfer.observability.payload_log), the
+    in-process counterpart of KServe's `spec.predictor.logger`."""
+    logger = config.logger
+    if logger is None:
+        return []
+    broker = config.eventing.broker if config.eventing is not None else "default"
+    url = logger.url or f"{BROKER_INGRESS}/{config.namespace}/{broker}"
+    args = ["--logger-url", url, "--logger-namespace", config.namespace]
+    if logger.mode != "all":
+        args += ["--logger-mode", logger.mode]
+    if logger.headers:
+        args += ["--logger-headers", ",".join(logger.headers)]
+    return args
 
 
 def _model_name_args(config: DeployConfig, *, graph_step: bool) -> list[str]:
@@ -373,10 +394,14 @@ def inference_service(config: DeployConfig, *, graph_step: bool = False) -> Doc:
             "runtime": runtime_name(config),
             "storageUri": config.storage_uri,
         }
+        args: list[str] = []
         if config.served_model != config.name or graph_step:
             # KServe concatenates these after the runtime's args (pkg/utils MergeRuntimeContainers),
             # so this flag overrides the runtime's `--model-name {{.Name}}`.
-            model["args"] = _model_name_args(config, graph_step=graph_step)
+            args = _model_name_args(config, graph_step=graph_step)
+        args += _logger_args(config)
+        if args:
+            model["args"] = args
         predictor["model"] = model
     else:
         env = {"PROTOCOL": _protocol(config)}

@@ -12,7 +12,9 @@ kninfer adds, for every inference request whatever the transport:
 - `kninfer_model_load_seconds{model}` and `kninfer_cold_start_seconds{phase}` (gauges, set once);
 - `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; get-or-create here, so
   whichever module touches it first registers it). CloudEvents redeliveries answered from the
-  dedupe cache are `kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events).
+  dedupe cache are `kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events);
+  payload-log events not delivered are `kninfer_payload_log_dropped_total{reason}`
+  (kninfer.observability.payload_log).
 
 Counting happens in kninfer.observability.middleware (HTTP) and kninfer.observability.grpc.
 
@@ -107,6 +109,16 @@ def cloudevent_replays_counter() -> Any:
         "CloudEvents answered with a stored or in-flight reply instead of running the model "
         "(redeliveries of the same source and id)",
         ["model_name"]))
+
+
+def payload_log_dropped_counter() -> Any:
+    """`kninfer_payload_log_dropped_total{reason}` (kninfer.observability.payload_log)."""
+    return _get_or_create("kninfer_payload_log_dropped", lambda: Counter(
+        "kninfer_payload_log_dropped",
+        "Payload-log events not delivered to the sink: queue_full, send_failed (retries "
+        "exhausted or refused), shutdown (still queued when the flush time ran out), "
+        "unencodable",
+        ["reason"]))
 
 
 def ensure_registered() -> None:

@@ -8,6 +8,9 @@ KServe's ModelServer keeps the model registry; kninfer replaces how it is served
   soon as the signal arrives, failing in-flight requests. Here readiness turns 503 at once (so
   Knative's queue-proxy and probes stop routing), uvicorn and gRPC finish in-flight requests
   within `grace_period_s`, and only then are models unloaded; the process exits 0.
+- Payload logging (`--logger-url`, kninfer.observability.payload_log) starts before the ports
+  open and is flushed after the transports have drained, for at most
+  `payload_log.flush_budget` of what is left of the grace period.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import uvicorn
@@ -48,6 +52,7 @@ class KninferServer(ModelServer):
         self._http: DrainingUvicorn | None = None
         self._grpc: Any = None
         self._stopping: asyncio.Event | None = None
+        self._drain_started: float | None = None
         self.on_ready: list[Any] = []
 
     def start(self, models: list[Any]) -> None:  # type: ignore[override]
@@ -86,6 +91,13 @@ class KninferServer(ModelServer):
         self._stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain, sig)
+        payload_log = None
+        if settings.logger_url:  # off: the logger module is never imported
+            from kninfer.observability.payload_log import PayloadLogger
+
+            payload_log = PayloadLogger.from_settings(settings)
+            payload_log.start()
+            self.dataplane.payload_log = payload_log
         config = uvicorn.Config(
             self.build_app(),
             host=settings.host,
@@ -133,6 +145,12 @@ class KninferServer(ModelServer):
         await http_task
         if self._grpc is not None:
             await self._grpc.stop(grace=settings.grace_period_s)
+        if payload_log is not None:
+            from kninfer.observability.payload_log import flush_budget
+
+            started = self._drain_started
+            await payload_log.close(flush_budget(
+                settings.grace_period_s, None if started is None else time.monotonic() - started))
         for name in list(self.registered_models.get_models()):
             self.registered_models.unload(name)
         logger.info("stopped cleanly")
@@ -144,6 +162,7 @@ class KninferServer(ModelServer):
         logger.info("received %s: draining (grace %.0fs)", signal.Signals(sig).name,
                     self.settings.grace_period_s)
         self.dataplane.draining = True
+        self._drain_started = time.monotonic()
         if self._http is not None:
             # In this step, before any answer says `Connection: close` (draining.py).
             self._http.close_listeners()
