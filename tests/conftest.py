@@ -59,10 +59,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "tests/public_api.json instead of comparing")
 
 
+# Ports for test servers come from a block of their own per pytest-xdist worker, below the
+# kernel's ephemeral range (32768-60999 by default): asking the kernel for a free port (bind to 0)
+# twice in a row can return the same port, which once started a server with its HTTP and gRPC
+# ports equal, and another worker or a client's source port can take it before the server binds.
+PORT_BLOCK = 3000
+_port_block_start = 20000 + PORT_BLOCK * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_ports_handed_out = 0
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port that no other caller in this test run is handed and nothing holds now."""
+    global _ports_handed_out
+    while True:
+        port = _port_block_start + _ports_handed_out % PORT_BLOCK
+        _ports_handed_out += 1
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # held by something else (or lingering from an earlier run)
+            return port
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -530,7 +531,10 @@ def test_serving_a_compiled_model_imports_neither_scikit_learn_nor_scipy(
     packages = json.loads(next(line for line in done.stdout.splitlines()
                                if line.startswith("[")))
     assert "onnxruntime" in packages
-    assert not {"sklearn", "scipy", "pandas"} & set(packages)
+    # kserve imported whole (`make test-eager`, or a kserve version kninfer's import deferral
+    # was not written for) imports pandas itself; scikit-learn and scipy it never imports.
+    eager = os.environ.get("KNINFER_EAGER_IMPORTS", "") not in ("", "0")
+    assert not ({"sklearn", "scipy"} | (set() if eager else {"pandas"})) & set(packages)
 
 
 def mapped_libraries(server: ServerProcess) -> str:
