@@ -48,7 +48,8 @@ FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
             "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
             "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
-            "experiment-weights", "churn.py", "compile")
+            "experiment-weights", "churn.py", "compile", "churn_train.py", "profile",
+            "profile.py", "drifted.py", "drift-metrics", "drift-alert.yaml")
 
 
 class Step(NamedTuple):
@@ -455,3 +456,70 @@ def test_compile_example(tmp_path: Path) -> None:
 
     assert shape(done.stdout) == shape(step.expected)
     assert (tmp_path / "churn" / "model.onnx").is_file()
+
+
+METRIC_LINE = re.compile(r"(?P<name>\w+)\{(?P<labels>[^}]*)\} (?P<value>\S+)")
+
+
+def metric_samples(text: str) -> dict[tuple[str, frozenset[str]], float]:
+    """Prometheus text lines by (name, labels other than `version`: the served version is a
+    digest of the model directory, which holds a profile written at test time)."""
+    samples = {}
+    for m in METRIC_LINE.finditer(text):
+        labels = frozenset(label for label in m["labels"].split(",")
+                           if not label.startswith("version="))
+        samples[(m["name"], labels)] = float(m["value"])
+    return samples
+
+
+def test_drift_monitoring_example(tmp_path: Path) -> None:
+    """docs/monitoring.md end to end: the churn model and its training data, `kninfer profile`
+    printing what the page shows, the Python form writing the same profile, then the model
+    served with it, `drifted.py` sending its 1,200 rows, and `/metrics` holding each line shown
+    (counts exactly, PSI to FLOAT_TOLERANCE)."""
+    found = blocks()
+    for name in ("churn_train.py", "profile.py", "drifted.py"):
+        (tmp_path / name).write_text(found[name])
+
+    def python(*args: str) -> None:
+        done = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, (args, done.stderr[-3000:])
+
+    python("churn_train.py")
+    run_console_exactly("profile", tmp_path)
+    profile_path = tmp_path / "churn" / "drift_profile.json"
+    from_cli = json.loads(profile_path.read_text())
+    python("profile.py")
+    from_python = json.loads(profile_path.read_text())
+    for profile in (from_cli, from_python):
+        profile.pop("created")
+        profile.pop("source")  # the CLI names its --data file; the Python form has no file
+    assert from_python == from_cli
+
+    serve = ["--predictor", "sklearn", "--model-dir", str(tmp_path / "churn"),
+             "--model-name", "churn"]
+    with servers_started({"churn": serve}, tmp_path, timeout=180) as started:
+        python("drifted.py", started["churn"].url)
+        served = metric_samples(httpx.get(f"{started['churn'].url}/metrics", timeout=30).text)
+    shown = metric_samples(found["drift-metrics"])
+    assert shown
+    for key, value in shown.items():
+        assert key in served, key
+        assert math.isclose(served[key], value, **FLOAT_TOLERANCE), (key, served[key], value)
+
+
+def test_drift_alert_rule_reads_the_exported_metrics() -> None:
+    """docs/monitoring.md's alerting rule is a Prometheus rule group over a metric the drift
+    monitor exports."""
+    import yaml
+
+    from kninfer.observability.drift.monitor import drift_metrics
+
+    exported = {name for collector in vars(drift_metrics()).values()
+                for name in (collector._name, f"{collector._name}_total")}
+    (group,) = yaml.safe_load(blocks()["drift-alert.yaml"])["groups"]
+    (rule,) = group["rules"]
+    assert set(rule) >= {"alert", "expr", "for"}
+    named = set(re.findall(r"\bkninfer_\w+", rule["expr"]))
+    assert named and named <= exported, (named, exported)

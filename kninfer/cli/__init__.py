@@ -18,6 +18,7 @@ from kninfer.cli.audit import cmd_audit
 from kninfer.cli.compile import add_compile_command
 from kninfer.cli.deploy import add_deploy_commands
 from kninfer.cli.event import cmd_event_send
+from kninfer.cli.profile import add_profile_command
 from kninfer.cli.serve import add_serve_options, cmd_serve
 
 # When the process reached kninfer's code: the cold-start log's `imports_ms` counts from here.
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.set_defaults(handler=cmd_audit)
 
     add_compile_command(sub)
+    add_profile_command(sub)
 
     event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
     event_sub = event.add_subparsers(dest="event_command", required=True)

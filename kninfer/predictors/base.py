@@ -53,6 +53,7 @@ from kninfer.protocol.v2 import input_array, to_output
 
 if TYPE_CHECKING:
     from kninfer.batching import AdaptiveBatcher
+    from kninfer.observability.drift import DriftMonitor
     from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
@@ -84,6 +85,9 @@ class Predictor(DeclaresTensors, Model):
         # The most rows the model itself takes in one call, where it says (an exported program's
         # declared batch range); None: any number.
         self.max_batch_rows: int | None = None
+        # Counts answered requests into the model's drift profile (`kninfer profile`); None
+        # without one, and from the first request it could not count.
+        self.drift: DriftMonitor | None = None
 
     def batch_cap(self) -> int:
         """The largest batch to build for this model: --max-batch-size, or fewer where the
@@ -171,6 +175,10 @@ class Predictor(DeclaresTensors, Model):
         self.load_model()
         self.version = self.settings.model_version or self.version_of_model()
         self.load_ms = (time.perf_counter() - started) * 1000
+        from kninfer.observability.drift import load_monitor  # a stat when there is no profile
+
+        self.drift = load_monitor(self.model_dir, self.name, self.version,
+                                  [s.name for s in self.inputs], [s.name for s in self.outputs])
         if self.settings.warmup:
             started = time.perf_counter()
             self.warm_up()
@@ -380,7 +388,11 @@ class Predictor(DeclaresTensors, Model):
                 f"model '{self.name}' did not answer within {timeout:g}s "
                 "(KNINFER_REQUEST_TIMEOUT_S)"
             )
-        return work.result()
+        result: Arrays = work.result()
+        drift = self.drift  # the validated inputs and the computed outputs, both at hand
+        if drift is not None and not drift.observe(arrays, result):
+            self.drift = None  # observe() logged why; the request is answered all the same
+        return result
 
     def _release(self) -> None:
         self._inflight -= 1
