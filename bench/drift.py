@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": "python -m bench.drift " + " ".join(argv if argv is not None
                                                         else sys.argv[1:]),
-        "commit": git_commit(ROOT), "labels": list(LABELS), "rounds": args.rounds,
+        "commit": git_commit(ROOT, "kninfer"), "labels": list(LABELS), "rounds": args.rounds,
         "seconds": args.seconds, "machine": f"{os.cpu_count()} CPUs", "samples": samples,
         "medians": summarize(samples), "counting_checks": checks,
     }

@@ -126,9 +126,22 @@ def ensure_registered() -> None:
     batch_size_histogram()
 
 
+_before_scrape: list[Callable[[], object]] = []
+
+
+def before_scrape(hook: Callable[[], object]) -> None:
+    """Have HOOK run before each /metrics exposition of this process: for collectors that
+    count off the request path and bring their counters up to date only then (a drift monitor's
+    pending requests, kninfer.observability.drift.monitor)."""
+    _before_scrape.append(hook)
+
+
 def render(accept: str | None) -> tuple[bytes, str]:
     """The exposition for GET /metrics (all workers' samples in multiprocess mode)."""
     from prometheus_client import exposition
+
+    for hook in _before_scrape:
+        hook()
 
     registry: Any = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -10,11 +10,13 @@ against Evidently's formula, in process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from kninfer.observability.drift import (
     load_monitor,
     read_profile,
 )
+from kninfer.observability.drift.monitor import FLUSH_SECONDS
 from kninfer.observability.drift.profile import OTHER, Feature
 from tests.conftest import ROOT, ServerProcess, server_env
 
@@ -382,13 +385,20 @@ def test_a_request_the_hook_cannot_count_is_answered(start_server: Any, tmp_path
                           "--model-name", MODEL)
     body = {"inputs": [{"name": "input-0", "shape": [2], "datatype": "BYTES",
                         "data": ["good story", "awful film"]}]}
-    for _ in range(3):
-        reply = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=body, timeout=60)
-        assert reply.status_code == 200, reply.text
-        assert reply.json()["outputs"][0]["data"] == [1, 0]
-    assert server.log().count("drift monitoring stopped") == 1  # logged once, then off
+
+    def answered() -> None:
+        for _ in range(3):
+            reply = httpx.post(f"{server.url}/v2/models/{MODEL}/infer", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["outputs"][0]["data"] == [1, 0]
+
+    answered()
+    # Counting is deferred (DriftMonitor.observe): a scrape counts what is pending, and fails.
     counted = drift_values(scrape(server.url), "kninfer_drift_bin_total", "input-0[0]")
     assert counted and set(counted.values()) == {0.0}
+    answered()
+    scrape(server.url)
+    assert server.log().count("drift monitoring stopped") == 1  # logged once, then off
 
 
 def test_counters_add_up_across_workers(start_server: Any, trained: dict[str, Any]) -> None:
@@ -396,9 +406,18 @@ def test_counters_add_up_across_workers(start_server: Any, trained: dict[str, An
                          "--model-name", MODEL, "--workers", "2", timeout=180)
     frame = sample(210, seed=41)
     send(multi, frame, batch=7)  # 30 requests, a new connection each: spread over workers
-    samples = scrape(multi.url)
-    for name in ("x1", "x2", "color", "output:predict"):
-        assert sum(drift_values(samples, "kninfer_drift_bin_total", name).values()) == 210
+    names = ("x1", "x2", "color", "output:predict")
+    # A scrape counts the scraped worker's pending requests; the other worker counts its own
+    # within FLUSH_SECONDS of its first pending one (DriftMonitor.observe).
+    deadline = time.monotonic() + 10 * FLUSH_SECONDS + 5
+    while True:
+        samples = scrape(multi.url)
+        totals = [sum(drift_values(samples, "kninfer_drift_bin_total", name).values())
+                  for name in names]
+        if totals == [210] * len(names) or time.monotonic() > deadline:
+            break
+        time.sleep(FLUSH_SECONDS)
+    assert totals == [210] * len(names)
     assert multi.log().count("drift monitoring on") == 2  # one monitor per worker
 
 
@@ -459,6 +478,50 @@ def test_psi_is_evidentlys_formula_over_the_window() -> None:
     assert monitor.last_psi["c"] > 5
     assert sample_value("kninfer_drift_unknown_category_total", model="psi-unit",
                         version="v1", feature="c") == 100
+
+
+def test_deferred_counting_equals_counting_each_request() -> None:
+    """On an event loop requests wait and are counted together (DriftMonitor.observe): after
+    the flush, the window, PSI and every counter are what counting each request at once gives,
+    across block boundaries and with requests that carry different features (some without
+    the output)."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"n": rng.normal(size=400), "c": rng.choice(["a", "b"], 400)})
+    reference = build_profile(frame, outputs=np.where(frame["n"] > 0, "p", "q"),
+                              window_rows=100, min_rows=50, window_blocks=4)
+    at_once = DriftMonitor(reference, "each-request", "v1")
+    deferred = DriftMonitor(reference, "deferred", "v1")
+    requests = []
+    for size in rng.integers(1, 40, 30).tolist():
+        rows = pd.DataFrame({"n": rng.normal(0.5, 1, size),
+                             "c": rng.choice(["a", "b", "z"], size)})
+        outputs = {} if size % 3 else {"predict": np.where(rows["n"] > 0, "p", "q")}
+        requests.append(({"n": rows["n"].to_numpy(), "c": rows["c"].to_numpy(dtype=object)},
+                         outputs))
+    for inputs, outputs in requests:
+        assert at_once.observe(inputs, outputs)
+
+    async def serve() -> None:
+        for inputs, outputs in requests:
+            assert deferred.observe(inputs, outputs)
+        assert deferred._pending  # waiting for the timer, the row threshold or a scrape
+
+    asyncio.run(serve())
+    assert deferred.flush() and not deferred._pending
+    assert deferred.window_rows == at_once.window_rows
+    assert deferred.last_psi == pytest.approx(at_once.last_psi, rel=1e-12)
+    for feature in ("n", "c", "output:predict"):
+        ours = {s.labels.get("bin"): s.value for m in REGISTRY.collect() for s in m.samples
+                if s.name == "kninfer_drift_bin_total" and s.labels["feature"] == feature
+                and s.labels["model"] == "deferred"}
+        theirs = {s.labels.get("bin"): s.value for m in REGISTRY.collect() for s in m.samples
+                  if s.name == "kninfer_drift_bin_total" and s.labels["feature"] == feature
+                  and s.labels["model"] == "each-request"}
+        assert ours == theirs and sum(ours.values()) > 0, feature
+    for name in ("kninfer_drift_out_of_range_total", "kninfer_drift_unknown_category_total"):
+        feature = "n" if "range" in name else "c"
+        assert sample_value(name, model="deferred", version="v1", feature=feature) == \
+            sample_value(name, model="each-request", version="v1", feature=feature)
 
 
 def test_the_matrix_form_counts_into_the_column_features() -> None:

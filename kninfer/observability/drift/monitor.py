@@ -33,6 +33,7 @@ current dataset it is given.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Collection, Mapping
@@ -50,10 +51,23 @@ from kninfer.observability.drift.profile import (
     column_of,
     read_profile,
 )
+from kninfer.observability.prometheus import before_scrape
 
 logger = logging.getLogger("kninfer")
 
 LABELS = ("model", "version", "feature")
+# When pending requests are counted (DriftMonitor.observe): at this many rows, after this many
+# seconds, or on a scrape of /metrics, whichever comes first.
+FLUSH_ROWS = 4096
+FLUSH_SECONDS = 0.25
+
+
+def rows_of(inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> int:
+    """A request's rows: the first dimension of its first tensor."""
+    for arrays in (inputs, outputs):
+        for array in arrays.values():
+            return len(array) if getattr(array, "ndim", 0) else 1
+    return 0
 
 
 @dataclass(frozen=True)
@@ -161,63 +175,150 @@ class DriftMonitor:
             for label, share in zip(feature.bin_labels(), feature.proportions, strict=True):
                 metrics.reference.labels(*labels, label).set(float(share))
         self._psi: dict[int, Any] = {}
+        self._every_tensor = (*((0, t) for t in self._inputs), *((1, t) for t in self._outputs))
+        self._pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]] = []
+        self._pending_rows = 0
+        before_scrape(self.flush)
 
     # ---- counting ------------------------------------------------------------------------
 
     def observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
                 ) -> bool:
-        """Count one answered request. Never raises: on any error it logs once, stops counting
-        for good and returns False (the caller then drops the monitor)."""
+        """Take one answered request's arrays for counting; False once counting has stopped
+        (the caller then drops the monitor). Never raises.
+
+        Counting is deferred and batched: the arrays wait, by reference, until FLUSH_ROWS rows
+        are pending, FLUSH_SECONDS have passed (a timer on the running event loop) or
+        `/metrics` is scraped, and every pending request is then counted in one pass per
+        feature. Per request that leaves an append on the hot path; counted one by one, a
+        request cost a searchsorted and a bincount per feature and a counter increment per bin
+        touched, which bench/drift.py measured at 11 % of the iris model's throughput at batch
+        1 and 25 % at batch 64. Outside an event loop a request is counted at once."""
         if self._stopped:
             return False
-        try:
-            with self._lock:
-                self._observe(inputs, outputs)
-            return True
-        except Exception as exc:
-            self._stopped = True
-            logger.error("model '%s': drift monitoring stopped: a request could not be counted "
-                         "into the bins of %s (%s: %s); requests are answered as before, and "
-                         "the drift metrics stay as they were", self.model, PROFILE_FILE,
-                         type(exc).__name__, exc)
-            return False
+        with self._lock:
+            self._pending.append((inputs, outputs))
+            self._pending_rows += rows_of(inputs, outputs)
+            due = self._pending_rows >= FLUSH_ROWS
+            first = len(self._pending) == 1
+        if due:
+            return self.flush()
+        if first:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no running loop in this thread: count now
+                return self.flush()
+        return True
 
-    def _observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
-                 ) -> None:
+    def flush(self) -> bool:
+        """Count every pending request (see `observe`); False once counting has stopped. On
+        any error it logs once, stops counting for good and drops what was pending."""
+        with self._lock:
+            pending, self._pending, self._pending_rows = self._pending, [], 0
+            if self._stopped:
+                return False
+            try:
+                self._count(pending)
+            except Exception as exc:
+                self._stopped = True
+                logger.error("model '%s': drift monitoring stopped: a request could not be "
+                             "counted into the bins of %s (%s: %s); requests are answered as "
+                             "before, and the drift metrics stay as they were", self.model,
+                             PROFILE_FILE, type(exc).__name__, exc)
+                return False
+        return True
+
+    def _count(self, pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+               ) -> None:
+        """Consecutive requests that carry the same profiled tensors (a V2 request may ask for
+        some outputs only) are counted together: each tensor concatenated over the requests
+        (as rows of a 2-D array, so [N] and [N, 1] forms of one input mix), then each feature
+        binned once. Rows keep their arrival order, so the window holds what counting each
+        request at once would have put there."""
+        run_key: tuple[tuple[int, str], ...] = ()
+        run: list[list[np.ndarray]] = []
+        every = self._every_tensor
+        input_names, output_names = self._inputs.keys(), self._outputs.keys()
+        for request in pending:
+            if request[0].keys() >= input_names and request[1].keys() >= output_names:
+                key = every  # the usual request: all of them
+            else:
+                key = tuple((side, tensor) for side, tensor in every
+                            if tensor in request[side])
+            if key != run_key:
+                self._count_run(run_key, run)
+                run_key, run = key, [[] for _ in key]
+            for parts, (side, tensor) in zip(run, key, strict=True):
+                array = request[side][tensor]
+                parts.append(array if array.ndim == 2 else array.reshape(len(array), -1))
+        self._count_run(run_key, run)
+
+    def _count_run(self, key: tuple[tuple[int, str], ...], run: list[list[np.ndarray]]) -> None:
+        if not key:
+            return
+        merged: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] = ({}, {})
+        for (side, tensor), parts in zip(key, run, strict=True):
+            merged[side][tensor] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self._count_rows(self._found(*merged))
+
+    def _found(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+               ) -> list[tuple[int, np.ndarray]]:
+        """(feature, its 1-D values) for every profiled feature the request carries."""
         found: list[tuple[int, np.ndarray]] = []
         for source, where in ((inputs, self._inputs), (outputs, self._outputs)):
             for tensor, entries in where.items():
                 array = source.get(tensor)
                 if array is not None:
                     found.extend((i, column_of(array, column)) for i, column in entries)
-        if not found:
-            return
+        return found
+
+    def _count_rows(self, found: list[tuple[int, np.ndarray]]) -> None:
+        """Rows of features side by side, in arrival order: each row lands in the block that
+        is current when its turn comes (the current one, then the next ones as they fill), so
+        one bincount over (block, slot) gives every block's counts however many rows came."""
         rows = len(found[0][1])
         for i, values in found:
             if len(values) != rows:
                 raise ValueError(f"'{self._features[i].name}' has {len(values)} values for "
                                  f"{rows} rows")
-        # The request's counts in the window's layout (every feature's bins, then its missing
-        # values), taken block by block: the rows up to the current block's end, then the
-        # next block's, ... Most requests fit in the current block: one part.
-        counts = np.zeros(len(self._block), dtype=np.int64)
+        if not rows:
+            return
+        width = len(self._block)
+        blocks = (self._fill + rows - 1) // self._block_rows + 1
+        row_block = (np.arange(self._fill, self._fill + rows) // self._block_rows) * width
+        slots = []
         outside = [0] * len(self._features)
-        start = 0
-        while start < rows:
-            take = min(rows - start, self._block_rows - self._fill)
-            part = counts if take == rows else np.zeros(len(self._block), dtype=np.int64)
-            for i, values in found:
-                tally, beyond = self._features[i].tally(
-                    values if take == rows else values[start:start + take])
-                part[self._offsets[i]:self._offsets[i] + self._widths[i]] = tally
-                outside[i] += beyond
-            self._block += part
-            if part is not counts:
-                counts += part
+        for i, values in found:
+            index, outside[i] = self._features[i].assign(values)
+            slots.append(row_block + (index + self._offsets[i]))
+        per_block = np.bincount(np.concatenate(slots), minlength=blocks * width
+                                ).reshape(blocks, width)
+        closed = False
+        first = 0
+        ring = len(self._ring)
+        if blocks - 1 > ring:
+            # More blocks close than the ring holds: the earliest would only be overwritten by
+            # the later ones, so they are skipped (their rows are still in the counters).
+            first = blocks - 1 - ring
+            rows -= self._block_rows - self._fill + (first - 1) * self._block_rows
+            self._ring[:] = 0
+            self._window[:] = 0
+            self._block[:] = 0
+            self._fill = 0
+            self._slot = (self._slot + first) % ring
+            self._full_blocks = min(self._full_blocks + first, ring)
+        for b in range(first, blocks):
+            self._block += per_block[b]
+            take = min(self._block_rows - self._fill, rows)
             self._fill += take
-            start += take
+            rows -= take
             if self._fill == self._block_rows:
                 self._close_block()
+                closed = True
+        # PSI of the window as it now stands, once however many blocks these rows closed.
+        if closed and self._full_blocks * self._block_rows >= self._threshold:
+            self._publish()
+        counts = per_block.sum(axis=0)
         children = self._children
         for j in np.flatnonzero(counts).tolist():
             children[j].inc(int(counts[j]))
@@ -233,8 +334,6 @@ class DriftMonitor:
         self._fill = 0
         self._slot = (slot + 1) % len(self._ring)
         self._full_blocks = min(self._full_blocks + 1, len(self._ring))
-        if self._full_blocks * self._block_rows >= self._threshold:
-            self._publish()
 
     def _publish(self) -> None:
         """PSI of the window per feature, vectorised over all bins of all features."""
