@@ -49,7 +49,8 @@ EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eve
             "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
             "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
             "experiment-weights", "churn.py", "compile", "churn_train.py", "profile",
-            "profile.py", "drifted.py", "drift-metrics", "drift-alert.yaml")
+            "profile.py", "drifted.py", "drift-metrics", "monitoring.yaml",
+            "psi-from-counters", "out-of-range")
 
 
 class Step(NamedTuple):
@@ -509,17 +510,29 @@ def test_drift_monitoring_example(tmp_path: Path) -> None:
         assert math.isclose(served[key], value, **FLOAT_TOLERANCE), (key, served[key], value)
 
 
-def test_drift_alert_rule_reads_the_exported_metrics() -> None:
-    """docs/monitoring.md's alerting rule is a Prometheus rule group over a metric the drift
-    monitor exports."""
+def test_monitoring_config_renders_and_validates(tmp_path: Path) -> None:
+    """docs/monitoring.md's `monitoring` config renders the PodMonitor, the PrometheusRule with
+    the thresholds the page states, and the dashboard, all valid against the CRDs."""
     import yaml
 
-    from kninfer.observability.drift.monitor import drift_metrics
+    (tmp_path / "churn.yaml").write_text(blocks()["monitoring.yaml"])
+    for command in (["render", "churn.yaml", "-o", "out"], ["validate", "out"]):
+        done = subprocess.run([sys.executable, "-m", "kninfer", *command], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    docs = list(yaml.safe_load_all((tmp_path / "out" / "monitoring" / "churn.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["PodMonitor", "PrometheusRule", "ConfigMap"]
+    rules = {r.get("alert") or r["record"]: r for r in docs[1]["spec"]["groups"][0]["rules"]}
+    assert rules["KninferFeatureDrift"]["expr"].endswith("> 0.25")
+    assert rules["KninferFeatureDrift"]["for"] == "15m"
+    assert rules["KninferErrors"]["expr"].endswith("> 0.05")
+    assert rules["KninferErrors"]["for"] == "10m"
+    assert docs[0]["metadata"]["labels"]["release"] == "prometheus"
 
-    exported = {name for collector in vars(drift_metrics()).values()
-                for name in (collector._name, f"{collector._name}_total")}
-    (group,) = yaml.safe_load(blocks()["drift-alert.yaml"])["groups"]
-    (rule,) = group["rules"]
-    assert set(rule) >= {"alert", "expr", "for"}
-    named = set(re.findall(r"\bkninfer_\w+", rule["expr"]))
-    assert named and named <= exported, (named, exported)
+
+@pytest.mark.parametrize("name", ["psi-from-counters", "out-of-range"])
+def test_monitoring_promql_parses_over_exported_metrics(name: str) -> None:
+    from tests.deploy.test_deploy_monitoring import exported_metrics, metrics_read
+
+    read = metrics_read(blocks()[name])
+    assert read and read <= exported_metrics(), read

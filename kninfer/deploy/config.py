@@ -43,6 +43,8 @@ QUANTITY_RE = re.compile(
 # Go time.Duration as Knative parses the scale-to-zero retention and progress deadline.
 DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 # ISO-8601 duration, Knative Eventing's backoffDelay (eventing docs, event-delivery.md).
+# A Prometheus duration (`for:` of a rule, a range): prometheus/common model.ParseDuration.
+PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 ISO_DURATION_RE = re.compile(
     r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
 RESERVED_ENV = frozenset(KNATIVE_RESERVED_ENV)
@@ -176,6 +178,22 @@ class PayloadLogging(_Strict):
     headers: list[str] = Field(default_factory=list)  # request headers copied into `metadata`
 
 
+class Monitoring(_Strict):
+    """Prometheus and Grafana objects for the config's services (kninfer.deploy.monitoring;
+    docs/monitoring.md, "Alerting"): a PodMonitor, a PrometheusRule and the dashboard. They need
+    the Prometheus Operator's CRDs in the cluster; `monitoring: true` takes the defaults."""
+
+    # Labels the Prometheus instance selects PodMonitors and PrometheusRules by (its
+    # podMonitorSelector and ruleSelector; kube-prometheus-stack's default is
+    # `release: <its Helm release>`).
+    labels: dict[str, str] = Field(default_factory=dict)
+    drift_psi: float = Field(default=0.25, gt=0)  # alert above this PSI (0.25: significant)
+    drift_for: str = Field(default="15m", pattern=PROMETHEUS_DURATION)
+    error_ratio: float = Field(default=0.05, gt=0, le=1)  # alert above this share of errors
+    errors_for: str = Field(default="10m", pattern=PROMETHEUS_DURATION)
+    dashboard: bool = True  # a ConfigMap for Grafana's dashboard sidecar
+
+
 class Candidate(_Strict):
     """Another model served like the config's own: an experiment variant or a shadow. It takes
     the config's settings (scale, resources, transformer, ...) and serves the same model name, so
@@ -252,6 +270,12 @@ class DeployConfig(_Strict):
     experiment: Experiment | None = None  # A/B through a KServe InferenceGraph
     shadow: Candidate | None = None  # event-driven only: a copy of each request event
     logger: PayloadLogging | None = None  # payload logging of the predictor's requests
+    monitoring: Monitoring | None = None  # PodMonitor, alerts and dashboard (Prometheus Operator)
+
+    @field_validator("monitoring", mode="before")
+    @classmethod
+    def _monitoring_switch(cls, value: Any) -> Any:
+        return {} if value is True else None if value is False else value
 
     @field_validator("eventing", mode="before")
     @classmethod

@@ -7,6 +7,8 @@ Files written under OUTDIR (multi-document YAML, in `kubectl apply` order):
   InferenceService (<name>-candidate) after the config's own
 - knative/<name>.yaml: plain Knative Service(s) for clusters without KServe
 - knative/<name>-eventing.yaml: Broker, Triggers, result and dead-letter sinks (eventing on)
+- monitoring/<name>.yaml: PodMonitor, PrometheusRule and the Grafana dashboard's ConfigMap
+  (`monitoring` on; kninfer.deploy.monitoring), for either variant
 
 The plain Knative Services carry the names KServe gives the Services it generates
 (`<name>-predictor`, `<name>-transformer`, kserve pkg/constants PredictorServiceName), so the
@@ -26,6 +28,7 @@ from typing import Any
 # The event contract has one home (kninfer.cloudevents, a light module: no kserve, no cloudevents).
 from kninfer.cloudevents.contract import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
 from kninfer.deploy.config import DeployConfig, Resources, Sink
+from kninfer.deploy.monitoring import monitoring_documents
 
 __all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "exposures", "render", "write"]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
@@ -701,6 +704,9 @@ def render(config: DeployConfig, source: str,
     events = eventing_documents(config)
     if events:
         files[f"knative/{config.name}-eventing.yaml"] = dump_documents(events, header)
+    watching = monitoring_documents(config, PORT)
+    if watching:
+        files[f"monitoring/{config.name}.yaml"] = dump_documents(watching, header)
     return files
 
 

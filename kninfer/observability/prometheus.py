@@ -4,10 +4,13 @@ KServe 0.21 exports only its latency histograms (`request_predict_seconds` & co.
 `model_name`); those stay, because models are still called through `kserve.Model.__call__`.
 kninfer adds, for every inference request whatever the transport:
 
-- `kninfer_requests_total{protocol,model,status}` and `kninfer_request_errors_total{...}`
+- `kninfer_requests_total{protocol,model,version,status}` and `kninfer_request_errors_total{...}`
   (status >= 400 for HTTP, anything but OK for gRPC), protocol one of `rest_v1`, `rest_v2`,
   `grpc_v2`, `cloudevents`; `status` is the HTTP status code or the gRPC status code name;
-- `kninfer_request_duration_seconds{protocol,model}` (histogram, whole request);
+- `kninfer_request_duration_seconds{protocol,model,version}` (histogram, whole request);
+  `version` is the served model's version (`--model-version`, else a digest of its files); the
+  Knative revision is not a label here: the rendered PodMonitor adds it from the pod's labels
+  (kninfer.deploy.monitoring), as Prometheus adds `namespace` and `pod`;
 - `kninfer_requests_in_flight{protocol}` (gauge);
 - `kninfer_model_load_seconds{model}` and `kninfer_cold_start_seconds{phase}` (gauges, set once);
 - `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; get-or-create here, so
@@ -56,18 +59,19 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-REQUESTS = Counter("kninfer_requests", "Inference requests answered, by protocol, model and status",
-                   ["protocol", "model", "status"])
+REQUESTS = Counter("kninfer_requests",
+                   "Inference requests answered, by protocol, model, model version and status",
+                   ["protocol", "model", "version", "status"])
 
 
 ERRORS = Counter("kninfer_request_errors",
                  "Inference requests answered with an error (HTTP >= 400, gRPC not OK)",
-                 ["protocol", "model", "status"])
+                 ["protocol", "model", "version", "status"])
 
 
 DURATION = Histogram("kninfer_request_duration_seconds",
                      "Whole-request latency of inference requests, transport included",
-                     ["protocol", "model"], buckets=DURATION_BUCKETS)
+                     ["protocol", "model", "version"], buckets=DURATION_BUCKETS)
 
 
 IN_FLIGHT = Gauge("kninfer_requests_in_flight", "Inference requests being answered now",
@@ -163,24 +167,34 @@ def record_cold_start(breakdown: Mapping[str, float | None], model_name: str,
 
 
 class RequestCounts:
-    """Label children cached by key (`Counter.labels()` takes a lock on every call)."""
+    """Label children cached by key (`Counter.labels()` takes a lock on every call). A model's
+    `version` label is looked up once per key, through `version_of` (set by the server: the
+    served model's version, kninfer.predictors.base; "" for a name it does not serve)."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], Any] = {}
+        self.errors: dict[tuple[str, str, str], Any] = {}
         self.duration: dict[tuple[str, str], Any] = {}
         self.in_flight: dict[str, Any] = {}
+        self.version_of: Callable[[str], str] = lambda model: ""
 
     def count(self, protocol: str, model: str, status: str, seconds: float) -> None:
         key = (protocol, model, status)
         child = self.requests.get(key)
         if child is None:
-            child = self.requests[key] = REQUESTS.labels(*key)
+            child = self.requests[key] = REQUESTS.labels(protocol, model,
+                                                         self.version_of(model), status)
         child.inc()
         if not (status == "OK" or (len(status) == 3 and status[0] in "123")):
-            ERRORS.labels(*key).inc()
+            error = self.errors.get(key)
+            if error is None:
+                error = self.errors[key] = ERRORS.labels(protocol, model,
+                                                         self.version_of(model), status)
+            error.inc()
         timer = self.duration.get((protocol, model))
         if timer is None:
-            timer = self.duration[(protocol, model)] = DURATION.labels(protocol, model)
+            timer = self.duration[(protocol, model)] = DURATION.labels(
+                protocol, model, self.version_of(model))
         timer.observe(seconds)
 
     def gauge(self, protocol: str) -> Any:

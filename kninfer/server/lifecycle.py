@@ -70,14 +70,20 @@ class KninferServer(ModelServer):
             logging.shutdown()
             os._exit(0)
 
+    def _served_version(self, name: str) -> str:
+        """The version label of a model's request metrics: its served version, or ""."""
+        model = self.dataplane.registry.get_model(name)
+        return str(getattr(model, "version", "") or "") if model is not None else ""
+
     def build_app(self) -> Any:
         from kninfer.observability.access_log import configure_access_log
         from kninfer.observability.middleware import InstrumentedApp
-        from kninfer.observability.prometheus import ensure_registered
+        from kninfer.observability.prometheus import ensure_registered, request_counts
 
         # Metrics and the JSON access log wrap the whole app (kninfer.observability); uvicorn's own
         # access log stays off so each request is logged once.
         ensure_registered()
+        request_counts.version_of = self._served_version
         configure_access_log(self.settings.access_log)
         app = InstrumentedApp(build_app(self.dataplane, self.settings), self.settings.model_name,
                               self.settings.access_log,

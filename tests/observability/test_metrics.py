@@ -18,7 +18,7 @@ from cloudevents.http import CloudEvent, from_http
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess, grpc_stub, server_env
+from tests.conftest import ServerProcess, grpc_stub, served_version, server_env
 
 REQUEST_TYPE = "dev.kninfer.inference.request"
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -73,6 +73,7 @@ def access_lines(server: ServerProcess, count: int, **match: Any) -> list[dict[s
 
 
 def test_rest_and_cloudevents_counted_by_protocol_model_and_status(server: ServerProcess) -> None:
+    v = served_version(server)  # the model version label; "" for a model not served
     before = scrape(server.url)
     assert httpx.post(f"{server.url}/v2/models/iris/infer", json=V2).status_code == 200
     bad = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": ROW}]}
@@ -92,16 +93,17 @@ def test_rest_and_cloudevents_counted_by_protocol_model_and_status(server: Serve
         return value(after, name, **labels) - value(before, name, **labels)
 
     requests = "kninfer_requests_total"
-    assert delta(requests, protocol="rest_v2", model="iris", status="200") == 1
-    assert delta(requests, protocol="rest_v2", model="iris", status="400") == 1
-    assert delta(requests, protocol="rest_v1", model="iris", status="200") == 1
-    assert delta(requests, protocol="rest_v2", model="_unknown", status="404") == 1
-    assert delta(requests, protocol="cloudevents", model="iris", status="200") == 1
+    assert delta(requests, protocol="rest_v2", model="iris", version=v, status="200") == 1
+    assert delta(requests, protocol="rest_v2", model="iris", version=v, status="400") == 1
+    assert delta(requests, protocol="rest_v1", model="iris", version=v, status="200") == 1
+    assert delta(requests, protocol="rest_v2", model="_unknown", version="", status="404") == 1
+    assert delta(requests, protocol="cloudevents", model="iris", version=v, status="200") == 1
     errors = "kninfer_request_errors_total"
-    assert delta(errors, protocol="rest_v2", model="iris", status="400") == 1
-    assert delta(errors, protocol="rest_v2", model="_unknown", status="404") == 1
-    assert value(after, errors, protocol="rest_v2", model="iris", status="200") == 0
-    assert delta("kninfer_request_duration_seconds_count", protocol="rest_v2", model="iris") == 2
+    assert delta(errors, protocol="rest_v2", model="iris", version=v, status="400") == 1
+    assert delta(errors, protocol="rest_v2", model="_unknown", version="", status="404") == 1
+    assert value(after, errors, protocol="rest_v2", model="iris", version=v, status="200") == 0
+    assert delta("kninfer_request_duration_seconds_count", protocol="rest_v2", model="iris",
+                 version=v) == 2
     # KServe's own latency histogram still runs for every model call (V2, V1, CloudEvent).
     # (kninfer.predictors.base.Predictor.__call__ observes all three, as KServe's __call__ does.)
     for histogram in ("request_preprocess_seconds", "request_predict_seconds",
@@ -126,8 +128,9 @@ def test_grpc_infer_counted_with_grpc_status(server: ServerProcess) -> None:
         assert stub.ServerLive(pb.ServerLiveRequest()).live  # not an inference: not counted
     after = scrape(server.url)
     name = "kninfer_requests_total"
-    ok = dict(protocol="grpc_v2", model="iris", status="OK")
-    invalid = dict(protocol="grpc_v2", model="iris", status="INVALID_ARGUMENT")
+    v = served_version(server)  # the model version label
+    ok = dict(protocol="grpc_v2", model="iris", version=v, status="OK")
+    invalid = dict(protocol="grpc_v2", model="iris", version=v, status="INVALID_ARGUMENT")
     assert value(after, name, **ok) - value(before, name, **ok) == 1
     assert value(after, name, **invalid) - value(before, name, **invalid) == 1
     errors = "kninfer_request_errors_total"
@@ -229,7 +232,7 @@ def test_metrics_add_up_across_workers(start_server: Any) -> None:
                           timeout=60).status_code == 200
     samples = scrape(multi.url)
     assert value(samples, "kninfer_requests_total", protocol="rest_v2", model="iris",
-                 status="200") == 20
+                 version=served_version(multi), status="200") == 20
     assert value(samples, "request_predict_seconds_count", model_name="iris") == 20
 
 
