@@ -31,6 +31,16 @@ DATA_CONTENT_TYPE = "application/json"
 
 
 SPEC_VERSION = "1.0"
+# KServe's payload-logger events (kserve pkg/logger), which kninfer's payload logger sends
+# (kninfer.observability.payload_log) and a rendered HTTP shadow's Trigger selects
+# (kninfer.deploy.render): the types, the InferenceService extension and the request id.
+LOGGER_REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+LOGGER_RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+INFERENCE_SERVICE_EXTENSION = "inferenceservicename"
+REQUEST_ID_EXTENSION = "requestid"
+# How a request event's `requestid` reaches the payload logger with the request's headers (the
+# binary-mode header name): a payload-log event delivered to a shadow keeps its requestid.
+REQUEST_ID_HEADER = f"ce-{REQUEST_ID_EXTENSION}"
 
 
 def reply_source(model_name: str, configured: str | None, k_service: str | None) -> str:

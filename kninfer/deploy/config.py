@@ -268,9 +268,25 @@ class DeployConfig(_Strict):
     # cluster (docs/deploy.md, "Exposure").
     exposure: Exposure = "cluster-local"
     experiment: Experiment | None = None  # A/B through a KServe InferenceGraph
-    shadow: Candidate | None = None  # event-driven only: a copy of each request event
+    # A copy of each request for a candidate: through a second Trigger on the request events
+    # (event-driven), or on the payload logger's request events (HTTP).
+    shadow: Candidate | None = None
     logger: PayloadLogging | None = None  # payload logging of the predictor's requests
     monitoring: Monitoring | None = None  # PodMonitor, alerts and dashboard (Prometheus Operator)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _http_shadow_logs_requests(cls, data: Any) -> Any:
+        # A shadow of HTTP traffic is fed by the payload logger's request events (docs/deploy.md,
+        # "Shadow traffic"): the logger is on, with its defaults unless the config sets it.
+        if not isinstance(data, dict) or data.get("shadow") is None or data.get("logger"):
+            return data
+        eventing = data.get("eventing")
+        if isinstance(eventing, Eventing):
+            eventing = eventing.model_dump()
+        event_driven = eventing is True or (isinstance(eventing, dict)
+                                            and eventing.get("enabled", True))
+        return data if event_driven else {**data, "logger": {}}
 
     @field_validator("monitoring", mode="before")
     @classmethod
@@ -324,14 +340,29 @@ class DeployConfig(_Strict):
             self._check_experiment(self.experiment)
         if self.shadow is not None:
             if not self.event_driven:
-                raise ValueError("shadow needs eventing: the candidate gets a copy of each request "
-                                 "event through a second Trigger (shadowing plain HTTP traffic "
-                                 "needs the payload logger, not available yet)")
+                self._check_http_shadow()
             self._check_candidate("shadow", self.shadow)
             shadow = self.shadow_config()
             assert shadow is not None
             self._check_runtime_images([self, shadow])
         return self
+
+    def _check_http_shadow(self) -> None:
+        # The candidate gets the predictor's payload-log request events from the Broker.
+        logger = self.logger
+        if logger is None:
+            raise ValueError("a shadow of HTTP traffic needs the payload logger (`logger`)")
+        if logger.url is not None:
+            raise ValueError("a shadow of HTTP traffic takes the payload logger's request events "
+                             "from the namespace's Broker: leave logger.url unset (it defaults "
+                             "to the Broker)")
+        if logger.mode == "response":
+            raise ValueError("a shadow of HTTP traffic needs the payload logger's request "
+                             "events: logger.mode all or request, not response")
+        if self.kserve == "runtime":
+            raise ValueError("a shadow of HTTP traffic needs the payload logger's flags on the "
+                             "predictor, which a shared ServingRuntime does not carry: use "
+                             "kserve: container")
 
     def _check_runtime_images(self, configs: list[DeployConfig]) -> None:
         # One (Cluster)ServingRuntime per family and accelerator declares one image for every

@@ -26,8 +26,15 @@ from pathlib import Path
 from typing import Any
 
 # The event contract has one home (kninfer.cloudevents, a light module: no kserve, no cloudevents).
-from kninfer.cloudevents.contract import MODEL_EXTENSION, REQUEST_TYPE, RESPONSE_TYPE, reply_source
-from kninfer.deploy.config import DeployConfig, Resources, Sink
+from kninfer.cloudevents.contract import (
+    INFERENCE_SERVICE_EXTENSION,
+    LOGGER_REQUEST_TYPE,
+    MODEL_EXTENSION,
+    REQUEST_TYPE,
+    RESPONSE_TYPE,
+    reply_source,
+)
+from kninfer.deploy.config import DeployConfig, Eventing, Resources, Sink
 from kninfer.deploy.monitoring import monitoring_documents
 
 __all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "exposures", "render", "write"]
@@ -570,7 +577,7 @@ def _sink_service(config: DeployConfig, name: str, component: str, image: str) -
 def eventing_documents(config: DeployConfig) -> list[Doc]:
     events = config.eventing
     if events is None or not events.enabled:
-        return []
+        return _http_shadow_documents(config)
     docs: list[Doc] = []
     results = events.results_sink or Sink(service=f"{config.name}-results")
     dead_letter = events.dead_letter_sink or Sink(service=f"{config.name}-dead-letter")
@@ -632,6 +639,32 @@ def _shadow_documents(config: DeployConfig, shadow: DeployConfig, request_filter
                          {"ref": _ksvc_ref(entry_service(shadow)), "uri": path},
                          {**delivery, "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}}))
     return docs
+
+
+def _http_shadow_documents(config: DeployConfig) -> list[Doc]:
+    """A shadow of HTTP traffic: the predictor's payload logger sends each request it answers
+    to the namespace's Broker as a KServe logger request event (the config turns the logger on,
+    kninfer.deploy.config); a Trigger on those events, from this InferenceService only, posts
+    them in binary mode to the candidate's predictor, which takes a CloudEvent on its V2
+    endpoint. The candidate's payload logger keeps the event's `requestid`, so its response
+    events join the baseline's on it. Its reply events match no Trigger and are dropped; its
+    failures go to a dead-letter sink of its own. A transformer's output is what the predictor
+    logs, so the candidate's predictor, not its transformer, is the subscriber."""
+    shadow = config.shadow_config()
+    if shadow is None:
+        return []
+    events = Eventing()  # the logger's Broker: the namespace's `default` (_logger_args)
+    dead_letter = f"{shadow.name}-dead-letter"
+    delivery = {"retry": events.retry, "backoffPolicy": events.backoff_policy,
+                "backoffDelay": events.backoff_delay,
+                "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}}
+    logged = {"type": LOGGER_REQUEST_TYPE, INFERENCE_SERVICE_EXTENSION: config.name}
+    return [
+        _sink_service(config, dead_letter, "shadow-dead-letter-sink", events.sink_image),
+        _trigger(config, f"{shadow.name}-requests", events.broker, logged,
+                 {"ref": _ksvc_ref(predictor_service(shadow)),
+                  "uri": f"/v2/models/{shadow.served_model}/infer"}, delivery),
+    ]
 
 
 def _trigger(config: DeployConfig, name: str, broker: str, exact: dict[str, str],

@@ -30,7 +30,12 @@ from kninfer.cloudevents.binding import (
     parse_event,
     render_reply,
 )
-from kninfer.cloudevents.contract import MODEL_EXTENSION, reply_source
+from kninfer.cloudevents.contract import (
+    MODEL_EXTENSION,
+    REQUEST_ID_EXTENSION,
+    REQUEST_ID_HEADER,
+    reply_source,
+)
 from kninfer.cloudevents.dedupe import DedupeCache, event_key
 from kninfer.dataplane import DataPlane
 from kninfer.errors import InvalidInput, UnsupportedMediaType
@@ -87,6 +92,9 @@ class EventEndpoint:
             k: v for k, v in headers.items()
             if not k.startswith("ce-") and k not in _ENVELOPE_HEADERS
         }
+        request_id = event.attributes.get(REQUEST_ID_EXTENSION)
+        if request_id:  # a payload-log event (a shadow's copy): its answer keeps the id
+            model_headers[REQUEST_ID_HEADER] = str(request_id)
 
         async def run() -> Reply:
             infer_request = decode_request(event, name)

@@ -48,7 +48,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import orjson
 
-from kninfer.cloudevents.contract import SPEC_VERSION, reply_source
+from kninfer.cloudevents.contract import (
+    INFERENCE_SERVICE_EXTENSION,
+    LOGGER_REQUEST_TYPE,
+    LOGGER_RESPONSE_TYPE,
+    REQUEST_ID_EXTENSION,
+    REQUEST_ID_HEADER,
+    SPEC_VERSION,
+    reply_source,
+)
 from kninfer.errors import message_of, status_of
 from kninfer.observability.prometheus import payload_log_dropped_counter
 from kninfer.observability.tracing import current_traceparent, trace_context
@@ -63,16 +71,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kninfer")
 
 # KServe's event types and extension names (kserve pkg/logger/worker.go).
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
-INFERENCE_SERVICE_EXTENSION = "inferenceservicename"
+REQUEST_TYPE = LOGGER_REQUEST_TYPE
+RESPONSE_TYPE = LOGGER_RESPONSE_TYPE
 NAMESPACE_EXTENSION = "namespace"
 COMPONENT_EXTENSION = "component"
 ENDPOINT_EXTENSION = "endpoint"
 METADATA_EXTENSION = "metadata"
 # kninfer's additions (CloudEvents extension names: lower-case letters and digits, core 1.0
 # "Attribute Naming Convention").
-REQUEST_ID_EXTENSION = "requestid"
 STATUS_EXTENSION = "statuscode"
 MODEL_NAME_EXTENSION = "modelname"
 MODEL_VERSION_EXTENSION = "modelversion"
@@ -133,6 +139,10 @@ class Inference:
     traceparent: str
     tracestate: str | None
     metadata: dict[str, list[str]]
+    # The `requestid` extension: the id, unless the request is itself a payload-log request
+    # event (a shadow's copy, delivered by a Trigger in binary mode), whose requestid it keeps,
+    # so baseline and shadow answers join on it (docs/deploy.md, "Shadow traffic").
+    request_id: str
 
 
 @dataclass(slots=True)
@@ -408,11 +418,16 @@ class PayloadLogger:
                 if name.lower() in self.metadata_headers:
                     text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
                     metadata.setdefault(canonical_header(name), []).append(text)
+        own_id = str(uuid.uuid4())
+        copied = headers.get(REQUEST_ID_HEADER) if headers else None
+        if isinstance(copied, bytes):
+            copied = copied.decode("latin-1")
         inference = Inference(
-            str(uuid.uuid4()), model.name, str(getattr(model, "version", "") or ""),
+            own_id, model.name, str(getattr(model, "version", "") or ""),
             # The request's own, else a fresh one kept for the request, so a transformer's call
             # to its predictor and a reply event carry the same (kninfer.observability.tracing).
-            current_traceparent(), context.get("tracestate"), metadata)
+            current_traceparent(), context.get("tracestate"), metadata,
+            str(copied) if copied else own_id)
         if self.log_requests:
             self._put(_Event(inference, False, time.time(), 0, _snapshot_request(request)))
         return inference
@@ -474,7 +489,7 @@ class PayloadLogger:
             headers["ce-id"] = inference.id
             headers["ce-type"] = REQUEST_TYPE
         headers["ce-time"] = _rfc3339(event.time)
-        headers[f"ce-{REQUEST_ID_EXTENSION}"] = inference.id
+        headers[f"ce-{REQUEST_ID_EXTENSION}"] = _header_value(inference.request_id)
         headers[f"ce-{MODEL_NAME_EXTENSION}"] = _header_value(inference.model)
         if inference.version:
             headers[f"ce-{MODEL_VERSION_EXTENSION}"] = _header_value(inference.version)

@@ -428,18 +428,28 @@ def test_shadow_is_a_second_trigger_with_the_same_filter(store: SchemaStore) -> 
         assert validate_document(doc, store, "shadow.yaml", 1) == []
 
 
-def test_shadow_follows_a_transformer_and_needs_eventing() -> None:
+def test_shadow_follows_a_transformer_and_without_eventing_reads_the_payload_log() -> None:
     cfg = shadowed(transformer={"name": "iris"})
     trigger = next(d for d in eventing_documents(cfg)
                    if d["metadata"]["name"] == "iris-candidate-requests")
     assert trigger["spec"]["subscriber"]["ref"]["name"] == "iris-candidate-transformer"
-    with pytest.raises(ValueError, match="shadow needs eventing: the candidate gets a copy of "
-                                         "each request event through a second Trigger "
-                                         r"\(shadowing plain HTTP traffic needs the payload "
-                                         r"logger, not available yet\)"):
-        config(shadow={"storage_uri": "gs://b/v2"})
-    with pytest.raises(ValueError, match="shadow needs eventing"):
-        config(eventing={"enabled": False}, shadow={})
+    # Plain HTTP traffic: the payload logger is turned on, and the Trigger takes its request
+    # events of this InferenceService to the candidate's predictor (what the predictor logs
+    # is its transformer's output).
+    http = config(shadow={"storage_uri": "gs://b/v2"}, transformer={"name": "iris"})
+    assert http.logger is not None and http.logger.mode == "all"
+    trigger = next(d for d in eventing_documents(http) if d["kind"] == "Trigger")
+    assert trigger["spec"]["filters"] == [{"exact": {
+        "type": "org.kubeflow.serving.inference.request", "inferenceservicename": "iris"}}]
+    assert trigger["spec"]["subscriber"] == {
+        "ref": {"apiVersion": "serving.knative.dev/v1", "kind": "Service",
+                "name": "iris-candidate-predictor"},
+        "uri": "/v2/models/iris/infer"}
+    assert config(eventing={"enabled": False}, shadow={}).logger is not None
+    with pytest.raises(ValueError, match="leave logger.url unset"):
+        config(shadow={}, logger={"url": "http://sink.example/"})
+    with pytest.raises(ValueError, match="logger.mode all or request"):
+        config(shadow={}, logger={"mode": "response"})
     with pytest.raises(ValueError, match="shadow: predictor pytorch needs storage_uri"):
         config(eventing=True, shadow={"predictor": "pytorch"})
 
