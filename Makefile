@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # its hashes, so two installs on different days are the same software.
 LOCK := requirements/dev.txt
 
-.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold \
+.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift \
 	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -90,6 +90,16 @@ bench: $(STAMP)
 # page cache, next to its floor and KServe's pattern. Writes bench/results/cold.{json,md}.
 bench-cold: $(STAMP)
 	$(BIN)/python -m bench.cold $(BENCH_ARGS)
+
+# A compiled model (ONNX Runtime) against scikit-learn, served side by side (bench/compiled.py),
+# and what drift monitoring costs a served model (bench/drift.py, bench/drift_counting.py).
+# Write bench/results/compiled.{json,md}, drift.{json,md} and drift-counting.{json,md}.
+bench-compiled: $(STAMP)
+	$(BIN)/python -m bench.compiled $(BENCH_ARGS)
+
+bench-drift: $(STAMP)
+	$(BIN)/python -m bench.drift --rounds 7 $(BENCH_ARGS)
+	$(BIN)/python -m bench.drift_counting
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \
