@@ -241,6 +241,14 @@ class ServeSettings(BaseSettings):
         validation_alias=AliasChoices("k_service", "K_SERVICE"),
         description="Knative service name, for reply event sources [set by Knative: K_SERVICE]",
     )
+    # K_REVISION likewise (runtime-contract.md, "Process"): which revision answered, on the V2
+    # metadata and the payload-log events (metrics get it from the rendered PodMonitor).
+    k_revision: str | None = Field(
+        None,
+        validation_alias=AliasChoices("k_revision", "K_REVISION"),
+        description="Knative revision name, on metadata and payload-log events [set by "
+                    "Knative: K_REVISION]",
+    )
 
     # Logging
     log_level: str = Field("INFO", description="log level: DEBUG, INFO, WARNING, ERROR")

@@ -82,6 +82,7 @@ METADATA_EXTENSION = "metadata"
 STATUS_EXTENSION = "statuscode"
 MODEL_NAME_EXTENSION = "modelname"
 MODEL_VERSION_EXTENSION = "modelversion"
+REVISION_EXTENSION = "revision"  # kninfer's: not an extension KServe's logger sends
 RESPONSE_ID_SUFFIX = "-response"
 DATA_CONTENT_TYPE = "application/json"
 
@@ -329,7 +330,8 @@ class PayloadLogger:
     def __init__(self, url: str, *, mode: LoggerMode = "all", headers: Iterable[str] = (),
                  queue_size: int = 1000, source_of: Callable[[str], str] | None = None,
                  inference_service: str = "", namespace: str = "",
-                 component: str = "predictor", endpoint: str = "") -> None:
+                 component: str = "predictor", endpoint: str = "",
+                 revision: str | None = None) -> None:
         self.url = url
         self.mode = mode
         self.log_requests = mode in ("all", "request")
@@ -347,6 +349,8 @@ class PayloadLogger:
             f"ce-{ENDPOINT_EXTENSION}": _header_value(endpoint),
             "content-type": DATA_CONTENT_TYPE,
         }
+        if revision:  # the Knative revision that answered (K_REVISION), beside modelversion
+            self.fixed[f"ce-{REVISION_EXTENSION}"] = _header_value(revision)
         counter = payload_log_dropped_counter()
         self._dropped = {reason: counter.labels(reason) for reason in DROP_REASONS}
         self._unlogged: dict[str, int] = {}
@@ -369,6 +373,7 @@ class PayloadLogger:
             inference_service=inference_service_of(settings.k_service, settings.model_name),
             namespace=settings.logger_namespace or "",
             component="transformer" if settings.transformer else "predictor",
+            revision=settings.k_revision,
         )
 
     # ---- lifecycle -----------------------------------------------------------------------

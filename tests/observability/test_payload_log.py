@@ -182,6 +182,7 @@ def check_pair(request: Received, response: Received, server: ServerProcess,
         assert event["source"] == "kninfer/local/models/iris"
         assert event["modelname"] == "iris"
         assert event["modelversion"] == served_version(server)
+        assert "revision" not in event.event.get_attributes()  # no K_REVISION: not on Knative
         assert TRACEPARENT.match(event["traceparent"])
     assert request["id"] != response["id"]
     assert request["requestid"] == response["requestid"] == request["id"]
@@ -378,9 +379,12 @@ def test_a_bad_sink_never_delays_or_fails_an_inference(behaviour: str, tmp_path:
 def test_queued_events_are_flushed_on_sigterm_and_k_sink_is_the_default_url(
         tmp_path: Path) -> None:
     sink = Sink(delay=0.3)  # 4 senders: about 13 events a second
-    # K_SINK, as a Knative SinkBinding sets it, instead of --logger-url.
+    # K_SINK, as a Knative SinkBinding sets it, instead of --logger-url; K_SERVICE and
+    # K_REVISION as Knative Serving sets them.
     server = ServerProcess(["--drain-window-s", "0.2"],
-                           server_env(tmp_path, K_SINK=sink.url), tmp_path / "server.log")
+                           server_env(tmp_path, K_SINK=sink.url, K_SERVICE="iris-predictor",
+                                      K_REVISION="iris-predictor-00002"),
+                           tmp_path / "server.log")
     try:
         server.start(timeout=180)
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -393,6 +397,10 @@ def test_queued_events_are_flushed_on_sigterm_and_k_sink_is_the_default_url(
         assert server.process.wait(30) == 0
         assert len(sink.events()) == 40
         assert "payload log: dropped" not in server.log()
+        for event in sink.events():
+            assert event["revision"] == "iris-predictor-00002"
+            assert event["inferenceservicename"] == "iris"
+            assert event["source"] == "kninfer/iris-predictor/models/iris"
     finally:
         server.stop()
         sink.close()
