@@ -49,7 +49,9 @@ def test_every_setting_is_an_option_naming_its_variable() -> None:
     text = serve_help()
     for name, info in ServeSettings.model_fields.items():
         assert f"--{name.replace('_', '-')}" in text, name
-        variable = "K_SERVICE" if name == "k_service" else f"KNINFER_{name.upper()}"
+        # Knative's own variables keep their names (runtime-contract.md, "Process").
+        variable = name.upper() if name in ("k_service", "k_revision") \
+            else f"KNINFER_{name.upper()}"
         assert f"[env {variable}]" in text, name
         assert info.description, name
 
@@ -59,6 +61,8 @@ def test_k_service_comes_from_knatives_variable(monkeypatch: pytest.MonkeyPatch,
     from kninfer.settings import ServeSettings
 
     monkeypatch.setenv("K_SERVICE", "iris-predictor")
+    monkeypatch.setenv("K_REVISION", "iris-predictor-00003")
     monkeypatch.setenv("KNINFER_EAGER_IMPORTS", "1")
     settings = ServeSettings(cache_dir=tmp_path)
-    assert (settings.k_service, settings.eager_imports) == ("iris-predictor", True)
+    assert (settings.k_service, settings.k_revision, settings.eager_imports) == \
+        ("iris-predictor", "iris-predictor-00003", True)
