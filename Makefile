@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # its hashes, so two installs on different days are the same software.
 LOCK := requirements/dev.txt
 
-.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift \
+.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift bench-tracing \
 	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -92,14 +92,18 @@ bench-cold: $(STAMP)
 	$(BIN)/python -m bench.cold $(BENCH_ARGS)
 
 # A compiled model (ONNX Runtime) against scikit-learn, served side by side (bench/compiled.py),
-# and what drift monitoring costs a served model (bench/drift.py, bench/drift_counting.py).
-# Write bench/results/compiled.{json,md}, drift.{json,md} and drift-counting.{json,md}.
+# and what drift monitoring costs a served model (bench/drift.py, bench/drift_counting.py),
+# and what OpenTelemetry tracing costs (bench/tracing.py). Write bench/results/compiled.{json,md},
+# drift.{json,md}, drift-counting.{json,md} and tracing.{json,md}.
 bench-compiled: $(STAMP)
 	$(BIN)/python -m bench.compiled $(BENCH_ARGS)
 
 bench-drift: $(STAMP)
 	$(BIN)/python -m bench.drift --rounds 7 $(BENCH_ARGS)
 	$(BIN)/python -m bench.drift_counting
+
+bench-tracing: $(STAMP)
+	$(BIN)/python -m bench.tracing --rounds 3 $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kninfer.observability import tracing
 from kninfer.protocol.tensor import Arrays
 
 if TYPE_CHECKING:
@@ -51,6 +52,9 @@ class _Pending:
     rows: int
     future: asyncio.Future[Arrays]
     arrived: float = field(default_factory=time.monotonic)
+    # When its model call began (time.monotonic()), kept only while tracing is on.
+    dispatched: float = 0.0
+    batch_rows: int = 0  # rows in its model call, likewise
 
 
 def group_key(arrays: Arrays, outputs: Sequence[str]) -> Hashable | None:
@@ -98,8 +102,18 @@ class AdaptiveBatcher:
         """The named outputs for `arrays` (validated by the caller), computed in a shared batch."""
         key = group_key(arrays, outputs)
         rows = _rows_of(arrays) if key is not None else 1
+        otel = tracing.OTEL
         if key is None or rows > self.max_batch_size:
             # Too big to share or not concatenable: run it alone, still off the event loop.
+            if otel is not None:
+                began = time.time_ns()
+                try:
+                    result = await self._run_alone(arrays, list(outputs), rows)
+                except BaseException as exc:
+                    otel.record(tracing.PREDICT, began, error=exc)
+                    raise
+                otel.record(tracing.PREDICT, began, attributes={"kninfer.batch_rows": rows})
+                return result
             return await self._run_alone(arrays, list(outputs), rows)
         self._ensure_started()
         assert self._wakeup is not None
@@ -108,7 +122,32 @@ class AdaptiveBatcher:
         self._queues.setdefault(key, deque()).append(pending)
         self._wakeup.set()
         # Cancelling this await cancels only `pending.future`; the batch it may be part of goes on.
-        return await pending.future
+        if otel is None:
+            return await pending.future
+        return await self._traced(pending)
+
+    async def _traced(self, pending: _Pending) -> Arrays:
+        """Await a queued request, then record its `queue` span (arrival to the start of its
+        model call) and its `predict` span (the model call; OpenTelemetry, tracing on)."""
+        otel = tracing.OTEL
+        wall, mono = time.time_ns(), time.monotonic()
+        arrived = wall - int((mono - pending.arrived) * 1e9)
+        error: BaseException | None = None
+        try:
+            return await pending.future
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if otel is not None:
+                now = time.time_ns()
+                dispatched = arrived + int((pending.dispatched - pending.arrived) * 1e9) \
+                    if pending.dispatched else now
+                otel.record(tracing.QUEUE, arrived, dispatched,
+                            error=error if not pending.dispatched else None)
+                if pending.dispatched:
+                    otel.record(tracing.PREDICT, dispatched, now, error=error,
+                                attributes={"kninfer.batch_rows": pending.batch_rows})
 
     async def close(self) -> None:
         if self._dispatcher is not None:
@@ -218,6 +257,12 @@ class AdaptiveBatcher:
         return result
 
     async def _run_batch(self, batch: list[_Pending], slots: asyncio.Semaphore) -> None:
+        if tracing.OTEL is not None:  # the start of the model call, for each `queue` span
+            now = time.monotonic()
+            total = sum(p.rows for p in batch)
+            for pending in batch:
+                pending.dispatched = now
+                pending.batch_rows = total
         try:
             if len(batch) == 1:
                 await self._run_single(batch[0])

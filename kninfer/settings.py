@@ -1,8 +1,9 @@
 """The one typed settings object. Every field is also `KNINFER_<FIELD>` in the environment;
 CLI flags (kninfer.cli) map onto the same fields and win over the environment. This module is
 the only reader of the environment (tests/test_settings.py checks), including the few
-variables other tools define: Knative's PORT, K_SERVICE and K_SINK, XDG_CACHE_HOME, and KUBECTL
-for `kninfer canary`.
+variables other tools define: Knative's PORT, K_SERVICE and K_SINK, XDG_CACHE_HOME, KUBECTL
+for `kninfer canary`, and the OpenTelemetry variables that turn tracing on (the SDK reads the
+rest of its OTEL_* variables itself, once tracing is on).
 
 Knative's runtime contract sets `PORT` for the HTTP port (knative/specs, runtime-contract.md,
 "Inbound network connectivity"), so `http_port` falls back to it before 8080.
@@ -15,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PredictorFamily = Literal["sklearn", "mlflow", "pytorch"]
@@ -283,6 +284,46 @@ class ServeSettings(BaseSettings):
                     "sets it)",
     )
 
+    # OpenTelemetry traces (kninfer.observability.otel; docs/observability.md "Traces"). The
+    # standard OTEL_* variables keep their names (OpenTelemetry SDK environment variable
+    # specification); these four decide whether tracing is on, and the SDK reads the rest.
+    otel: bool | None = Field(
+        None,
+        description="export OpenTelemetry traces over OTLP/HTTP (the otel extra) (default: on "
+                    "when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is "
+                    "set, unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none)",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("otel_exporter_otlp_endpoint",
+                                      "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OpenTelemetry's: OTLP/HTTP base URL traces go to, /v1/traces appended "
+                    "(turns tracing on)",
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("otel_exporter_otlp_traces_endpoint",
+                                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="OpenTelemetry's: OTLP/HTTP URL traces go to, as it is (turns tracing on)",
+    )
+    otel_sdk_disabled: bool = Field(
+        False,
+        validation_alias=AliasChoices("otel_sdk_disabled", "OTEL_SDK_DISABLED"),
+        description="OpenTelemetry's: true turns tracing off, whatever else is set",
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias=AliasChoices("otel_traces_exporter", "OTEL_TRACES_EXPORTER"),
+        description="OpenTelemetry's: none turns tracing off (kninfer exports OTLP/HTTP "
+                    "only)",
+    )
+
+    @field_validator("otel_sdk_disabled", mode="before")
+    @classmethod
+    def _sdk_disabled(cls, value: object) -> object:
+        # The SDK's rule: only "true" (any letter case) disables; any other text does not.
+        return value.strip().lower() == "true" if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check(self) -> ServeSettings:
         if self.model_dir is not None and self.storage_uri is not None:
@@ -295,6 +336,27 @@ class ServeSettings(BaseSettings):
             raise ValueError(f"--predictor must be {', '.join(families)} or "
                              f"package.module:Class; got '{self.predictor}'")
         return self
+
+    @property
+    def otel_on(self) -> bool:
+        """Whether this server exports OpenTelemetry traces."""
+        if self.otel_sdk_disabled or (self.otel_traces_exporter or "").strip().lower() == "none":
+            return False
+        if self.otel is not None:
+            return self.otel
+        return bool(self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint)
+
+    @property
+    def otel_traces_endpoint(self) -> str | None:
+        """The OTLP/HTTP traces URL, as the SDK derives it from the two endpoint variables
+        (OTLP exporter specification: the signal path is appended to the base URL only); None:
+        the SDK's default, http://localhost:4318/v1/traces."""
+        if self.otel_exporter_otlp_traces_endpoint:
+            return self.otel_exporter_otlp_traces_endpoint
+        base = self.otel_exporter_otlp_endpoint
+        if not base:
+            return None
+        return base + ("v1/traces" if base.endswith("/") else "/v1/traces")
 
     @property
     def serves_default_model(self) -> bool:

@@ -3,8 +3,9 @@
 #
 #   all.txt            every extra: the resolution of record; the others take its versions
 #   dev.txt            what `make serve` and `make test` install (.venv): dev, pytorch, mlflow,
-#                      onnx, compile, lightgbm, xgboost
+#                      onnx, compile, lightgbm, xgboost, otel
 #   image-FAMILY.txt   what each CPU image installs (Dockerfile): sklearn, mlflow, pytorch, all
+#                      (each with storage and otel)
 #   image-gpu.txt      the GPU image (Dockerfile.gpu): Ubuntu 24.04's Python 3.12, CUDA torch
 #
 # uv resolves (`uv pip compile`: for a stated Python and platform, so the GPU image's 3.12 lock is
@@ -33,16 +34,16 @@ compile() {  # compile OUT PYTHON_VERSION [uv args...]
 }
 extras() { local e; for e in "$@"; do printf -- '--extra\n%s\n' "$e"; done; }
 
-mapfile -t all < <(extras dev pytorch mlflow storage onnx compile lightgbm xgboost)
+mapfile -t all < <(extras dev pytorch mlflow storage onnx compile lightgbm xgboost otel)
 compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" --upgrade
-mapfile -t dev < <(extras dev pytorch mlflow onnx compile lightgbm xgboost)
+mapfile -t dev < <(extras dev pytorch mlflow onnx compile lightgbm xgboost otel)
 compile dev.txt 3.11 pyproject.toml "${dev[@]}" "${torch_cpu[@]}" -c requirements/all.txt
 for family in sklearn mlflow pytorch all; do
   case "$family" in
-    sklearn) mapfile -t ex < <(extras storage) ;;
-    mlflow) mapfile -t ex < <(extras mlflow storage) ;;
-    pytorch) mapfile -t ex < <(extras pytorch storage) ;;
-    all) mapfile -t ex < <(extras pytorch mlflow storage) ;;
+    sklearn) mapfile -t ex < <(extras storage otel) ;;
+    mlflow) mapfile -t ex < <(extras mlflow storage otel) ;;
+    pytorch) mapfile -t ex < <(extras pytorch storage otel) ;;
+    all) mapfile -t ex < <(extras pytorch mlflow storage otel) ;;
   esac
   compile "image-$family.txt" 3.11 pyproject.toml "${ex[@]}" "${torch_cpu[@]}" -c requirements/all.txt
 done

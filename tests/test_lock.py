@@ -19,12 +19,13 @@ check = lock_checker()
 # lock -> (extras, Python it is for)
 LOCKS = {
     "all.txt": (("dev", "pytorch", "mlflow", "storage", "onnx", "compile", "lightgbm",
-                 "xgboost"), "3.11"),
-    "dev.txt": (("dev", "pytorch", "mlflow", "onnx", "compile", "lightgbm", "xgboost"), "3.11"),
-    "image-sklearn.txt": (("storage",), "3.11"),
-    "image-mlflow.txt": (("mlflow", "storage"), "3.11"),
-    "image-pytorch.txt": (("pytorch", "storage"), "3.11"),
-    "image-all.txt": (("pytorch", "mlflow", "storage"), "3.11"),
+                 "xgboost", "otel"), "3.11"),
+    "dev.txt": (("dev", "pytorch", "mlflow", "onnx", "compile", "lightgbm", "xgboost", "otel"),
+                "3.11"),
+    "image-sklearn.txt": (("storage", "otel"), "3.11"),
+    "image-mlflow.txt": (("mlflow", "storage", "otel"), "3.11"),
+    "image-pytorch.txt": (("pytorch", "storage", "otel"), "3.11"),
+    "image-all.txt": (("pytorch", "mlflow", "storage", "otel"), "3.11"),
     "image-gpu.txt": (("pytorch", "storage"), "3.12"),
 }
 

@@ -50,8 +50,9 @@ def test_every_setting_is_an_option_naming_its_variable() -> None:
     for name, info in ServeSettings.model_fields.items():
         assert f"--{name.replace('_', '-')}" in text, name
         # Knative's own variables keep their names (runtime-contract.md, "Process").
+        # So do OpenTelemetry's (the SDK environment variable specification).
         variable = name.upper() if name in ("k_service", "k_revision") \
-            else f"KNINFER_{name.upper()}"
+            or name.startswith("otel_") else f"KNINFER_{name.upper()}"
         assert f"[env {variable}]" in text, name
         assert info.description, name
 

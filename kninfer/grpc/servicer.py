@@ -15,6 +15,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceServicer
 
 from kninfer.dataplane import DataPlane
+from kninfer.observability import tracing
 from kninfer.protocol.grpc_v2 import decode_grpc_request, encode_grpc_response
 
 
@@ -47,6 +48,13 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         headers = {key: value for key, value in (context.invocation_metadata() or ())}
         model = self.dataplane.ready_model(request.model_name, request.model_version or None)
+        otel = tracing.OTEL
+        if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
+            with otel.span(tracing.DECODE):
+                infer_request = decode_grpc_request(request)
+            response, _ = await self.dataplane.infer(model, infer_request, headers)
+            with otel.span(tracing.ENCODE):
+                return encode_grpc_response(response)
         infer_request = decode_grpc_request(request)
         response, _ = await self.dataplane.infer(model, infer_request, headers)
         return encode_grpc_response(response)

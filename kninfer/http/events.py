@@ -16,6 +16,8 @@ its predictor: the `ce-*` headers are not passed on.
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -40,6 +42,7 @@ from kninfer.cloudevents.dedupe import DedupeCache, event_key
 from kninfer.dataplane import DataPlane
 from kninfer.errors import InvalidInput, UnsupportedMediaType
 from kninfer.http.responses import guarded, read_body, request_headers
+from kninfer.observability import tracing
 from kninfer.observability.prometheus import cloudevent_replays_counter
 from kninfer.observability.tracing import adopt_event_trace, trace_headers
 from kninfer.protocol import paths
@@ -85,6 +88,17 @@ class EventEndpoint:
         # (CloudEvents distributed-tracing extension) when the HTTP request carried none.
         request.state.kninfer_ce_id = event.id
         adopt_event_trace(event.attributes.get("traceparent"), event.attributes.get("tracestate"))
+        otel = tracing.OTEL
+        if otel is not None:
+            # The request span's CloudEvents attributes (OTel semantic conventions); a
+            # structured-mode event's traceparent (in the body, read after the span began) is
+            # a link.
+            otel.annotate({
+                "cloudevents.event_id": event.id,
+                "cloudevents.event_type": str(event.attributes.get("type", "")),
+                "cloudevents.event_source": str(event.attributes.get("source", "")),
+                "cloudevents.event_spec_version": str(event.attributes.get("specversion", "")),
+            }, link_traceparent=event.attributes.get("traceparent"))
         name = path_model or self._pick_model(event)
         request.state.kninfer_model = name
         model = self.dataplane.ready_model(name)
@@ -97,14 +111,24 @@ class EventEndpoint:
             model_headers[REQUEST_ID_HEADER] = str(request_id)
 
         async def run() -> Reply:
+            if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
+                with otel.span(tracing.DECODE):
+                    infer_request = decode_request(event, name)
+                response, _ = await self.dataplane.infer(model, infer_request, model_headers)
+                with otel.span(tracing.EVENT_REPLY):
+                    return reply_of(response)
             infer_request = decode_request(event, name)
             response, _ = await self.dataplane.infer(model, infer_request, model_headers)
+            return reply_of(response)
+
+        def reply_of(response: Any) -> Reply:
             # Replies carry JSON data: a Broker keeps only ce-* headers and the body, so the
             # binary tensor extension's length header would not survive the trip.
             payload, _ = encode_v2_response(response)
             source = reply_source(name, self.settings.ce_source, self.settings.k_service)
             reply = build_reply(event, payload, source)
-            # W3C trace context travels on as the reply's `traceparent` extension.
+            # W3C trace context travels on as the reply's `traceparent` extension (with tracing
+            # on, the request span's).
             reply.attributes.update(trace_headers())
             return reply
 

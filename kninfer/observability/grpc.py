@@ -1,4 +1,5 @@
-"""The gRPC side of kninfer.observability: a server interceptor counting `ModelInfer` calls.
+"""The gRPC side of kninfer.observability: a server interceptor counting `ModelInfer` calls,
+binding their trace context and, with tracing on, recording each call's server span.
 """
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kninfer.observability import tracing
 from kninfer.observability.prometheus import GRPC_V2, request_counts
 from kninfer.observability.tracing import set_trace_context
 
@@ -27,6 +29,11 @@ def grpc_interceptor() -> Any:
             gauge.inc()
             started = time.perf_counter()
             status = "UNKNOWN"
+            # OpenTelemetry (kninfer.observability.otel): the call's server span; off, one check.
+            otel = tracing.OTEL
+            span = otel.start_grpc(method_name, metadata, model) if otel is not None else None
+            if span is not None:  # the answer names the call's span
+                context.set_trailing_metadata((("traceparent", span.traceparent),))
             try:
                 result = await method(request_or_iterator, context)
                 code = context.code()
@@ -39,5 +46,7 @@ def grpc_interceptor() -> Any:
             finally:
                 gauge.dec()
                 request_counts.count(GRPC_V2, model, status, time.perf_counter() - started)
+                if span is not None and otel is not None:
+                    otel.end_grpc(span, status, model)
 
     return MetricsInterceptor()

@@ -11,6 +11,7 @@ from typing import Any
 
 from kninfer.cloudevents.binding import is_event
 from kninfer.cloudevents.contract import MODEL_EXTENSION
+from kninfer.observability import tracing
 from kninfer.observability.access_log import log_request
 from kninfer.observability.prometheus import (
     CLOUDEVENTS,
@@ -92,11 +93,18 @@ class InstrumentedApp:
         started = time.perf_counter()
         status = 500
         state: dict[str, Any] = scope.setdefault("state", {})
+        # OpenTelemetry (kninfer.observability.otel): the request's server span; off, one check.
+        otel = tracing.OTEL
+        span = otel.start_http(scope["method"], scope["path"], headers, kind) \
+            if otel is not None and kind is not None else None
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if span is not None:  # the answer names the request's span
+                    message["headers"] = [*message.get("headers", ()),
+                                          (b"traceparent", span.traceparent.encode())]
             await send(message)
 
         gauge = request_counts.gauge(kind[0]) if kind is not None else None
@@ -112,6 +120,8 @@ class InstrumentedApp:
                 if self.known_model is not None and not self.known_model(model):
                     model = UNKNOWN_MODEL
                 request_counts.count(kind[0], model, str(status), seconds)
+                if span is not None and otel is not None:
+                    otel.end_http(span, status, model)
             if self.access_log:
                 log_request(scope, headers, state, kind, status, seconds)
 

@@ -58,6 +58,7 @@ from kninfer.cloudevents.contract import (
     reply_source,
 )
 from kninfer.errors import message_of, status_of
+from kninfer.observability import tracing
 from kninfer.observability.prometheus import payload_log_dropped_counter
 from kninfer.observability.tracing import current_traceparent, trace_context
 from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
@@ -507,13 +508,32 @@ class PayloadLogger:
         return headers
 
     async def _deliver(self, event: _Event) -> None:
+        otel = tracing.OTEL
+        if otel is None:
+            await self._send(event)
+            return
+        # OpenTelemetry: the delivery is a client span under the inference's request span.
+        attributes = {
+            "cloudevents.event_type": RESPONSE_TYPE if event.response else REQUEST_TYPE,
+            "cloudevents.event_id": event.inference.id + (RESPONSE_ID_SUFFIX if event.response
+                                                          else ""),
+            "url.full": self.url,
+        }
+        with otel.send_span(tracing.PAYLOAD_LOG, event.inference.traceparent,
+                            attributes) as span:
+            outcome = await self._send(event)
+            if span is not None and outcome is not None:
+                otel.mark_error(span, outcome)
+
+    async def _send(self, event: _Event) -> str | None:
+        """Encode and send one event; None when delivered, else the drop reason."""
         try:
             body = encode_body(event)
         except Exception as exc:
             logger.warning("payload log: cannot encode the %s of inference %s as JSON: %s",
                            "response" if event.response else "request", event.inference.id, exc)
             self._drop("unencodable")
-            return
+            return "unencodable"
         headers = self.event_headers(event)
         client = self._client
         assert client is not None
@@ -528,10 +548,11 @@ class PayloadLogger:
                 continue
             status = answer.status_code
             if 200 <= status < 300:
-                return
+                return None
             if status < 500 and status not in RETRY_STATUSES:
                 break
         self._drop("send_failed")
+        return "send_failed"
 
     # ---- what was dropped ------------------------------------------------------------------
 

@@ -1,11 +1,17 @@
-"""W3C trace context (Trace Context, section 3.2 "traceparent Header") for the current request.
+"""W3C trace context (Trace Context, section 3.2 "traceparent Header") for the current request,
+and the switch for OpenTelemetry traces.
 
 The `traceparent` header of the request is kept in a context variable for the duration of the
 request, so code that calls a predictor or builds a reply event can forward it
 (`trace_headers()`, `current_traceparent()`; CloudEvents carry it as the `traceparent`
-extension, CloudEvents distributed-tracing extension). kninfer records no spans, so it forwards
-the header unchanged, as section 3.2 asks of a non-participating hop; a request without one gets
-a fresh trace id only when something asks for it.
+extension, CloudEvents distributed-tracing extension).
+
+With tracing off (the default) kninfer records no spans, so it forwards the header unchanged, as
+section 3.2 asks of a non-participating hop; a request without one gets a fresh trace id only
+when something asks for it. With tracing on (`start_otel`, docs/observability.md "Traces"),
+`OTEL` is the tracer (kninfer.observability.otel) and the request's trace context names the
+request's server span instead. The hot path asks `tracing.OTEL is not None` and nothing else
+when tracing is off; `opentelemetry` is imported only when tracing is on.
 """
 
 from __future__ import annotations
@@ -14,6 +20,10 @@ import contextvars
 import os
 import re
 import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kninfer.observability.otel import Otel
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -26,6 +36,34 @@ _INVALID_PARENT = "0" * 16
 
 _trace: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
     "kninfer_trace", default=None)
+
+
+# The child spans' names (kninfer.observability.otel; docs/observability.md, "Traces").
+DECODE = "decode"
+QUEUE = "queue"
+PREDICT = "predict"
+ENCODE = "encode"
+EVENT_REPLY = "event reply"
+PAYLOAD_LOG = "payload log"
+PREDICTOR_CALL = "predictor call"
+
+# The OpenTelemetry tracer while tracing is on (set once, before the ports open); None: off.
+OTEL: Otel | None = None
+
+
+def use_otel(otel: Otel | None) -> None:
+    """Turn OpenTelemetry tracing on (`otel`, from kninfer.observability.otel.start) or off."""
+    global OTEL
+    OTEL = otel
+
+
+def bind_trace_context(traceparent: str, tracestate: str | None = None) -> None:
+    """Bind an already valid trace context for the current request (the request span's, when
+    tracing is on)."""
+    context = {"traceparent": traceparent}
+    if tracestate:
+        context["tracestate"] = tracestate
+    _trace.set(context)
 
 
 def parse_traceparent(value: str | None) -> str | None:

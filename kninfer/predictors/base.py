@@ -41,6 +41,7 @@ from kninfer.errors import (
     RequestTimeout,
     WarmupFailed,
 )
+from kninfer.observability import tracing
 from kninfer.protocol.tensor import (
     V2_TO_NUMPY,
     Arrays,
@@ -344,7 +345,12 @@ class Predictor(DeclaresTensors, Model):
                 f"(limit {self.settings.max_inflight}); retry later"
             )
         loop = asyncio.get_running_loop()
+        # OpenTelemetry: the model call's `predict` span, recorded once the call is over (the
+        # batcher records `queue` and `predict` itself); off, this one check.
+        otel = tracing.OTEL
+        began = time.time_ns() if otel is not None else 0
         if self.batcher is not None and not params:
+            otel = None  # kninfer.batching records the spans
             work: asyncio.Future[Arrays] = asyncio.ensure_future(
                 self.batcher.submit(arrays, outputs)
             )
@@ -375,8 +381,10 @@ class Predictor(DeclaresTensors, Model):
         timer = loop.call_later(timeout, _wake, waiter) if timeout > 0 else None
         try:
             await waiter
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             cancel()
+            if otel is not None:
+                otel.record(tracing.PREDICT, began, error=exc)
             raise
         finally:
             if timer is not None:
@@ -384,10 +392,16 @@ class Predictor(DeclaresTensors, Model):
             work.remove_done_callback(wake)
         if not work.done():
             cancel()
-            raise RequestTimeout(
+            timed_out = RequestTimeout(
                 f"model '{self.name}' did not answer within {timeout:g}s "
                 "(KNINFER_REQUEST_TIMEOUT_S)"
             )
+            if otel is not None:
+                otel.record(tracing.PREDICT, began, error=timed_out)
+            raise timed_out
+        if otel is not None:
+            otel.record(tracing.PREDICT, began,
+                        error=None if work.cancelled() else work.exception())
         result: Arrays = work.result()
         drift = self.drift  # the validated inputs and the computed outputs, both at hand
         if drift is not None and not drift.observe(arrays, result):

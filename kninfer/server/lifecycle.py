@@ -10,7 +10,8 @@ KServe's ModelServer keeps the model registry; kninfer replaces how it is served
   within `grace_period_s`, and only then are models unloaded; the process exits 0.
 - Payload logging (`--logger-url`, kninfer.observability.payload_log) starts before the ports
   open and is flushed after the transports have drained, for at most
-  `payload_log.flush_budget` of what is left of the grace period.
+  `payload_log.flush_budget` of what is left of the grace period; OpenTelemetry traces
+  (kninfer.observability.otel) likewise, after it, for at most `otel_flush_budget`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ logger = logging.getLogger("kninfer")
 
 
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+OTEL_FLUSH_S = 5.0
+
+
+def otel_flush_budget(grace_period_s: float, drain_elapsed_s: float | None) -> float:
+    """Seconds the buffered spans get to be exported at shutdown: OTEL_FLUSH_S, at most half the
+    grace period, and never past its end (as the payload log's flush)."""
+    budget = min(OTEL_FLUSH_S, grace_period_s / 2)
+    if drain_elapsed_s is not None:
+        budget = min(budget, grace_period_s - drain_elapsed_s)
+    return max(0.0, budget)
 
 
 class KninferServer(ModelServer):
@@ -97,6 +110,15 @@ class KninferServer(ModelServer):
         self._stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain, sig)
+        otel_on = settings.otel_on
+        if otel_on:  # off: nothing of OpenTelemetry is imported
+            try:
+                from kninfer.observability import otel
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT or --otel) but OpenTelemetry "
+                    f"is not installed ({exc}); install kninfer[otel]") from exc
+            otel.start(settings)
         payload_log = None
         if settings.logger_url:  # off: the logger module is never imported
             from kninfer.observability.payload_log import PayloadLogger
@@ -156,6 +178,12 @@ class KninferServer(ModelServer):
 
             started = self._drain_started
             await payload_log.close(flush_budget(
+                settings.grace_period_s, None if started is None else time.monotonic() - started))
+        if otel_on:  # the spans still buffered, the payload log's sends among them
+            from kninfer.observability import otel
+
+            started = self._drain_started
+            await otel.stop(otel_flush_budget(
                 settings.grace_period_s, None if started is None else time.monotonic() - started))
         for name in list(self.registered_models.get_models()):
             self.registered_models.unload(name)

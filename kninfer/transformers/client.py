@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kninfer.errors import KninferError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from kninfer.observability import tracing
 
 if TYPE_CHECKING:
     from kserve import InferRequest, InferResponse
@@ -99,6 +100,29 @@ class PredictorClient:
     async def infer(self, request: InferRequest,
                     headers: Mapping[str, str] | None = None) -> InferResponse:
         forwarded = forwarded_headers(headers)
+        otel = tracing.OTEL
+        if otel is not None:
+            # OpenTelemetry: the call is a client span, and the predictor's request span its
+            # child: the traceparent sent is the client span's (W3C Trace Context, 3.2).
+            with otel.span(tracing.PREDICTOR_CALL, otel.CLIENT, self._span_attributes()) as span:
+                if span is not None:
+                    forwarded.update(otel.headers_of(span))
+                return await self._infer(request, forwarded)
+        return await self._infer(request, forwarded)
+
+    def _span_attributes(self) -> dict[str, Any]:
+        host, _, port = self.host.rpartition(":")
+        attributes: dict[str, Any] = {"server.address": host or self.host}
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+        if self.protocol == "grpc-v2":
+            attributes.update({"rpc.system": "grpc", "rpc.method": "ModelInfer",
+                               "rpc.service": "inference.GRPCInferenceService"})
+        else:
+            attributes["http.request.method"] = "POST"
+        return attributes
+
+    async def _infer(self, request: InferRequest, forwarded: dict[str, str]) -> InferResponse:
         try:
             if self.protocol == "grpc-v2":
                 return await self._infer_grpc(request, forwarded)
