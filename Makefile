@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # its hashes, so two installs on different days are the same software.
 LOCK := requirements/dev.txt
 
-.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift bench-tracing \
+.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift bench-tracing bench-dashboard \
 	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -27,7 +27,7 @@ LATEST := .venv-latest
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,pytorch,mlflow,onnx,compile,lightgbm,xgboost]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev,pytorch,mlflow,onnx,compile,lightgbm,xgboost,otel]'
 	@echo "what the newest releases change against $(LOCK):"
 	-$(LATEST)/bin/python requirements/check.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -n 2 --dist loadfile -q
@@ -104,6 +104,11 @@ bench-drift: $(STAMP)
 
 bench-tracing: $(STAMP)
 	$(BIN)/python -m bench.tracing --rounds 3 $(BENCH_ARGS)
+
+# docs/monitoring.md's walk-through under a real Prometheus (prometheus and promtool on PATH):
+# draws docs/img/dashboard.svg, writes bench/results/dashboard.{json,md}.
+bench-dashboard: $(STAMP)
+	$(BIN)/python -m bench.dashboard $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick --servers kninfer,fastapi,bare --peer-python \

@@ -112,3 +112,23 @@ def test_the_batching_bench_runs_as_make_bench_runs_it(tmp_path: Path) -> None:
         (False, 0, 0), (True, 0, 0)]
     assert report["summary"]["errors"] == 0
     assert all(r["requests"] > 0 for r in report["runs"])
+
+
+def test_the_dashboard_picture_is_the_checked_in_dashboard_over_the_recorded_run(
+        tmp_path: Path) -> None:
+    """docs/monitoring.md shows docs/img/dashboard.svg: drawn again from the run `python -m
+    bench.dashboard` recorded (bench/results/dashboard.json) with today's checked-in dashboard,
+    it is the same file, so a dashboard changed without a new picture (or a picture edited by
+    hand) fails here. Every panel of the dashboard had its queries answered in that run."""
+    recorded = json.loads((ROOT / "bench" / "results" / "dashboard.json").read_text())
+    picture = tmp_path / "dashboard.svg"
+    run = subprocess.run([sys.executable, "-m", "bench.dashboard", "--redraw",
+                          str(ROOT / "bench" / "results" / "dashboard.json"), "--picture",
+                          str(picture)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert picture.read_text() == (ROOT / "docs" / "img" / "dashboard.svg").read_text()
+    dashboard = json.loads((ROOT / "kninfer" / "deploy" / "dashboards" / "kninfer.json")
+                           .read_text())
+    panels = {p["title"] for p in dashboard["panels"] if p["type"] != "row"}
+    assert set(recorded["series"]) == panels
+    assert all(recorded["series"][title] for title in panels), "a panel had no series"
