@@ -50,7 +50,7 @@ EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eve
             "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
             "experiment-weights", "churn.py", "compile", "churn_train.py", "profile",
             "profile.py", "drifted.py", "drift-metrics", "monitoring.yaml",
-            "psi-from-counters", "out-of-range")
+            "psi-from-counters", "out-of-range", "mesh.yaml")
 
 
 class Step(NamedTuple):
@@ -425,6 +425,38 @@ def test_public_config_publishes_its_entry_only(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=120, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "3 document(s) in 2 file(s): valid" in checked.stderr
+
+
+def test_mesh_config_renders_the_policies_the_page_shows(tmp_path: Path) -> None:
+    """docs/deploy.md, "Private to named callers": the `mesh` config renders an
+    AuthorizationPolicy per workload into each variant's file, prints the lines the page shows,
+    and validates against the vendored Istio CRD."""
+    import yaml
+
+    (tmp_path / "private.yaml").write_text(blocks()["mesh.yaml"])
+    done = subprocess.run([sys.executable, "-m", "kninfer", "render", "private.yaml", "-o", "out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    page = (DOCS / "deploy.md").read_text()
+    shown = [line for line in page.splitlines()
+             if line.startswith("iris-private-") and "AuthorizationPolicy" in line]
+    assert len(shown) == 2
+    printed = done.stdout.splitlines()
+    assert all(line in printed for line in shown), printed
+    for variant in ("kserve", "knative"):
+        docs = list(yaml.safe_load_all((tmp_path / "out" / variant / "iris-private.yaml")
+                                       .read_text()))
+        found = {d["metadata"]["name"]: d for d in docs if d["kind"] == "AuthorizationPolicy"}
+        assert sorted(found) == ["iris-private-predictor", "iris-private-transformer"]
+        first = found["iris-private-transformer"]["spec"]["rules"][0]["from"]
+        assert first == [
+            {"source": {"principals": ["cluster.local/ns/shop/sa/checkout",
+                                       "cluster.local/ns/knative-eventing/sa/mt-broker-filter"]}},
+            {"source": {"namespaces": ["reports"]}}]
+    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "out"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "12 document(s) in 3 file(s): valid" in checked.stderr
 
 
 def test_experiment_weights_example() -> None:

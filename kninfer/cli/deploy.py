@@ -88,7 +88,7 @@ def add_deploy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def _cmd_render(options: argparse.Namespace) -> int:
     from kninfer.deploy.config import ConfigError, load_config
-    from kninfer.deploy.render import VARIANTS, exposures, knative_gap, render, write
+    from kninfer.deploy.render import VARIANTS, exposures, knative_gap, policies, render, write
 
     variants = VARIANTS if options.variant == "both" else (options.variant,)
 
@@ -127,7 +127,7 @@ def _cmd_render(options: argparse.Namespace) -> int:
             continue
         for written in write(files, options.output):
             print(written)
-        for line in exposures(config, variants):
+        for line in exposures(config, variants) + policies(config, variants):
             print(line)
     return status
 

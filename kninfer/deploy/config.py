@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kninfer.deploy.k8s_names import (
     DNS1035_LABEL,
     DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
     KNATIVE_RESERVED_ENV,
     MAX_LABEL,
 )
@@ -34,6 +35,10 @@ DEFAULT_SINK_IMAGE = "gcr.io/knative-releases/knative.dev/eventing/cmd/event_dis
 # inference_service_validation.go); it is also a DNS-1035 label, as Knative requires.
 NAME_RE = re.compile(DNS1035_LABEL)
 LABEL_RE = re.compile(DNS1123_LABEL)
+# ServiceAccount names, and a SPIFFE trust domain, are DNS-1123 subdomains (apimachinery
+# validation.IsDNS1123Subdomain, at most 253 characters).
+SUBDOMAIN_RE = re.compile(DNS1123_SUBDOMAIN)
+MAX_SUBDOMAIN = 253
 # "<name>-transformer-00001" (the longest generated revision name) must fit a 63-char label.
 MAX_NAME = MAX_LABEL - len("-transformer-00001")
 # Kubernetes resource quantity (apimachinery resource.Quantity), the same pattern the CRDs carry.
@@ -194,6 +199,63 @@ class Monitoring(_Strict):
     dashboard: bool = True  # a ConfigMap for Grafana's dashboard sidecar
 
 
+class MeshAllow(_Strict):
+    """Who may call the config's entry point, besides the platform (kninfer.deploy.mesh)."""
+
+    # "<namespace>/<name>": a ServiceAccount whose pods call the entry point, matched as the
+    # Istio principal <trust domain>/ns/<namespace>/sa/<name> (mutual TLS identity).
+    service_accounts: list[str] = Field(default_factory=list)
+    # Every workload in these namespaces (Istio `source.namespaces`, also an mTLS identity).
+    namespaces: list[str] = Field(default_factory=list)
+
+    @field_validator("service_accounts")
+    @classmethod
+    def _accounts(cls, values: list[str]) -> list[str]:
+        for value in values:
+            namespace, slash, name = value.partition("/")
+            if (not slash or not LABEL_RE.match(namespace) or len(namespace) > MAX_LABEL
+                    or not SUBDOMAIN_RE.match(name) or len(name) > MAX_SUBDOMAIN):
+                raise ValueError(f"{value!r} is not <namespace>/<service account>: a DNS-1123 "
+                                 "label, '/', and a DNS-1123 subdomain (e.g. shop/checkout)")
+        return _unique("mesh.allow.service_accounts", values)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not LABEL_RE.match(value) or len(value) > MAX_LABEL:
+                raise ValueError(f"{value!r} is not a namespace name (a DNS-1123 label: "
+                                 "lower-case letters, digits and '-', at most 63 characters)")
+        return _unique("mesh.allow.namespaces", values)
+
+
+def _unique(field: str, values: list[str]) -> list[str]:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{field} repeats {', '.join(repeated)}")
+    return values
+
+
+class Mesh(_Strict):
+    """Istio AuthorizationPolicies for the config's workloads (kninfer.deploy.mesh; docs/deploy.md,
+    "Private to named callers"): each pod admits only its real callers. `mesh: true` takes the
+    defaults: the platform's relays and, at the entry point, nobody else."""
+
+    provider: Literal["istio"] = "istio"  # the only mesh whose policies are rendered
+    allow: MeshAllow = Field(default_factory=lambda: MeshAllow())
+    # The SPIFFE trust domain in principals: Istio's default unless the mesh was installed with
+    # another (meshConfig.trustDomain).
+    trust_domain: str = "cluster.local"
+
+    @field_validator("trust_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not SUBDOMAIN_RE.match(value) or len(value) > MAX_SUBDOMAIN:
+            raise ValueError(f"{value!r} is not a trust domain (a DNS-1123 subdomain such as "
+                             "cluster.local)")
+        return value
+
+
 class Candidate(_Strict):
     """Another model served like the config's own: an experiment variant or a shadow. It takes
     the config's settings (scale, resources, transformer, ...) and serves the same model name, so
@@ -273,6 +335,7 @@ class DeployConfig(_Strict):
     shadow: Candidate | None = None
     logger: PayloadLogging | None = None  # payload logging of the predictor's requests
     monitoring: Monitoring | None = None  # PodMonitor, alerts and dashboard (Prometheus Operator)
+    mesh: Mesh | None = None  # Istio AuthorizationPolicies: each workload admits its callers only
 
     @model_validator(mode="before")
     @classmethod
@@ -288,9 +351,9 @@ class DeployConfig(_Strict):
                                             and eventing.get("enabled", True))
         return data if event_driven else {**data, "logger": {}}
 
-    @field_validator("monitoring", mode="before")
+    @field_validator("monitoring", "mesh", mode="before")
     @classmethod
-    def _monitoring_switch(cls, value: Any) -> Any:
+    def _block_switch(cls, value: Any) -> Any:
         return {} if value is True else None if value is False else value
 
     @field_validator("eventing", mode="before")

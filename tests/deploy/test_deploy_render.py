@@ -77,7 +77,7 @@ def test_every_checked_in_manifest_validates_against_the_crds() -> None:
     result = kninfer("validate", "kserve", "knative", "--crds", str(SCHEMAS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert result.stderr == "39 document(s) in 19 file(s): valid\n"
+    assert result.stderr == "51 document(s) in 22 file(s): valid\n"
 
 
 def test_examples_cover_cpu_gpu_pipeline_canary_eventing_ab_shadow() -> None:
@@ -133,9 +133,9 @@ def test_every_rendered_serve_command_parses_into_settings() -> None:
                 settings = ServeSettings(**given)
                 assert settings.transformer or settings.predictor, (path, args)
                 checked += 1
-    # containers: 14 under kserve/ (runtime, A/B variants and shadows included), 11 under
+    # containers: 16 under kserve/ (runtime, A/B variants and shadows included), 13 under
     # knative/
-    assert checked == 25
+    assert checked == 29
 
 
 # --- InferenceService --------------------------------------------------------------------------
