@@ -17,9 +17,7 @@ tree is this one. Writes bench/results/ab.json and bench/results/ab.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
-from bench.harness import git_commit
+from bench.harness import git_commit, medians, write_report
 from bench.servers import BENCH, ROOT, ServerSpec
 
 RESULTS = BENCH / "results"
@@ -64,11 +62,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, work: 
 def ratio(after: float, before: float) -> float:
     return round(after / before, 3) if before else float("nan")
 
-
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
-    return {label: {metric: round(statistics.median(values), 4)
-                    for metric, values in by_metric.items()}
-            for label, by_metric in samples.items()}
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
@@ -137,12 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "command": "python -m bench.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
         "labels": [before_label, after_label], "rounds": args.rounds, "seconds": args.seconds,
-        "machine": f"{os.cpu_count()} CPUs", "samples": samples, "medians": summarize(samples),
+        "machine": f"{os.cpu_count()} CPUs", "samples": samples, "medians": medians(samples),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ab.json").write_text(json.dumps(doc, indent=2) + "\n")
-    write_markdown(doc, args.out / "ab.md")
-    print((args.out / "ab.md").read_text())
+    write_report(args.out, "ab", doc, write_markdown)
     return 0
 
 

@@ -20,10 +20,8 @@ Writes drift.json and drift.md under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
-from bench.harness import git_commit
+from bench.harness import git_commit, medians, write_report
 from bench.servers import BENCH, ROOT, ServerSpec
 
 RESULTS = BENCH / "results"
@@ -85,11 +83,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s
     finally:
         load.stop(run)
 
-
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
-    return {label: {metric: round(statistics.median(values), 4)
-                    for metric, values in by_metric.items()}
-            for label, by_metric in samples.items()}
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
@@ -177,12 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                                                         else sys.argv[1:]),
         "commit": git_commit(ROOT, "kninfer"), "labels": list(LABELS), "rounds": args.rounds,
         "seconds": args.seconds, "machine": f"{os.cpu_count()} CPUs", "samples": samples,
-        "medians": summarize(samples), "counting_checks": checks,
+        "medians": medians(samples), "counting_checks": checks,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "drift.json").write_text(json.dumps(doc, indent=2) + "\n")
-    write_markdown(doc, args.out / "drift.md")
-    print((args.out / "drift.md").read_text())
+    write_report(args.out, "drift", doc, write_markdown)
     return 0 if all(check["as_expected"] for check in checks) else 1
 
 

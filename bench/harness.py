@@ -7,14 +7,18 @@ Servers talk to 127.0.0.1 only, and every process a benchmark starts is stopped 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SERVER_CPU = "0"
 LOADGEN_CPU = "1"
@@ -83,3 +87,21 @@ def git_commit(tree: Path, *watched: str) -> str:
         ["git", "-C", str(tree), "status", "--porcelain", "--", *watched],
         capture_output=True, text=True, check=False).stdout.strip()
     return (done.stdout.strip() or "unknown") + (" with changes" if dirty else "")
+
+
+def medians(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
+    """Each label's median per metric, over the rounds of an A/B bench (bench.ab, bench.drift,
+    bench.tracing)."""
+    return {label: {metric: round(statistics.median(values), 4)
+                    for metric, values in by_metric.items()}
+            for label, by_metric in samples.items()}
+
+
+def write_report(out: Path, name: str, doc: dict[str, Any],
+                 markdown: Callable[[dict[str, Any], Path], None]) -> None:
+    """`out`/NAME.json (the run) and `out`/NAME.md (its report, written by `markdown`), and the
+    report printed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    markdown(doc, out / f"{name}.md")
+    print((out / f"{name}.md").read_text())

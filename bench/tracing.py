@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
-from bench.harness import LOADGEN_CPU, free_port, git_commit, pinned
+from bench.harness import LOADGEN_CPU, free_port, git_commit, medians, pinned, write_report
 from bench.servers import BENCH, ROOT, ServerSpec
 
 RESULTS = BENCH / "results"
@@ -152,11 +151,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s
         load.stop(run)  # SIGTERM: the drain flushes the spans still buffered
 
 
-def summarize(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
-    return {label: {metric: round(statistics.median(values), 4)
-                    for metric, values in by_metric.items()}
-            for label, by_metric in samples.items()}
-
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
     off, *on = LABELS
@@ -248,12 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           else sys.argv[1:]),
         "commit": git_commit(ROOT, "kninfer"), "labels": list(LABELS), "rounds": args.rounds,
         "seconds": args.seconds, "machine": f"{os.cpu_count()} CPUs", "samples": samples,
-        "medians": summarize(samples), "export_checks": checks,
+        "medians": medians(samples), "export_checks": checks,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tracing.json").write_text(json.dumps(doc, indent=2) + "\n")
-    write_markdown(doc, args.out / "tracing.md")
-    print((args.out / "tracing.md").read_text())
+    write_report(args.out, "tracing", doc, write_markdown)
     return 0
 
 
