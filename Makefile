@@ -64,6 +64,7 @@ test-long: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check kninfer tests bench
+	$(BIN)/ruff format --check kninfer tests bench
 	$(BIN)/mypy kninfer
 	$(BIN)/lint-imports --no-cache
 

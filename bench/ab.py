@@ -38,15 +38,30 @@ def spec_for(label: str, tree: Path, model_dir: Path, work: Path) -> ServerSpec:
     if not python.exists():
         python = Path(sys.executable)
     return ServerSpec(
-        label, label,
-        lambda h, g, m: [str(python), "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                         "--model-dir", str(model_dir), "--http-port", str(h),
-                         "--grpc-port", str(g)],
-        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")}, cwd=tree)
+        label,
+        label,
+        lambda h, g, m: [
+            str(python),
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--model-dir",
+            str(model_dir),
+            "--http-port",
+            str(h),
+            "--grpc-port",
+            str(g),
+        ],
+        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")},
+        cwd=tree,
+    )
 
 
-def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, work: Path,
-               wrk_path: str) -> dict[int, dict[str, Any]]:
+def throughput(
+    spec: ServerSpec, bodies: dict[int, Path], seconds: float, work: Path, wrk_path: str
+) -> dict[int, dict[str, Any]]:
     run = load.start(spec, work)
     try:
         load.wait_first_inference(run, bodies[1].read_bytes(), 120)
@@ -61,7 +76,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, work: 
 
 def ratio(after: float, before: float) -> float:
     return round(after / before, 3) if before else float("nan")
-
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
@@ -92,8 +106,12 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", type=Path, required=True,
-                        help="root of the baseline source tree (a git worktree)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        required=True,
+        help="root of the baseline source tree (a git worktree)",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk seconds per point")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -101,9 +119,19 @@ def main(argv: list[str] | None = None) -> int:
     wrk_path = load.ensure_wrk()
     # The CLI in its own process: importing kserve here would parse this script's argv.
     work = Path(tempfile.mkdtemp(prefix="kninfer-ab-"))
-    made = subprocess.run([sys.executable, "-c", "import sys, pathlib; from kninfer.iris import "
-                           "ensure_iris_model; print(ensure_iris_model(pathlib.Path(sys.argv[1])))",
-                           str(work)], check=True, cwd=ROOT, capture_output=True, text=True)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib; from kninfer.iris import "
+            "ensure_iris_model; print(ensure_iris_model(pathlib.Path(sys.argv[1])))",
+            str(work),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     model_dir = Path(made.stdout.strip())
     bodies = {}
     for batch in BATCHES:
@@ -124,13 +152,20 @@ def main(argv: list[str] | None = None) -> int:
                 got.setdefault(f"rps_b{batch}", []).append(result["rps"])
                 got.setdefault(f"p50_ms_b{batch}", []).append(result["p50_us"] / 1000)
                 got.setdefault(f"p99_ms_b{batch}", []).append(result["p99_us"] / 1000)
-            print(f"[ab {time.strftime('%H:%M:%S')}] round {index + 1} {label}: cold "
-                  f"{seconds:.3f} s, " + ", ".join(
-                      f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES), flush=True)
+            print(
+                f"[ab {time.strftime('%H:%M:%S')}] round {index + 1} {label}: cold "
+                f"{seconds:.3f} s, "
+                + ", ".join(f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES),
+                flush=True,
+            )
     doc = {
         "command": "python -m bench.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "labels": [before_label, after_label], "rounds": args.rounds, "seconds": args.seconds,
-        "machine": f"{os.cpu_count()} CPUs", "samples": samples, "medians": medians(samples),
+        "labels": [before_label, after_label],
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "machine": f"{os.cpu_count()} CPUs",
+        "samples": samples,
+        "medians": medians(samples),
     }
     write_report(args.out, "ab", doc, write_markdown)
     return 0

@@ -62,8 +62,13 @@ def _churn_frame(n: int, seed: int) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"age": rng.uniform(18, 80, n), "city": rng.choice(CITIES, n),
-                         "income": rng.normal(40_000, 12_000, n)})
+    return pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, n),
+            "city": rng.choice(CITIES, n),
+            "income": rng.normal(40_000, 12_000, n),
+        }
+    )
 
 
 def _iris_lr() -> tuple[Any, bytes]:
@@ -95,19 +100,41 @@ def _churn_gbm() -> tuple[Any, bytes]:
     frame = _churn_frame(2000, 0)
     labels = np.where((frame.age > 40) & (frame.city != "Oslo"), "leave", "stay")
     model = make_pipeline(
-        ColumnTransformer([("num", StandardScaler(), ["age", "income"]),
-                           ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]),
-        GradientBoostingClassifier(n_estimators=100, random_state=0)).fit(frame, labels)
+        ColumnTransformer(
+            [
+                ("num", StandardScaler(), ["age", "income"]),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+            ]
+        ),
+        GradientBoostingClassifier(n_estimators=100, random_state=0),
+    ).fit(frame, labels)
     row = _churn_frame(1, 1)
-    inputs = [{"name": c, "shape": [1], "datatype": "BYTES" if c == "city" else "FP64",
-               "data": row[c].tolist()} for c in row.columns]
+    inputs = [
+        {
+            "name": c,
+            "shape": [1],
+            "datatype": "BYTES" if c == "city" else "FP64",
+            "data": row[c].tolist(),
+        }
+        for c in row.columns
+    ]
     return model, json.dumps({"inputs": inputs}).encode()
 
 
 def _matrix_body(rows: Any) -> bytes:
     """A one-row V2 request: the first iris row."""
-    return json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                                   "data": [float(v) for v in rows[0]]}]}).encode()
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "data": [float(v) for v in rows[0]],
+                }
+            ]
+        }
+    ).encode()
 
 
 def build(name: str, work: Path, trees: int, sample: Path) -> tuple[Path, Path]:
@@ -115,15 +142,23 @@ def build(name: str, work: Path, trees: int, sample: Path) -> tuple[Path, Path]:
     import joblib
 
     makers: dict[str, Callable[[], tuple[Any, bytes]]] = {
-        "iris-lr": _iris_lr, "forest": lambda: _forest(trees), "churn-gbm": _churn_gbm}
+        "iris-lr": _iris_lr,
+        "forest": lambda: _forest(trees),
+        "churn-gbm": _churn_gbm,
+    }
     model, body = makers[name]()
     model_dir = work / name
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, model_dir / "model.joblib")
     # A linear model's rows cannot be made up from what it learnt: verify on the iris rows.
     extra = ["--sample", str(sample)] if name == "iris-lr" else []
-    done = subprocess.run([str(python()), "-m", "kninfer", "compile", str(model_dir), *extra],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(python()), "-m", "kninfer", "compile", str(model_dir), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"kninfer compile {name} failed:\n{done.stdout}{done.stderr}")
     body_file = work / f"{name}.json"
@@ -137,32 +172,57 @@ def build(name: str, work: Path, trees: int, sample: Path) -> tuple[Path, Path]:
 def spec_for(name: str, runtime: str, model_dir: Path, work: Path) -> ServerSpec:
     # --model-name iris: the path bench.load's cold start and wrk post to.
     return ServerSpec(
-        f"{name}-{runtime}", f"{name} ({runtime})",
-        lambda h, g, m: [str(python()), "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                         "--predictor", "sklearn", "--model-dir", str(model_dir),
-                         "--model-name", "iris", "--runtime", runtime,
-                         "--http-port", str(h), "--grpc-port", str(g)],
-        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")}, cwd=ROOT)
+        f"{name}-{runtime}",
+        f"{name} ({runtime})",
+        lambda h, g, m: [
+            str(python()),
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            "iris",
+            "--runtime",
+            runtime,
+            "--http-port",
+            str(h),
+            "--grpc-port",
+            str(g),
+        ],
+        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")},
+        cwd=ROOT,
+    )
 
 
-def throughput(spec: ServerSpec, body_file: Path, seconds: float, warmup: float, work: Path,
-               wrk_path: str) -> dict[str, Any]:
+def throughput(
+    spec: ServerSpec, body_file: Path, seconds: float, warmup: float, work: Path, wrk_path: str
+) -> dict[str, Any]:
     run = load.start(spec, work)
     try:
         load.wait_first_inference(run, body_file.read_bytes(), 120)
         if warmup > 0:
             load.wrk(wrk_path, run.http_port, body_file, CONNECTIONS, warmup)
-        result: dict[str, Any] = load.wrk(wrk_path, run.http_port, body_file, CONNECTIONS,
-                                          seconds)
+        result: dict[str, Any] = load.wrk(wrk_path, run.http_port, body_file, CONNECTIONS, seconds)
         return result
     finally:
         load.stop(run)
 
 
-def measure(names: list[str], dirs: dict[str, tuple[Path, Path]], args: argparse.Namespace,
-            work: Path, wrk_path: str) -> dict[str, dict[str, dict[str, list[float]]]]:
+def measure(
+    names: list[str],
+    dirs: dict[str, tuple[Path, Path]],
+    args: argparse.Namespace,
+    work: Path,
+    wrk_path: str,
+) -> dict[str, dict[str, dict[str, list[float]]]]:
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
-        name: {runtime: {} for runtime in RUNTIMES} for name in names}
+        name: {runtime: {} for runtime in RUNTIMES} for name in names
+    }
     for index in range(args.rounds):
         order = RUNTIMES if index % 2 == 0 else tuple(reversed(RUNTIMES))
         for name in names:
@@ -179,20 +239,28 @@ def measure(names: list[str], dirs: dict[str, tuple[Path, Path]], args: argparse
                 got.setdefault("rps", []).append(result["rps"])
                 got.setdefault("p50_ms", []).append(result["p50_us"] / 1000)
                 got.setdefault("p99_ms", []).append(result["p99_us"] / 1000)
-                log(f"round {index + 1} {spec.label}: cold {got['cold_s'][-1]:.3f} s, "
-                    f"{result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms")
+                log(
+                    f"round {index + 1} {spec.label}: cold {got['cold_s'][-1]:.3f} s, "
+                    f"{result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.2f} ms"
+                )
     return samples
 
 
 # ---- reporting ------------------------------------------------------------------------------
 
 
-def medians(samples: dict[str, dict[str, dict[str, list[float]]]]
-            ) -> dict[str, dict[str, dict[str, float]]]:
-    return {name: {runtime: {metric: round(statistics.median(values), 4)
-                             for metric, values in metrics.items()}
-                   for runtime, metrics in by_runtime.items()}
-            for name, by_runtime in samples.items()}
+def medians(
+    samples: dict[str, dict[str, dict[str, list[float]]]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    return {
+        name: {
+            runtime: {
+                metric: round(statistics.median(values), 4) for metric, values in metrics.items()
+            }
+            for runtime, metrics in by_runtime.items()
+        }
+        for name, by_runtime in samples.items()
+    }
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
@@ -209,8 +277,12 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         "| model | metric | onnx | native | onnx / native |",
         "| --- | --- | ---: | ---: | ---: |",
     ]
-    rows = (("cold start (s)", "cold_s"), ("throughput (req/s)", "rps"),
-            ("p50 latency (ms)", "p50_ms"), ("p99 latency (ms)", "p99_ms"))
+    rows = (
+        ("cold start (s)", "cold_s"),
+        ("throughput (req/s)", "rps"),
+        ("p50 latency (ms)", "p50_ms"),
+        ("p99 latency (ms)", "p99_ms"),
+    )
     for name, by_runtime in doc["medians"].items():
         for title, key in rows:
             onnx, native = by_runtime["onnx"][key], by_runtime["native"][key]
@@ -220,19 +292,27 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.compiled", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated, of {', '.join(MODELS)}")
+    parser = argparse.ArgumentParser(
+        prog="bench.compiled",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk seconds per point")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="wrk seconds before each measured run (0: none)")
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="wrk seconds before each measured run (0: none)"
+    )
     parser.add_argument("--cold-runs", type=int, default=3, help="cold starts per round")
     parser.add_argument("--trees", type=int, default=150, help="trees in the forest")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--quick", action="store_true",
-                        help="check the harness: one round, 1 s wrk, no warm-up, one cold start")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="check the harness: one round, 1 s wrk, no warm-up, one cold start",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.warmup, args.cold_runs = 1, 1.0, 0.0, 1
@@ -253,12 +333,19 @@ def main(argv: list[str] | None = None) -> int:
         dirs[name] = build(name, work, args.trees, sample)
     samples = measure(names, dirs, args, work, wrk_path)
     doc = {
-        "command": "python -m bench.compiled " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:]),
-        "commit": git_commit(ROOT, "kninfer", "bench"), "rounds": args.rounds,
-        "seconds": args.seconds, "warmup": args.warmup, "cold_runs": args.cold_runs,
-        "trees": args.trees, "connections": CONNECTIONS, "batch": 1,
-        "machine": f"{os.cpu_count()} CPUs", "samples": samples, "medians": medians(samples),
+        "command": "python -m bench.compiled "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": git_commit(ROOT, "kninfer", "bench"),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "cold_runs": args.cold_runs,
+        "trees": args.trees,
+        "connections": CONNECTIONS,
+        "batch": 1,
+        "machine": f"{os.cpu_count()} CPUs",
+        "samples": samples,
+        "medians": medians(samples),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compiled.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -56,11 +56,17 @@ SCRAPE_S = 2
 # few minutes drawn over ~600 px, $__interval is under the scrape interval, so 4 x 2 s.
 RATE_INTERVAL = f"{4 * SCRAPE_S}s"
 REVISION = "churn-predictor-00001"
-LABELS = {"namespace": "models", "kninfer_config": "churn", "revision": REVISION,
-          "service": "churn-predictor", "pod": f"{REVISION}-deployment-0"}
+LABELS = {
+    "namespace": "models",
+    "kninfer_config": "churn",
+    "revision": REVISION,
+    "service": "churn-predictor",
+    "pod": f"{REVISION}-deployment-0",
+}
 
 
 # ---- the walk-through's files ----------------------------------------------------------------
+
 
 def doc_block(name: str) -> str:
     from tests.test_docs import blocks
@@ -69,8 +75,9 @@ def doc_block(name: str) -> str:
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout + done.stderr
@@ -95,8 +102,9 @@ def prepare(work: Path, promtool: str) -> tuple[Path, str]:
     return rules, checked.strip()
 
 
-def start_prometheus(binary: str, work: Path, rules: Path, target_port: int,
-                     port: int) -> subprocess.Popen[bytes]:
+def start_prometheus(
+    binary: str, work: Path, rules: Path, target_port: int, port: int
+) -> subprocess.Popen[bytes]:
     import yaml
 
     config = {
@@ -104,35 +112,77 @@ def start_prometheus(binary: str, work: Path, rules: Path, target_port: int,
         "rule_files": [str(rules)],
         # What the rendered PodMonitor gives each series: the pod's namespace and name, and the
         # revision, service and kninfer_config relabelled from its labels.
-        "scrape_configs": [{"job_name": "kninfer", "static_configs": [
-            {"targets": [f"127.0.0.1:{target_port}"], "labels": LABELS}]}],
+        "scrape_configs": [
+            {
+                "job_name": "kninfer",
+                "static_configs": [{"targets": [f"127.0.0.1:{target_port}"], "labels": LABELS}],
+            }
+        ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
     log = open(work / "prometheus.log", "wb")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
-        [binary, f"--config.file={work / 'prometheus.yml'}",
-         f"--storage.tsdb.path={work / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-        cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            binary,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        cwd=work,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
-    wait_ready(f"http://127.0.0.1:{port}", process, 60, path="/-/ready",
-               log=work / "prometheus.log")
+    wait_ready(
+        f"http://127.0.0.1:{port}", process, 60, path="/-/ready", log=work / "prometheus.log"
+    )
     return process
 
 
 def start_server(work: Path) -> tuple[subprocess.Popen[bytes], int]:
     port, grpc_port = free_port(), free_port()
-    env = {**os.environ, "K_REVISION": REVISION, "K_SERVICE": "churn-predictor",
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "K_REVISION": REVISION,
+        "K_SERVICE": "churn-predictor",
+        "PYTHONUNBUFFERED": "1",
+    }
     log = open(work / "server.log", "wb")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
-        [sys.executable, "-m", "kninfer", "serve", "--predictor", "sklearn", "--model-dir",
-         "churn", "--model-name", "churn", "--host", "127.0.0.1", "--http-port", str(port),
-         "--grpc-port", str(grpc_port)],
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            "churn",
+            "--model-name",
+            "churn",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process, 120, path="/v2/models/churn/ready",
-                   log=work / "server.log")
+        wait_ready(
+            f"http://127.0.0.1:{port}",
+            process,
+            120,
+            path="/v2/models/churn/ready",
+            log=work / "server.log",
+        )
     except BaseException:
         stop(process, group=True)
         raise
@@ -140,6 +190,7 @@ def start_server(work: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 # ---- traffic ---------------------------------------------------------------------------------
+
 
 def send(port: int, seconds: float, drifted: bool, seed: int) -> dict[str, int]:
     """Requests of 20 rows, about 20 a second, for `seconds`: drawn like churn_train.py's data,
@@ -155,14 +206,25 @@ def send(port: int, seconds: float, drifted: bool, seed: int) -> dict[str, int]:
             n = 20
             tenure = rng.integers(1, 73, n)
             monthly = rng.gamma(4.0, 15.0, n) * (1.3 if drifted else 1.0)
-            plans, shares = (["basic", "plus", "pro", "student"], [0.45, 0.3, 0.2, 0.05]) \
-                if drifted else (["basic", "plus", "pro"], [0.5, 0.3, 0.2])
+            plans, shares = (
+                (["basic", "plus", "pro", "student"], [0.45, 0.3, 0.2, 0.05])
+                if drifted
+                else (["basic", "plus", "pro"], [0.5, 0.3, 0.2])
+            )
             inputs = [
                 {"name": "tenure", "shape": [n], "datatype": "FP64", "data": tenure.tolist()},
-                {"name": "monthly", "shape": [n], "datatype": "FP64",
-                 "data": monthly.round(2).tolist()},
-                {"name": "plan", "shape": [n], "datatype": "BYTES",
-                 "data": rng.choice(plans, n, p=shares).tolist()},
+                {
+                    "name": "monthly",
+                    "shape": [n],
+                    "datatype": "FP64",
+                    "data": monthly.round(2).tolist(),
+                },
+                {
+                    "name": "plan",
+                    "shape": [n],
+                    "datatype": "BYTES",
+                    "data": rng.choice(plans, n, p=shares).tolist(),
+                },
             ]
             if counts["sent"] % 50 == 49:
                 inputs = inputs[:2]  # no `plan`: the server answers 400
@@ -175,10 +237,12 @@ def send(port: int, seconds: float, drifted: bool, seed: int) -> dict[str, int]:
 
 # ---- Prometheus ------------------------------------------------------------------------------
 
+
 def api(port: int, path: str, **params: Any) -> Any:
     query = urllib.parse.urlencode(params)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/{path}?{query}",
-                                timeout=30) as reply:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/api/v1/{path}?{query}", timeout=30
+    ) as reply:
         body = json.loads(reply.read())
     if body.get("status") != "success":
         raise RuntimeError(f"Prometheus {path}: {body}")
@@ -195,17 +259,31 @@ def legend(template: str, metric: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: metric.get(m[1], ""), template).strip()
 
 
-def panel_series(port: int, panel: dict[str, Any], start: float,
-                 end: float) -> list[dict[str, Any]]:
+def panel_series(
+    port: int, panel: dict[str, Any], start: float, end: float
+) -> list[dict[str, Any]]:
     series = []
     for target in panel.get("targets", []):
-        data = api(port, "query_range", query=grafana_expr(target["expr"]), start=start,
-                   end=end, step=SCRAPE_S)
+        data = api(
+            port,
+            "query_range",
+            query=grafana_expr(target["expr"]),
+            start=start,
+            end=end,
+            step=SCRAPE_S,
+        )
         for result in data["result"]:
-            points = [(float(t), float(f"{float(v):.6g}")) for t, v in result["values"]
-                      if math.isfinite(float(v))]
-            series.append({"legend": legend(target.get("legendFormat", ""), result["metric"]),
-                           "points": points})
+            points = [
+                (float(t), float(f"{float(v):.6g}"))
+                for t, v in result["values"]
+                if math.isfinite(float(v))
+            ]
+            series.append(
+                {
+                    "legend": legend(target.get("legendFormat", ""), result["metric"]),
+                    "points": points,
+                }
+            )
     return series
 
 
@@ -215,57 +293,97 @@ def alert_states(port: int) -> list[dict[str, Any]]:
         for rule in group["rules"]:
             if rule["type"] != "alerting":
                 continue
-            alerts.append({"alert": rule["name"], "state": rule["state"],
-                           "firing": [{"labels": a["labels"], "activeAt": a["activeAt"],
-                                       "state": a["state"]} for a in rule.get("alerts", [])]})
+            alerts.append(
+                {
+                    "alert": rule["name"],
+                    "state": rule["state"],
+                    "firing": [
+                        {"labels": a["labels"], "activeAt": a["activeAt"], "state": a["state"]}
+                        for a in rule.get("alerts", [])
+                    ],
+                }
+            )
     return alerts
 
 
 # ---- the picture -----------------------------------------------------------------------------
 
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf"]
+COLORS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 UNIT_W, UNIT_H = 50, 34  # a grid column and a grid row, in pixels (24 columns wide)
 
 
-def draw(dashboard: dict[str, Any], drawn: dict[str, list[dict[str, Any]]], start: float,
-         end: float, drift_at: float) -> str:
+def draw(
+    dashboard: dict[str, Any],
+    drawn: dict[str, list[dict[str, Any]]],
+    start: float,
+    end: float,
+    drift_at: float,
+) -> str:
     bottom = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dashboard["panels"])
     width, height = 24 * UNIT_W, bottom * UNIT_H + 40
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{height}" fill="#111217"/>',
-           f'<text x="8" y="22" fill="#d8d9da" font-size="15">{html.escape(dashboard["title"])}'
-           " (variables: All)</text>"]
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="#111217"/>',
+        f'<text x="8" y="22" fill="#d8d9da" font-size="15">{html.escape(dashboard["title"])}'
+        " (variables: All)</text>",
+    ]
     for panel in dashboard["panels"]:
         grid = panel["gridPos"]
         x, y = grid["x"] * UNIT_W, grid["y"] * UNIT_H + 34
         w, h = grid["w"] * UNIT_W - 6, grid["h"] * UNIT_H - 6
         title = html.escape(panel["title"])
         if panel["type"] == "row":
-            out.append(f'<text x="{x + 6}" y="{y + 20}" fill="#d8d9da" font-size="13" '
-                       f'font-weight="bold">{title}</text>')
+            out.append(
+                f'<text x="{x + 6}" y="{y + 20}" fill="#d8d9da" font-size="13" '
+                f'font-weight="bold">{title}</text>'
+            )
             continue
-        out.append(f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="3" fill="#181b1f" '
-                   'stroke="#2a2d33"/>')
+        out.append(
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="3" fill="#181b1f" '
+            'stroke="#2a2d33"/>'
+        )
         out.append(f'<text x="{x + 8}" y="{y + 16}" fill="#d8d9da">{title}</text>')
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
         series = drawn.get(panel["title"], [])
-        out.extend(_plot(series, (x + 50, y + 26, w - 58, h - 26 - 18 - 14 * min(4, len(series))),
-                         (start, end, drift_at), unit))
+        out.extend(
+            _plot(
+                series,
+                (x + 50, y + 26, w - 58, h - 26 - 18 - 14 * min(4, len(series))),
+                (start, end, drift_at),
+                unit,
+            )
+        )
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
-def _plot(series: list[dict[str, Any]], box: tuple[float, float, float, float],
-          times: tuple[float, float, float], unit: str | None) -> list[str]:
+def _plot(
+    series: list[dict[str, Any]],
+    box: tuple[float, float, float, float],
+    times: tuple[float, float, float],
+    unit: str | None,
+) -> list[str]:
     """One time series panel's axes, lines and legend (its first four series) in `box`."""
     (x, y, w, h), (start, end, drift_at) = box, times
     out = []
     values = [v for s in series for _, v in s["points"]]
     if not values:
-        out.append(f'<text x="{x + w / 2}" y="{y + h / 2}" fill="#8e8e8e" '
-                   'text-anchor="middle">No data</text>')
+        out.append(
+            f'<text x="{x + w / 2}" y="{y + h / 2}" fill="#8e8e8e" '
+            'text-anchor="middle">No data</text>'
+        )
         return out
     low, high = min(0.0, min(values)), max(values)
     high = high if high > low else low + 1
@@ -278,30 +396,42 @@ def _plot(series: list[dict[str, Any]], box: tuple[float, float, float, float],
 
     for fraction in (0, 0.5, 1):
         value = low + fraction * (high - low)
-        out.append(f'<line x1="{x}" y1="{py(value):.1f}" x2="{x + w}" y2="{py(value):.1f}" '
-                   'stroke="#2a2d33"/>')
-        out.append(f'<text x="{x - 4}" y="{py(value) + 4:.1f}" fill="#8e8e8e" '
-                   f'text-anchor="end">{_tick(value, unit)}</text>')
-    out.append(f'<line x1="{px(drift_at):.1f}" y1="{y}" x2="{px(drift_at):.1f}" y2="{y + h}" '
-               'stroke="#8e8e8e" stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{px(drift_at) + 3:.1f}" y="{y + 10}" fill="#8e8e8e">drifted '
-               'traffic from here</text>')
+        out.append(
+            f'<line x1="{x}" y1="{py(value):.1f}" x2="{x + w}" y2="{py(value):.1f}" '
+            'stroke="#2a2d33"/>'
+        )
+        out.append(
+            f'<text x="{x - 4}" y="{py(value) + 4:.1f}" fill="#8e8e8e" '
+            f'text-anchor="end">{_tick(value, unit)}</text>'
+        )
+    out.append(
+        f'<line x1="{px(drift_at):.1f}" y1="{y}" x2="{px(drift_at):.1f}" y2="{y + h}" '
+        'stroke="#8e8e8e" stroke-dasharray="4 3"/>'
+    )
+    out.append(
+        f'<text x="{px(drift_at) + 3:.1f}" y="{y + 10}" fill="#8e8e8e">drifted '
+        "traffic from here</text>"
+    )
     for seconds in range(0, int(end - start) + 1, 60):
-        out.append(f'<text x="{px(start + seconds):.1f}" y="{y + h + 12}" fill="#8e8e8e" '
-                   f'text-anchor="middle">{seconds // 60}m</text>')
+        out.append(
+            f'<text x="{px(start + seconds):.1f}" y="{y + h + 12}" fill="#8e8e8e" '
+            f'text-anchor="middle">{seconds // 60}m</text>'
+        )
     for index, s in enumerate(series):
         color = COLORS[index % len(COLORS)]
         path = " ".join(f"{px(t):.1f},{py(v):.1f}" for t, v in s["points"])
-        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" '
-                   'stroke-width="1.5"/>')
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
         if index < 4:
             ly = y + h + 26 + 14 * index
             out.append(f'<rect x="{x}" y="{ly - 8}" width="10" height="3" fill="{color}"/>')
-            out.append(f'<text x="{x + 14}" y="{ly - 4}" fill="#c7d0d9">'
-                       f'{html.escape(s["legend"])}</text>')
+            out.append(
+                f'<text x="{x + 14}" y="{ly - 4}" fill="#c7d0d9">{html.escape(s["legend"])}</text>'
+            )
         elif index == 4:
-            out.append(f'<text x="{x + w}" y="{y + h + 22}" fill="#8e8e8e" text-anchor="end">'
-                       f'+{len(series) - 4} more series</text>')
+            out.append(
+                f'<text x="{x + w}" y="{y + h + 22}" fill="#8e8e8e" text-anchor="end">'
+                f"+{len(series) - 4} more series</text>"
+            )
     return out
 
 
@@ -316,6 +446,7 @@ def _tick(value: float, unit: str | None) -> str:
 
 
 # ---- the report ------------------------------------------------------------------------------
+
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
     lines = [
@@ -339,12 +470,22 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         if not firing:
             lines.append(f"| {alert['alert']} | {alert['state']} | | |")
         for a in firing:
-            what = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items())
-                             if k in ("feature", "model", "version"))
-            lines.append(f"| {alert['alert']} | {a['state']} | {what} | "
-                         f"{a['after_drift_s']:.0f} s |")
-    lines += ["", "PSI per feature at the end (`kninfer:drift_psi_1h`, from the bin counters, "
-              "over the whole run):", "", "| feature | PSI |", "| --- | ---: |"]
+            what = ", ".join(
+                f"{k}={v}"
+                for k, v in sorted(a["labels"].items())
+                if k in ("feature", "model", "version")
+            )
+            lines.append(
+                f"| {alert['alert']} | {a['state']} | {what} | {a['after_drift_s']:.0f} s |"
+            )
+    lines += [
+        "",
+        "PSI per feature at the end (`kninfer:drift_psi_1h`, from the bin counters, "
+        "over the whole run):",
+        "",
+        "| feature | PSI |",
+        "| --- | ---: |",
+    ]
     for feature, value in sorted(doc["psi_1h"].items()):
         lines.append(f"| {feature} | {value:.3f} |")
     path.write_text("\n".join(lines) + "\n")
@@ -353,8 +494,13 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
 def redraw(run_doc: dict[str, Any]) -> str:
     """The picture of a run (its dashboard.json) with the checked-in dashboard's layout."""
     times = run_doc["times"]
-    return draw(json.loads(DASHBOARD.read_text()), run_doc["series"], times["start"],
-                times["end"], times["drift_at"])
+    return draw(
+        json.loads(DASHBOARD.read_text()),
+        run_doc["series"],
+        times["start"],
+        times["end"],
+        times["drift_at"],
+    )
 
 
 def _since(stamp: str, drift_at: float) -> float:
@@ -369,12 +515,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clean", type=float, default=60.0, help="seconds of clean traffic")
     # The drift alert averages the PSI over 5 minutes (kninfer.deploy.monitoring), then waits
     # its 1m `for`: 7 minutes of drifted traffic see it fire.
-    parser.add_argument("--drifted", type=float, default=420.0,
-                        help="seconds of drifted traffic")
+    parser.add_argument("--drifted", type=float, default=420.0, help="seconds of drifted traffic")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--picture", type=Path, default=PICTURE)
-    parser.add_argument("--redraw", type=Path, default=None, metavar="DASHBOARD_JSON",
-                        help="draw the picture from a run's dashboard.json, and nothing else")
+    parser.add_argument(
+        "--redraw",
+        type=Path,
+        default=None,
+        metavar="DASHBOARD_JSON",
+        help="draw the picture from a run's dashboard.json, and nothing else",
+    )
     args = parser.parse_args(argv)
     if args.redraw is not None:
         args.picture.write_text(redraw(json.loads(args.redraw.read_text())))
@@ -401,24 +551,35 @@ def main(argv: list[str] | None = None) -> int:
         end = time.time()
         time.sleep(3 * SCRAPE_S)  # the last scrapes and rule evaluations
         dashboard = json.loads(DASHBOARD.read_text())
-        drawn = {p["title"]: panel_series(prom_port, p, start, end)
-                 for p in dashboard["panels"] if p["type"] != "row"}
+        drawn = {
+            p["title"]: panel_series(prom_port, p, start, end)
+            for p in dashboard["panels"]
+            if p["type"] != "row"
+        }
         alerts = alert_states(prom_port)
         for alert in alerts:
             for firing in alert["firing"]:
                 firing["after_drift_s"] = round(_since(firing["activeAt"], drift_at), 1)
-        psi = {r["metric"]["feature"]: float(r["value"][1])
-               for r in api(prom_port, "query", query="kninfer:drift_psi_1h")["result"]}
+        psi = {
+            r["metric"]["feature"]: float(r["value"][1])
+            for r in api(prom_port, "query", query="kninfer:drift_psi_1h")["result"]
+        }
     finally:
         stop(prometheus, group=True)
         stop(server, group=True)
     doc = {
-        "command": "python -m bench.dashboard " + " ".join(argv if argv is not None
-                                                            else sys.argv[1:]),
-        "commit": git_commit(ROOT, "kninfer"), "prometheus": version, "promtool": checked,
-        "clean_s": args.clean, "drifted_s": args.drifted,
-        "traffic": {"clean": clean, "drifted": drifted}, "alerts": alerts, "psi_1h": psi,
-        "times": {"start": start, "end": end, "drift_at": drift_at}, "series": drawn,
+        "command": "python -m bench.dashboard "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": git_commit(ROOT, "kninfer"),
+        "prometheus": version,
+        "promtool": checked,
+        "clean_s": args.clean,
+        "drifted_s": args.drifted,
+        "traffic": {"clean": clean, "drifted": drifted},
+        "alerts": alerts,
+        "psi_1h": psi,
+        "times": {"start": start, "end": end, "drift_at": drift_at},
+        "series": drawn,
     }
     args.picture.parent.mkdir(parents=True, exist_ok=True)
     args.picture.write_text(redraw(doc))

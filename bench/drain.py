@@ -37,19 +37,34 @@ ROWS = 20_000
 def body(rows: int = ROWS) -> bytes:
     row = "[5.1,3.5,1.4,0.2]"
     data = ",".join([row] * rows)
-    return (f'{{"inputs":[{{"name":"input-0","shape":[{rows},4],"datatype":"FP64",'
-            f'"data":[{data}]}}]}}').encode()
+    return (
+        f'{{"inputs":[{{"name":"input-0","shape":[{rows},4],"datatype":"FP64","data":[{data}]}}]}}'
+    ).encode()
 
 
-def keep_alive_round(rows: int = ROWS, clients: int = CLIENTS, load_s: float = 1.5,
-                     cache: str | None = None) -> dict[str, Any]:
+def keep_alive_round(
+    rows: int = ROWS, clients: int = CLIENTS, load_s: float = 1.5, cache: str | None = None
+) -> dict[str, Any]:
     port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KNINFER_")}
     env["XDG_CACHE_HOME"] = cache or tempfile.mkdtemp()
     server = subprocess.Popen(
-        [sys.executable, "-m", "kninfer", "serve", "--host", "127.0.0.1", "--http-port",
-         str(port), "--grpc-port", str(grpc_port)], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -89,8 +104,12 @@ def keep_alive_round(rows: int = ROWS, clients: int = CLIENTS, load_s: float = 1
     for thread in threads:
         thread.join(60)
     lost = sum(n for k, n in outcomes.items() if k.startswith("lost"))
-    return {"exit_code": code, "exit_s": round(exit_s, 2), "lost": lost,
-            "outcomes": dict(sorted(outcomes.items()))}
+    return {
+        "exit_code": code,
+        "exit_s": round(exit_s, 2),
+        "lost": lost,
+        "outcomes": dict(sorted(outcomes.items())),
+    }
 
 
 def main() -> int:
@@ -106,7 +125,8 @@ def main() -> int:
         print(f"round {n + 1}: {json.dumps(result)}", flush=True)
     summary = {
         "command": f"python -m bench.drain --rounds {options.rounds}",
-        "clients": CLIENTS, "rows_per_request": ROWS,
+        "clients": CLIENTS,
+        "rows_per_request": ROWS,
         "rounds_without_loss": sum(r["lost"] == 0 and r["exit_code"] == 0 for r in rounds),
         "rounds": rounds,
     }

@@ -44,11 +44,27 @@ def spec_for(label: str, model_dir: Path, work: Path) -> ServerSpec:
     if not python.exists():
         python = Path(sys.executable)
     return ServerSpec(
-        label, label,
-        lambda h, g, m: [str(python), "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                         "--predictor", "sklearn", "--model-dir", str(model_dir),
-                         "--http-port", str(h), "--grpc-port", str(g)],
-        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")}, cwd=ROOT)
+        label,
+        label,
+        lambda h, g, m: [
+            str(python),
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            str(model_dir),
+            "--http-port",
+            str(h),
+            "--grpc-port",
+            str(g),
+        ],
+        env={"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")},
+        cwd=ROOT,
+    )
 
 
 def drift_counted(port: int) -> float | None:
@@ -57,13 +73,21 @@ def drift_counted(port: int) -> float | None:
         text = reply.read().decode()
     if "kninfer_drift" not in text:
         return None
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("kninfer_drift_bin_total{") and 'feature="input-0[0]"' in line)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kninfer_drift_bin_total{") and 'feature="input-0[0]"' in line
+    )
 
 
-def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s: float,
-               work: Path, wrk_path: str
-               ) -> tuple[dict[int, dict[str, Any]], float | None, float, float]:
+def throughput(
+    spec: ServerSpec,
+    bodies: dict[int, Path],
+    seconds: float,
+    warm_s: float,
+    work: Path,
+    wrk_path: str,
+) -> tuple[dict[int, dict[str, Any]], float | None, float, float]:
     """wrk per batch size (after `warm_s` of warm-up, if any); then the values counted into
     input-0[0]'s bins, and the least and most rows the server may have answered: every
     request wrk saw answered, and up to 8 (one per connection) it stopped waiting for."""
@@ -84,7 +108,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s
         load.stop(run)
 
 
-
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
     bare, profiled = LABELS
     medians = doc["medians"]
@@ -100,9 +123,11 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         "| --- | ---: | ---: | ---: |",
     ]
     for batch in BATCHES:
-        for title, key in ((f"throughput, batch {batch} (req/s)", f"rps_b{batch}"),
-                           (f"p50 latency, batch {batch} (ms)", f"p50_ms_b{batch}"),
-                           (f"p99 latency, batch {batch} (ms)", f"p99_ms_b{batch}")):
+        for title, key in (
+            (f"throughput, batch {batch} (req/s)", f"rps_b{batch}"),
+            (f"p50 latency, batch {batch} (ms)", f"p50_ms_b{batch}"),
+            (f"p99 latency, batch {batch} (ms)", f"p99_ms_b{batch}"),
+        ):
             a, b = medians[bare][key], medians[profiled][key]
             ratio = f"{b / a:.3f}" if a else "n/a"
             lines.append(f"| {title} | {a:g} | {b:g} | {ratio} |")
@@ -112,19 +137,42 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
 def make_models(work: Path) -> dict[str, Path]:
     """Two copies of the iris model's directory, the second with its drift profile."""
     # The CLI in its own processes: importing kserve here would parse this script's argv.
-    made = subprocess.run([sys.executable, "-c", "import sys, pathlib; from kninfer.iris import "
-                           "ensure_iris_model; print(ensure_iris_model(pathlib.Path(sys.argv[1])))",
-                           str(work)], check=True, cwd=ROOT, capture_output=True, text=True)
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib; from kninfer.iris import "
+            "ensure_iris_model; print(ensure_iris_model(pathlib.Path(sys.argv[1])))",
+            str(work),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     source = Path(made.stdout.strip())
     dirs = {label: work / label.replace(" ", "-") for label in LABELS}
     for target in dirs.values():
         shutil.copytree(source, target)
     data = work / "iris.csv"
-    subprocess.run([sys.executable, "-c", "import sys; from sklearn.datasets import load_iris; "
-                    "load_iris(as_frame=True).data.to_csv(sys.argv[1], index=False)", str(data)],
-                   check=True, cwd=ROOT)
-    subprocess.run([sys.executable, "-m", "kninfer", "profile", str(dirs["profile"]), "--data",
-                    str(data)], check=True, cwd=ROOT, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sklearn.datasets import load_iris; "
+            "load_iris(as_frame=True).data.to_csv(sys.argv[1], index=False)",
+            str(data),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "kninfer", "profile", str(dirs["profile"]), "--data", str(data)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     return dirs
 
 
@@ -132,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk seconds per point")
-    parser.add_argument("--warm", type=float, default=1.0,
-                        help="wrk seconds of warm-up before each point (0: none)")
+    parser.add_argument(
+        "--warm", type=float, default=1.0, help="wrk seconds of warm-up before each point (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     wrk_path = load.ensure_wrk()
@@ -149,28 +198,45 @@ def main(argv: list[str] | None = None) -> int:
         order = list(LABELS) if index % 2 == 0 else list(reversed(LABELS))
         for label in order:
             spec = spec_for(label, dirs[label], work)
-            results, counted, rows, most = throughput(spec, bodies, args.seconds, args.warm,
-                                                      work, wrk_path)
+            results, counted, rows, most = throughput(
+                spec, bodies, args.seconds, args.warm, work, wrk_path
+            )
             got = samples[label]
             for batch, result in results.items():
                 got.setdefault(f"rps_b{batch}", []).append(result["rps"])
                 got.setdefault(f"p50_ms_b{batch}", []).append(result["p50_us"] / 1000)
                 got.setdefault(f"p99_ms_b{batch}", []).append(result["p99_us"] / 1000)
             # The profiled server counts every row it answers; the bare one exports nothing.
-            right = counted is None if label == "no profile" else \
-                counted is not None and rows <= counted <= most
-            checks.append({"round": index + 1, "label": label, "rows_answered": [rows, most],
-                           "input-0[0]_counted": counted, "as_expected": right})
-            print(f"[drift {time.strftime('%H:%M:%S')}] round {index + 1} {label}: " +
-                  ", ".join(f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES) +
-                  f"; input-0[0] values counted: {counted} of {rows:.0f} rows answered",
-                  flush=True)
+            right = (
+                counted is None
+                if label == "no profile"
+                else counted is not None and rows <= counted <= most
+            )
+            checks.append(
+                {
+                    "round": index + 1,
+                    "label": label,
+                    "rows_answered": [rows, most],
+                    "input-0[0]_counted": counted,
+                    "as_expected": right,
+                }
+            )
+            print(
+                f"[drift {time.strftime('%H:%M:%S')}] round {index + 1} {label}: "
+                + ", ".join(f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES)
+                + f"; input-0[0] values counted: {counted} of {rows:.0f} rows answered",
+                flush=True,
+            )
     doc = {
-        "command": "python -m bench.drift " + " ".join(argv if argv is not None
-                                                        else sys.argv[1:]),
-        "commit": git_commit(ROOT, "kninfer"), "labels": list(LABELS), "rounds": args.rounds,
-        "seconds": args.seconds, "machine": f"{os.cpu_count()} CPUs", "samples": samples,
-        "medians": medians(samples), "counting_checks": checks,
+        "command": "python -m bench.drift " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": git_commit(ROOT, "kninfer"),
+        "labels": list(LABELS),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "machine": f"{os.cpu_count()} CPUs",
+        "samples": samples,
+        "medians": medians(samples),
+        "counting_checks": checks,
     }
     write_report(args.out, "drift", doc, write_markdown)
     return 0 if all(check["as_expected"] for check in checks) else 1

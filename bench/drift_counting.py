@@ -63,15 +63,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     results = {str(b): per_request_us(b, args.requests, args.repeats) for b in BATCHES}
-    doc = {"commit": git_commit(ROOT, "kninfer"), "requests": args.requests,
-           "repeats": args.repeats, "per_request_us": results}
+    doc = {
+        "commit": git_commit(ROOT, "kninfer"),
+        "requests": args.requests,
+        "repeats": args.repeats,
+        "per_request_us": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "drift-counting.json").write_text(json.dumps(doc, indent=2) + "\n")
-    lines = ["# Drift counting in process: microseconds per request", "",
-             f"Command: `python -m bench.drift_counting` at {doc['commit']}; {args.requests} "
-             f"requests per batch size, best of {args.repeats}; the iris profile (four numeric "
-             "features and the label); observe() on an event loop plus its share of flushes.",
-             "", "| batch | us per request |", "| ---: | ---: |"]
+    lines = [
+        "# Drift counting in process: microseconds per request",
+        "",
+        f"Command: `python -m bench.drift_counting` at {doc['commit']}; {args.requests} "
+        f"requests per batch size, best of {args.repeats}; the iris profile (four numeric "
+        "features and the label); observe() on an event loop plus its share of flushes.",
+        "",
+        "| batch | us per request |",
+        "| ---: | ---: |",
+    ]
     lines += [f"| {b} | {us:.1f} |" for b, us in results.items()]
     (args.out / "drift-counting.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

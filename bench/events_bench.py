@@ -31,8 +31,11 @@ import httpx
 from bench.harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUEST = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                       "data": [5.1, 3.5, 1.4, 0.2]}]}
+REQUEST = {
+    "inputs": [
+        {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+    ]
+}
 BODY = json.dumps(REQUEST).encode()
 
 
@@ -62,14 +65,25 @@ ModelServer(http_port=int(http_port), grpc_port=int(grpc_port), enable_grpc=Fals
 
 
 def binary(event_id: str) -> tuple[dict[str, str], bytes]:
-    return {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "bench",
-            "ce-type": "dev.kninfer.inference.request", "content-type": "application/json"}, BODY
+    return {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "bench",
+        "ce-type": "dev.kninfer.inference.request",
+        "content-type": "application/json",
+    }, BODY
 
 
 def structured(event_id: str) -> tuple[dict[str, str], bytes]:
-    doc = {"specversion": "1.0", "id": event_id, "source": "bench",
-           "type": "dev.kninfer.inference.request", "time": "2026-01-01T00:00:00Z",
-           "datacontenttype": "application/json", "data": REQUEST}
+    doc = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": "bench",
+        "type": "dev.kninfer.inference.request",
+        "time": "2026-01-01T00:00:00Z",
+        "datacontenttype": "application/json",
+        "data": REQUEST,
+    }
     return {"content-type": "application/cloudevents+json"}, json.dumps(doc).encode()
 
 
@@ -102,21 +116,29 @@ def measure(url: str, requests: int) -> list[dict[str, object]]:
         values.sort()
         response = first[case]
         content_type = response.headers.get("content-type", "(none)")
-        rows.append({
-            "case": case, "status": response.status_code, "content_type": content_type,
-            "reply_event": "ce-id" in response.headers
-            or content_type.startswith("application/cloudevents"),
-            "p50_ms": round(statistics.median(values), 2),
-            "p99_ms": round(values[int(len(values) * 0.99) - 1], 2),
-        })
+        rows.append(
+            {
+                "case": case,
+                "status": response.status_code,
+                "content_type": content_type,
+                "reply_event": "ce-id" in response.headers
+                or content_type.startswith("application/cloudevents"),
+                "p50_ms": round(statistics.median(values), 2),
+                "p99_ms": round(values[int(len(values) * 0.99) - 1], 2),
+            }
+        )
     return rows
 
 
 def header_check_ns() -> float:
     from kninfer.cloudevents.binding import is_event
 
-    headers = {"host": "127.0.0.1", "content-type": "application/json", "content-length": "96",
-               "user-agent": "python-httpx"}
+    headers = {
+        "host": "127.0.0.1",
+        "content-type": "application/json",
+        "content-length": "96",
+        "user-agent": "python-httpx",
+    }
     runs = 200_000
     seconds = timeit.timeit(lambda: is_event(headers), number=runs)
     return seconds / runs * 1e9
@@ -134,10 +156,26 @@ def main() -> int:
     env["XDG_CACHE_HOME"] = str(tmp / "cache")
     servers: dict[str, list[str]] = {}
     kn_http, kn_grpc, ks_http, ks_grpc = (free_port() for _ in range(4))
-    servers["kninfer"] = [sys.executable, "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                          "--http-port", str(kn_http), "--grpc-port", str(kn_grpc)]
-    servers["kserve 0.21"] = [sys.executable, "-c", KSERVE_PEER, str(model_dir), str(ks_http),
-                              str(ks_grpc)]
+    servers["kninfer"] = [
+        sys.executable,
+        "-m",
+        "kninfer",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(kn_http),
+        "--grpc-port",
+        str(kn_grpc),
+    ]
+    servers["kserve 0.21"] = [
+        sys.executable,
+        "-c",
+        KSERVE_PEER,
+        str(model_dir),
+        str(ks_http),
+        str(ks_grpc),
+    ]
     ports = {"kninfer": kn_http, "kserve 0.21": ks_http}
     processes: dict[str, subprocess.Popen[bytes]] = {}
     lines = [
@@ -152,8 +190,9 @@ def main() -> int:
     try:
         for name, command in servers.items():
             log = open(tmp / f"{name.split()[0]}.log", "wb")  # noqa: SIM115 - process lifetime
-            processes[name] = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log,
-                                               stderr=subprocess.STDOUT)
+            processes[name] = subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
         for name, process in processes.items():
             url = f"http://127.0.0.1:{ports[name]}"
             wait_ready(url, process, path="/v2/models/iris/ready")
@@ -167,8 +206,12 @@ def main() -> int:
         for process in processes.values():
             process.terminate()
             process.wait(30)
-    lines += ["", f"Header check a plain request pays for CloudEvents support "
-              f"(`EventEndpoint.wants`): {header_check_ns():.0f} ns per request.", ""]
+    lines += [
+        "",
+        f"Header check a plain request pays for CloudEvents support "
+        f"(`EventEndpoint.wants`): {header_check_ns():.0f} ns per request.",
+        "",
+    ]
     text = "\n".join(lines)
     print(text)
     out = ROOT / "bench" / "results" / "events.md"

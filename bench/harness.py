@@ -39,8 +39,13 @@ def pinned(cpu: str | int | None, argv: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv]
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120,
-               path: str = "/v2/health/ready", log: Path | None = None) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 120,
+    path: str = "/v2/health/ready",
+    log: Path | None = None,
+) -> None:
     """Until GET `url + path` answers 200; raises if the server exits or the time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,24 +86,36 @@ def stop(process: subprocess.Popen[bytes], group: bool = False, grace_s: float =
 def git_commit(tree: Path, *watched: str) -> str:
     """The tree's short commit; " with changes" added when any of the `watched` paths have
     uncommitted changes (a benchmark of a working tree, not of that commit)."""
-    done = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False)
-    dirty = watched and subprocess.run(
-        ["git", "-C", str(tree), "status", "--porcelain", "--", *watched],
-        capture_output=True, text=True, check=False).stdout.strip()
+    done = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = (
+        watched
+        and subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--", *watched],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
     return (done.stdout.strip() or "unknown") + (" with changes" if dirty else "")
 
 
 def medians(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
     """Each label's median per metric, over the rounds of an A/B bench (bench.ab, bench.drift,
     bench.tracing)."""
-    return {label: {metric: round(statistics.median(values), 4)
-                    for metric, values in by_metric.items()}
-            for label, by_metric in samples.items()}
+    return {
+        label: {metric: round(statistics.median(values), 4) for metric, values in by_metric.items()}
+        for label, by_metric in samples.items()
+    }
 
 
-def write_report(out: Path, name: str, doc: dict[str, Any],
-                 markdown: Callable[[dict[str, Any], Path], None]) -> None:
+def write_report(
+    out: Path, name: str, doc: dict[str, Any], markdown: Callable[[dict[str, Any], Path], None]
+) -> None:
     """`out`/NAME.json (the run) and `out`/NAME.md (its report, written by `markdown`), and the
     report printed."""
     out.mkdir(parents=True, exist_ok=True)

@@ -35,14 +35,23 @@ PODMAN = ["podman", "--runtime", "runc"]
 # What a Dockerfile here may COPY: a change there marks the tree's commit "with changes".
 BUILD_CONTEXT = ("Dockerfile", ".dockerignore", "pyproject.toml", "kninfer", "deploy")
 # Everything a Dockerfile here may COPY; the rest of a tree (venvs, bench, tests) stays out.
-CONTEXT_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "bench", "tests", "docs",
-                                        "__pycache__", ".mypy_cache", ".pytest_cache",
-                                        ".ruff_cache", "*.egg-info")
+CONTEXT_IGNORE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "bench",
+    "tests",
+    "docs",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+)
 
 
 def podman(*args: str) -> str:
-    return subprocess.run([*PODMAN, *args], capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run([*PODMAN, *args], capture_output=True, text=True, check=True).stdout
 
 
 def store_used_bytes() -> int:
@@ -61,21 +70,29 @@ def layers(tag: str) -> list[tuple[str, str, int]]:
     instructions that made no layer; `podman history` (newest first) has each one's size."""
     inspected = json.loads(podman("image", "inspect", tag))[0]
     made = inspected["History"]
-    sizes = [int(entry["size"]) for entry in
-             reversed(json.loads(podman("history", "--no-trunc", "--format", "json", tag)))]
+    sizes = [
+        int(entry["size"])
+        for entry in reversed(json.loads(podman("history", "--no-trunc", "--format", "json", tag)))
+    ]
     assert len(sizes) == len(made), (tag, len(sizes), len(made))
-    layered = [(entry.get("created_by", ""), size) for entry, size in zip(made, sizes, strict=True)
-               if not entry.get("empty_layer")]
-    return [(diff, how, size) for diff, (how, size) in
-            zip(inspected["RootFS"]["Layers"], layered, strict=True)]
+    layered = [
+        (entry.get("created_by", ""), size)
+        for entry, size in zip(made, sizes, strict=True)
+        if not entry.get("empty_layer")
+    ]
+    return [
+        (diff, how, size)
+        for diff, (how, size) in zip(inspected["RootFS"]["Layers"], layered, strict=True)
+    ]
 
 
 def new_layers(first: str, second: str) -> tuple[int, list[str]]:
     """Bytes and instructions of the second image's layers that the first does not have."""
     seen = {diff for diff, _, _ in layers(first)}
     fresh = [(how, size) for diff, how, size in layers(second) if diff not in seen]
-    return sum(size for _, size in fresh), [f"{instruction(how)} ({size / 1e6:,.1f} MB)"
-                                            for how, size in fresh]
+    return sum(size for _, size in fresh), [
+        f"{instruction(how)} ({size / 1e6:,.1f} MB)" for how, size in fresh
+    ]
 
 
 def instruction(created_by: str) -> str:
@@ -83,7 +100,7 @@ def instruction(created_by: str) -> str:
     (`|6 ARG=... /bin/sh -c #(nop) COPY ...` or `/bin/sh -c <command>`)."""
     text = " ".join(created_by.split()).split("/bin/sh -c ", 1)[-1]
     text = re.sub(r"\b(dir|file|multi):([0-9a-f]{12})[0-9a-f]+", r"\1:\2", text)
-    text = text[len("#(nop) "):] if text.startswith("#(nop) ") else f"RUN {text}"
+    text = text[len("#(nop) ") :] if text.startswith("#(nop) ") else f"RUN {text}"
     return text if len(text) <= 100 else text[:97] + "..."
 
 
@@ -102,10 +119,17 @@ def measure(label: str, tree: Path, family: str, work: Path) -> dict[str, Any]:
         size = int(podman("image", "inspect", "--format", "{{.Size}}", second))
     finally:
         subprocess.run([*PODMAN, "rmi", "-f", first, second], capture_output=True, check=False)
-    return {"tree": str(tree), "commit": git_commit(tree, *BUILD_CONTEXT), "family": family,
-            "first_build_s": round(first_s, 1), "rebuild_s": round(rebuild_s, 1),
-            "store_growth_bytes": grown, "new_layer_bytes": fresh_bytes,
-            "new_layers": fresh, "image_bytes": size}
+    return {
+        "tree": str(tree),
+        "commit": git_commit(tree, *BUILD_CONTEXT),
+        "family": family,
+        "first_build_s": round(first_s, 1),
+        "rebuild_s": round(rebuild_s, 1),
+        "store_growth_bytes": grown,
+        "new_layer_bytes": fresh_bytes,
+        "new_layers": fresh,
+        "image_bytes": size,
+    }
 
 
 def megabytes(value: int) -> str:
@@ -114,18 +138,23 @@ def megabytes(value: int) -> str:
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
     runs = doc["runs"]
-    lines = [f"# One code change, rebuilt: `FAMILY={doc['family']}` image", "",
-             f"Command: `{doc['command']}`; podman {doc['podman']}, on this machine "
-             f"({doc['cpus']} CPUs). The first build of each tree fills the layer cache; the "
-             "figures are for the rebuild after one comment line is added to "
-             "`kninfer/__init__.py`.", "",
-             "| tree | rebuild (s) | store growth (MB) | new layers a node pulls (MB) "
-             "| image (MB) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"# One code change, rebuilt: `FAMILY={doc['family']}` image",
+        "",
+        f"Command: `{doc['command']}`; podman {doc['podman']}, on this machine "
+        f"({doc['cpus']} CPUs). The first build of each tree fills the layer cache; the "
+        "figures are for the rebuild after one comment line is added to "
+        "`kninfer/__init__.py`.",
+        "",
+        "| tree | rebuild (s) | store growth (MB) | new layers a node pulls (MB) | image (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for run in runs:
-        lines.append(f"| {run['label']} ({run['commit']}) | {run['rebuild_s']} "
-                     f"| {megabytes(run['store_growth_bytes'])} "
-                     f"| {megabytes(run['new_layer_bytes'])} | {megabytes(run['image_bytes'])} |")
+        lines.append(
+            f"| {run['label']} ({run['commit']}) | {run['rebuild_s']} "
+            f"| {megabytes(run['store_growth_bytes'])} "
+            f"| {megabytes(run['new_layer_bytes'])} | {megabytes(run['image_bytes'])} |"
+        )
     lines += ["", "New layers per tree (the instructions that made them):", ""]
     for run in runs:
         lines.append(f"- {run['label']}: " + "; ".join(f"`{layer}`" for layer in run["new_layers"]))
@@ -145,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
             runs.append({"label": label, **measure(label, tree, args.family, Path(tmp))})
     command = "python -m bench.image_rebuild" + (f" --before {args.before}" if args.before else "")
     command += f" --family {args.family}"
-    doc = {"command": command, "family": args.family, "runs": runs,
-           "podman": podman("version", "--format", "{{.Client.Version}}").strip(),
-           "cpus": len(os.sched_getaffinity(0))}
+    doc = {
+        "command": command,
+        "family": args.family,
+        "runs": runs,
+        "podman": podman("version", "--format", "{{.Client.Version}}").strip(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "image-rebuild.json").write_text(json.dumps(doc, indent=2) + "\n")
     write_markdown(doc, args.out / "image-rebuild.md")

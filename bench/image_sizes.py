@@ -21,8 +21,12 @@ from typing import Any
 from bench.servers import BENCH
 
 RESULTS = BENCH / "results"
-IMAGES = [("sklearn", "localhost/kninfer:dev-sklearn"), ("mlflow", "localhost/kninfer:dev-mlflow"),
-          ("pytorch", "localhost/kninfer:dev-pytorch"), ("all", "localhost/kninfer:dev")]
+IMAGES = [
+    ("sklearn", "localhost/kninfer:dev-sklearn"),
+    ("mlflow", "localhost/kninfer:dev-mlflow"),
+    ("pytorch", "localhost/kninfer:dev-pytorch"),
+    ("all", "localhost/kninfer:dev"),
+]
 FRAMEWORKS = ("scikit-learn", "mlflow-skinny", "torch", "kserve")
 # Run by the image's Python with FRAMEWORKS as arguments: sizes of the venv and of each top-level
 # package in site-packages, and the frameworks' versions.
@@ -48,13 +52,36 @@ print(json.dumps({"venv_bytes": du(sys.prefix), "packages": packages, "versions"
 
 
 def measure(tag: str) -> dict[str, Any]:
-    size = subprocess.run(["podman", "image", "inspect", "--format", "{{.Size}}", tag],
-                          capture_output=True, text=True, check=True).stdout
-    inside = subprocess.run(["podman", "--runtime", "runc", "run", "--rm", "--network", "none",
-                             "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096",
-                             "--entrypoint", "python", tag,
-                             "-c", INSIDE, *FRAMEWORKS],
-                            capture_output=True, text=True, check=True).stdout
+    size = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Size}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    inside = subprocess.run(
+        [
+            "podman",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--entrypoint",
+            "python",
+            tag,
+            "-c",
+            INSIDE,
+            *FRAMEWORKS,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return {"image": tag, "image_bytes": int(size), **json.loads(inside)}
 
 
@@ -63,18 +90,25 @@ def megabytes(value: int) -> str:
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path) -> None:
-    lines = ["# The CPU images", "",
-             "Command: `python -m bench.image_sizes` (run by `make image-test` after its builds), "
-             "on the images podman built here from the Debian bookworm base. Sizes are "
-             "uncompressed, in MB.", "",
-             "| `FAMILY=` | carries | image | virtualenv | largest packages in it |",
-             "| --- | --- | ---: | ---: | --- |"]
+    lines = [
+        "# The CPU images",
+        "",
+        "Command: `python -m bench.image_sizes` (run by `make image-test` after its builds), "
+        "on the images podman built here from the Debian bookworm base. Sizes are "
+        "uncompressed, in MB.",
+        "",
+        "| `FAMILY=` | carries | image | virtualenv | largest packages in it |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
     for row in rows:
         carries = ", ".join(f"{name} {version}" for name, version in row["versions"].items())
         largest = sorted(row["packages"].items(), key=lambda item: -item[1])[:4]
-        lines.append(f"| `{row['family']}` | {carries} | {megabytes(row['image_bytes'])} "
-                     f"| {megabytes(row['venv_bytes'])} | "
-                     + ", ".join(f"{name} {megabytes(size)}" for name, size in largest) + " |")
+        lines.append(
+            f"| `{row['family']}` | {carries} | {megabytes(row['image_bytes'])} "
+            f"| {megabytes(row['venv_bytes'])} | "
+            + ", ".join(f"{name} {megabytes(size)}" for name, size in largest)
+            + " |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

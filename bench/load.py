@@ -27,8 +27,9 @@ def ensure_wrk() -> str:
         return found
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
         found = shutil.which("wrk")
         if found:
             return found
@@ -51,8 +52,14 @@ def start(spec: ServerSpec, log_dir: Path) -> Running:
     log_path = log_dir / f"{spec.name}-{http}.log"
     argv = pinned(SERVER_CPU, spec.command(http, grpc, metrics))
     log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the child; closed on exit
-    process = subprocess.Popen(argv, env=child_env(spec.env), cwd=spec.cwd, stdout=log_file,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        argv,
+        env=child_env(spec.env),
+        cwd=spec.cwd,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log_file.close()
     return Running(spec, process, http, log_path)
 
@@ -75,13 +82,15 @@ def wait_first_inference(run: Running, body: bytes, timeout: float) -> float:
     deadline = started + timeout
     while time.perf_counter() < deadline:
         if run.process.poll() is not None:
-            raise RuntimeError(f"{run.spec.name} exited with {run.process.returncode}:\n"
-                               f"{run.log()[-3000:]}")
+            raise RuntimeError(
+                f"{run.spec.name} exited with {run.process.returncode}:\n{run.log()[-3000:]}"
+            )
         if infer_once(run.http_port, body, timeout=5.0) == 200:
             return time.perf_counter() - started
         time.sleep(0.005)
-    raise TimeoutError(f"{run.spec.name} gave no successful inference in {timeout}s:\n"
-                       f"{run.log()[-3000:]}")
+    raise TimeoutError(
+        f"{run.spec.name} gave no successful inference in {timeout}s:\n{run.log()[-3000:]}"
+    )
 
 
 def stop(run: Running) -> None:
@@ -89,8 +98,9 @@ def stop(run: Running) -> None:
     harness.stop(run.process, group=True, grace_s=10)
 
 
-def cold_start(spec: ServerSpec, body: bytes, log_dir: Path, timeout: float) -> tuple[float,
-                                                                                    dict | None]:
+def cold_start(
+    spec: ServerSpec, body: bytes, log_dir: Path, timeout: float
+) -> tuple[float, dict | None]:
     """Process spawn to first successful V2 inference, plus kninfer's own breakdown line."""
     spawned = time.perf_counter()
     run = start(spec, log_dir)
@@ -108,7 +118,7 @@ def _breakdown(log: str) -> dict | None:
         marker = "cold start {"
         if marker in line:
             try:
-                return json.loads(line[line.index(marker) + len("cold start "):])
+                return json.loads(line[line.index(marker) + len("cold start ") :])
             except ValueError:
                 return None
     return None
@@ -142,20 +152,40 @@ def _descendants(pid: int) -> list[int]:
     return result
 
 
-def wrk(wrk_path: str, port: int, body_file: Path, connections: int, seconds: float,
-        timeout_s: float = 5.0) -> dict:
+def wrk(
+    wrk_path: str,
+    port: int,
+    body_file: Path,
+    connections: int,
+    seconds: float,
+    timeout_s: float = 5.0,
+) -> dict:
     """One fixed-duration wrk run; the Lua `done` hook prints a BENCHJSON line."""
-    argv = pinned(LOADGEN_CPU, [
-        wrk_path, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-        f"--timeout={max(1, round(timeout_s))}s", "-s", str(BENCH / "post.lua"),
-        f"http://127.0.0.1:{port}/v2/models/iris/infer", "--", str(body_file)])
+    argv = pinned(
+        LOADGEN_CPU,
+        [
+            wrk_path,
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            f"--timeout={max(1, round(timeout_s))}s",
+            "-s",
+            str(BENCH / "post.lua"),
+            f"http://127.0.0.1:{port}/v2/models/iris/infer",
+            "--",
+            str(body_file),
+        ],
+    )
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():
         if line.startswith("BENCHJSON "):
-            result = json.loads(line[len("BENCHJSON "):])
+            result = json.loads(line[len("BENCHJSON ") :])
             result["rps"] = round(result["requests"] / (result["duration_us"] / 1e6), 1)
-            result["errors"] = sum(result[k] for k in ("connect_errors", "read_errors",
-                                                       "write_errors", "timeouts", "non_2xx"))
+            result["errors"] = sum(
+                result[k]
+                for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non_2xx")
+            )
             return result
-    raise RuntimeError(f"wrk printed no result (rc {out.returncode}): "
-                       f"{(out.stdout + out.stderr)[-2000:]}")
+    raise RuntimeError(
+        f"wrk printed no result (rc {out.returncode}): {(out.stdout + out.stderr)[-2000:]}"
+    )

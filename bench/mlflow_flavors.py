@@ -47,9 +47,11 @@ xg = xgb.XGBClassifier(n_estimators=100).fit(X, y)
 mlflow.xgboost.save_model(xg, f"{root}/xgboost", signature=infer_signature(X, xg.predict(X)))
 """
 LOAD = "import sys, mlflow.pyfunc; mlflow.pyfunc.load_model(sys.argv[1])"
-IMPORTED = ("import sys, json, mlflow.pyfunc; mlflow.pyfunc.load_model(sys.argv[1]); "
-            "print(json.dumps([m for m in ('skops', 'torch', 'sklearn', 'scipy') "
-            "if m in sys.modules]))")
+IMPORTED = (
+    "import sys, json, mlflow.pyfunc; mlflow.pyfunc.load_model(sys.argv[1]); "
+    "print(json.dumps([m for m in ('skops', 'torch', 'sklearn', 'scipy') "
+    "if m in sys.modules]))"
+)
 MODELS = {
     "lightgbm-sklearn-api": "LightGBM, scikit-learn API (`LGBMClassifier`, saved with skops)",
     "lightgbm-booster": "LightGBM, native `Booster` (`model.lgb`)",
@@ -67,25 +69,42 @@ def measure(work: Path, runs: int) -> dict[str, Any]:
     for name, what in MODELS.items():
         path = work / name
         size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        imported = subprocess.run([str(python), "-c", IMPORTED, str(path)], check=True,
-                                  capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        rows.append({"model": name, "what": what, "bytes": size,
-                     "load_cpu_s": median_cpu(python, runs, LOAD, str(path)),
-                     "imports": json.loads(imported)})
-    return {"command": f"python -m bench.mlflow_flavors --runs {runs}", "runs": runs,
-            "rows": rows}
+        imported = (
+            subprocess.run(
+                [str(python), "-c", IMPORTED, str(path)], check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        rows.append(
+            {
+                "model": name,
+                "what": what,
+                "bytes": size,
+                "load_cpu_s": median_cpu(python, runs, LOAD, str(path)),
+                "imports": json.loads(imported),
+            }
+        )
+    return {"command": f"python -m bench.mlflow_flavors --runs {runs}", "runs": runs, "rows": rows}
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
-    lines = ["# MLflow flavors: load cost", "",
-             f"Command: `{doc['command']}`, in the project's venv (torch installed). CPU s: user "
-             f"+ system of a process that imports `mlflow.pyfunc` and loads the model, median of "
-             f"{doc['runs']}.", "",
-             "<!-- --8<-- [start:flavors] -->",
-             "| model | size | load CPU s | imports |", "| --- | ---: | ---: | --- |"]
+    lines = [
+        "# MLflow flavors: load cost",
+        "",
+        f"Command: `{doc['command']}`, in the project's venv (torch installed). CPU s: user "
+        f"+ system of a process that imports `mlflow.pyfunc` and loads the model, median of "
+        f"{doc['runs']}.",
+        "",
+        "<!-- --8<-- [start:flavors] -->",
+        "| model | size | load CPU s | imports |",
+        "| --- | ---: | ---: | --- |",
+    ]
     for row in doc["rows"]:
-        lines.append(f"| {row['what']} | {row['bytes'] / 1024:.0f} KB | {row['load_cpu_s']} | "
-                     f"{', '.join(row['imports']) or '-'} |")
+        lines.append(
+            f"| {row['what']} | {row['bytes'] / 1024:.0f} KB | {row['load_cpu_s']} | "
+            f"{', '.join(row['imports']) or '-'} |"
+        )
     lines += ["<!-- --8<-- [end:flavors] -->", ""]
     path.write_text("\n".join(lines))
 

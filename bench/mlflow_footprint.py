@@ -52,15 +52,29 @@ def venv(path: Path, requirements: list[str]) -> Path:
     python = path / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *requirements], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *requirements,
+            ],
+            check=True,
+        )
     return python
 
 
 def site_packages(python: Path) -> tuple[int, int]:
     """(bytes of files, number of distributions) of the venv's site-packages."""
-    where = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                            "['purelib'])"], capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     root = Path(where.stdout.strip())
     size = sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() or p.is_symlink())
     return size, len(list(root.glob("*.dist-info")))
@@ -79,43 +93,68 @@ def median_cpu(python: Path, runs: int, code: str, *args: str) -> float:
 
 
 def has_torch(python: Path) -> bool:
-    probe = subprocess.run([str(python), "-c", "import importlib.util as u; "
-                            "print(u.find_spec('torch') is not None)"],
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; print(u.find_spec('torch') is not None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return probe.stdout.strip() == "True"
 
 
 def measure(work: Path, runs: int) -> dict[str, Any]:
     mlflow = version("mlflow-skinny")
-    base = [f"pandas=={version('pandas')}", f"scikit-learn=={version('scikit-learn')}",
-            f"skops=={version('skops')}"]
-    pythons = {"base": venv(work / "base", base),
-               "mlflow-skinny": venv(work / "skinny", [*base, f"mlflow-skinny=={mlflow}"]),
-               "mlflow": venv(work / "full", [*base, f"mlflow=={mlflow}"]),
-               "mlflow-skinny+torch": venv(work / "skinny-torch",
-                                           [*base, f"mlflow-skinny=={mlflow}", "torch==2.13.0"])}
+    base = [
+        f"pandas=={version('pandas')}",
+        f"scikit-learn=={version('scikit-learn')}",
+        f"skops=={version('skops')}",
+    ]
+    pythons = {
+        "base": venv(work / "base", base),
+        "mlflow-skinny": venv(work / "skinny", [*base, f"mlflow-skinny=={mlflow}"]),
+        "mlflow": venv(work / "full", [*base, f"mlflow=={mlflow}"]),
+        "mlflow-skinny+torch": venv(
+            work / "skinny-torch", [*base, f"mlflow-skinny=={mlflow}", "torch==2.13.0"]
+        ),
+    }
     base_bytes, base_dists = site_packages(pythons["base"])
     packages: list[dict[str, Any]] = []
     for name in ("mlflow-skinny", "mlflow"):
         size, dists = site_packages(pythons[name])
-        packages.append({"package": f"{name}=={mlflow}", "site_packages_bytes": size,
-                         "added_bytes": size - base_bytes, "distributions": dists,
-                         "import_pyfunc_cpu_s": median_cpu(pythons[name], runs,
-                                                           "import mlflow.pyfunc")})
+        packages.append(
+            {
+                "package": f"{name}=={mlflow}",
+                "site_packages_bytes": size,
+                "added_bytes": size - base_bytes,
+                "distributions": dists,
+                "import_pyfunc_cpu_s": median_cpu(pythons[name], runs, "import mlflow.pyfunc"),
+            }
+        )
     with_torch, without = pythons["mlflow-skinny+torch"], pythons["mlflow-skinny"]
     assert has_torch(with_torch) and not has_torch(without)
     formats: list[dict[str, Any]] = []
     for serialization in ("skops", "cloudpickle"):
         model = work / f"iris-{serialization}"
         shutil.rmtree(model, ignore_errors=True)
-        subprocess.run([str(without), "-c", SAVE, str(model), serialization], check=True,
-                       capture_output=True)
-        formats.append({"format": serialization,
-                        "torch_installed_cpu_s": median_cpu(with_torch, 3, LOAD, str(model)),
-                        "torch_absent_cpu_s": median_cpu(without, 3, LOAD, str(model))})
-    return {"mlflow_version": mlflow, "base": base, "base_site_packages_bytes": base_bytes,
-            "base_distributions": base_dists, "runs": runs, "packages": packages,
-            "formats": formats}
+        subprocess.run(
+            [str(without), "-c", SAVE, str(model), serialization], check=True, capture_output=True
+        )
+        formats.append(
+            {
+                "format": serialization,
+                "torch_installed_cpu_s": median_cpu(with_torch, 3, LOAD, str(model)),
+                "torch_absent_cpu_s": median_cpu(without, 3, LOAD, str(model)),
+            }
+        )
+    return {
+        "mlflow_version": mlflow,
+        "base": base,
+        "base_site_packages_bytes": base_bytes,
+        "base_distributions": base_dists,
+        "runs": runs,
+        "packages": packages,
+        "formats": formats,
+    }
 
 
 def megabytes(value: int) -> str:
@@ -123,28 +162,39 @@ def megabytes(value: int) -> str:
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
-    lines = ["# MLflow in a serving virtualenv", "",
-             f"Command: `{doc['command']}`. Base venv: {', '.join(doc['base'])} "
-             f"({megabytes(doc['base_site_packages_bytes'])} of site-packages, "
-             f"{doc['base_distributions']} distributions); CPU seconds are user + system of the "
-             f"child, median of {doc['runs']}.", "",
-             "<!-- --8<-- [start:packages] -->",
-             "| | site-packages | added by MLflow | distributions "
-             "| `import mlflow.pyfunc` CPU s |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# MLflow in a serving virtualenv",
+        "",
+        f"Command: `{doc['command']}`. Base venv: {', '.join(doc['base'])} "
+        f"({megabytes(doc['base_site_packages_bytes'])} of site-packages, "
+        f"{doc['base_distributions']} distributions); CPU seconds are user + system of the "
+        f"child, median of {doc['runs']}.",
+        "",
+        "<!-- --8<-- [start:packages] -->",
+        "| | site-packages | added by MLflow | distributions | `import mlflow.pyfunc` CPU s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for row in doc["packages"]:
-        lines.append(f"| `{row['package']}` | {megabytes(row['site_packages_bytes'])} "
-                     f"| +{megabytes(row['added_bytes'])} | {row['distributions']} "
-                     f"| {row['import_pyfunc_cpu_s']} |")
-    lines += ["<!-- --8<-- [end:packages] -->", "",
-              "Importing `mlflow.pyfunc` and loading the runnable example with `load_model`, "
-              "CPU s of the process (median of 3), in the mlflow-skinny venv without and with "
-              "torch 2.13.0:", "",
-              "<!-- --8<-- [start:formats] -->",
-              "| format | torch installed | torch absent |", "| --- | ---: | ---: |"]
+        lines.append(
+            f"| `{row['package']}` | {megabytes(row['site_packages_bytes'])} "
+            f"| +{megabytes(row['added_bytes'])} | {row['distributions']} "
+            f"| {row['import_pyfunc_cpu_s']} |"
+        )
+    lines += [
+        "<!-- --8<-- [end:packages] -->",
+        "",
+        "Importing `mlflow.pyfunc` and loading the runnable example with `load_model`, "
+        "CPU s of the process (median of 3), in the mlflow-skinny venv without and with "
+        "torch 2.13.0:",
+        "",
+        "<!-- --8<-- [start:formats] -->",
+        "| format | torch installed | torch absent |",
+        "| --- | ---: | ---: |",
+    ]
     for row in doc["formats"]:
-        lines.append(f"| {row['format']} | {row['torch_installed_cpu_s']} "
-                     f"| {row['torch_absent_cpu_s']} |")
+        lines.append(
+            f"| {row['format']} | {row['torch_installed_cpu_s']} | {row['torch_absent_cpu_s']} |"
+        )
     lines.append("<!-- --8<-- [end:formats] -->")
     path.write_text("\n".join(lines) + "\n")
 
@@ -156,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    doc = {"command": f"python -m bench.mlflow_footprint --runs {args.runs}",
-           **measure(args.work.resolve(), args.runs)}
+    doc = {
+        "command": f"python -m bench.mlflow_footprint --runs {args.runs}",
+        **measure(args.work.resolve(), args.runs),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mlflow.json").write_text(json.dumps(doc, indent=2) + "\n")
     write_markdown(doc, args.out / "mlflow.md")

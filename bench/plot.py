@@ -18,16 +18,20 @@ def main(source: str, target: str) -> None:
     fig, axes = plt.subplots(len(batches), 2, figsize=(11, 4 * len(batches)), squeeze=False)
     for row, batch in enumerate(batches):
         for name, server in results["servers"].items():
-            points = sorted((p for p in server["load"].values() if p["batch"] == batch),
-                            key=lambda p: p["connections"])
+            points = sorted(
+                (p for p in server["load"].values() if p["batch"] == batch),
+                key=lambda p: p["connections"],
+            )
             if not points:
                 continue
             conns = [p["connections"] for p in points]
             style = {"linewidth": 3} if name == "kninfer" else {"linewidth": 1.5}
-            axes[row][0].plot(conns, [p["rps"] for p in points], marker="o",
-                              label=server["label"], **style)
-            axes[row][1].plot(conns, [p["p99_ms"] for p in points], marker="o",
-                              label=server["label"], **style)
+            axes[row][0].plot(
+                conns, [p["rps"] for p in points], marker="o", label=server["label"], **style
+            )
+            axes[row][1].plot(
+                conns, [p["p99_ms"] for p in points], marker="o", label=server["label"], **style
+            )
         axes[row][0].set_title(f"V2 JSON, batch {batch}: requests/s (one server core)")
         axes[row][1].set_title(f"V2 JSON, batch {batch}: p99 latency (ms)")
         for ax in axes[row]:

@@ -18,8 +18,9 @@ def main(source: str, target: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(cases) + 1.5), sharey=True)
     names = [c["name"] for c in cases]
     for ax, cache in zip(axes, ("warm", "cold"), strict=True):
-        for offset, (kind, colour) in enumerate((("kninfer", "tab:blue"), ("floor", "tab:gray"),
-                                                 ("kserve", "tab:orange"))):
+        for offset, (kind, colour) in enumerate(
+            (("kninfer", "tab:blue"), ("floor", "tab:gray"), ("kserve", "tab:orange"))
+        ):
             ys = [i + offset * 0.27 for i in range(len(cases))]
             xs = [c["results"].get(cache, {}).get(kind, {}).get("total_s", 0) for c in cases]
             ax.barh(ys, xs, height=0.25, color=colour, label=kind)

@@ -9,24 +9,78 @@ from typing import Any
 # (id, description, numerator, denominator, comparison, bound). Figures: ("cold", server),
 # ("rps"|"p99", server, point) or ("per_request_us", server, point) / ("in_process", batch).
 TARGETS: list[tuple[str, str, tuple[Any, ...], tuple[Any, ...], str, float]] = [
-    ("cold_vs_sklearnserver", "cold start, kninfer / KServe sklearnserver path",
-     ("cold", "kninfer"), ("cold", "kserve-sklearnserver"), "<=", 0.65),
-    ("cold_vs_kserve", "cold start, kninfer / KServe custom model", ("cold", "kninfer"),
-     ("cold", "kserve"), "<=", 0.65),
-    ("cold_vs_floor", "cold start, kninfer / bare ASGI floor", ("cold", "kninfer"),
-     ("cold", "bare"), "<=", 1.20),
-    ("rps_vs_kserve", "rps batch 1 x8, kninfer / KServe custom model", ("rps", "kninfer", "b1_c8"),
-     ("rps", "kserve", "b1_c8"), ">=", 2.0),
-    ("rps_vs_mlserver", "rps batch 1 x8, kninfer / MLServer (parallel_workers 0)",
-     ("rps", "kninfer", "b1_c8"), ("rps", "mlserver-pw0", "b1_c8"), ">=", 1.6),
-    ("rps_vs_fastapi", "rps batch 1 x8, kninfer / FastAPI wrapper", ("rps", "kninfer", "b1_c8"),
-     ("rps", "fastapi", "b1_c8"), ">=", 1.0),
-    ("p99_vs_kserve", "p99 batch 1 x32, kninfer / KServe custom model",
-     ("p99", "kninfer", "b1_c32"), ("p99", "kserve", "b1_c32"), "<=", 0.6),
-    ("b64_vs_in_process", "batch 64: per-request server time x8 / in-process decode+predict",
-     ("per_request_us", "kninfer", "b64_c8"), ("in_process", "b64"), "<=", 2.0),
-    ("batching", "PyTorch MLP rps x32, adaptive batching on / off", ("batching", "on"),
-     ("batching", "off"), ">=", 3.0),
+    (
+        "cold_vs_sklearnserver",
+        "cold start, kninfer / KServe sklearnserver path",
+        ("cold", "kninfer"),
+        ("cold", "kserve-sklearnserver"),
+        "<=",
+        0.65,
+    ),
+    (
+        "cold_vs_kserve",
+        "cold start, kninfer / KServe custom model",
+        ("cold", "kninfer"),
+        ("cold", "kserve"),
+        "<=",
+        0.65,
+    ),
+    (
+        "cold_vs_floor",
+        "cold start, kninfer / bare ASGI floor",
+        ("cold", "kninfer"),
+        ("cold", "bare"),
+        "<=",
+        1.20,
+    ),
+    (
+        "rps_vs_kserve",
+        "rps batch 1 x8, kninfer / KServe custom model",
+        ("rps", "kninfer", "b1_c8"),
+        ("rps", "kserve", "b1_c8"),
+        ">=",
+        2.0,
+    ),
+    (
+        "rps_vs_mlserver",
+        "rps batch 1 x8, kninfer / MLServer (parallel_workers 0)",
+        ("rps", "kninfer", "b1_c8"),
+        ("rps", "mlserver-pw0", "b1_c8"),
+        ">=",
+        1.6,
+    ),
+    (
+        "rps_vs_fastapi",
+        "rps batch 1 x8, kninfer / FastAPI wrapper",
+        ("rps", "kninfer", "b1_c8"),
+        ("rps", "fastapi", "b1_c8"),
+        ">=",
+        1.0,
+    ),
+    (
+        "p99_vs_kserve",
+        "p99 batch 1 x32, kninfer / KServe custom model",
+        ("p99", "kninfer", "b1_c32"),
+        ("p99", "kserve", "b1_c32"),
+        "<=",
+        0.6,
+    ),
+    (
+        "b64_vs_in_process",
+        "batch 64: per-request server time x8 / in-process decode+predict",
+        ("per_request_us", "kninfer", "b64_c8"),
+        ("in_process", "b64"),
+        "<=",
+        2.0,
+    ),
+    (
+        "batching",
+        "PyTorch MLP rps x32, adaptive batching on / off",
+        ("batching", "on"),
+        ("batching", "off"),
+        ">=",
+        3.0,
+    ),
 ]
 
 
@@ -66,9 +120,17 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         ratio = a / b
         met = ratio <= bound if op == "<=" else ratio >= bound
-        rows.append({"id": target_id, "what": text, "ratio": round(ratio, 3),
-                     "target": f"{op} {bound}", "met": met, "numerator": round(a, 4),
-                     "denominator": round(b, 4)})
+        rows.append(
+            {
+                "id": target_id,
+                "what": text,
+                "ratio": round(ratio, 3),
+                "target": f"{op} {bound}",
+                "met": met,
+                "numerator": round(a, 4),
+                "denominator": round(b, 4),
+            }
+        )
     return rows
 
 
@@ -92,13 +154,22 @@ def write_markdown(results: dict[str, Any], path: Path, plot: str | None) -> Non
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
     for row in results.get("summary", []):
-        lines.append(f"| {row['what']} | {row['numerator']:g} | {row['denominator']:g} | "
-                     f"{row['ratio']:.2f} | {row['target']} | {'yes' if row['met'] else 'NO'} |")
+        lines.append(
+            f"| {row['what']} | {row['numerator']:g} | {row['denominator']:g} | "
+            f"{row['ratio']:.2f} | {row['target']} | {'yes' if row['met'] else 'NO'} |"
+        )
     lines += ["", "## Figures", ""]
-    points = sorted({k for s in results["servers"].values() for k in s["load"]},
-                    key=lambda k: (int(k[1:].split("_c")[0]), int(k.split("_c")[1])))
-    header = "| server | cold start s | peak RSS MiB | " + " | ".join(
-        f"{p.replace('_c', ' x').replace('b', 'batch ')} rps / p50 / p99 ms" for p in points) + " |"
+    points = sorted(
+        {k for s in results["servers"].values() for k in s["load"]},
+        key=lambda k: (int(k[1:].split("_c")[0]), int(k.split("_c")[1])),
+    )
+    header = (
+        "| server | cold start s | peak RSS MiB | "
+        + " | ".join(
+            f"{p.replace('_c', ' x').replace('b', 'batch ')} rps / p50 / p99 ms" for p in points
+        )
+        + " |"
+    )
     lines += [header, "| --- | ---: | ---: | " + " | ".join("---:" for _ in points) + " |"]
     for server in results["servers"].values():
         cells = []
@@ -108,26 +179,41 @@ def write_markdown(results: dict[str, Any], path: Path, plot: str | None) -> Non
                 cells.append("")
                 continue
             flag = f" ({point['errors']} errors)" if point.get("errors") else ""
-            cells.append(f"{point['rps']:.0f} / {point['p50_ms']:.2f} / {point['p99_ms']:.2f}"
-                         f"{flag}")
+            cells.append(
+                f"{point['rps']:.0f} / {point['p50_ms']:.2f} / {point['p99_ms']:.2f}{flag}"
+            )
         cold = server.get("cold_start_median_s")
         rss = server["peak_rss_mb"] or ""  # cold-start-only peers have no load-phase RSS
-        lines.append(f"| {server['label']} | {cold if cold is not None else ''} | "
-                     f"{rss} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {server['label']} | {cold if cold is not None else ''} | "
+            f"{rss} | " + " | ".join(cells) + " |"
+        )
     in_process = results.get("in_process", {})
     if in_process:
-        lines += ["", "In-process decode (kninfer.protocol) + `predict`, one core: " + ", ".join(
-            f"batch {v['batch']}: {v['median_us']:.0f} us" for v in in_process.values()) + "."]
+        lines += [
+            "",
+            "In-process decode (kninfer.protocol) + `predict`, one core: "
+            + ", ".join(f"batch {v['batch']}: {v['median_us']:.0f} us" for v in in_process.values())
+            + ".",
+        ]
     breakdowns = results["servers"].get("kninfer", {}).get("cold_start_breakdown")
     if breakdowns:
         keys = list(breakdowns[0])
-        lines += ["", "kninfer cold-start breakdown (ms, from its `cold start` log line; median):",
-                  "", "| " + " | ".join(keys) + " |",
-                  "| " + " | ".join("---:" for _ in keys) + " |",
-                  "| " + " | ".join(
-                      f"{statistics.median(b[k] for b in breakdowns if b.get(k) is not None):.0f}"
-                      if any(b.get(k) is not None for b in breakdowns) else ""
-                      for k in keys) + " |"]
+        lines += [
+            "",
+            "kninfer cold-start breakdown (ms, from its `cold start` log line; median):",
+            "",
+            "| " + " | ".join(keys) + " |",
+            "| " + " | ".join("---:" for _ in keys) + " |",
+            "| "
+            + " | ".join(
+                f"{statistics.median(b[k] for b in breakdowns if b.get(k) is not None):.0f}"
+                if any(b.get(k) is not None for b in breakdowns)
+                else ""
+                for k in keys
+            )
+            + " |",
+        ]
     if plot:
         lines += ["", f"![throughput and p99 against connections]({plot})"]
     path.write_text("\n".join(lines) + "\n")

@@ -31,8 +31,15 @@ from bench import load
 from bench.report import summarize, write_markdown
 from bench.servers import BENCH, ROOT, build_specs, venv_python
 
-ALL_SERVERS = ["kninfer", "kserve", "kserve-sklearnserver", "mlserver", "mlserver-pw0", "fastapi",
-               "bare"]
+ALL_SERVERS = [
+    "kninfer",
+    "kserve",
+    "kserve-sklearnserver",
+    "mlserver",
+    "mlserver-pw0",
+    "fastapi",
+    "bare",
+]
 
 
 def log(message: str) -> None:
@@ -40,8 +47,9 @@ def log(message: str) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--servers", default=",".join(ALL_SERVERS))
     parser.add_argument("--connections", default="1,8,32")
     parser.add_argument("--batches", default="1,64")
@@ -51,14 +59,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cold-runs", type=int, default=5)
     parser.add_argument("--cold-timeout", type=float, default=60.0)
     parser.add_argument("--out", default=str(BENCH / "results"))
-    parser.add_argument("--peer-python", action="store_true",
-                        help="run the FastAPI and bare ASGI peers on this interpreter")
+    parser.add_argument(
+        "--peer-python",
+        action="store_true",
+        help="run the FastAPI and bare ASGI peers on this interpreter",
+    )
     parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
-                        help="also run bench/batching (PyTorch MLP, batching off vs on); "
-                             "default: on, off with --quick")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny run to check the harness: 1 s runs, 1 repetition")
+    parser.add_argument(
+        "--batching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run bench/batching (PyTorch MLP, batching off vs on); "
+        "default: on, off with --quick",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny run to check the harness: 1 s runs, 1 repetition"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.runs, args.cold_runs = 1.0, 1.0, 1, 1
@@ -73,18 +89,20 @@ def request_body(batch: int) -> bytes:
 
     rows = load_iris().data
     data = [float(v) for i in range(batch) for v in rows[i % len(rows)]]
-    return json.dumps({"inputs": [{"name": "input-0", "shape": [batch, 4], "datatype": "FP64",
-                                   "data": data}]}).encode()
+    return json.dumps(
+        {"inputs": [{"name": "input-0", "shape": [batch, 4], "datatype": "FP64", "data": data}]}
+    ).encode()
 
 
-def in_process_cost(model_dir: Path, body_file: Path, batch: int,
-                    iterations: int = 500) -> dict[str, float]:
+def in_process_cost(
+    model_dir: Path, body_file: Path, batch: int, iterations: int = 500
+) -> dict[str, float]:
     """Microseconds to decode the V2 body with kninfer's codec and call `predict`, in one process
     pinned to the server core: the floor a server's per-request time is compared with."""
     code = f"""
 import json, time, joblib, statistics
 from kninfer.protocol.v2 import decode_v2_request
-model = joblib.load({str(model_dir / 'model.joblib')!r})
+model = joblib.load({str(model_dir / "model.joblib")!r})
 body = open({str(body_file)!r}, 'rb').read()
 def once():
     request = decode_v2_request(body, {{}}, 'iris')
@@ -99,9 +117,15 @@ for _ in range(7):
 print(json.dumps({{"median_us": statistics.median(samples), "min_us": min(samples)}}))
 """
     python = ROOT / ".venv" / "bin" / "python"
-    out = subprocess.run(load.pinned(load.SERVER_CPU, [str(python if python.exists() else
-                                                           sys.executable), "-c", code]),
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        load.pinned(
+            load.SERVER_CPU, [str(python if python.exists() else sys.executable), "-c", code]
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     result["batch"] = batch
     return result
@@ -113,14 +137,31 @@ def adaptive_batching(duration: float) -> dict[str, Any]:
     tag = "make-bench"
     python = ROOT / ".venv" / "bin" / "python"
     log("adaptive batching: python -m bench.batching.run (PyTorch MLP, off vs on)")
-    subprocess.run([str(python if python.exists() else sys.executable),
-                    "-m", "bench.batching.run", "--duration", str(max(3, round(duration))),
-                    "--repeats", "2", "--tag", tag, "--server-args", "--inference-threads 1"],
-                   check=True, cwd=ROOT)
-    report: dict[str, Any] = json.loads((BENCH / "batching" / f"results-2048-{tag}.json")
-                                        .read_text())
-    return {"command": report.get("command"), "connections": report.get("connections"),
-            "summary": report["summary"]}
+    subprocess.run(
+        [
+            str(python if python.exists() else sys.executable),
+            "-m",
+            "bench.batching.run",
+            "--duration",
+            str(max(3, round(duration))),
+            "--repeats",
+            "2",
+            "--tag",
+            tag,
+            "--server-args",
+            "--inference-threads 1",
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    report: dict[str, Any] = json.loads(
+        (BENCH / "batching" / f"results-2048-{tag}.json").read_text()
+    )
+    return {
+        "command": report.get("command"),
+        "connections": report.get("connections"),
+        "summary": report["summary"],
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -132,13 +173,19 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "kernel": platform.release(), "loadavg_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_start": os.getloadavg(),
+    }
 
 
 def _stop_on_signals() -> None:
     """SIGTERM/SIGINT unwind through `finally`, so every server started here is stopped (a
     background job may have inherited SIGINT ignored)."""
+
     def stop(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
@@ -169,14 +216,28 @@ def main(argv: list[str] | None = None) -> int:
     specs = build_specs(names, model_dir, work, args.peer_python, log)
     started = time.time()
     results: dict[str, Any] = {
-        "meta": {**machine(), "command": " ".join([Path(sys.executable).name, "-m", "bench.run",
-                                                    *(argv if argv is not None else
-                                                      sys.argv[1:])]),
-                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                 "duration_s": args.duration, "warmup_s": args.warmup, "runs": args.runs,
-                 "cold_runs": args.cold_runs, "connections": connections, "batches": batches},
-        "servers": {s.name: {"label": s.label, "cold_start_s": [], "load": {},
-                             "peak_rss_mb": 0.0} for s in specs},
+        "meta": {
+            **machine(),
+            "command": " ".join(
+                [
+                    Path(sys.executable).name,
+                    "-m",
+                    "bench.run",
+                    *(argv if argv is not None else sys.argv[1:]),
+                ]
+            ),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "runs": args.runs,
+            "cold_runs": args.cold_runs,
+            "connections": connections,
+            "batches": batches,
+        },
+        "servers": {
+            s.name: {"label": s.label, "cold_start_s": [], "load": {}, "peak_rss_mb": 0.0}
+            for s in specs
+        },
     }
     body1 = bodies[batches[0]].read_bytes()
 
@@ -209,13 +270,17 @@ def main(argv: list[str] | None = None) -> int:
                     for run in running:
                         name = run.spec.name
                         load.wrk(wrk_path, run.http_port, bodies[batch], conns, args.warmup)
-                        figure = load.wrk(wrk_path, run.http_port, bodies[batch], conns,
-                                          args.duration)
-                        log(f"run {rep + 1} {name} batch {batch} x{conns}: "
+                        figure = load.wrk(
+                            wrk_path, run.http_port, bodies[batch], conns, args.duration
+                        )
+                        log(
+                            f"run {rep + 1} {name} batch {batch} x{conns}: "
                             f"{figure['rps']:.0f} rps p50 {figure['p50_us'] / 1000:.2f} ms "
-                            f"p99 {figure['p99_us'] / 1000:.2f} ms errors {figure['errors']}")
+                            f"p99 {figure['p99_us'] / 1000:.2f} ms errors {figure['errors']}"
+                        )
                         point = results["servers"][name]["load"].setdefault(
-                            key, {"batch": batch, "connections": conns, "runs": []})
+                            key, {"batch": batch, "connections": conns, "runs": []}
+                        )
                         point["runs"].append(figure)
         for run in running:
             results["servers"][run.spec.name]["peak_rss_mb"] = load.peak_rss_mb(run.process.pid)
@@ -234,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             log("adaptive batching failed (its output is above); writing the other results")
     for batch in batches:
         results.setdefault("in_process", {})[f"b{batch}"] = in_process_cost(
-            model_dir, bodies[batch], batch, 50 if args.quick else 200)
+            model_dir, bodies[batch], batch, 50 if args.quick else 200
+        )
     for entry in results["servers"].values():
         cold = entry["cold_start_s"]
         entry["cold_start_median_s"] = round(statistics.median(cold), 4) if cold else None
@@ -254,8 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     plot = None
     if not args.no_plot:
         plot = out / "plot.png"
-        subprocess.run([str(venv_python("report", log)), str(BENCH / "plot.py"),
-                        str(out / "latest.json"), str(plot)], check=True)
+        subprocess.run(
+            [
+                str(venv_python("report", log)),
+                str(BENCH / "plot.py"),
+                str(out / "latest.json"),
+                str(plot),
+            ],
+            check=True,
+        )
     write_markdown(results, out / "report.md", plot.name if plot else None)
     log(f"wrote {out / 'latest.json'}, {out / 'report.md'}" + (f", {plot}" if plot else ""))
     return 1 if batching_failed else 0

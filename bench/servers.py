@@ -36,8 +36,12 @@ VENV_REQUIREMENTS: dict[str, Callable[[], list[str]]] = {
     "kserve": lambda: ["kserve==0.21.0", "kserve-storage==0.21.0", sklearn_pin(), "joblib"],
     # MLServer 1.7 pins fastapi<0.116, so it cannot share kninfer's environment.
     # uvloop 0.22+ raises in asyncio.get_event_loop() where MLServer 1.7 workers call it.
-    "mlserver": lambda: ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0",
-                         sklearn_pin()],
+    "mlserver": lambda: [
+        "mlserver==1.7.1",
+        "mlserver-sklearn==1.7.1",
+        "uvloop==0.21.0",
+        sklearn_pin(),
+    ],
     "fastapi": lambda: ["fastapi", "uvicorn[standard]", sklearn_pin(), "joblib", "orjson"],
     "report": lambda: ["matplotlib"],
 }
@@ -56,8 +60,18 @@ def venv_python(name: str, log: Callable[[str], None] = print) -> Path:
     base = getattr(sys, "_base_executable", sys.executable)
     if not python.exists():
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    *requirements], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *requirements,
+        ],
+        check=True,
+    )
     stamp.write_text(wanted)
     return python
 
@@ -74,8 +88,9 @@ class ServerSpec:
     load: bool = True  # False: cold start only (kept out of the throughput sweep)
 
 
-def _mlserver_folder(work: Path, parallel_workers: int | None, model_dir: Path,
-                     ports: tuple[int, int, int]) -> Path:
+def _mlserver_folder(
+    work: Path, parallel_workers: int | None, model_dir: Path, ports: tuple[int, int, int]
+) -> Path:
     """A model repository for `mlserver start`: settings.json + iris/model-settings.json."""
     name = "mlserver" if parallel_workers is None else f"mlserver-pw{parallel_workers}"
     folder = work / name
@@ -90,16 +105,25 @@ def _mlserver_folder(work: Path, parallel_workers: int | None, model_dir: Path,
     if parallel_workers is not None:
         settings["parallel_workers"] = parallel_workers
     (folder / "settings.json").write_text(json.dumps(settings))
-    (folder / "iris" / "model-settings.json").write_text(json.dumps({
-        "name": "iris",
-        "implementation": "mlserver_sklearn.SKLearnModel",
-        "parameters": {"uri": str(model_dir / "model.joblib")},
-    }))
+    (folder / "iris" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "iris",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": str(model_dir / "model.joblib")},
+            }
+        )
+    )
     return folder
 
 
-def build_specs(names: list[str], model_dir: Path, work: Path, peer_python: bool,
-                log: Callable[[str], None] = print) -> list[ServerSpec]:
+def build_specs(
+    names: list[str],
+    model_dir: Path,
+    work: Path,
+    peer_python: bool,
+    log: Callable[[str], None] = print,
+) -> list[ServerSpec]:
     """ServerSpecs for `names` (kninfer, kserve, kserve-sklearnserver, mlserver, mlserver-pw0,
     fastapi, bare)."""
     specs: list[ServerSpec] = []
@@ -109,36 +133,83 @@ def build_specs(names: list[str], model_dir: Path, work: Path, peer_python: bool
             python = ROOT / ".venv" / "bin" / "python"
             if not python.exists():
                 python = Path(sys.executable)
-            specs.append(ServerSpec(
-                "kninfer", "kninfer",
-                lambda h, g, m, py=python: [str(py), "-m", "kninfer", "serve", "--host",
-                                            "127.0.0.1", "--model-dir", str(model_dir),
-                                            "--http-port", str(h), "--grpc-port", str(g)],
-                env=base_env, cwd=ROOT))
+            specs.append(
+                ServerSpec(
+                    "kninfer",
+                    "kninfer",
+                    lambda h, g, m, py=python: [
+                        str(py),
+                        "-m",
+                        "kninfer",
+                        "serve",
+                        "--host",
+                        "127.0.0.1",
+                        "--model-dir",
+                        str(model_dir),
+                        "--http-port",
+                        str(h),
+                        "--grpc-port",
+                        str(g),
+                    ],
+                    env=base_env,
+                    cwd=ROOT,
+                )
+            )
         elif name == "kserve":
             python = venv_python("kserve", log)
-            specs.append(ServerSpec(
-                "kserve", "KServe 0.21 custom model",
-                lambda h, g, m, py=python: [str(py), str(PEERS / "kserve_custom.py"),
-                                            "--model_dir", str(model_dir), "--model_name", "iris",
-                                            "--http_port", str(h), "--grpc_port", str(g)],
-                env=base_env, cwd=work))
+            specs.append(
+                ServerSpec(
+                    "kserve",
+                    "KServe 0.21 custom model",
+                    lambda h, g, m, py=python: [
+                        str(py),
+                        str(PEERS / "kserve_custom.py"),
+                        "--model_dir",
+                        str(model_dir),
+                        "--model_name",
+                        "iris",
+                        "--http_port",
+                        str(h),
+                        "--grpc_port",
+                        str(g),
+                    ],
+                    env=base_env,
+                    cwd=work,
+                )
+            )
         elif name == "kserve-sklearnserver":
             python = venv_python("kserve", log)
-            specs.append(ServerSpec(
-                name, "KServe 0.21 sklearnserver start-up path",
-                lambda h, g, m, py=python: [str(py), str(PEERS / "kserve_sklearnserver.py"),
-                                            "--model_dir", str(model_dir), "--model_name", "iris",
-                                            "--http_port", str(h), "--grpc_port", str(g)],
-                env=base_env, cwd=work, load=False))
+            specs.append(
+                ServerSpec(
+                    name,
+                    "KServe 0.21 sklearnserver start-up path",
+                    lambda h, g, m, py=python: [
+                        str(py),
+                        str(PEERS / "kserve_sklearnserver.py"),
+                        "--model_dir",
+                        str(model_dir),
+                        "--model_name",
+                        "iris",
+                        "--http_port",
+                        str(h),
+                        "--grpc_port",
+                        str(g),
+                    ],
+                    env=base_env,
+                    cwd=work,
+                    load=False,
+                )
+            )
         elif name in ("mlserver", "mlserver-pw0"):
             python = venv_python("mlserver", log)
             workers = 0 if name == "mlserver-pw0" else None
-            label = "MLServer 1.7 (parallel_workers: 0)" if workers == 0 else \
-                "MLServer 1.7 (default)"
+            label = (
+                "MLServer 1.7 (parallel_workers: 0)" if workers == 0 else "MLServer 1.7 (default)"
+            )
 
-            def command(h: int, g: int, m: int, py: Path = python,
-                        workers: int | None = workers) -> list[str]:
+            def command(
+                h: int, g: int, m: int, py: Path = python, workers: int | None = workers
+            ) -> list[str]:
                 folder = _mlserver_folder(work, workers, model_dir, (h, g, m))
                 return [str(py.parent / "mlserver"), "start", str(folder)]
 
@@ -147,20 +218,40 @@ def build_specs(names: list[str], model_dir: Path, work: Path, peer_python: bool
             python = Path(sys.executable) if peer_python else venv_python("fastapi", log)
             module = "fastapi_app:app" if name == "fastapi" else "bare_asgi:app"
             label = "FastAPI wrapper" if name == "fastapi" else "bare ASGI + predict (floor)"
-            specs.append(ServerSpec(
-                name, label,
-                lambda h, g, m, py=python, module=module: [
-                    str(py), "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(h),
-                    "--no-access-log", "--log-level", "warning", "--app-dir", str(PEERS)],
-                env={**base_env, "MODEL_DIR": str(model_dir)}, cwd=work))
+            specs.append(
+                ServerSpec(
+                    name,
+                    label,
+                    lambda h, g, m, py=python, module=module: [
+                        str(py),
+                        "-m",
+                        "uvicorn",
+                        module,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(h),
+                        "--no-access-log",
+                        "--log-level",
+                        "warning",
+                        "--app-dir",
+                        str(PEERS),
+                    ],
+                    env={**base_env, "MODEL_DIR": str(model_dir)},
+                    cwd=work,
+                )
+            )
         else:
             raise SystemExit(f"unknown server '{name}'")
     return specs
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KNINFER_", "PROMETHEUS_", "VIRTUAL_ENV", "MLSERVER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KNINFER_", "PROMETHEUS_", "VIRTUAL_ENV", "MLSERVER_"))
+    }
     env.pop("PORT", None)
     env.update(extra)
     return env

@@ -33,12 +33,16 @@ def column(results: dict[str, Any]) -> str:
 def write_markdown(paths: list[Path], out: Path) -> None:
     runs = [json.loads(path.read_text()) for path in paths]
     ratios = [{row["id"]: row["ratio"] for row in summarize(results)} for results in runs]
-    lines = ["# Targets side by side", "",
-             "Command: `python -m bench.targets " + " ".join(path.name for path in paths) + "`"
-             " (in bench/results); each column is one full `python -m bench.run`, every server "
-             "measured in that run, UTC start time.", "",
-             "| target | " + " | ".join(column(results) for results in runs) + " | wanted |",
-             "| --- | " + " | ".join("---:" for _ in runs) + " | --- |"]
+    lines = [
+        "# Targets side by side",
+        "",
+        "Command: `python -m bench.targets " + " ".join(path.name for path in paths) + "`"
+        " (in bench/results); each column is one full `python -m bench.run`, every server "
+        "measured in that run, UTC start time.",
+        "",
+        "| target | " + " | ".join(column(results) for results in runs) + " | wanted |",
+        "| --- | " + " | ".join("---:" for _ in runs) + " | --- |",
+    ]
     for target_id, text, _num, _den, op, bound in TARGETS:
         cells = [f"{r[target_id]:.2f}" if target_id in r else "not run" for r in ratios]
         lines.append(f"| {text} | " + " | ".join(cells) + f" | {op} {bound} |")

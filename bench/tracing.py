@@ -45,6 +45,7 @@ SAMPLED = {"tracing on": 1.0, "tracing on, 10% sampled": 0.1}  # the share of tr
 
 # ---- the receiver (its own process: `python -m bench.tracing --receiver PORT`) ----------------
 
+
 def serve_receiver(port: int) -> None:
     """An OTLP/HTTP receiver that counts spans and server spans and drops them; `GET /count`
     answers the counts as JSON."""
@@ -90,7 +91,11 @@ def start_receiver(port: int, work: Path) -> subprocess.Popen[bytes]:
     log = open(work / "receiver.log", "wb")  # noqa: SIM115 - owned by the child
     process = subprocess.Popen(
         pinned(LOADGEN_CPU, [sys.executable, "-m", "bench.tracing", "--receiver", str(port)]),
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -112,28 +117,52 @@ def receiver_counts(port: int) -> dict[str, int]:
 
 # ---- the servers ------------------------------------------------------------------------------
 
+
 def spec_for(label: str, receiver_port: int, work: Path) -> ServerSpec:
     python = ROOT / ".venv" / "bin" / "python"
     if not python.exists():
         python = Path(sys.executable)
     env = {"PYTHONUNBUFFERED": "1", "XDG_CACHE_HOME": str(work / "cache")}
     if label in SAMPLED:
-        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver_port}",
-                   OTEL_SERVICE_NAME="bench-tracing")
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver_port}",
+            OTEL_SERVICE_NAME="bench-tracing",
+        )
         if SAMPLED[label] < 1:  # the SDK's standard ratio sampler, as production would set it
-            env.update(OTEL_TRACES_SAMPLER="parentbased_traceidratio",
-                       OTEL_TRACES_SAMPLER_ARG=str(SAMPLED[label]))
+            env.update(
+                OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                OTEL_TRACES_SAMPLER_ARG=str(SAMPLED[label]),
+            )
     else:  # whatever OTEL_* the bench's own environment holds
         env["KNINFER_OTEL"] = "0"
     return ServerSpec(
-        label, label,
-        lambda h, g, m: [str(python), "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                         "--http-port", str(h), "--grpc-port", str(g)],
-        env=env, cwd=ROOT)
+        label,
+        label,
+        lambda h, g, m: [
+            str(python),
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(h),
+            "--grpc-port",
+            str(g),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
 
 
-def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s: float,
-               work: Path, wrk_path: str) -> tuple[dict[int, dict[str, Any]], float]:
+def throughput(
+    spec: ServerSpec,
+    bodies: dict[int, Path],
+    seconds: float,
+    warm_s: float,
+    work: Path,
+    wrk_path: str,
+) -> tuple[dict[int, dict[str, Any]], float]:
     """wrk per batch size (after `warm_s` of warm-up, if any); and the requests wrk saw
     answered (plus wait_first_inference's one)."""
     run = load.start(spec, work)
@@ -149,7 +178,6 @@ def throughput(spec: ServerSpec, bodies: dict[int, Path], seconds: float, warm_s
         return results, answered
     finally:
         load.stop(run)  # SIGTERM: the drain flushes the spans still buffered
-
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
@@ -169,9 +197,11 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         "| --- | ---: |" + " ---: | ---: |" * len(on),
     ]
     for batch in BATCHES:
-        for title, key in ((f"throughput, batch {batch} (req/s)", f"rps_b{batch}"),
-                           (f"p50 latency, batch {batch} (ms)", f"p50_ms_b{batch}"),
-                           (f"p99 latency, batch {batch} (ms)", f"p99_ms_b{batch}")):
+        for title, key in (
+            (f"throughput, batch {batch} (req/s)", f"rps_b{batch}"),
+            (f"p50 latency, batch {batch} (ms)", f"p50_ms_b{batch}"),
+            (f"p99 latency, batch {batch} (ms)", f"p99_ms_b{batch}"),
+        ):
             a = medians[off][key]
             cells = []
             for label in on:
@@ -180,10 +210,14 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
             lines.append(f"| {title} | {a:g} | " + " | ".join(cells) + " |")
     lines.append("")
     for label in on:
-        lines.append(f"Request spans exported per request answered, {label} (expected "
-                     f"{SAMPLED[label]:g}): " + ", ".join(
-                         f"{c['exported_share']:.3f}" for c in doc["export_checks"]
-                         if c["label"] == label) + ".")
+        lines.append(
+            f"Request spans exported per request answered, {label} (expected "
+            f"{SAMPLED[label]:g}): "
+            + ", ".join(
+                f"{c['exported_share']:.3f}" for c in doc["export_checks"] if c["label"] == label
+            )
+            + "."
+        )
     lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -192,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk seconds per point")
-    parser.add_argument("--warm", type=float, default=1.0,
-                        help="wrk seconds of warm-up before each point (0: none)")
+    parser.add_argument(
+        "--warm", type=float, default=1.0, help="wrk seconds of warm-up before each point (0: none)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--receiver", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -216,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             for label in order:
                 before = receiver_counts(receiver_port)["server_spans"]
                 spec = spec_for(label, receiver_port, work)
-                results, answered = throughput(spec, bodies, args.seconds, args.warm, work,
-                                               wrk_path)
+                results, answered = throughput(
+                    spec, bodies, args.seconds, args.warm, work, wrk_path
+                )
                 exported = receiver_counts(receiver_port)["server_spans"] - before
                 got = samples[label]
                 for batch, result in results.items():
@@ -225,24 +261,37 @@ def main(argv: list[str] | None = None) -> int:
                     got.setdefault(f"p50_ms_b{batch}", []).append(result["p50_us"] / 1000)
                     got.setdefault(f"p99_ms_b{batch}", []).append(result["p99_us"] / 1000)
                 if label in SAMPLED:
-                    checks.append({"round": index + 1, "label": label, "answered": answered,
-                                   "request_spans": exported,
-                                   "exported_share": round(exported / answered, 4)})
+                    checks.append(
+                        {
+                            "round": index + 1,
+                            "label": label,
+                            "answered": answered,
+                            "request_spans": exported,
+                            "exported_share": round(exported / answered, 4),
+                        }
+                    )
                 elif exported:
                     raise RuntimeError(f"tracing off exported {exported} request spans")
-                print(f"[tracing {time.strftime('%H:%M:%S')}] round {index + 1} {label}: " +
-                      ", ".join(f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES) +
-                      f"; request spans exported: {exported} of {answered:.0f} answered",
-                      flush=True)
+                print(
+                    f"[tracing {time.strftime('%H:%M:%S')}] round {index + 1} {label}: "
+                    + ", ".join(f"b{b} {got[f'rps_b{b}'][-1]:.0f} rps" for b in BATCHES)
+                    + f"; request spans exported: {exported} of {answered:.0f} answered",
+                    flush=True,
+                )
     finally:
         receiver.terminate()
         receiver.wait(10)
     doc = {
-        "command": "python -m bench.tracing " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:]),
-        "commit": git_commit(ROOT, "kninfer"), "labels": list(LABELS), "rounds": args.rounds,
-        "seconds": args.seconds, "machine": f"{os.cpu_count()} CPUs", "samples": samples,
-        "medians": medians(samples), "export_checks": checks,
+        "command": "python -m bench.tracing "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "commit": git_commit(ROOT, "kninfer"),
+        "labels": list(LABELS),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "machine": f"{os.cpu_count()} CPUs",
+        "samples": samples,
+        "medians": medians(samples),
+        "export_checks": checks,
     }
     write_report(args.out, "tracing", doc, write_markdown)
     return 0

@@ -141,13 +141,25 @@ class AdaptiveBatcher:
         finally:
             if otel is not None:
                 now = time.time_ns()
-                dispatched = arrived + int((pending.dispatched - pending.arrived) * 1e9) \
-                    if pending.dispatched else now
-                otel.record(tracing.QUEUE, arrived, dispatched,
-                            error=error if not pending.dispatched else None)
+                dispatched = (
+                    arrived + int((pending.dispatched - pending.arrived) * 1e9)
+                    if pending.dispatched
+                    else now
+                )
+                otel.record(
+                    tracing.QUEUE,
+                    arrived,
+                    dispatched,
+                    error=error if not pending.dispatched else None,
+                )
                 if pending.dispatched:
-                    otel.record(tracing.PREDICT, dispatched, now, error=error,
-                                attributes={"kninfer.batch_rows": pending.batch_rows})
+                    otel.record(
+                        tracing.PREDICT,
+                        dispatched,
+                        now,
+                        error=error,
+                        attributes={"kninfer.batch_rows": pending.batch_rows},
+                    )
 
     async def close(self) -> None:
         if self._dispatcher is not None:
@@ -191,7 +203,8 @@ class AdaptiveBatcher:
                     for pending in queue:
                         if not pending.future.done():
                             pending.future.set_exception(
-                                RuntimeError("adaptive batcher failed; see the server log"))
+                                RuntimeError("adaptive batcher failed; see the server log")
+                            )
                 self._queues.clear()
 
     async def _dispatch_once(self) -> None:
@@ -276,13 +289,20 @@ class AdaptiveBatcher:
                     self.predictor.executor, self.predictor.run, merged, batch[0].outputs
                 )
             except Exception as exc:
-                logger.info("batched call of %d requests failed (%s: %s); running each alone",
-                            len(batch), type(exc).__name__, exc)
+                logger.info(
+                    "batched call of %d requests failed (%s: %s); running each alone",
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
                 await self._run_each(batch)
                 return
             if any(np.ndim(v) == 0 or np.shape(v)[0] != total for v in result.values()):
-                logger.warning("model '%s' returned outputs without one row per input row; "
-                               "running the batched requests one by one", self.predictor.name)
+                logger.warning(
+                    "model '%s' returned outputs without one row per input row; "
+                    "running the batched requests one by one",
+                    self.predictor.name,
+                )
                 await self._run_each(batch)
                 return
             self._observe(total, len(batch))

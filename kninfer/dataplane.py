@@ -82,8 +82,9 @@ class DataPlane:
             raise ModelNotReady(name, why) if why else ModelNotReady(name)
         return model
 
-    async def infer(self, model: Any, request: Any,
-                    headers: Mapping[str, str] | None = None) -> tuple[Any, dict[str, str]]:
+    async def infer(
+        self, model: Any, request: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, dict[str, str]]:
         """Run one decoded request (a V2 `InferRequest`, or a V1 payload dict) on `model`.
 
         The model is called as KServe calls it (`kserve.Model.__call__`: preprocess, predict,

@@ -55,8 +55,11 @@ class VersionNotFound(ModelNotFound):
     gRPC's model_version). KServe answers 501 there; a version it does not have is a 404."""
 
     def __init__(self, name: str, version: str, served: str) -> None:
-        KninferError.__init__(self, f"model '{name}' has no version '{version}'; this server "
-                                    f"serves version '{served or '(none)'}'")
+        KninferError.__init__(
+            self,
+            f"model '{name}' has no version '{version}'; this server "
+            f"serves version '{served or '(none)'}'",
+        )
         self.name = name
 
 

@@ -58,14 +58,14 @@ class ServeSettings(BaseSettings):
     predictor: str | None = Field(
         None,
         description="model family to serve: sklearn, mlflow, pytorch or package.module:Class "
-                    "(a kninfer.Predictor subclass of your own) (default: the embedded iris "
-                    "model)",
+        "(a kninfer.Predictor subclass of your own) (default: the embedded iris "
+        "model)",
     )
     model_dir: Path | None = Field(None, description="local directory holding the model")
     storage_uri: str | None = Field(
         None,
         description="where to fetch the model from: a local path, file://, or s3://, gs://,"
-                    " ... with the [storage] extra",
+        " ... with the [storage] extra",
     )
     model_name: str = Field(
         DEFAULT_MODEL_NAME,
@@ -75,7 +75,7 @@ class ServeSettings(BaseSettings):
     model_root: Path | None = Field(
         None,
         description="directory the model directory must resolve inside (default: the model "
-                    "directory itself)",
+        "directory itself)",
     )
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
@@ -85,8 +85,7 @@ class ServeSettings(BaseSettings):
     # Transformer mode
     transformer: str | None = Field(
         None,
-        description="serve a transformer: iris, tabular, passthrough or "
-                    "package.module:Class",
+        description="serve a transformer: iris, tabular, passthrough or package.module:Class",
     )
     predictor_host: str | None = Field(
         None,
@@ -107,19 +106,18 @@ class ServeSettings(BaseSettings):
 
     # Network
     host: str = Field("0.0.0.0", description="address to listen on")
-    http_port: int = Field(default_factory=default_http_port,
-                         description="HTTP port (default: $PORT, else 8080)")
+    http_port: int = Field(
+        default_factory=default_http_port, description="HTTP port (default: $PORT, else 8080)"
+    )
     grpc_port: int = Field(8081, description="gRPC V2 port")
     enable_grpc: bool = Field(True, description="serve gRPC V2")
     workers: int = Field(
         1,
-        description="server processes sharing the ports (SO_REUSEPORT), each with the model"
-                    " loaded",
+        description="server processes sharing the ports (SO_REUSEPORT), each with the model loaded",
     )
     scoring_protocol: bool = Field(
         True,
-        description="also serve MLflow's scoring protocol: /ping, /health, /version, "
-                    "/invocations",
+        description="also serve MLflow's scoring protocol: /ping, /health, /version, /invocations",
     )
 
     # Execution
@@ -148,14 +146,14 @@ class ServeSettings(BaseSettings):
     drain_window_s: float = Field(
         5.0,
         description="after SIGTERM, seconds open connections are still served (each answer "
-                    "with Connection: close) before idle ones close",
+        "with Connection: close) before idle ones close",
     )
     warmup: bool = Field(True, description="run one prediction before the ports open")
     # gc.freeze() the start-up heap before serving (kninfer.server.startup; tail latency).
     eager_imports: bool = Field(
         False,
         description="import kserve whole at start-up instead of deferring the parts a served "
-                    "model never uses (kninfer._compat.kserve_imports; slower cold start)",
+        "model never uses (kninfer._compat.kserve_imports; slower cold start)",
     )
     gc_freeze: bool = Field(
         True,
@@ -165,8 +163,7 @@ class ServeSettings(BaseSettings):
     # Adaptive batching (kninfer.batching); None means the predictor family's default.
     batching: bool | None = Field(
         None,
-        description="adaptive batching of concurrent requests (default: the family's "
-                    "choice)",
+        description="adaptive batching of concurrent requests (default: the family's choice)",
     )
     max_batch_size: int = Field(32, description="most requests merged into one batch")
     max_latency_ms: float = Field(2.0, description="longest a request waits for its batch to fill")
@@ -180,12 +177,11 @@ class ServeSettings(BaseSettings):
     torch_module: str | None = Field(
         None,
         description="package.module:Class of an eager PyTorch model (its state_dict in the "
-                    "model dir)",
+        "model dir)",
     )
     input_spec: str | None = Field(
         None,
-        description="declared inputs/outputs: inline YAML or a file (overrides "
-                    "kninfer.yaml)",
+        description="declared inputs/outputs: inline YAML or a file (overrides kninfer.yaml)",
     )
 
     # scikit-learn
@@ -196,25 +192,24 @@ class ServeSettings(BaseSettings):
     model_version: str | None = Field(
         None,
         description="the model version to report (V2 metadata `versions`, each response's "
-                    "`model_version`, the /versions/{v}/ routes); default: the MLflow model's "
-                    "run id, else a sha256 prefix of the model directory's files",
+        "`model_version`, the /versions/{v}/ routes); default: the MLflow model's "
+        "run id, else a sha256 prefix of the model directory's files",
     )
     model_sha256: str | None = Field(
         None,
         description="sha256 the model file must have; with a model.audited.joblib from "
-                    "`kninfer audit`, the pinned fast load of an audited skops model",
+        "`kninfer audit`, the pinned fast load of an audited skops model",
     )
     skops_trusted: str = Field(
         "",
-        description="comma-separated types a .skops file may hold beyond skops' trusted "
-                    "list",
+        description="comma-separated types a .skops file may hold beyond skops' trusted list",
     )
     runtime: Literal["auto", "onnx", "native"] = Field(
         "auto",
         description="how a scikit-learn model runs: auto (model.onnx from `kninfer compile` "
-                    "through ONNX Runtime when the model directory has one, else the "
-                    "scikit-learn file), onnx (model.onnx only) or native (the scikit-learn "
-                    "file, model.onnx ignored)",
+        "through ONNX Runtime when the model directory has one, else the "
+        "scikit-learn file), onnx (model.onnx only) or native (the scikit-learn "
+        "file, model.onnx ignored)",
     )
 
     # CloudEvents
@@ -248,7 +243,7 @@ class ServeSettings(BaseSettings):
         None,
         validation_alias=AliasChoices("k_revision", "K_REVISION"),
         description="Knative revision name, on metadata and payload-log events [set by "
-                    "Knative: K_REVISION]",
+        "Knative: K_REVISION]",
     )
 
     # Logging
@@ -260,8 +255,8 @@ class ServeSettings(BaseSettings):
         default_factory=default_logger_url,
         pattern=r"^https?://\S+$",
         description="send each inference's request and response as CloudEvents (KServe's "
-                    "logger format) to this http(s) URL (default: $K_SINK, set by a Knative "
-                    "SinkBinding or Source; unset: off)",
+        "logger format) to this http(s) URL (default: $K_SINK, set by a Knative "
+        "SinkBinding or Source; unset: off)",
     )
     logger_mode: Literal["all", "request", "response"] = Field(
         "all",
@@ -270,18 +265,18 @@ class ServeSettings(BaseSettings):
     logger_headers: str = Field(
         "",
         description="payload logging: comma-separated request headers copied into each "
-                    "event's `metadata` (any letter case)",
+        "event's `metadata` (any letter case)",
     )
     logger_queue_size: int = Field(
         1000,
         ge=1,
         description="payload logging: events waiting to be sent before new ones are dropped "
-                    "(and counted)",
+        "(and counted)",
     )
     logger_namespace: str | None = Field(
         None,
         description="payload logging: the `namespace` extension of each event (kninfer render "
-                    "sets it)",
+        "sets it)",
     )
 
     # OpenTelemetry traces (kninfer.observability.otel; docs/observability.md "Traces"). The
@@ -290,20 +285,20 @@ class ServeSettings(BaseSettings):
     otel: bool | None = Field(
         None,
         description="export OpenTelemetry traces over OTLP/HTTP (the otel extra) (default: on "
-                    "when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is "
-                    "set, unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none)",
+        "when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is "
+        "set, unless OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none)",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
-        validation_alias=AliasChoices("otel_exporter_otlp_endpoint",
-                                      "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        validation_alias=AliasChoices("otel_exporter_otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OpenTelemetry's: OTLP/HTTP base URL traces go to, /v1/traces appended "
-                    "(turns tracing on)",
+        "(turns tracing on)",
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         None,
-        validation_alias=AliasChoices("otel_exporter_otlp_traces_endpoint",
-                                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        validation_alias=AliasChoices(
+            "otel_exporter_otlp_traces_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+        ),
         description="OpenTelemetry's: OTLP/HTTP URL traces go to, as it is (turns tracing on)",
     )
     otel_sdk_disabled: bool = Field(
@@ -314,8 +309,7 @@ class ServeSettings(BaseSettings):
     otel_traces_exporter: str | None = Field(
         None,
         validation_alias=AliasChoices("otel_traces_exporter", "OTEL_TRACES_EXPORTER"),
-        description="OpenTelemetry's: none turns tracing off (kninfer exports OTLP/HTTP "
-                    "only)",
+        description="OpenTelemetry's: none turns tracing off (kninfer exports OTLP/HTTP only)",
     )
 
     @field_validator("otel_sdk_disabled", mode="before")
@@ -331,10 +325,15 @@ class ServeSettings(BaseSettings):
         if self.transformer and not self.predictor_host:
             raise ValueError("--transformer needs --predictor-host HOST:PORT")
         families = typing.get_args(PredictorFamily)
-        if self.predictor is not None and self.predictor not in families \
-                and ":" not in self.predictor:
-            raise ValueError(f"--predictor must be {', '.join(families)} or "
-                             f"package.module:Class; got '{self.predictor}'")
+        if (
+            self.predictor is not None
+            and self.predictor not in families
+            and ":" not in self.predictor
+        ):
+            raise ValueError(
+                f"--predictor must be {', '.join(families)} or "
+                f"package.module:Class; got '{self.predictor}'"
+            )
         return self
 
     @property

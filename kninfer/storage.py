@@ -27,8 +27,9 @@ def local_model_dir(settings: ServeSettings) -> Path | None:
     `--model-root`; None when neither is given. Predictors and transformers read their files
     from here."""
     if settings.storage_uri is not None:
-        local = resolve_storage_uri(settings.storage_uri,
-                                    settings.cache_dir / "models" / settings.model_name)
+        local = resolve_storage_uri(
+            settings.storage_uri, settings.cache_dir / "models" / settings.model_name
+        )
     elif settings.model_dir is not None:
         local = settings.model_dir
     else:
@@ -140,8 +141,11 @@ def directory_digest(model_dir: Path) -> str:
     import hashlib
 
     root = model_dir.resolve()
-    files = sorted(p for p in root.rglob("*") if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     whole = sum(p.stat().st_size for p in files) <= DIGEST_FULL_BYTES
     digest = hashlib.sha256()
     for path in files:

@@ -51,12 +51,18 @@ def served_version(server: ServerProcess) -> str:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--write-docs-outputs", action="store_true",
-                     help="tests/test_docs.py writes each documented command's real output into "
-                     "the docs instead of comparing (make docs-outputs)")
-    parser.addoption("--write-api-snapshot", action="store_true",
-                     help="tests/test_public_api.py writes kninfer's public API as it is now into "
-                     "tests/public_api.json instead of comparing")
+    parser.addoption(
+        "--write-docs-outputs",
+        action="store_true",
+        help="tests/test_docs.py writes each documented command's real output into "
+        "the docs instead of comparing (make docs-outputs)",
+    )
+    parser.addoption(
+        "--write-api-snapshot",
+        action="store_true",
+        help="tests/test_public_api.py writes kninfer's public API as it is now into "
+        "tests/public_api.json instead of comparing",
+    )
 
 
 # Ports for test servers come from a block of their own per pytest-xdist worker, below the
@@ -65,7 +71,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # ports equal, and another worker or a client's source port can take it before the server binds.
 PORT_BLOCK = 3000
 _port_block_start = 20000 + PORT_BLOCK * int(
-    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0
+)
 _ports_handed_out = 0
 
 
@@ -96,9 +103,13 @@ def triton_infer(spec: dict[str, object], timeout: float = 60.0) -> dict[str, ob
     messages clash with KServe's in this one)."""
     import json
 
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "triton_client.py")],
-                          input=json.dumps(spec).encode(), capture_output=True, timeout=timeout,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "triton_client.py")],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     answer: dict[str, object] = json.loads(done.stdout)
     return answer
@@ -125,15 +136,22 @@ class ServerProcess:
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> ServerProcess:
         command = [
-            sys.executable, "-m", "kninfer", "serve",
-            "--host", "127.0.0.1",
-            "--http-port", str(self.http_port),
-            "--grpc-port", str(self.grpc_port),
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--grpc-port",
+            str(self.grpc_port),
             *self.args,
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(command, env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+        )
         if wait:
             self.wait_ready(timeout)
         return self
@@ -179,8 +197,9 @@ PASSED_THROUGH = ("KNINFER_EAGER_IMPORTS",)
 
 
 def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("KNINFER_") or k in PASSED_THROUGH}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("KNINFER_") or k in PASSED_THROUGH
+    }
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("PORT", None)
@@ -189,8 +208,9 @@ def server_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def servers_started(commands: dict[str, list[str]], tmp: Path,
-                    timeout: float = 120.0) -> Iterator[dict[str, ServerProcess]]:
+def servers_started(
+    commands: dict[str, list[str]], tmp: Path, timeout: float = 120.0
+) -> Iterator[dict[str, ServerProcess]]:
     """Several `kninfer serve` processes (name -> args), started together and waited for
     together (their start-ups overlap); SIGTERM to all first at the end, so they drain in
     parallel, then each is stopped by its PID."""
@@ -198,13 +218,15 @@ def servers_started(commands: dict[str, list[str]], tmp: Path,
     try:
         for name, args in commands.items():
             started[name] = ServerProcess(args, server_env(tmp), tmp / f"{name}.log").start(
-                wait=False)
+                wait=False
+            )
         for server in started.values():
             server.wait_ready(timeout=timeout)
         yield started
     finally:
-        signalled = [s for s in started.values()
-                     if s.process is not None and s.process.poll() is None]
+        signalled = [
+            s for s in started.values() if s.process is not None and s.process.poll() is None
+        ]
         for server in signalled:
             server.signal()
         for server in signalled:
@@ -223,10 +245,12 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     at teardown."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, wait: bool = True,
-              timeout: float = 60.0) -> ServerProcess:
+    def start(
+        *args: str, env: dict[str, str] | None = None, wait: bool = True, timeout: float = 60.0
+    ) -> ServerProcess:
         server = ServerProcess(
-            list(args), server_env(tmp_path, **(env or {})),
+            list(args),
+            server_env(tmp_path, **(env or {})),
             tmp_path / f"server-{len(started)}.log",
         )
         started.append(server)

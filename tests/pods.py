@@ -60,8 +60,7 @@ class ContainerSpec:
     storage_uri: str | None = None
 
 
-def pod_containers(doc: dict[str, Any], runtimes: dict[str, dict[str, Any]]
-                   ) -> list[ContainerSpec]:
+def pod_containers(doc: dict[str, Any], runtimes: dict[str, dict[str, Any]]) -> list[ContainerSpec]:
     """The containers one document would run (ServingRuntimes looked up in `runtimes`)."""
     kind = doc["kind"]
     name = doc["metadata"]["name"]
@@ -132,8 +131,21 @@ class Container:
 
     def run_command(self) -> list[str]:
         spec = self.spec.spec
-        command = [*PODMAN, "run", "-d", "--name", self.name, *LIMITS, "--network", "host",
-                   "--user", ARBITRARY_UID, "--read-only", "--tmpfs", "/tmp"]
+        command = [
+            *PODMAN,
+            "run",
+            "-d",
+            "--name",
+            self.name,
+            *LIMITS,
+            "--network",
+            "host",
+            "--user",
+            ARBITRARY_UID,
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+        ]
         security = spec.get("securityContext", {})
         for cap in security.get("capabilities", {}).get("drop", []):
             command += ["--cap-drop", cap]
@@ -146,8 +158,10 @@ class Container:
             command += ["--cpus", _cpus(limits["cpu"])]
         env = {e["name"]: e.get("value", "") for e in spec.get("env", [])}
         # Knative sets PORT to the container port: the h2c one for a gRPC pod.
-        env.update(PORT=str(self.grpc_port if self.serves_grpc else self.http_port),
-                   KNINFER_GRPC_PORT=str(self.grpc_port))
+        env.update(
+            PORT=str(self.grpc_port if self.serves_grpc else self.http_port),
+            KNINFER_GRPC_PORT=str(self.grpc_port),
+        )
         for key, value in sorted(env.items()):
             command += ["-e", f"{key}={value}"]
         if self.model_dir is not None:
@@ -160,8 +174,9 @@ class Container:
 
     def start(self) -> Container:
         self.started_at = time.perf_counter()
-        done = subprocess.run(self.run_command(), capture_output=True, text=True, timeout=120,
-                              check=False)
+        done = subprocess.run(
+            self.run_command(), capture_output=True, text=True, timeout=120, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"podman run failed: {done.stderr}")
         return self
@@ -207,27 +222,39 @@ class Container:
             if self._attempt(probe, timeout):
                 return time.perf_counter() - started
             if time.perf_counter() - started > budget:
-                raise AssertionError(f"{kind} still failing after {budget:g}s (period "
-                                     f"{period:g}s x {threshold}):\n{self.logs()}")
+                raise AssertionError(
+                    f"{kind} still failing after {budget:g}s (period "
+                    f"{period:g}s x {threshold}):\n{self.logs()}"
+                )
             time.sleep(0.05)
 
     def logs(self) -> str:
-        done = subprocess.run([*PODMAN, "logs", self.name], capture_output=True, text=True,
-                              timeout=30, check=False)
+        done = subprocess.run(
+            [*PODMAN, "logs", self.name], capture_output=True, text=True, timeout=30, check=False
+        )
         return (done.stdout + done.stderr)[-4000:]
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after the grace period (as the kubelet); the exit code."""
-        subprocess.run([*PODMAN, "stop", "-t", str(self.spec.grace_s), self.name],
-                       capture_output=True, timeout=self.spec.grace_s + 30, check=False)
-        done = subprocess.run([*PODMAN, "inspect", self.name, "--format",
-                               "{{.State.ExitCode}}"], capture_output=True, text=True,
-                              timeout=30, check=False)
+        subprocess.run(
+            [*PODMAN, "stop", "-t", str(self.spec.grace_s), self.name],
+            capture_output=True,
+            timeout=self.spec.grace_s + 30,
+            check=False,
+        )
+        done = subprocess.run(
+            [*PODMAN, "inspect", self.name, "--format", "{{.State.ExitCode}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         return int(done.stdout.strip() or -1)
 
     def remove(self) -> None:
-        subprocess.run([*PODMAN, "rm", "-f", self.name], capture_output=True, timeout=60,
-                       check=False)
+        subprocess.run(
+            [*PODMAN, "rm", "-f", self.name], capture_output=True, timeout=60, check=False
+        )
 
 
 @contextlib.contextmanager
@@ -240,8 +267,7 @@ def running(container: Container) -> Iterator[Container]:
 
 
 def _bytes(quantity: str) -> str:
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6,
-             "G": 10**9}
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}
     for suffix, factor in units.items():
         if quantity.endswith(suffix):
             return str(int(float(quantity[: -len(suffix)]) * factor))
@@ -253,6 +279,11 @@ def _cpus(quantity: str) -> str:
 
 
 def image_size(image: str) -> int:
-    done = subprocess.run([*PODMAN[:1], "image", "inspect", image, "--format", "{{.Size}}"],
-                          capture_output=True, text=True, timeout=30, check=True)
+    done = subprocess.run(
+        [*PODMAN[:1], "image", "inspect", image, "--format", "{{.Size}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return int(json.loads(done.stdout.strip()))

@@ -170,8 +170,9 @@ def batching_iris(tmp_path_factory: pytest.TempPathFactory):
     from conftest import ServerProcess, server_env
 
     tmp = tmp_path_factory.mktemp("iris-batching")
-    server = ServerProcess(["--batching", "--max-latency-ms", "50"], server_env(tmp),
-                           tmp / "server.log").start(timeout=120)
+    server = ServerProcess(
+        ["--batching", "--max-latency-ms", "50"], server_env(tmp), tmp / "server.log"
+    ).start(timeout=120)
     yield server
     server.stop()
 
@@ -195,12 +196,19 @@ async def test_served_batching_keeps_rows_apart_and_isolates_bad_requests(
     count0, sum0 = batch_metric(batching_iris.url)
 
     def body(row: np.ndarray) -> dict[str, object]:
-        return {"id": f"r{row[0]}", "inputs": [{"name": "input-0", "shape": [1, 4],
-                "datatype": "FP64", "data": row.tolist()}],
-                "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
+        return {
+            "id": f"r{row[0]}",
+            "inputs": [
+                {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": row.tolist()}
+            ],
+            "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+        }
 
-    bad = {"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64",
-                       "data": [1.0, 2.0, 3.0]}]}
+    bad = {
+        "inputs": [
+            {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1.0, 2.0, 3.0]}
+        ]
+    }
     async with httpx.AsyncClient(base_url=batching_iris.url, timeout=60) as client:
         url = "/v2/models/iris/infer"
         replies = await asyncio.gather(
@@ -211,12 +219,14 @@ async def test_served_batching_keeps_rows_apart_and_isolates_bad_requests(
         assert reply.status_code == 200, reply.text
         outputs = {o["name"]: o["data"] for o in reply.json()["outputs"]}
         assert outputs["predict"] == iris_estimator.predict(row[None, :]).tolist()
-        np.testing.assert_allclose(outputs["predict_proba"],
-                                   iris_estimator.predict_proba(row[None, :]).ravel())
+        np.testing.assert_allclose(
+            outputs["predict_proba"], iris_estimator.predict_proba(row[None, :]).ravel()
+        )
     for reply in replies[32:]:
         assert reply.status_code == 400
-        assert reply.json() == {"error": "input 'input-0' has shape [1, 3]; expected [-1, 4] "
-                                         "(-1 is any size)"}
+        assert reply.json() == {
+            "error": "input 'input-0' has shape [1, 3]; expected [-1, 4] (-1 is any size)"
+        }
     count1, sum1 = batch_metric(batching_iris.url)
     assert sum1 - sum0 == 32  # every good row went through the batcher exactly once
     assert count1 - count0 < 32  # and some of them shared a model call

@@ -15,10 +15,26 @@ from tests.conftest import ROOT
 def test_quick_bench_writes_json_and_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--servers", "kninfer,bare",
-         "--peer-python", "--no-plot", "--connections", "8", "--batches", "1,64",
-         "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--quick",
+            "--servers",
+            "kninfer,bare",
+            "--peer-python",
+            "--no-plot",
+            "--connections",
+            "8",
+            "--batches",
+            "1,64",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((out / "latest.json").read_text())
@@ -45,9 +61,22 @@ def test_quick_cold_start_matrix_writes_json_and_report(tmp_path: Path) -> None:
     cache, kninfer next to its floor. The harness must run end to end; no timing is asserted."""
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.cold", "--quick", "--no-peers", "--no-plot", "--work",
-         str(tmp_path / "models"), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "bench.cold",
+            "--quick",
+            "--no-peers",
+            "--no-plot",
+            "--work",
+            str(tmp_path / "models"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads((out / "cold.json").read_text())
@@ -68,9 +97,23 @@ def test_ab_of_a_tree_against_itself_writes_json_and_report(tmp_path: Path) -> N
     both sides); no timing is asserted."""
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "--before", str(ROOT), "--rounds", "1", "--seconds",
-         "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "bench.ab",
+            "--before",
+            str(ROOT),
+            "--rounds",
+            "1",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     doc = json.loads((out / "ab.json").read_text())
@@ -90,12 +133,19 @@ def test_the_targets_table_in_the_docs_is_what_bench_targets_writes(tmp_path: Pa
     committed = (ROOT / "bench" / "results" / "targets.md").read_text()
     command = committed.split("Command: `python -m bench.targets ", 1)[1].split("`", 1)[0]
     out = tmp_path / "targets.md"
-    run = subprocess.run([sys.executable, "-m", "bench.targets", *command.split(), "--out",
-                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.targets", *command.split(), "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert out.read_text() == committed
-    assert "| rps batch 1 x8, kninfer / KServe custom model | 2.38 | 2.78 | 2.54 | >= 2.0 |" \
+    assert (
+        "| rps batch 1 x8, kninfer / KServe custom model | 2.38 | 2.78 | 2.54 | >= 2.0 |"
         in committed
+    )
 
 
 def test_the_batching_bench_runs_as_make_bench_runs_it(tmp_path: Path) -> None:
@@ -103,32 +153,66 @@ def test_the_batching_bench_runs_as_make_bench_runs_it(tmp_path: Path) -> None:
     round: every request answered 200 in both modes (a wrong input name once turned the whole
     load into 400s that were reported as throughput). No timing is asserted."""
     out = tmp_path / "batching.json"
-    run = subprocess.run([sys.executable, "-m", "bench.batching.run", "--hidden", "64",
-                          "--duration", "1", "--warmup", "1", "--repeats", "1", "--out", str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.batching.run",
+            "--hidden",
+            "64",
+            "--duration",
+            "1",
+            "--warmup",
+            "1",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert [(r["batching"], r["errors"], r["non_200"]) for r in report["runs"]] == [
-        (False, 0, 0), (True, 0, 0)]
+        (False, 0, 0),
+        (True, 0, 0),
+    ]
     assert report["summary"]["errors"] == 0
     assert all(r["requests"] > 0 for r in report["runs"])
 
 
 def test_the_dashboard_picture_is_the_checked_in_dashboard_over_the_recorded_run(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """docs/monitoring.md shows docs/img/dashboard.svg: drawn again from the run `python -m
     bench.dashboard` recorded (bench/results/dashboard.json) with today's checked-in dashboard,
     it is the same file, so a dashboard changed without a new picture (or a picture edited by
     hand) fails here. Every panel of the dashboard had its queries answered in that run."""
     recorded = json.loads((ROOT / "bench" / "results" / "dashboard.json").read_text())
     picture = tmp_path / "dashboard.svg"
-    run = subprocess.run([sys.executable, "-m", "bench.dashboard", "--redraw",
-                          str(ROOT / "bench" / "results" / "dashboard.json"), "--picture",
-                          str(picture)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.dashboard",
+            "--redraw",
+            str(ROOT / "bench" / "results" / "dashboard.json"),
+            "--picture",
+            str(picture),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert picture.read_text() == (ROOT / "docs" / "img" / "dashboard.svg").read_text()
-    dashboard = json.loads((ROOT / "kninfer" / "deploy" / "dashboards" / "kninfer.json")
-                           .read_text())
+    dashboard = json.loads(
+        (ROOT / "kninfer" / "deploy" / "dashboards" / "kninfer.json").read_text()
+    )
     panels = {p["title"] for p in dashboard["panels"] if p["type"] != "row"}
     assert set(recorded["series"]) == panels
     assert all(recorded["series"][title] for title in panels), "a panel had no series"

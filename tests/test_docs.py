@@ -31,8 +31,9 @@ from tests.conftest import ROOT, ServerProcess, free_port, server_env, servers_s
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
-MARKER = re.compile(r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```",
-                    re.DOTALL)
+MARKER = re.compile(
+    r"<!-- doc-test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w+)\n(?P<body>.*?)```", re.DOTALL
+)
 MARKER_LINE = re.compile(r"<!-- doc-test: [\w.-]+ -->")
 # Made afresh for every request or event, or a digest of the model's files (its version, which a
 # library's pickle format moves): compared by presence, not value.
@@ -45,12 +46,36 @@ STATUS_NOTE = re.compile(r"\s+# HTTP \d+\s*$")  # the README's status notes afte
 FLOAT_TOLERANCE = {"rel_tol": 1e-6, "abs_tol": 1e-9}
 # Every example the tests below run. A marker lost in a move, or one no test runs, fails
 # test_marked_names_are_the_tested_ones.
-EXAMPLES = ("iris", "inches.py", "inches", "pipeline", "save.py", "mlflow", "eventing.yaml",
-            "features.json", "column_transformer.py", "kninfer.yaml", "linear.py", "linear",
-            "event-send", "event-curl", "render-exposure", "exposure-public.yaml",
-            "experiment-weights", "churn.py", "compile", "churn_train.py", "profile",
-            "profile.py", "drifted.py", "drift-metrics", "monitoring.yaml",
-            "psi-from-counters", "out-of-range", "mesh.yaml")
+EXAMPLES = (
+    "iris",
+    "inches.py",
+    "inches",
+    "pipeline",
+    "save.py",
+    "mlflow",
+    "eventing.yaml",
+    "features.json",
+    "column_transformer.py",
+    "kninfer.yaml",
+    "linear.py",
+    "linear",
+    "event-send",
+    "event-curl",
+    "render-exposure",
+    "exposure-public.yaml",
+    "experiment-weights",
+    "churn.py",
+    "compile",
+    "churn_train.py",
+    "profile",
+    "profile.py",
+    "drifted.py",
+    "drift-metrics",
+    "monitoring.yaml",
+    "psi-from-counters",
+    "out-of-range",
+    "mesh.yaml",
+)
 
 
 class Step(NamedTuple):
@@ -74,13 +99,17 @@ def blocks() -> dict[str, str]:
         text = path.read_text()
         matches = list(MARKER.finditer(text))
         if len(matches) != len(MARKER_LINE.findall(text)):
-            raise AssertionError(f"{path.relative_to(ROOT)}: a doc-test marker is not directly "
-                                 "followed by its fenced block")
+            raise AssertionError(
+                f"{path.relative_to(ROOT)}: a doc-test marker is not directly "
+                "followed by its fenced block"
+            )
         for m in matches:
             if m["name"] in found:
-                raise AssertionError(f"doc-test {m['name']!r} is marked twice: in "
-                                     f"{found[m['name']][0].relative_to(ROOT)} and in "
-                                     f"{path.relative_to(ROOT)}")
+                raise AssertionError(
+                    f"doc-test {m['name']!r} is marked twice: in "
+                    f"{found[m['name']][0].relative_to(ROOT)} and in "
+                    f"{path.relative_to(ROOT)}"
+                )
             found[m["name"]] = (path, m["body"])
     return {name: body for name, (_, body) in found.items()}
 
@@ -146,9 +175,9 @@ def write_outputs(name: str, outputs: dict[int, str]) -> None:
                 if index not in outputs:
                     continue
                 note = STATUS_NOTE.search(lines[step.end - 1]) if step.end > step.start else None
-                lines[step.start:step.end] = [outputs[index] + (note[0] if note else "")]
+                lines[step.start : step.end] = [outputs[index] + (note[0] if note else "")]
             body = "\n".join(lines) + "\n"
-            path.write_text(text[:m.start("body")] + body + text[m.end("body"):])
+            path.write_text(text[: m.start("body")] + body + text[m.end("body") :])
             return
     raise AssertionError(f"doc-test {name!r} not found")
 
@@ -156,6 +185,7 @@ def write_outputs(name: str, outputs: dict[int, str]) -> None:
 def same_http(actual: str, expected: str) -> None:
     """`curl -i` output: the status line, the headers (generated ones by presence) and the body
     as JSON."""
+
     def parts(text: str) -> tuple[str, dict[str, str], str]:
         head, _, body = text.replace("\r\n", "\n").partition("\n\n")
         status, *fields = head.splitlines()
@@ -179,8 +209,14 @@ def same_output(command: str, actual: str, expected: str) -> None:
         same(json.loads(actual), json.loads(expected))
 
 
-def run_session(name: str, steps: list[Step], ports: dict[str, int], cwd: Path,
-                config: pytest.Config, first: int = 0) -> list[str]:
+def run_session(
+    name: str,
+    steps: list[Step],
+    ports: dict[str, int],
+    cwd: Path,
+    config: pytest.Config,
+    first: int = 0,
+) -> list[str]:
     """Run each command; compare its output with the docs', or write it into them under
     --write-docs-outputs. FIRST is the index of steps[0] in the block (for writing). `cat FILE`
     writes the output shown to FILE (the docs show what the commands after it read); curl and
@@ -198,10 +234,13 @@ def run_session(name: str, steps: list[Step], ports: dict[str, int], cwd: Path,
             printed.append(step.expected)
             continue
         assert program in ("curl", "kninfer"), command
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-               f"{os.environ.get('PATH', '')}"}
-        done = subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True,
-                              timeout=60, check=False, env=env)
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, capture_output=True, timeout=60, check=False, env=env
+        )
         assert done.returncode == 0, (command, done.stderr)
         actual = done.stdout.decode().replace("\r\n", "\n").strip()
         printed.append(actual)
@@ -217,15 +256,17 @@ def run_session(name: str, steps: list[Step], ports: dict[str, int], cwd: Path,
     return printed
 
 
-def test_quick_start_commands(iris_server: ServerProcess, tmp_path: Path,
-                              pytestconfig: pytest.Config) -> None:
+def test_quick_start_commands(
+    iris_server: ServerProcess, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
     pairs = session(blocks()["iris"])
     assert len(pairs) == 3
     run_session("iris", pairs, {"8080": iris_server.http_port}, tmp_path, pytestconfig)
 
 
-def test_custom_transformer_example(iris_server: ServerProcess, tmp_path: Path,
-                                    pytestconfig: pytest.Config) -> None:
+def test_custom_transformer_example(
+    iris_server: ServerProcess, tmp_path: Path, pytestconfig: pytest.Config
+) -> None:
     found = blocks()
     (tmp_path / "inches.py").write_text(found["inches.py"])
     serve_step, *curls = session(found["inches"])
@@ -233,15 +274,22 @@ def test_custom_transformer_example(iris_server: ServerProcess, tmp_path: Path,
     http, grpc_port = free_port(), free_port()
     serve = serve.replace("127.0.0.1:8080", f"127.0.0.1:{iris_server.http_port}")
     serve = serve.replace("--http-port 8090", f"--http-port {http}").replace(
-        "--grpc-port 8091", f"--grpc-port {grpc_port}")
+        "--grpc-port 8091", f"--grpc-port {grpc_port}"
+    )
     env = server_env(tmp_path)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = (tmp_path / "transformer.log").open("wb")
     # bash runs a lone command by exec: the process is kninfer itself, stopped by its PID.
-    process = subprocess.Popen(["bash", "-c", f"{serve} --host 127.0.0.1"], cwd=tmp_path,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    transformer = ServerProcess([], env, tmp_path / "transformer.log", http_port=http,
-                                grpc_port=grpc_port, process=process)
+    process = subprocess.Popen(
+        ["bash", "-c", f"{serve} --host 127.0.0.1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    transformer = ServerProcess(
+        [], env, tmp_path / "transformer.log", http_port=http, grpc_port=grpc_port, process=process
+    )
     try:
         transformer.wait_ready(60)
         assert len(curls) == 4
@@ -268,11 +316,26 @@ def test_pipeline_commands(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     assert len(pairs) == 4
     with servers_started({"predictor": []}, tmp_path) as predictor:
         host = f"127.0.0.1:{predictor['predictor'].http_port}"
-        with servers_started({"transformer": ["--transformer", "iris", "--predictor-host", host,
-                                              "--predictor-protocol", "v2"]},
-                             tmp_path) as transformer:
-            run_session("pipeline", pairs, {"8090": transformer["transformer"].http_port},
-                        tmp_path, pytestconfig)
+        with servers_started(
+            {
+                "transformer": [
+                    "--transformer",
+                    "iris",
+                    "--predictor-host",
+                    host,
+                    "--predictor-protocol",
+                    "v2",
+                ]
+            },
+            tmp_path,
+        ) as transformer:
+            run_session(
+                "pipeline",
+                pairs,
+                {"8090": transformer["transformer"].http_port},
+                tmp_path,
+                pytestconfig,
+            )
 
 
 def test_mlflow_runnable_example(tmp_path: Path, pytestconfig: pytest.Config) -> None:
@@ -281,24 +344,32 @@ def test_mlflow_runnable_example(tmp_path: Path, pytestconfig: pytest.Config) ->
     (tmp_path / "save.py").write_text(found["save.py"])
     install, serve, *curls = session(found["mlflow"])
     assert install.command == "pip install -e '.[mlflow]' && python save.py"  # installed already
-    saved = subprocess.run([sys.executable, "save.py"], cwd=tmp_path, capture_output=True,
-                           timeout=300, check=False)
+    saved = subprocess.run(
+        [sys.executable, "save.py"], cwd=tmp_path, capture_output=True, timeout=300, check=False
+    )
     assert saved.returncode == 0, saved.stderr.decode()[-3000:]
     args = shlex.split(serve.command.removesuffix("&"))
     assert args[:2] == ["kninfer", "serve"]
-    model_args = [str(tmp_path / a) if a == "iris-mlflow" and i and args[i - 1] == "--model-dir"
-                  else a for i, a in enumerate(args[2:], start=2)]
+    model_args = [
+        str(tmp_path / a) if a == "iris-mlflow" and i and args[i - 1] == "--model-dir" else a
+        for i, a in enumerate(args[2:], start=2)
+    ]
     with servers_started({"mlflow": model_args}, tmp_path, timeout=180) as started:
         assert len(curls) == 5
-        run_session("mlflow", curls, {"8080": started["mlflow"].http_port}, tmp_path,
-                    pytestconfig, first=2)
+        run_session(
+            "mlflow", curls, {"8080": started["mlflow"].http_port}, tmp_path, pytestconfig, first=2
+        )
 
 
 def test_eventing_yaml_validates(tmp_path: Path) -> None:
     (tmp_path / "eventing.yaml").write_text(blocks()["eventing.yaml"])
-    done = subprocess.run([sys.executable, "-m", "kninfer", "validate",
-                           str(tmp_path / "eventing.yaml")], capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "validate", str(tmp_path / "eventing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 document(s) in 1 file(s): valid" in done.stdout + done.stderr
 
@@ -313,8 +384,14 @@ def test_feature_specs_load(tmp_path: Path) -> None:
     assert [f.name for f in spec.fields] == ["age", "colour", "size", "smoker", "income"]
     (tmp_path / "spec").mkdir()
     (tmp_path / "column_transformer.py").write_text(found["column_transformer.py"])
-    done = subprocess.run([sys.executable, "column_transformer.py"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "column_transformer.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     fitted = FeatureSpec.load(tmp_path / "spec")
     assert [f.name for f in fitted.fields] == ["age", "city", "height"]
@@ -349,8 +426,7 @@ def test_custom_predictor_example(tmp_path: Path, pytestconfig: pytest.Config) -
     server = ServerProcess(args, env, tmp_path / "linear.log").start(timeout=120)
     try:
         assert len(curls) == 3
-        run_session("linear", curls, {"8080": server.http_port}, tmp_path, pytestconfig,
-                    first=1)
+        run_session("linear", curls, {"8080": server.http_port}, tmp_path, pytestconfig, first=1)
     finally:
         server.stop()
 
@@ -367,13 +443,19 @@ def test_eventing_worked_example(tmp_path: Path, pytestconfig: pytest.Config) ->
         ports = {"8080": server.http_port}
         send = session(found["event-send"])
         assert [shlex.split(s.command)[:3] for s in send] == [
-            ["cat", "request.json"], ["kninfer", "event", "send"], ["kninfer", "event", "send"]]
+            ["cat", "request.json"],
+            ["kninfer", "event", "send"],
+            ["kninfer", "event", "send"],
+        ]
         _, first, again = run_session("event-send", send, ports, tmp_path, pytestconfig)
         assert json.loads(first)["id"] == json.loads(again)["id"]  # the cached reply
         # ... and the model ran once, as the page says (request_predict_seconds_count at 1).
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
-        counts = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                  if line.startswith("request_predict_seconds_count")]
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("request_predict_seconds_count")
+        ]
         assert counts == [1.0], counts
         curls = session(found["event-curl"])
         assert len(curls) == 2
@@ -387,13 +469,22 @@ def run_console_exactly(name: str, cwd: Path) -> None:
     for real and prints exactly what the docs show."""
     steps = session(blocks()[name])
     assert steps
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-           f"{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env.pop("KUBECTL", None)
     for step in steps:
         assert shlex.split(step.command)[0] == "kninfer", step.command
-        done = subprocess.run(["bash", "-c", step.command], cwd=cwd, capture_output=True,
-                              text=True, timeout=120, check=False, env=env)
+        done = subprocess.run(
+            ["bash", "-c", step.command],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+        )
         assert done.returncode == 0, (step.command, done.stderr)
         assert done.stdout.rstrip("\n") == step.expected, step.command
 
@@ -403,7 +494,8 @@ def test_render_prints_each_services_exposure(tmp_path: Path) -> None:
     examples = tmp_path / "deploy" / "examples"
     examples.mkdir(parents=True)
     (examples / "iris-events.yaml").write_text(
-        (ROOT / "deploy" / "examples" / "iris-events.yaml").read_text())
+        (ROOT / "deploy" / "examples" / "iris-events.yaml").read_text()
+    )
     run_console_exactly("render-exposure", tmp_path)
     assert (tmp_path / "build" / "deploy" / "kserve" / "iris-events.yaml").is_file()
 
@@ -412,17 +504,30 @@ def test_public_config_publishes_its_entry_only(tmp_path: Path) -> None:
     """docs/deploy.md's `exposure: public` config renders, validates, and publishes only the
     InferenceService and the transformer; the predictor behind it stays cluster-local."""
     (tmp_path / "web.yaml").write_text(blocks()["exposure-public.yaml"])
-    done = subprocess.run([sys.executable, "-m", "kninfer", "render", "web.yaml", "-o", "out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "render", "web.yaml", "-o", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     inside = "outside the cluster through the ingress domain; inside it"
     assert done.stdout.splitlines()[2:] == [
         f"iris-web: public ({inside} http://iris-web.kninfer.svc.cluster.local)",
         "iris-web-predictor: cluster-local (http://iris-web-predictor.kninfer.svc.cluster.local)",
         f"iris-web-transformer: public ({inside} "
-        "http://iris-web-transformer.kninfer.svc.cluster.local)"]
-    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "out"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120, check=False)
+        "http://iris-web-transformer.kninfer.svc.cluster.local)",
+    ]
+    checked = subprocess.run(
+        [sys.executable, "-m", "kninfer", "validate", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "3 document(s) in 2 file(s): valid" in checked.stderr
 
@@ -434,27 +539,50 @@ def test_mesh_config_renders_the_policies_the_page_shows(tmp_path: Path) -> None
     import yaml
 
     (tmp_path / "private.yaml").write_text(blocks()["mesh.yaml"])
-    done = subprocess.run([sys.executable, "-m", "kninfer", "render", "private.yaml", "-o", "out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "render", "private.yaml", "-o", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     page = (DOCS / "deploy.md").read_text()
-    shown = [line for line in page.splitlines()
-             if line.startswith("iris-private-") and "AuthorizationPolicy" in line]
+    shown = [
+        line
+        for line in page.splitlines()
+        if line.startswith("iris-private-") and "AuthorizationPolicy" in line
+    ]
     assert len(shown) == 2
     printed = done.stdout.splitlines()
     assert all(line in printed for line in shown), printed
     for variant in ("kserve", "knative"):
-        docs = list(yaml.safe_load_all((tmp_path / "out" / variant / "iris-private.yaml")
-                                       .read_text()))
+        docs = list(
+            yaml.safe_load_all((tmp_path / "out" / variant / "iris-private.yaml").read_text())
+        )
         found = {d["metadata"]["name"]: d for d in docs if d["kind"] == "AuthorizationPolicy"}
         assert sorted(found) == ["iris-private-predictor", "iris-private-transformer"]
         first = found["iris-private-transformer"]["spec"]["rules"][0]["from"]
         assert first == [
-            {"source": {"principals": ["cluster.local/ns/shop/sa/checkout",
-                                       "cluster.local/ns/knative-eventing/sa/mt-broker-filter"]}},
-            {"source": {"namespaces": ["reports"]}}]
-    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "out"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120, check=False)
+            {
+                "source": {
+                    "principals": [
+                        "cluster.local/ns/shop/sa/checkout",
+                        "cluster.local/ns/knative-eventing/sa/mt-broker-filter",
+                    ]
+                }
+            },
+            {"source": {"namespaces": ["reports"]}},
+        ]
+    checked = subprocess.run(
+        [sys.executable, "-m", "kninfer", "validate", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "12 document(s) in 3 file(s): valid" in checked.stderr
 
@@ -472,15 +600,25 @@ def test_compile_example(tmp_path: Path) -> None:
     pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
     found = blocks()
     (tmp_path / "churn.py").write_text(found["churn.py"])
-    saved = subprocess.run([sys.executable, "churn.py"], cwd=tmp_path, capture_output=True,
-                           timeout=120, check=False)
+    saved = subprocess.run(
+        [sys.executable, "churn.py"], cwd=tmp_path, capture_output=True, timeout=120, check=False
+    )
     assert saved.returncode == 0, saved.stderr.decode()[-3000:]
     (step,) = session(found["compile"])
     assert step.command == "kninfer compile churn"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}"
-           f"{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-c", step.command], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, check=False, env=env)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    done = subprocess.run(
+        ["bash", "-c", step.command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
 
     def shape(text: str) -> str:
@@ -499,8 +637,9 @@ def metric_samples(text: str) -> dict[tuple[str, frozenset[str]], float]:
     digest of the model directory, which holds a profile written at test time)."""
     samples = {}
     for m in METRIC_LINE.finditer(text):
-        labels = frozenset(label for label in m["labels"].split(",")
-                           if not label.startswith("version="))
+        labels = frozenset(
+            label for label in m["labels"].split(",") if not label.startswith("version=")
+        )
         samples[(m["name"], labels)] = float(m["value"])
     return samples
 
@@ -515,8 +654,14 @@ def test_drift_monitoring_example(tmp_path: Path) -> None:
         (tmp_path / name).write_text(found[name])
 
     def python(*args: str) -> None:
-        done = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 0, (args, done.stderr[-3000:])
 
     python("churn_train.py")
@@ -530,8 +675,14 @@ def test_drift_monitoring_example(tmp_path: Path) -> None:
         profile.pop("source")  # the CLI names its --data file; the Python form has no file
     assert from_python == from_cli
 
-    serve = ["--predictor", "sklearn", "--model-dir", str(tmp_path / "churn"),
-             "--model-name", "churn"]
+    serve = [
+        "--predictor",
+        "sklearn",
+        "--model-dir",
+        str(tmp_path / "churn"),
+        "--model-name",
+        "churn",
+    ]
     with servers_started({"churn": serve}, tmp_path, timeout=180) as started:
         python("drifted.py", started["churn"].url)
         served = metric_samples(httpx.get(f"{started['churn'].url}/metrics", timeout=30).text)
@@ -549,8 +700,14 @@ def test_monitoring_config_renders_and_validates(tmp_path: Path) -> None:
 
     (tmp_path / "churn.yaml").write_text(blocks()["monitoring.yaml"])
     for command in (["render", "churn.yaml", "-o", "out"], ["validate", "out"]):
-        done = subprocess.run([sys.executable, "-m", "kninfer", *command], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "kninfer", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
     docs = list(yaml.safe_load_all((tmp_path / "out" / "monitoring" / "churn.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["PodMonitor", "PrometheusRule", "ConfigMap"]

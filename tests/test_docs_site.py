@@ -21,9 +21,15 @@ from tests.conftest import ROOT
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}  # mkdocs-material's banner, not a warning
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(site)], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_docs_build_strictly(tmp_path: Path) -> None:
@@ -44,8 +50,10 @@ def copy_of_the_docs(dest: Path) -> Path:
     shutil.copytree(ROOT / "docs", dest / "docs")
     results = dest / "bench" / "results"
     results.mkdir(parents=True)
-    for report in [*(ROOT / "bench" / "results").glob("*.md"),
-                   *(ROOT / "bench" / "results").glob("*.png")]:
+    for report in [
+        *(ROOT / "bench" / "results").glob("*.md"),
+        *(ROOT / "bench" / "results").glob("*.png"),
+    ]:
         shutil.copy(report, results)
     return dest
 

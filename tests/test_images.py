@@ -40,8 +40,12 @@ V2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data"
 
 
 def manifests() -> list[Path]:
-    return [p for d in ("kserve", "knative") for p in sorted((ROOT / d).glob("*.yaml"))
-            if "gpu" not in p.name and not p.name.endswith("-eventing.yaml")]
+    return [
+        p
+        for d in ("kserve", "knative")
+        for p in sorted((ROOT / d).glob("*.yaml"))
+        if "gpu" not in p.name and not p.name.endswith("-eventing.yaml")
+    ]
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
@@ -53,10 +57,12 @@ def images() -> None:
     if shutil.which("podman") is None:
         pytest.fail("podman is not installed: run `make image-test`, which installs it")
     for family in ("", *(f"-{f}" for f in FAMILIES)):
-        exists = subprocess.run(["podman", "image", "exists", f"localhost/kninfer:dev{family}"],
-                                check=False)
-        assert exists.returncode == 0, f"localhost/kninfer:dev{family} is missing: run " \
-                                       "`make image-test`, which builds it"
+        exists = subprocess.run(
+            ["podman", "image", "exists", f"localhost/kninfer:dev{family}"], check=False
+        )
+        assert exists.returncode == 0, (
+            f"localhost/kninfer:dev{family} is missing: run `make image-test`, which builds it"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -74,28 +80,29 @@ def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def start(spec: ContainerSpec, iris_dir: Path, predictor_port: int | None = None) -> Container:
     args = spec.spec.get("args", [])
     mounts = spec.storage_uri is not None or "--storage-uri" in args
-    return Container(spec, free_port(), free_port(), iris_dir if mounts else None,
-                     predictor_port)
+    return Container(spec, free_port(), free_port(), iris_dir if mounts else None, predictor_port)
 
 
-RECORD = json.dumps(dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"],
-                             ROW, strict=True)))
+RECORD = json.dumps(
+    dict(zip(["sepal_length", "sepal_width", "petal_length", "petal_width"], ROW, strict=True))
+)
 # What each role takes: the predictor the iris matrix, the iris transformer JSON records.
 BODIES = {
     "predictor": V2,
-    "transformer": {"inputs": [{"name": "records", "shape": [1], "datatype": "BYTES",
-                                "data": [RECORD]}]},
+    "transformer": {
+        "inputs": [{"name": "records", "shape": [1], "datatype": "BYTES", "data": [RECORD]}]
+    },
 }
 
 
 def grpc_request(role: str, model: str) -> pb.ModelInferRequest:
     if role == "transformer":
-        tensor = pb.ModelInferRequest.InferInputTensor(name="records", datatype="BYTES",
-                                                       shape=[1])
+        tensor = pb.ModelInferRequest.InferInputTensor(name="records", datatype="BYTES", shape=[1])
         tensor.contents.bytes_contents.append(RECORD.encode())
     else:
-        tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                       shape=[1, 4])
+        tensor = pb.ModelInferRequest.InferInputTensor(
+            name="input-0", datatype="FP64", shape=[1, 4]
+        )
         tensor.contents.fp64_contents.extend(ROW)
     return pb.ModelInferRequest(model_name=model, inputs=[tensor])
 
@@ -111,11 +118,18 @@ def check_traffic(container: Container, model: str) -> None:
     with grpc_stub(f"127.0.0.1:{container.grpc_port}") as stub:
         answer = stub.ModelInfer(grpc_request(role, model), timeout=30)
         assert answer.outputs[0].name in ("predict", "label")
-    event = httpx.post(f"{container.url}/v2/models/{model}/infer", json=body, timeout=30,
-                       headers={"ce-specversion": "1.0", "ce-id": "image-test-1",
-                                "ce-source": "tests/images",
-                                "ce-type": "dev.kninfer.inference.request",
-                                "content-type": "application/json"})
+    event = httpx.post(
+        f"{container.url}/v2/models/{model}/infer",
+        json=body,
+        timeout=30,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "image-test-1",
+            "ce-source": "tests/images",
+            "ce-type": "dev.kninfer.inference.request",
+            "content-type": "application/json",
+        },
+    )
     assert event.status_code == 200, event.text
     assert event.headers["ce-type"] == "dev.kninfer.inference.response"
 
@@ -131,8 +145,12 @@ def stop_under_load(container: Container, model: str) -> tuple[int, list[int], l
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
                 try:
-                    statuses.append(http.post(f"{container.url}/v2/models/{model}/infer",
-                                              json=BODIES[container.spec.role]).status_code)
+                    statuses.append(
+                        http.post(
+                            f"{container.url}/v2/models/{model}/infer",
+                            json=BODIES[container.spec.role],
+                        ).status_code
+                    )
                 except httpx.ConnectError:
                     return  # the listener is closed: refused, never accepted
                 except httpx.HTTPError as exc:
@@ -202,16 +220,43 @@ def _model_name(args: list[str]) -> str:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_image_serves_as_an_arbitrary_uid(family: str, iris_dir: Path) -> None:
     """The family images carry their framework and nothing they do not need."""
-    probe = {"sklearn": "import sklearn, kninfer", "mlflow": "import mlflow, kninfer",
-             "pytorch": "import torch, kninfer"}[family]
+    probe = {
+        "sklearn": "import sklearn, kninfer",
+        "mlflow": "import mlflow, kninfer",
+        "pytorch": "import torch, kninfer",
+    }[family]
     absent = {"sklearn": ("torch", "mlflow"), "mlflow": ("torch",), "pytorch": ("mlflow",)}
-    script = probe + "; import importlib.util as u; print([m for m in " + repr(
-        absent[family]) + " if u.find_spec(m)])"
-    done = subprocess.run(["podman", "--runtime", "runc", "run", "--rm", "--ulimit",
-                           "nofile=20000:20000", "--ulimit", "nproc=4096:4096", "--user",
-                           "1000680000:0", "--read-only", "--entrypoint", "python",
-                           f"localhost/kninfer:dev-{family}", "-c", script],
-                          capture_output=True, text=True, timeout=120, check=False)
+    script = (
+        probe
+        + "; import importlib.util as u; print([m for m in "
+        + repr(absent[family])
+        + " if u.find_spec(m)])"
+    )
+    done = subprocess.run(
+        [
+            "podman",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--user",
+            "1000680000:0",
+            "--read-only",
+            "--entrypoint",
+            "python",
+            f"localhost/kninfer:dev-{family}",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"{family} image carries {done.stdout.strip()}"
     assert image_size(f"localhost/kninfer:dev-{family}") < image_size("localhost/kninfer:dev")
@@ -222,9 +267,22 @@ def test_a_code_change_rebuilds_only_kninfers_own_layers(tmp_path: Path) -> None
     change to the code (bench/image_rebuild.py, on the sklearn image), the rebuilt image differs
     from the first only in kninfer's own files and the iris model trained on top, a few MB that
     a node pulls instead of the GB below them."""
-    done = subprocess.run([sys.executable, "-m", "bench.image_rebuild", "--family", "sklearn",
-                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.image_rebuild",
+            "--family",
+            "sklearn",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run,) = json.loads((tmp_path / "image-rebuild.json").read_text())["runs"]
     made = [layer.split(" (")[0] for layer in run["new_layers"]]
@@ -232,8 +290,10 @@ def test_a_code_change_rebuilds_only_kninfers_own_layers(tmp_path: Path) -> None
     assert made[0].startswith("COPY dir:") and made[0].endswith(" in /"), made
     assert made[1].startswith("RUN python -c") and "ensure_iris_model" in made[1], made
     assert run["new_layer_bytes"] < 20e6 < 500e6 < run["image_bytes"], run
-    print(f"\nrebuild of the sklearn image after a code change: {run['rebuild_s']}s, new layers "
-          f"{run['new_layer_bytes'] / 1e6:.1f} MB of {run['image_bytes'] / 1e6:.0f} MB")
+    print(
+        f"\nrebuild of the sklearn image after a code change: {run['rebuild_s']}s, new layers "
+        f"{run['new_layer_bytes'] / 1e6:.1f} MB of {run['image_bytes'] / 1e6:.0f} MB"
+    )
 
 
 def _first_200(url: str, deadline_s: float = 120) -> None:
@@ -248,8 +308,9 @@ def _first_200(url: str, deadline_s: float = 120) -> None:
     raise AssertionError(f"no 200 from {url} in {deadline_s}s")
 
 
-def test_cold_start_in_the_image_next_to_the_host(tmp_path: Path, iris_dir: Path,
-                                                  record_property: Any) -> None:
+def test_cold_start_in_the_image_next_to_the_host(
+    tmp_path: Path, iris_dir: Path, record_property: Any
+) -> None:
     """Spawn to the first 200 on V2 infer, iris, median of 3, container and host in turns.
     Reported (docs/deploy.md, "Images"); asserted only to finish."""
     spec = pod_containers(documents(ROOT / "kserve" / "iris-cpu.yaml")[0], {})[0]
@@ -263,10 +324,28 @@ def test_cold_start_in_the_image_next_to_the_host(tmp_path: Path, iris_dir: Path
         port = free_port()
         began = time.perf_counter()
         process = subprocess.Popen(
-            [sys.executable, "-m", "kninfer", "serve", "--predictor", "sklearn", "--model-dir",
-             str(iris_dir), "--model-name", "iris", "--host", "127.0.0.1", "--http-port",
-             str(port), "--grpc-port", str(free_port())], env=server_env(tmp_path),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "kninfer",
+                "serve",
+                "--predictor",
+                "sklearn",
+                "--model-dir",
+                str(iris_dir),
+                "--model-name",
+                "iris",
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                str(free_port()),
+            ],
+            env=server_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _first_200(f"http://127.0.0.1:{port}/v2/models/iris/infer")
             host_s.append(time.perf_counter() - began)
@@ -275,17 +354,23 @@ def test_cold_start_in_the_image_next_to_the_host(tmp_path: Path, iris_dir: Path
             process.wait(30)
     image, host = statistics.median(image_s), statistics.median(host_s)
     record_property("cold_start", {"image_s": image, "host_s": host, "ratio": image / host})
-    print(f"\ncold start (spawn to first 200, iris, median of 3): image {image:.2f}s, "
-          f"host {host:.2f}s, ratio {image / host:.2f}")
+    print(
+        f"\ncold start (spawn to first 200, iris, median of 3): image {image:.2f}s, "
+        f"host {host:.2f}s, ratio {image / host:.2f}"
+    )
     assert np.isfinite(image / host)
 
 
 @pytest.fixture(autouse=True)
 def _no_leftover_containers() -> Iterator[None]:
     yield
-    left = subprocess.run(["podman", "ps", "-a", "--filter", "name=kninfer-test-", "-q"],
-                          capture_output=True, text=True, timeout=30, check=False).stdout.split()
+    left = subprocess.run(
+        ["podman", "ps", "-a", "--filter", "name=kninfer-test-", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout.split()
     if left:
-        subprocess.run(["podman", "rm", "-f", *left], capture_output=True, timeout=60,
-                       check=False)
+        subprocess.run(["podman", "rm", "-f", *left], capture_output=True, timeout=60, check=False)
     assert not left, "a test left containers behind"

@@ -18,8 +18,15 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     # PYTHONPATH first: grimp analyses the `kninfer` it imports, the copy under `root`.
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_contracts_are_kept() -> None:
@@ -31,8 +38,9 @@ def test_contracts_are_kept() -> None:
 def copy_of_the_package(dest: Path) -> Path:
     dest.mkdir()
     shutil.copy(ROOT / "pyproject.toml", dest)
-    shutil.copytree(ROOT / "kninfer", dest / "kninfer",
-                    ignore=shutil.ignore_patterns("__pycache__", "crds"))
+    shutil.copytree(
+        ROOT / "kninfer", dest / "kninfer", ignore=shutil.ignore_patterns("__pycache__", "crds")
+    )
     return dest
 
 
@@ -49,8 +57,10 @@ def test_a_transport_importing_a_family_breaks_the_contracts(tmp_path: Path) -> 
 def test_a_lower_layer_importing_a_higher_one_breaks_the_contracts(tmp_path: Path) -> None:
     root = copy_of_the_package(tmp_path / "repo")
     codec = root / "kninfer" / "protocol" / "v2.py"
-    codec.write_text(codec.read_text() + "\n\ndef _late() -> None:\n"
-                     "    from kninfer.server import lifecycle  # noqa: F401\n")
+    codec.write_text(
+        codec.read_text() + "\n\ndef _late() -> None:\n"
+        "    from kninfer.server import lifecycle  # noqa: F401\n"
+    )
     done = lint_imports(root)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Layers point one way BROKEN" in done.stdout
@@ -63,8 +73,9 @@ def import_cycles() -> list[list[str]]:
 
     graph = grimp.build_graph("kninfer", exclude_type_checking_imports=True)
     modules = sorted(graph.modules)
-    edges = {m: sorted(set(graph.find_modules_directly_imported_by(m)) & set(modules))
-             for m in modules}
+    edges = {
+        m: sorted(set(graph.find_modules_directly_imported_by(m)) & set(modules)) for m in modules
+    }
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []

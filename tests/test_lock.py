@@ -18,10 +18,14 @@ check = lock_checker()
 
 # lock -> (extras, Python it is for)
 LOCKS = {
-    "all.txt": (("dev", "pytorch", "mlflow", "storage", "onnx", "compile", "lightgbm",
-                 "xgboost", "otel"), "3.11"),
-    "dev.txt": (("dev", "pytorch", "mlflow", "onnx", "compile", "lightgbm", "xgboost", "otel"),
-                "3.11"),
+    "all.txt": (
+        ("dev", "pytorch", "mlflow", "storage", "onnx", "compile", "lightgbm", "xgboost", "otel"),
+        "3.11",
+    ),
+    "dev.txt": (
+        ("dev", "pytorch", "mlflow", "onnx", "compile", "lightgbm", "xgboost", "otel"),
+        "3.11",
+    ),
     "image-sklearn.txt": (("storage", "otel"), "3.11"),
     "image-mlflow.txt": (("mlflow", "storage", "otel"), "3.11"),
     "image-pytorch.txt": (("pytorch", "storage", "otel"), "3.11"),
@@ -43,20 +47,26 @@ def test_every_lock_is_listed_here() -> None:
 def test_lock_satisfies_pyprojects_ranges(lock: str) -> None:
     extras, python = LOCKS[lock]
     pins = check.locked(REQUIREMENTS / lock)
-    wanted = [*project()["dependencies"],
-              *(r for extra in extras for r in project()["optional-dependencies"][extra])]
+    wanted = [
+        *project()["dependencies"],
+        *(r for extra in extras for r in project()["optional-dependencies"][extra]),
+    ]
     for text in wanted:
         requirement = Requirement(text)
-        environment = {"python_version": python, "sys_platform": "linux",
-                       "platform_machine": "x86_64"}
+        environment = {
+            "python_version": python,
+            "sys_platform": "linux",
+            "platform_machine": "x86_64",
+        }
         if requirement.marker and not requirement.marker.evaluate(environment):
             continue
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{lock} lacks {text}"
         # A local label (+cpu) is a build of the same release: the range speaks of the release.
         release = pins[name].split("+")[0]
-        assert requirement.specifier.contains(release, prereleases=True), \
+        assert requirement.specifier.contains(release, prereleases=True), (
             f"{lock}: {name}=={pins[name]} is outside {text}"
+        )
 
 
 @pytest.mark.parametrize("lock", sorted(LOCKS))
@@ -82,8 +92,13 @@ def test_locks_take_their_versions_from_all(lock: str) -> None:
 
 def test_check_reports_each_difference() -> None:
     pins = {"numpy": "2.4.6", "torch": "2.13.0+cpu", "pip": "25.0"}
-    have = {"numpy": "2.5.0", "torch": "2.13.0+cpu", "extra-pkg": "1.0", "pip": "25.0",
-            "setuptools": "65.5.0"}
+    have = {
+        "numpy": "2.5.0",
+        "torch": "2.13.0+cpu",
+        "extra-pkg": "1.0",
+        "pip": "25.0",
+        "setuptools": "65.5.0",
+    }
     assert check.differences(pins, have) == [
         "extra-pkg: lock (absent), installed 1.0",
         "numpy: lock 2.4.6, installed 2.5.0",

@@ -39,13 +39,16 @@ def surface(value: Any) -> Any:
                 members[name] = str(inspect.signature(member.__func__))
             elif inspect.isfunction(member):
                 members[name] = str(inspect.signature(member))
-    return {"bases": [f"{b.__module__}.{b.__qualname__}" for b in value.__bases__],
-            "members": dict(sorted(members.items()))}
+    return {
+        "bases": [f"{b.__module__}.{b.__qualname__}" for b in value.__bases__],
+        "members": dict(sorted(members.items())),
+    }
 
 
 def current() -> dict[str, Any]:
-    return {name: surface(getattr(kninfer, name)) for name in kninfer.__all__
-            if name != "__version__"}
+    return {
+        name: surface(getattr(kninfer, name)) for name in kninfer.__all__ if name != "__version__"
+    }
 
 
 def test_public_api_is_the_snapshot(pytestconfig: pytest.Config) -> None:
@@ -54,7 +57,8 @@ def test_public_api_is_the_snapshot(pytestconfig: pytest.Config) -> None:
         SNAPSHOT.write_text(json.dumps(now, indent=2, sort_keys=True) + "\n")
     assert now == json.loads(SNAPSHOT.read_text()), (
         "kninfer's public API changed; if on purpose, run pytest tests/test_public_api.py "
-        "--write-api-snapshot and say so in the docs (a public name is a promise)")
+        "--write-api-snapshot and say so in the docs (a public name is a promise)"
+    )
 
 
 def test_all_lists_exactly_the_lazily_imported_names() -> None:
@@ -69,10 +73,18 @@ def test_every_public_name_is_documented() -> None:
 
 
 def test_import_kninfer_imports_no_framework() -> None:
-    code = ("import sys, kninfer; heavy = ['kserve', 'numpy', 'sklearn', 'torch', 'mlflow', "
-            "'starlette', 'grpc']; print([m for m in heavy if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=True, cwd=ROOT)
+    code = (
+        "import sys, kninfer; heavy = ['kserve', 'numpy', 'sklearn', 'torch', 'mlflow', "
+        "'starlette', 'grpc']; print([m for m in heavy if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -82,18 +94,24 @@ def test_public_names_are_the_modules_own() -> None:
     from kninfer.transformers.base import Transformer
 
     assert (kninfer.Transformer, kninfer.InvalidInput, kninfer.input_array) == (
-        Transformer, InvalidInput, input_array)
+        Transformer,
+        InvalidInput,
+        input_array,
+    )
     assert kninfer.InvalidInput("x").status_code == 400
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         kninfer.Nope  # noqa: B018
 
 
-@pytest.mark.parametrize(("old", "name", "new"), [
-    ("kninfer.tensor", "TensorSpec", "kninfer.TensorSpec"),
-    ("kninfer.codec", "input_array", "kninfer.input_array"),
-    ("kninfer.codec", "decode_v2_request", "kninfer.protocol.v2.decode_v2_request"),
-    ("kninfer.codec", "loads_json", "kninfer.protocol.jsonio.loads_json"),
-])
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("kninfer.tensor", "TensorSpec", "kninfer.TensorSpec"),
+        ("kninfer.codec", "input_array", "kninfer.input_array"),
+        ("kninfer.codec", "decode_v2_request", "kninfer.protocol.v2.decode_v2_request"),
+        ("kninfer.codec", "loads_json", "kninfer.protocol.jsonio.loads_json"),
+    ],
+)
 def test_old_paths_import_with_a_deprecation_warning(old: str, name: str, new: str) -> None:
     import importlib
 

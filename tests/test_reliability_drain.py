@@ -36,13 +36,15 @@ def slow_row(ms: float = SLEEP_MS) -> list[float]:
 def start(tmp: Path, *flags: str) -> ServerProcess:
     model_dir = save_model(tmp / "slow", SlowClassifier())
     env = server_env(tmp, **model_env())
-    return ServerProcess(["--model-dir", str(model_dir), "--model-name", "slow", *flags],
-                         env, tmp / "server.log").start(timeout=120)
+    return ServerProcess(
+        ["--model-dir", str(model_dir), "--model-name", "slow", *flags], env, tmp / "server.log"
+    ).start(timeout=120)
 
 
 def v2_body(ms: float = SLEEP_MS) -> dict[str, object]:
-    return {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                        "data": slow_row(ms)}]}
+    return {
+        "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": slow_row(ms)}]
+    }
 
 
 def grpc_body(ms: float = SLEEP_MS) -> pb.ModelInferRequest:
@@ -63,8 +65,11 @@ def wait_in_flight(server: ServerProcess, expected: int, timeout: float = 60.0) 
     total = 0.0
     while time.monotonic() < deadline:
         text = httpx.get(f"{server.url}/metrics", timeout=10).text
-        total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                    if line.startswith("kninfer_requests_in_flight{"))
+        total = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kninfer_requests_in_flight{")
+        )
         if total >= expected:
             return
         time.sleep(0.05)
@@ -87,18 +92,31 @@ def test_sigterm_finishes_inflight_http_events_and_grpc(tmp_path: Path, stub_fac
     # An idle keep-alive connection (queue-proxy keeps a pool) must not hold the drain open.
     idle = httpx.Client(base_url=server.url, timeout=30)
     assert idle.post("/v2/models/slow/infer", json=v2_body(1.0)).status_code == 200
-    ce_headers = {"ce-specversion": "1.0", "ce-source": "/tests/drain",
-                  "ce-type": "dev.kninfer.inference.request", "content-type": "application/json"}
+    ce_headers = {
+        "ce-specversion": "1.0",
+        "ce-source": "/tests/drain",
+        "ce-type": "dev.kninfer.inference.request",
+        "content-type": "application/json",
+    }
     with ThreadPoolExecutor(max_workers=16) as pool:
         http: list[Future[tuple[int, object, float]]] = []
         for _ in range(6):
             http.append(pool.submit(post, f"{server.url}/v2/models/slow/infer", json=v2_body()))
         for _ in range(2):
-            http.append(pool.submit(post, f"{server.url}/v1/models/slow:predict",
-                                    json={"instances": [slow_row()]}))
+            http.append(
+                pool.submit(
+                    post, f"{server.url}/v1/models/slow:predict", json={"instances": [slow_row()]}
+                )
+            )
         for n in range(3):
-            http.append(pool.submit(post, f"{server.url}/", json=v2_body(),
-                                    headers={**ce_headers, "ce-id": f"drain-{n}"}))
+            http.append(
+                pool.submit(
+                    post,
+                    f"{server.url}/",
+                    json=v2_body(),
+                    headers={**ce_headers, "ce-id": f"drain-{n}"},
+                )
+            )
         rpcs = [stub.ModelInfer.future(grpc_body(), timeout=60) for _ in range(4)]
         # 15 requests of 1.5 s on 6 threads need ~4.5 s: signal once the server counts every
         # one of them in flight (accepted, queued or running).
@@ -142,8 +160,9 @@ def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
     grace = 2.0
     server = start(tmp_path, "--grace-period-s", str(grace))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        stuck = pool.submit(httpx.post, f"{server.url}/v2/models/slow/infer",
-                            json=v2_body(30_000.0), timeout=60)
+        stuck = pool.submit(
+            httpx.post, f"{server.url}/v2/models/slow/infer", json=v2_body(30_000.0), timeout=60
+        )
         time.sleep(0.8)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
@@ -152,9 +171,11 @@ def test_grace_period_bounds_the_drain(tmp_path: Path) -> None:
         exited = time.monotonic() - signalled
         reply = stuck.result(timeout=30)
     assert reply.status_code == 503
-    assert reply.json() == {"error": "the server is shutting down and its grace period "
-                                     "(KNINFER_GRACE_PERIOD_S) ended before this request "
-                                     "finished; retry"}
+    assert reply.json() == {
+        "error": "the server is shutting down and its grace period "
+        "(KNINFER_GRACE_PERIOD_S) ended before this request "
+        "finished; retry"
+    }
     assert code == 0, server.log()
     assert exited < grace + 5.0, exited
     assert "grace period" in server.log()
@@ -173,12 +194,12 @@ def test_keep_alive_clients_lose_no_accepted_request(tmp_path: Path) -> None:
         assert answered and answered <= {"answered 200"}, result
 
 
-RECORD = ('{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
-          '"petal_width": 0.2}')
+RECORD = '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
 
 
-def stop_under_load(server: ServerProcess, clients: int, body: dict) -> tuple[int, list[int],
-                                                                            list[str]]:
+def stop_under_load(
+    server: ServerProcess, clients: int, body: dict
+) -> tuple[int, list[int], list[str]]:
     """SIGTERM while CLIENTS keep-alive clients keep sending BODY: the exit code, the statuses
     answered, and the requests lost (a read error after the connection was made)."""
     import threading
@@ -191,8 +212,9 @@ def stop_under_load(server: ServerProcess, clients: int, body: dict) -> tuple[in
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
                 try:
-                    statuses.append(http.post(f"{server.url}/v2/models/iris/infer",
-                                              json=body).status_code)
+                    statuses.append(
+                        http.post(f"{server.url}/v2/models/iris/infer", json=body).status_code
+                    )
                 except httpx.ConnectError:
                     return  # the listener is closed: refused, never accepted
                 except httpx.HTTPError as exc:
@@ -223,9 +245,10 @@ def test_a_transformer_loses_no_accepted_request(tmp_path: Path) -> None:
     try:
         for round_ in range(2):
             transformer = ServerProcess(
-                ["--transformer", "iris", "--predictor-host",
-                 f"127.0.0.1:{predictor.http_port}"],
-                server_env(tmp_path), tmp_path / f"transformer-{round_}.log").start()
+                ["--transformer", "iris", "--predictor-host", f"127.0.0.1:{predictor.http_port}"],
+                server_env(tmp_path),
+                tmp_path / f"transformer-{round_}.log",
+            ).start()
             code, statuses, lost = stop_under_load(transformer, 8, body)
             assert (code, lost) == (0, []), transformer.log()
             assert statuses and set(statuses) == {200}, statuses

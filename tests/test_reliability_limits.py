@@ -37,8 +37,16 @@ INFER = "/v2/models/slow/infer"
 
 
 def body(ms: float, rows: int = 1) -> dict[str, object]:
-    return {"inputs": [{"name": "input-0", "shape": [rows, 4], "datatype": "FP64",
-                        "data": [[ms, 1.0, 1.0, 1.0]] * rows}]}
+    return {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [rows, 4],
+                "datatype": "FP64",
+                "data": [[ms, 1.0, 1.0, 1.0]] * rows,
+            }
+        ]
+    }
 
 
 def grpc_body(ms: float) -> pb.ModelInferRequest:
@@ -52,10 +60,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("limits")
     model_dir = save_model(tmp / "slow", SlowClassifier())
     proc = ServerProcess(
-        ["--model-dir", str(model_dir), "--model-name", "slow",
-         "--request-timeout-s", str(TIMEOUT_S), "--max-inflight", str(MAX_INFLIGHT),
-         "--max-batch-rows", str(MAX_ROWS), "--inference-threads", "4"],
-        server_env(tmp, **model_env()), tmp / "server.log",
+        [
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            "slow",
+            "--request-timeout-s",
+            str(TIMEOUT_S),
+            "--max-inflight",
+            str(MAX_INFLIGHT),
+            "--max-batch-rows",
+            str(MAX_ROWS),
+            "--inference-threads",
+            "4",
+        ],
+        server_env(tmp, **model_env()),
+        tmp / "server.log",
     ).start(timeout=120)
     yield proc
     assert proc.stop() == 0, proc.log()
@@ -83,8 +103,9 @@ def wait_idle(server: ServerProcess, seconds: float) -> None:
 TIMEOUT_MESSAGE = f"model 'slow' did not answer within {TIMEOUT_S:g}s (KNINFER_REQUEST_TIMEOUT_S)"
 
 
-def test_request_timeout_is_504_on_every_transport(server: ServerProcess,
-                                                   stub: GRPCInferenceServiceStub) -> None:
+def test_request_timeout_is_504_on_every_transport(
+    server: ServerProcess, stub: GRPCInferenceServiceStub
+) -> None:
     reply = httpx.post(f"{server.url}{INFER}", json=body(2500.0), timeout=30)
     assert reply.status_code == 504
     assert reply.json() == {"error": TIMEOUT_MESSAGE}
@@ -96,31 +117,47 @@ def test_request_timeout_is_504_on_every_transport(server: ServerProcess,
     assert caught.value.details() == TIMEOUT_MESSAGE
     wait_idle(server, 1.5)
 
-    event = httpx.post(f"{server.url}/", json=body(2500.0), timeout=30, headers={
-        "ce-specversion": "1.0", "ce-id": "timeout-1", "ce-source": "/tests",
-        "ce-type": "dev.kninfer.inference.request"})
+    event = httpx.post(
+        f"{server.url}/",
+        json=body(2500.0),
+        timeout=30,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "timeout-1",
+            "ce-source": "/tests",
+            "ce-type": "dev.kninfer.inference.request",
+        },
+    )
     assert event.status_code == 504  # retryable for Knative's delivery
     assert event.json() == {"error": TIMEOUT_MESSAGE}
     wait_idle(server, 1.5)
 
 
 def test_overload_is_429_and_timed_out_work_keeps_its_slot(
-        server: ServerProcess, stub: GRPCInferenceServiceStub) -> None:
+    server: ServerProcess, stub: GRPCInferenceServiceStub
+) -> None:
     # Two requests that time out (1 s) while their model calls run on for 4 s: the slots stay
     # taken until the threads end, so the third request is refused instead of queued.
     with ThreadPoolExecutor(max_workers=MAX_INFLIGHT) as pool:
-        slow = [pool.submit(httpx.post, f"{server.url}{INFER}", json=body(4000.0), timeout=30)
-                for _ in range(MAX_INFLIGHT)]
+        slow = [
+            pool.submit(httpx.post, f"{server.url}{INFER}", json=body(4000.0), timeout=30)
+            for _ in range(MAX_INFLIGHT)
+        ]
         assert [f.result().status_code for f in slow] == [504] * MAX_INFLIGHT
     refused = httpx.post(f"{server.url}{INFER}", json=body(0.0), timeout=30)
     assert refused.status_code == 429
-    assert refused.json() == {"error": f"{MAX_INFLIGHT} inferences in flight for model 'slow' "
-                                       f"(limit {MAX_INFLIGHT}); retry later"}
+    assert refused.json() == {
+        "error": f"{MAX_INFLIGHT} inferences in flight for model 'slow' "
+        f"(limit {MAX_INFLIGHT}); retry later"
+    }
     with pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(grpc_body(0.0), timeout=30)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    v1 = httpx.post(f"{server.url}/v1/models/slow:predict",
-                    json={"instances": [[0.0, 1.0, 1.0, 1.0]]}, timeout=30)
+    v1 = httpx.post(
+        f"{server.url}/v1/models/slow:predict",
+        json={"instances": [[0.0, 1.0, 1.0, 1.0]]},
+        timeout=30,
+    )
     assert v1.status_code == 429
     # Liveness and readiness stay up while overloaded (the probes must not restart the pod).
     assert httpx.get(f"{server.url}/v2/health/live", timeout=30).status_code == 200
@@ -129,22 +166,31 @@ def test_overload_is_429_and_timed_out_work_keeps_its_slot(
 
 
 def test_batch_rows_limit_is_413(server: ServerProcess) -> None:
-    assert httpx.post(f"{server.url}{INFER}", json=body(0.0, MAX_ROWS),
-                      timeout=30).status_code == 200
+    assert (
+        httpx.post(f"{server.url}{INFER}", json=body(0.0, MAX_ROWS), timeout=30).status_code == 200
+    )
     reply = httpx.post(f"{server.url}{INFER}", json=body(0.0, MAX_ROWS + 1), timeout=30)
     assert reply.status_code == 413
-    assert reply.json() == {"error": f"input 'input-0' has {MAX_ROWS + 1} rows; the limit is "
-                                     f"{MAX_ROWS} (KNINFER_MAX_BATCH_ROWS)"}
-    v1 = httpx.post(f"{server.url}/v1/models/slow:predict",
-                    json={"instances": [[0.0, 1.0, 1.0, 1.0]] * (MAX_ROWS + 1)}, timeout=30)
+    assert reply.json() == {
+        "error": f"input 'input-0' has {MAX_ROWS + 1} rows; the limit is "
+        f"{MAX_ROWS} (KNINFER_MAX_BATCH_ROWS)"
+    }
+    v1 = httpx.post(
+        f"{server.url}/v1/models/slow:predict",
+        json={"instances": [[0.0, 1.0, 1.0, 1.0]] * (MAX_ROWS + 1)},
+        timeout=30,
+    )
     assert v1.status_code == 413
 
 
 def test_ready_only_after_load_and_warmup(tmp_path: Path) -> None:
     warmup_s = 2.0
     model_dir = save_model(tmp_path / "slow", SlowClassifier(zero_delay_s=warmup_s))
-    server = ServerProcess(["--model-dir", str(model_dir), "--model-name", "slow"],
-                           server_env(tmp_path, **model_env()), tmp_path / "server.log")
+    server = ServerProcess(
+        ["--model-dir", str(model_dir), "--model-name", "slow"],
+        server_env(tmp_path, **model_env()),
+        tmp_path / "server.log",
+    )
     server.start(wait=False)
     answers: list[int] = []
     try:
@@ -179,13 +225,15 @@ def _bad_models(tmp: Path) -> dict[str, tuple[list[str], str]]:
     root.mkdir()
     traversal = root / ".." / "elsewhere"
     return {
-        "warmup-fails": (["--model-dir", str(broken)],
-                         "model loaded but failed its warm-up prediction: RuntimeError: "
-                         "weights are corrupt"),
-        "dotdot-outside-root": (["--storage-uri", f"file://{traversal}", "--model-root",
-                                 str(root)],
-                                f"model failed to load: model directory {traversal} resolves "
-                                f"to {outside}, outside the configured model root {root}"),
+        "warmup-fails": (
+            ["--model-dir", str(broken)],
+            "model loaded but failed its warm-up prediction: RuntimeError: weights are corrupt",
+        ),
+        "dotdot-outside-root": (
+            ["--storage-uri", f"file://{traversal}", "--model-root", str(root)],
+            f"model failed to load: model directory {traversal} resolves "
+            f"to {outside}, outside the configured model root {root}",
+        ),
     }
 
 

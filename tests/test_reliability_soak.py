@@ -34,11 +34,22 @@ LABELS = [0, 2]
 DEDUPE_SIZE = 100
 KINDS = ("v2-json", "v2-binary", "v1", "grpc", "cloudevent")
 
-V2_JSON = orjson.dumps({"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
-                                    "data": ROWS}]})
-_HEADER = orjson.dumps({"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
-                                    "parameters": {"binary_data_size": 64}}],
-                        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]})
+V2_JSON = orjson.dumps(
+    {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": ROWS}]}
+)
+_HEADER = orjson.dumps(
+    {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [2, 4],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": 64},
+            }
+        ],
+        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
+    }
+)
 V2_BINARY = _HEADER + np.asarray(ROWS, dtype=np.float64).tobytes()
 V1_JSON = orjson.dumps({"instances": ROWS})
 
@@ -52,8 +63,11 @@ def rss_kib(pid: int) -> int:
 
 def grpc_request() -> pb.ModelInferRequest:
     tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64", shape=[2, 4])
-    return pb.ModelInferRequest(model_name="iris", inputs=[tensor],
-                                raw_input_contents=[np.asarray(ROWS, np.float64).tobytes()])
+    return pb.ModelInferRequest(
+        model_name="iris",
+        inputs=[tensor],
+        raw_input_contents=[np.asarray(ROWS, np.float64).tobytes()],
+    )
 
 
 @dataclass
@@ -84,27 +98,45 @@ class Load:
                 labels = np.frombuffer(reply.raw_output_contents[0], np.int64).tolist()
                 return f"{kind}:{'ok' if labels == LABELS else 'wrong'}"
             if kind == "v2-json":
-                response = http.post("/v2/models/iris/infer", content=V2_JSON,
-                                     headers={"content-type": "application/json"})
-                good = response.status_code == 200 and \
-                    response.json()["outputs"][0]["data"] == LABELS
+                response = http.post(
+                    "/v2/models/iris/infer",
+                    content=V2_JSON,
+                    headers={"content-type": "application/json"},
+                )
+                good = (
+                    response.status_code == 200 and response.json()["outputs"][0]["data"] == LABELS
+                )
             elif kind == "v2-binary":
-                response = http.post("/v2/models/iris/infer", content=V2_BINARY, headers={
-                    "inference-header-content-length": str(len(_HEADER))})
+                response = http.post(
+                    "/v2/models/iris/infer",
+                    content=V2_BINARY,
+                    headers={"inference-header-content-length": str(len(_HEADER))},
+                )
                 length = int(response.headers.get("inference-header-content-length", 0))
-                good = response.status_code == 200 and \
-                    np.frombuffer(response.content[length:], np.int64).tolist() == LABELS
+                good = (
+                    response.status_code == 200
+                    and np.frombuffer(response.content[length:], np.int64).tolist() == LABELS
+                )
             elif kind == "v1":
                 response = http.post("/v1/models/iris:predict", content=V1_JSON)
                 good = response.status_code == 200 and response.json() == {"predictions": LABELS}
             else:
-                response = http.post("/", content=V2_JSON, headers={
-                    "ce-specversion": "1.0", "ce-id": f"soak-{n}", "ce-source": "/tests/soak",
-                    "ce-type": "dev.kninfer.inference.request",
-                    "content-type": "application/json"})
-                good = response.status_code == 200 and \
-                    response.headers.get("ce-type") == "dev.kninfer.inference.response" and \
-                    response.json()["outputs"][0]["data"] == LABELS
+                response = http.post(
+                    "/",
+                    content=V2_JSON,
+                    headers={
+                        "ce-specversion": "1.0",
+                        "ce-id": f"soak-{n}",
+                        "ce-source": "/tests/soak",
+                        "ce-type": "dev.kninfer.inference.request",
+                        "content-type": "application/json",
+                    },
+                )
+                good = (
+                    response.status_code == 200
+                    and response.headers.get("ce-type") == "dev.kninfer.inference.response"
+                    and response.json()["outputs"][0]["data"] == LABELS
+                )
             return f"{kind}:{'ok' if good else response.status_code}"
         except (httpx.HTTPError, grpc.RpcError) as exc:
             return f"{kind}:{type(exc).__name__}"
@@ -138,14 +170,16 @@ class Load:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(["--ce-dedupe-size", str(DEDUPE_SIZE)], server_env(tmp_path),
-                         tmp_path / "server.log").start(timeout=120)
+    proc = ServerProcess(
+        ["--ce-dedupe-size", str(DEDUPE_SIZE)], server_env(tmp_path), tmp_path / "server.log"
+    ).start(timeout=120)
     yield proc
     assert proc.stop() == 0, proc.log()
 
 
-def soak(server: ServerProcess, warmup: int, total: int, max_seconds: float,
-         threads: int) -> tuple[LoadResult, int, int]:
+def soak(
+    server: ServerProcess, warmup: int, total: int, max_seconds: float, threads: int
+) -> tuple[LoadResult, int, int]:
     assert server.process is not None
     load = Load(server, threads)
     warm = load.run(warmup, max_seconds)
@@ -154,9 +188,11 @@ def soak(server: ServerProcess, warmup: int, total: int, max_seconds: float,
     measured = load.run(total, max_seconds)
     after = rss_kib(server.process.pid)
     rate = measured.sent / measured.seconds
-    print(f"\nsoak: {measured.sent} requests in {measured.seconds:.1f}s ({rate:.0f}/s, "
-          f"{threads} threads), RSS {before} -> {after} KiB "
-          f"({(after - before) / before:+.1%}), outcomes {dict(measured.outcomes)}")
+    print(
+        f"\nsoak: {measured.sent} requests in {measured.seconds:.1f}s ({rate:.0f}/s, "
+        f"{threads} threads), RSS {before} -> {after} KiB "
+        f"({(after - before) / before:+.1%}), outcomes {dict(measured.outcomes)}"
+    )
     assert measured.errors == {}, measured.outcomes
     return measured, before, after
 
@@ -170,7 +206,6 @@ def test_sustained_load_no_errors_no_growth(server: ServerProcess) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sustained_load_long(server: ServerProcess) -> None:
-    measured, before, after = soak(server, warmup=5000, total=60_000, max_seconds=420,
-                                   threads=8)
+    measured, before, after = soak(server, warmup=5000, total=60_000, max_seconds=420, threads=8)
     assert measured.sent >= 20_000
     assert after < before * 1.10

@@ -14,8 +14,10 @@ from tests.conftest import ROOT
 
 # prometheus_client's own contract: it reads PROMETHEUS_MULTIPROC_DIR when first imported, so
 # kninfer.observability sets it (for --workers) and asks it; it is not a kninfer setting.
-PROMETHEUS_CONTRACT = {"kninfer/observability/multiprocess.py",
-                       "kninfer/observability/prometheus.py"}
+PROMETHEUS_CONTRACT = {
+    "kninfer/observability/multiprocess.py",
+    "kninfer/observability/prometheus.py",
+}
 
 
 def environment_readers() -> set[str]:
@@ -23,8 +25,12 @@ def environment_readers() -> set[str]:
     for path in sorted((ROOT / "kninfer").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and \
-                    isinstance(node.value, ast.Name) and node.value.id == "os":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("environ", "getenv")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ):
                 readers.add(str(path.relative_to(ROOT)))
     return readers
 
@@ -51,19 +57,26 @@ def test_every_setting_is_an_option_naming_its_variable() -> None:
         assert f"--{name.replace('_', '-')}" in text, name
         # Knative's own variables keep their names (runtime-contract.md, "Process").
         # So do OpenTelemetry's (the SDK environment variable specification).
-        variable = name.upper() if name in ("k_service", "k_revision") \
-            or name.startswith("otel_") else f"KNINFER_{name.upper()}"
+        variable = (
+            name.upper()
+            if name in ("k_service", "k_revision") or name.startswith("otel_")
+            else f"KNINFER_{name.upper()}"
+        )
         assert f"[env {variable}]" in text, name
         assert info.description, name
 
 
-def test_k_service_comes_from_knatives_variable(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_k_service_comes_from_knatives_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from kninfer.settings import ServeSettings
 
     monkeypatch.setenv("K_SERVICE", "iris-predictor")
     monkeypatch.setenv("K_REVISION", "iris-predictor-00003")
     monkeypatch.setenv("KNINFER_EAGER_IMPORTS", "1")
     settings = ServeSettings(cache_dir=tmp_path)
-    assert (settings.k_service, settings.k_revision, settings.eager_imports) == \
-        ("iris-predictor", "iris-predictor-00003", True)
+    assert (settings.k_service, settings.k_revision, settings.eager_imports) == (
+        "iris-predictor",
+        "iris-predictor-00003",
+        True,
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 # The eager class lives in a file beside the weights, as `--torch-module tiny_mlp:MLP` expects.
-MLP_SOURCE = '''
+MLP_SOURCE = """
 import torch
 
 
@@ -23,7 +23,7 @@ class MLP(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-'''
+"""
 MODULE = "tiny_mlp"
 SPEC_YAML = "inputs:\n  - {name: input-0, datatype: FP32, shape: [-1, 4]}\n"
 
@@ -31,7 +31,7 @@ SPEC_YAML = "inputs:\n  - {name: input-0, datatype: FP32, shape: [-1, 4]}\n"
 # Two inputs (features and an integer mask over them, sharing the batch dimension) and two named
 # outputs: the shape of a text or tabular model with an attention mask. `MaskedPair` returns the
 # same two tensors as a tuple, `MaskedNested` a structure kninfer does not serve.
-MASKED_SOURCE = '''
+MASKED_SOURCE = """
 import torch
 
 
@@ -55,10 +55,11 @@ class MaskedNested(Masked):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, object]:
         out = super().forward(x, mask)
         return {"scores": (out["logits"], out["probs"])}
-'''
+"""
 MASKED_MODULE = "tiny_masked"
-MASKED_SPEC = ("[{name: x, datatype: FP32, shape: [-1, 8]}, "
-               "{name: mask, datatype: INT64, shape: [-1, 8]}]")
+MASKED_SPEC = (
+    "[{name: x, datatype: FP32, shape: [-1, 8]}, {name: mask, datatype: INT64, shape: [-1, 8]}]"
+)
 # The batch range the masked program is exported for (its Dim's max).
 MASKED_MAX_BATCH = 64
 
@@ -99,8 +100,10 @@ def save_masked_export(model: Any, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", max=MASKED_MAX_BATCH)
     program = torch.export.export(
-        model, (torch.zeros(2, 8), torch.ones(2, 8, dtype=torch.int64)),
-        dynamic_shapes={"x": {0: batch}, "mask": {0: batch}})
+        model,
+        (torch.zeros(2, 8), torch.ones(2, 8, dtype=torch.int64)),
+        dynamic_shapes={"x": {0: batch}, "mask": {0: batch}},
+    )
     torch.export.save(program, str(model_dir / "model.pt2"))
     return model_dir
 

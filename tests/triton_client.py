@@ -45,8 +45,9 @@ def main() -> None:
         inputs.append(tensor)
     outputs = [client_module.InferRequestedOutput(name) for name in spec.get("outputs", [])]
     try:
-        result = client.infer(spec["model"], inputs, outputs=outputs or None,
-                              parameters=spec.get("parameters"))
+        result = client.infer(
+            spec["model"], inputs, outputs=outputs or None, parameters=spec.get("parameters")
+        )
     except InferenceServerException as exc:
         print(json.dumps({"error": exc.message(), "status": str(exc.status())}))
         return

@@ -49,24 +49,42 @@ def build_model(model_dir: Path, hidden: int) -> None:
         width = hidden
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10)).eval()
     batch = torch.export.Dim("batch")
-    program = torch.export.export(model, (torch.zeros(2, FEATURES),),
-                                  dynamic_shapes=({0: batch},))
+    program = torch.export.export(model, (torch.zeros(2, FEATURES),), dynamic_shapes=({0: batch},))
     model_dir.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(model_dir / "model.pt2"))
 
 
-def start_server(model_dir: Path, batching: bool, log: Path, core: int | None,
-                 extra: list[str]) -> tuple[Any, str]:
+def start_server(
+    model_dir: Path, batching: bool, log: Path, core: int | None, extra: list[str]
+) -> tuple[Any, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KNINFER_")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    command = [*pinned(core, []), sys.executable, "-m", "kninfer", "serve",
-               "--predictor", "pytorch",
-               "--model-dir", str(model_dir), "--model-name", MODEL, "--host", "127.0.0.1",
-               "--http-port", str(port), "--grpc-port", str(free_port()), "--no-enable-grpc",
-               "--batching" if batching else "--no-batching", *extra]
-    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log.open("wb"),
-                               stderr=subprocess.STDOUT)
+    command = [
+        *pinned(core, []),
+        sys.executable,
+        "-m",
+        "kninfer",
+        "serve",
+        "--predictor",
+        "pytorch",
+        "--model-dir",
+        str(model_dir),
+        "--model-name",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--grpc-port",
+        str(free_port()),
+        "--no-enable-grpc",
+        "--batching" if batching else "--no-batching",
+        *extra,
+    ]
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, timeout=180, log=log)
@@ -85,21 +103,37 @@ def input_name(url: str) -> str:
     any load is measured (a load of 400s once passed for a result here)."""
     with urllib.request.urlopen(f"{url}/v2/models/{MODEL}", timeout=10) as reply:
         (name,) = [tensor["name"] for tensor in json.loads(reply.read())["inputs"]]
-    body = json.dumps({"inputs": [{"name": name, "shape": [1, FEATURES], "datatype": "FP32",
-                                   "data": [0.0] * FEATURES}]}).encode()
-    request = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=body,
-                                     headers={"Content-Type": "application/json"})
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": name, "shape": [1, FEATURES], "datatype": "FP32", "data": [0.0] * FEATURES}
+            ]
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{url}/v2/models/{MODEL}/infer", data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as reply:  # raises on a 4xx/5xx
         assert reply.status == 200, reply.status
     return str(name)
 
 
 def wrk(url: str, seconds: int, connections: int, core: int | None) -> dict[str, Any]:
-    command = [*pinned(core, []), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-               "--timeout", "10s",
-               "-s", str(HERE / "post.lua"), f"{url}/v2/models/{MODEL}/infer"]
-    env = dict(os.environ, KNINFER_BENCH_FEATURES=str(FEATURES),
-               KNINFER_BENCH_INPUT=input_name(url))
+    command = [
+        *pinned(core, []),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "post.lua"),
+        f"{url}/v2/models/{MODEL}/infer",
+    ]
+    env = dict(
+        os.environ, KNINFER_BENCH_FEATURES=str(FEATURES), KNINFER_BENCH_INPUT=input_name(url)
+    )
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     match = re.search(r"^JSON (.*)$", out, re.MULTILINE)
     if match is None:
@@ -115,7 +149,8 @@ def batch_stats(url: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith("kninfer_batch_size_") and f'model="{MODEL}"' in line:
             found[line.split("{")[0].removeprefix("kninfer_batch_size_")] = float(
-                line.rsplit(" ", 1)[1])
+                line.rsplit(" ", 1)[1]
+            )
     return {"batches": found.get("count", 0.0), "rows": found.get("sum", 0.0)}
 
 
@@ -128,8 +163,11 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tag", default="", help="suffix of the results file name")
     parser.add_argument("--server-args", default="", help="extra `kninfer serve` flags, both modes")
-    parser.add_argument("--out", type=Path, help="the results file (default: "
-                        "results-<hidden>[-<tag>].json beside this file)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="the results file (default: results-<hidden>[-<tag>].json beside this file)",
+    )
     args = parser.parse_args()
     load.ensure_wrk()  # as bench.run does: Debian's package, installed when missing
     cores = os.cpu_count() or 1
@@ -141,8 +179,13 @@ def main() -> int:
         # off, on, on, off, ...: drift on a shared machine hits both modes alike.
         order = [b for r in range(args.repeats) for b in ((False, True), (True, False))[r % 2]]
         for index, batching in enumerate(order):
-            process, url = start_server(model_dir, batching, Path(tmp) / f"server-{index}.log",
-                                        server_core, shlex.split(args.server_args))
+            process, url = start_server(
+                model_dir,
+                batching,
+                Path(tmp) / f"server-{index}.log",
+                server_core,
+                shlex.split(args.server_args),
+            )
             try:
                 wrk(url, args.warmup, args.connections, client_core)
                 before = batch_stats(url)
@@ -151,9 +194,14 @@ def main() -> int:
             finally:
                 stop_server(process)
             batches = after["batches"] - before["batches"]
-            result.update(batching=batching, run=index, loadavg_1m=round(os.getloadavg()[0], 2),
-                          mean_batch_rows=round((after["rows"] - before["rows"]) / batches, 2)
-                          if batches else None)
+            result.update(
+                batching=batching,
+                run=index,
+                loadavg_1m=round(os.getloadavg()[0], 2),
+                mean_batch_rows=round((after["rows"] - before["rows"]) / batches, 2)
+                if batches
+                else None,
+            )
             runs.append(result)
             print(json.dumps(result), flush=True)
     summary = summarise(runs)
@@ -161,10 +209,18 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
         print(f"{summary['errors']} requests failed: no result written", file=sys.stderr)
         return 1
-    report = {"command": shlex.join(["python", *sys.argv]),
-              "hidden": args.hidden, "features": FEATURES, "connections": args.connections,
-              "duration_s": args.duration, "cores": cores, "server_core": server_core,
-              "client_core": client_core, "runs": runs, "summary": summary}
+    report = {
+        "command": shlex.join(["python", *sys.argv]),
+        "hidden": args.hidden,
+        "features": FEATURES,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "cores": cores,
+        "server_core": server_core,
+        "client_core": client_core,
+        "runs": runs,
+        "summary": summary,
+    }
     out = args.out or HERE / f"results-{args.hidden}{args.tag and '-' + args.tag}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

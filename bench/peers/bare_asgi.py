@@ -27,9 +27,19 @@ async def app(scope, receive, send):
         tensor = orjson.loads(body)["inputs"][0]
         features = np.asarray(tensor["data"], dtype=np.float64).reshape(tensor["shape"])
         result = model.predict(features)
-        payload = orjson.dumps({"model_name": "iris", "outputs": [
-            {"name": "predict", "datatype": "INT64", "shape": list(result.shape),
-             "data": result.tolist()}]})
+        payload = orjson.dumps(
+            {
+                "model_name": "iris",
+                "outputs": [
+                    {
+                        "name": "predict",
+                        "datatype": "INT64",
+                        "shape": list(result.shape),
+                        "data": result.tolist(),
+                    }
+                ],
+            }
+        )
     else:
         payload = b'{"ready":true}'
     await send({"type": "http.response.start", "status": 200, "headers": _JSON})

@@ -38,6 +38,14 @@ async def infer(name: str, request: InferenceRequest) -> dict[str, Any]:
     tensor = request.inputs[0]
     features = np.asarray(tensor.data, dtype=np.float64).reshape(tensor.shape)
     result = model.predict(features)
-    return {"model_name": name, "outputs": [
-        {"name": "predict", "datatype": "INT64", "shape": list(result.shape),
-         "data": result.tolist()}]}
+    return {
+        "model_name": name,
+        "outputs": [
+            {
+                "name": "predict",
+                "datatype": "INT64",
+                "shape": list(result.shape),
+                "data": result.tolist(),
+            }
+        ],
+    }

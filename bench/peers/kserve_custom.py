@@ -29,10 +29,10 @@ class IrisModel(Model):
         if isinstance(payload, InferRequest):
             features = payload.inputs[0].as_numpy()
             result = self.model.predict(features)
-            response = InferResponse(response_id=payload.id or generate_uuid(),
-                                     model_name=self.name, infer_outputs=[])
-            output = kserve.InferOutput(name="predict", shape=list(result.shape),
-                                        datatype="INT64")
+            response = InferResponse(
+                response_id=payload.id or generate_uuid(), model_name=self.name, infer_outputs=[]
+            )
+            output = kserve.InferOutput(name="predict", shape=list(result.shape), datatype="INT64")
             output.set_data_from_numpy(result.astype(np.int64), binary_data=False)
             response.outputs.append(output)
             return response
@@ -45,5 +45,6 @@ if __name__ == "__main__":
     parser.add_argument("--model_dir", required=True)
     args, _ = parser.parse_known_args()  # --model_name comes from KServe's parser
     model = IrisModel(args.model_name, args.model_dir)
-    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
-                enable_grpc=args.enable_grpc).start([model])
+    ModelServer(
+        http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc
+    ).start([model])

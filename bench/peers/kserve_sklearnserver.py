@@ -40,5 +40,6 @@ if __name__ == "__main__":
     args, _ = parser.parse_known_args()
     model = SklearnServerModel(args.model_name, args.model_dir)
     model.load()
-    ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
-                enable_grpc=args.enable_grpc).start([model])
+    ModelServer(
+        http_port=args.http_port, grpc_port=args.grpc_port, enable_grpc=args.enable_grpc
+    ).start([model])

@@ -40,7 +40,7 @@ def kserve_version() -> str | None:
     site = os.path.dirname(os.path.dirname(spec.origin))
     for entry in os.listdir(site):
         if entry.startswith("kserve-") and entry.endswith(".dist-info"):
-            return entry[len("kserve-"):-len(".dist-info")]
+            return entry[len("kserve-") : -len(".dist-info")]
     from importlib import metadata  # an editable or unusual install: ask the slow way
 
     try:
@@ -58,5 +58,8 @@ def fenced() -> bool:
     logging.getLogger("kninfer").warning(
         "kserve %s is installed; kninfer's workarounds were written for kserve %s.x, so they "
         "are off: kserve is imported eagerly and called through its own code paths (slower "
-        "cold start and requests, same answers)", version, WRITTEN_FOR)
+        "cold start and requests, same answers)",
+        version,
+        WRITTEN_FOR,
+    )
     return False

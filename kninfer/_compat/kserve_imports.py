@@ -140,8 +140,9 @@ class _Placeholder(metaclass=_LazyClass):
 
 
 def _placeholder(module: str, attr: str) -> type:
-    return _LazyClass(attr, (_Placeholder,), {"__module__": module,
-                                              "_kninfer_target": (module, attr)})
+    return _LazyClass(
+        attr, (_Placeholder,), {"__module__": module, "_kninfer_target": (module, attr)}
+    )
 
 
 def _real_module(name: str) -> types.ModuleType:
@@ -248,13 +249,15 @@ def _is_deferred_package(name: str) -> bool:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: Sequence[str] | None,
-                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
         if fullname in STAND_INS:
             return importlib.machinery.ModuleSpec(fullname, _StandInLoader(STAND_INS[fullname]))
         if _is_deferred_package(fullname):
-            return importlib.machinery.ModuleSpec(fullname, _StandInLoader(_DeferredModule),
-                                                  is_package=True)
+            return importlib.machinery.ModuleSpec(
+                fullname, _StandInLoader(_DeferredModule), is_package=True
+            )
         if fullname in MISSING:
             return importlib.machinery.ModuleSpec(fullname, _MissingLoader())
         return None
@@ -264,8 +267,11 @@ def _rebind_lazily(package: types.ModuleType) -> None:
     """Replace the placeholders in `package`'s namespace by a module `__getattr__` that imports
     the real object on first use (and binds it, so the lookup happens once)."""
     namespace = vars(package)
-    targets = {name: value._kninfer_target for name, value in list(namespace.items())
-               if isinstance(value, _LazyClass) and "_kninfer_target" in vars(value)}
+    targets = {
+        name: value._kninfer_target
+        for name, value in list(namespace.items())
+        if isinstance(value, _LazyClass) and "_kninfer_target" in vars(value)
+    }
     if not targets or "__getattr__" in namespace:
         return
     for name in targets:

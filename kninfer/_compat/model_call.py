@@ -24,9 +24,14 @@ from kninfer._compat import fenced
 
 def takes_lean_path(model: Model, verb: InferenceVerb) -> bool:
     cls = type(model)
-    return (verb is InferenceVerb.PREDICT and cls.preprocess is Model.preprocess
-            and cls.postprocess is Model.postprocess and not model.required_response_headers
-            and not model.enable_latency_logging and fenced())
+    return (
+        verb is InferenceVerb.PREDICT
+        and cls.preprocess is Model.preprocess
+        and cls.postprocess is Model.postprocess
+        and not model.required_response_headers
+        and not model.enable_latency_logging
+        and fenced()
+    )
 
 
 async def lean_call(model: Model, body: Any, headers: Any) -> tuple[Any, dict[str, str]]:
@@ -51,5 +56,6 @@ def _histograms(model: Model) -> tuple[Any, Any, Any]:
 
         labels = get_labels(model.name)
         histograms = model.__dict__["_kninfer_histograms"] = tuple(
-            h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME))
+            h.labels(**labels) for h in (PRE_HIST_TIME, PREDICT_HIST_TIME, POST_HIST_TIME)
+        )
     return histograms  # type: ignore[no-any-return]

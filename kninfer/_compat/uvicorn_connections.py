@@ -42,7 +42,11 @@ def written_for(version: str) -> bool:
     logging.getLogger("kninfer").warning(
         "uvicorn %s is installed; kninfer's connection drain was written for uvicorn %d.%d to "
         "%d.%d, so it is off: on SIGTERM uvicorn's own shutdown closes idle keep-alive "
-        "connections at once", version, *WRITTEN_FOR[0], *WRITTEN_FOR[1])
+        "connections at once",
+        version,
+        *WRITTEN_FOR[0],
+        *WRITTEN_FOR[1],
+    )
     return False
 
 

@@ -39,11 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_commands(sub)  # render, validate, canary
 
     audit = sub.add_parser(
-        "audit", help="audit a .skops model once; write a hash-pinned joblib copy that loads "
-                      "fast (serve it with --model-sha256)")
+        "audit",
+        help="audit a .skops model once; write a hash-pinned joblib copy that loads "
+        "fast (serve it with --model-sha256)",
+    )
     audit.add_argument("model_dir", metavar="MODEL_DIR", help="directory holding model.skops")
-    audit.add_argument("--skops-trusted", default="",
-                       help="comma-separated types to trust beyond skops' own list")
+    audit.add_argument(
+        "--skops-trusted", default="", help="comma-separated types to trust beyond skops' own list"
+    )
     audit.set_defaults(handler=cmd_audit)
 
     add_compile_command(sub)
@@ -52,11 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     event = sub.add_parser("event", help="send CloudEvents to a kninfer service")
     event_sub = event.add_subparsers(dest="event_command", required=True)
     send = event_sub.add_parser("send", help="post a V2 request as a CloudEvent, print the reply")
-    send.add_argument("--url", required=True,
-                      help="e.g. http://HOST/ or http://HOST/v2/models/iris/infer")
+    send.add_argument(
+        "--url", required=True, help="e.g. http://HOST/ or http://HOST/v2/models/iris/infer"
+    )
     send.add_argument("--file", required=True, help="a V2 inference request (JSON)")
-    send.add_argument("--structured", action="store_true",
-                      help="structured content mode (default: binary mode, ce-* headers)")
+    send.add_argument(
+        "--structured",
+        action="store_true",
+        help="structured content mode (default: binary mode, ce-* headers)",
+    )
     send.add_argument("--model", help="kninfermodel extension: picks the model on POST /")
     send.add_argument("--id", help="event id (repeat one to try redelivery); default: a UUID")
     send.add_argument("--source", default="kninfer/cli", help="event source")

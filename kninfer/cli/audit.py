@@ -22,6 +22,5 @@ def cmd_audit(options: argparse.Namespace) -> int:
     except ModelLoadError as exc:
         print(f"kninfer audit: {exc}", file=sys.stderr)
         return 1
-    print(f"{target}\nsha256 {digest}\nserve with --model-sha256 {digest} "
-          "(KNINFER_MODEL_SHA256)")
+    print(f"{target}\nsha256 {digest}\nserve with --model-sha256 {digest} (KNINFER_MODEL_SHA256)")
     return 0

@@ -19,33 +19,58 @@ DEFAULT_TOLERANCE = 1e-5
 
 def add_compile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     compile_ = sub.add_parser(
-        "compile", help="convert a scikit-learn model to ONNX (model.onnx), verified against "
-                        "the model on real rows before it is written",
+        "compile",
+        help="convert a scikit-learn model to ONNX (model.onnx), verified against "
+        "the model on real rows before it is written",
         description="Converts the scikit-learn model in MODEL_DIR (model.skops, model.joblib, "
-                    "... or an MLflow model of the sklearn flavor) with skl2onnx, runs both on "
-                    "the same rows and writes model.onnx and compile.json only if every label "
-                    "is equal and every number within tolerance.")
+        "... or an MLflow model of the sklearn flavor) with skl2onnx, runs both on "
+        "the same rows and writes model.onnx and compile.json only if every label "
+        "is equal and every number within tolerance.",
+    )
     compile_.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    compile_.add_argument("--out", type=Path, metavar="FILE",
-                          help="the graph to write (default: MODEL_DIR/model.onnx); "
-                               "compile.json is written beside it")
-    compile_.add_argument("--sample", type=Path, metavar="FILE",
-                          help="rows to verify on: .csv with a header row, .parquet or .json "
-                               "(records, or {\"columns\": [...], \"data\": [[...]]}); default: "
-                               "the model's input example, else rows generated from what the "
-                               "fitted model knows of each column")
-    compile_.add_argument("--rtol", type=_tolerance, default=DEFAULT_TOLERANCE,
-                          help="relative tolerance for probabilities and regression outputs "
-                               "(default: %(default)g)")
-    compile_.add_argument("--atol", type=_tolerance, default=DEFAULT_TOLERANCE,
-                          help="absolute tolerance (default: %(default)g)")
-    compile_.add_argument("--rows", type=_positive, default=DEFAULT_ROWS, metavar="N",
-                          help="rows to verify on: the sample's first N; else the input "
-                               "example's, topped up to N with generated rows; else N "
-                               "generated (default: %(default)s)")
-    compile_.add_argument("--skops-trusted", default=None,
-                          help="comma-separated types a .skops file may hold beyond skops' "
-                               "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)")
+    compile_.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="the graph to write (default: MODEL_DIR/model.onnx); "
+        "compile.json is written beside it",
+    )
+    compile_.add_argument(
+        "--sample",
+        type=Path,
+        metavar="FILE",
+        help="rows to verify on: .csv with a header row, .parquet or .json "
+        '(records, or {"columns": [...], "data": [[...]]}); default: '
+        "the model's input example, else rows generated from what the "
+        "fitted model knows of each column",
+    )
+    compile_.add_argument(
+        "--rtol",
+        type=_tolerance,
+        default=DEFAULT_TOLERANCE,
+        help="relative tolerance for probabilities and regression outputs (default: %(default)g)",
+    )
+    compile_.add_argument(
+        "--atol",
+        type=_tolerance,
+        default=DEFAULT_TOLERANCE,
+        help="absolute tolerance (default: %(default)g)",
+    )
+    compile_.add_argument(
+        "--rows",
+        type=_positive,
+        default=DEFAULT_ROWS,
+        metavar="N",
+        help="rows to verify on: the sample's first N; else the input "
+        "example's, topped up to N with generated rows; else N "
+        "generated (default: %(default)s)",
+    )
+    compile_.add_argument(
+        "--skops-trusted",
+        default=None,
+        help="comma-separated types a .skops file may hold beyond skops' "
+        "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)",
+    )
     compile_.set_defaults(handler=cmd_compile)
 
 
@@ -80,25 +105,40 @@ def cmd_compile(options: argparse.Namespace) -> int:
 
     target = options.out if options.out is not None else options.model_dir / ONNX_FILE
     try:
-        done = compile_model(options.model_dir, out=options.out, sample=options.sample,
-                             rtol=options.rtol, atol=options.atol, rows=options.rows,
-                             skops_trusted=_skops_trusted(options.skops_trusted))
+        done = compile_model(
+            options.model_dir,
+            out=options.out,
+            sample=options.sample,
+            rtol=options.rtol,
+            atol=options.atol,
+            rows=options.rows,
+            skops_trusted=_skops_trusted(options.skops_trusted),
+        )
     except KninferError as exc:
         print(f"kninfer compile: {exc}", file=sys.stderr)
         if target.is_file():
-            print(f"kninfer compile: the earlier {target} is left as it was; its compile.json "
-                  "names the source it was made from", file=sys.stderr)
+            print(
+                f"kninfer compile: the earlier {target} is left as it was; its compile.json "
+                "names the source it was made from",
+                file=sys.stderr,
+            )
         return 2 if isinstance(exc, InvalidInput) else 1
     record = done.record
     counts = ", ".join(f"{s['rows']} {s['source']}" for s in record["verification"]["row_sources"])
     skipped = done.rows.skipped
-    print(f"verified {len(done.rows)} rows ({counts}"
-          f"{f'; {skipped} left out: a missing string value' if skipped else ''})")
+    print(
+        f"verified {len(done.rows)} rows ({counts}"
+        f"{f'; {skipped} left out: a missing string value' if skipped else ''})"
+    )
     print(done.report.summary())
     onnx = record["onnx"]
     sets = ", ".join(f"{domain} {number}" for domain, number in onnx["opsets"].items())
-    print(f"wrote {done.onnx_file} (numeric inputs converted as "
-          f"{onnx['numeric_inputs_converted_as']}; opsets {sets})")
-    print(f"wrote {done.record_file} (source {record['source']['file']}, sha256 "
-          f"{record['source']['sha256']})")
+    print(
+        f"wrote {done.onnx_file} (numeric inputs converted as "
+        f"{onnx['numeric_inputs_converted_as']}; opsets {sets})"
+    )
+    print(
+        f"wrote {done.record_file} (source {record['source']['file']}, sha256 "
+        f"{record['source']['sha256']})"
+    )
     return 0

@@ -25,8 +25,11 @@ def cmd_event_send(options: argparse.Namespace) -> int:
         print(f"kninfer event send: cannot use {options.file}: {exc}", file=sys.stderr)
         return 2
     headers, body = build_request_event(
-        request, structured=options.structured, source=options.source,
-        event_id=options.id, model=options.model,
+        request,
+        structured=options.structured,
+        source=options.source,
+        event_id=options.id,
+        model=options.model,
     )
     try:
         response = httpx.post(options.url, content=body, headers=headers, timeout=options.timeout)

@@ -28,42 +28,78 @@ MLMODEL = "MLmodel"
 
 def add_profile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     profile = sub.add_parser(
-        "profile", help="profile a model's training data (drift_profile.json beside the "
-                        "model): kninfer serve then exports drift metrics",
+        "profile",
+        help="profile a model's training data (drift_profile.json beside the "
+        "model): kninfer serve then exports drift metrics",
         description="Writes MODEL_DIR/drift_profile.json: per input feature the quantile bins "
-                    "(numbers) or category frequencies (strings) of the training data, its "
-                    "range and missing share, and the distribution of the model's outputs on "
-                    "it. kninfer serve counts every request into the same bins and exports "
-                    "them to Prometheus, with the PSI of a recent window (docs/monitoring.md).")
+        "(numbers) or category frequencies (strings) of the training data, its "
+        "range and missing share, and the distribution of the model's outputs on "
+        "it. kninfer serve counts every request into the same bins and exports "
+        "them to Prometheus, with the PSI of a recent window (docs/monitoring.md).",
+    )
     profile.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    profile.add_argument("--data", type=Path, metavar="FILE",
-                         help="the training data, or a fair sample of it: .csv with a header "
-                              "row, or .parquet (needs pyarrow); without it an MLflow model's "
-                              "logged input example is used, with a warning")
-    profile.add_argument("--predictor", default=None,
-                         help="the family kninfer serve will use (default: mlflow when "
-                              "MODEL_DIR has an MLmodel file, else sklearn)")
-    profile.add_argument("--drop", action="append", default=[], metavar="COLUMN",
-                         help="a column of --data that is no model input (the target); "
-                              "repeatable. A model fitted on a DataFrame takes only its own "
-                              "columns anyway")
-    profile.add_argument("--bins", type=_at_least(2), default=DEFAULT_BINS,
-                         help="quantile bins per numeric feature (default: %(default)s)")
-    profile.add_argument("--top-categories", type=_at_least(1), default=DEFAULT_TOP_CATEGORIES,
-                         help="categories with a bin of their own; the rest share one "
-                              "(default: %(default)s)")
-    profile.add_argument("--window", type=_at_least(1), default=DEFAULT_WINDOW, metavar="ROWS",
-                         help="rows in the recent window the server compares with the "
-                              "profile (default: %(default)s)")
-    profile.add_argument("--min-rows", type=_at_least(1), default=None, metavar="ROWS",
-                         help="rows the window must hold before PSI is exported (default: "
-                              "--window)")
-    profile.add_argument("--out", type=Path, metavar="FILE",
-                         help="where to write (default: MODEL_DIR/drift_profile.json, where "
-                              "kninfer serve reads it)")
-    profile.add_argument("--skops-trusted", default=None,
-                         help="comma-separated types a .skops file may hold beyond skops' "
-                              "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)")
+    profile.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE",
+        help="the training data, or a fair sample of it: .csv with a header "
+        "row, or .parquet (needs pyarrow); without it an MLflow model's "
+        "logged input example is used, with a warning",
+    )
+    profile.add_argument(
+        "--predictor",
+        default=None,
+        help="the family kninfer serve will use (default: mlflow when "
+        "MODEL_DIR has an MLmodel file, else sklearn)",
+    )
+    profile.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="a column of --data that is no model input (the target); "
+        "repeatable. A model fitted on a DataFrame takes only its own "
+        "columns anyway",
+    )
+    profile.add_argument(
+        "--bins",
+        type=_at_least(2),
+        default=DEFAULT_BINS,
+        help="quantile bins per numeric feature (default: %(default)s)",
+    )
+    profile.add_argument(
+        "--top-categories",
+        type=_at_least(1),
+        default=DEFAULT_TOP_CATEGORIES,
+        help="categories with a bin of their own; the rest share one (default: %(default)s)",
+    )
+    profile.add_argument(
+        "--window",
+        type=_at_least(1),
+        default=DEFAULT_WINDOW,
+        metavar="ROWS",
+        help="rows in the recent window the server compares with the "
+        "profile (default: %(default)s)",
+    )
+    profile.add_argument(
+        "--min-rows",
+        type=_at_least(1),
+        default=None,
+        metavar="ROWS",
+        help="rows the window must hold before PSI is exported (default: --window)",
+    )
+    profile.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="where to write (default: MODEL_DIR/drift_profile.json, where kninfer serve reads it)",
+    )
+    profile.add_argument(
+        "--skops-trusted",
+        default=None,
+        help="comma-separated types a .skops file may hold beyond skops' "
+        "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)",
+    )
     profile.set_defaults(handler=cmd_profile)
 
 
@@ -73,6 +109,7 @@ def _at_least(low: int) -> Any:
         if value < low:
             raise argparse.ArgumentTypeError(f"{text}: at least {low}")
         return value
+
     return parse
 
 
@@ -82,8 +119,11 @@ def cmd_profile(options: argparse.Namespace) -> int:
     from kninfer.observability.drift.profile import PROFILE_FILE, ProfileError
 
     if options.min_rows is not None and options.min_rows > options.window:
-        print(f"kninfer profile: --min-rows {options.min_rows} is more than --window "
-              f"{options.window}", file=sys.stderr)
+        print(
+            f"kninfer profile: --min-rows {options.min_rows} is more than --window "
+            f"{options.window}",
+            file=sys.stderr,
+        )
         return 2
     try:
         made = make_profile(options)
@@ -98,21 +138,27 @@ def cmd_profile(options: argparse.Namespace) -> int:
         print(note)
     for feature in (*profile.features, *profile.outputs):
         if feature.kind == "numeric":
-            what = (f"numeric, {feature.bins} bins, min {feature.minimum:.6g}, "
-                    f"max {feature.maximum:.6g}")
+            what = (
+                f"numeric, {feature.bins} bins, min {feature.minimum:.6g}, "
+                f"max {feature.maximum:.6g}"
+            )
         else:
             what = f"categorical, {len(feature.categories)} categories"
             if feature.counts[-1]:
                 what += " + other"
         print(f"  {feature.name}: {what}, missing {feature.missing:.1%}")
     window = profile.window
-    print(f"the server's window: PSI over the last {window.size} rows, exported once it holds "
-          f"{window.threshold}")
+    print(
+        f"the server's window: PSI over the last {window.size} rows, exported once it holds "
+        f"{window.threshold}"
+    )
     path = profile.write(options.model_dir, options.out)
     print(f"wrote {path}")
     if path.parent.resolve() == options.model_dir.resolve() and path.name == PROFILE_FILE:
-        print("note: the served version is a digest of the model directory's files when "
-              "--model-version is not given, so it changes with this file")
+        print(
+            "note: the served version is a digest of the model directory's files when "
+            "--model-version is not given, so it changes with this file"
+        )
     return 0
 
 
@@ -131,22 +177,27 @@ def make_profile(options: argparse.Namespace) -> tuple[Any, list[str]]:
     if options.skops_trusted is not None:
         extra["skops_trusted"] = options.skops_trusted
     settings = ServeSettings(predictor=family, model_dir=model_dir, warmup=False, **extra)
-    predictor = predictor_class(family, model_dir, settings)(settings.model_name, model_dir,
-                                                            settings)
+    predictor = predictor_class(family, model_dir, settings)(
+        settings.model_name, model_dir, settings
+    )
     try:
         predictor.load_model()
         notes: list[str] = []
         if options.data is not None:
-            frame = read_table(options.data, {s.name for s in predictor.inputs
-                                              if s.datatype == "BYTES"})
+            frame = read_table(
+                options.data, {s.name for s in predictor.inputs if s.datatype == "BYTES"}
+            )
             source = options.data.name
         else:
             frame = input_example(predictor, family)
             source = "the MLflow model's logged input example"
-            print(f"warning: no --data: profiling the model's logged input example "
-                  f"({len(frame)} rows); a few rows make a weak reference (their quantile bins "
-                  "and category shares say little about the training data): pass --data with "
-                  "the training data", file=sys.stderr)
+            print(
+                f"warning: no --data: profiling the model's logged input example "
+                f"({len(frame)} rows); a few rows make a weak reference (their quantile bins "
+                "and category shares say little about the training data): pass --data with "
+                "the training data",
+                file=sys.stderr,
+            )
         missing = [c for c in options.drop if c not in frame.columns]
         if missing:
             raise InvalidInput(f"--drop {', '.join(missing)}: no such column in {source}")
@@ -161,19 +212,29 @@ def make_profile(options: argparse.Namespace) -> tuple[Any, list[str]]:
         except KninferError:
             raise
         except Exception as exc:  # the family's own errors are KninferErrors; anything else
-            raise ModelLoadError(f"the model failed on {source}: {type(exc).__name__}: "
-                                 f"{exc}") from exc
+            raise ModelLoadError(
+                f"the model failed on {source}: {type(exc).__name__}: {exc}"
+            ) from exc
         tensor = names[0] if names else next(iter(result))
         classes = getattr(getattr(predictor, "estimator", None), "classes_", None)
         profile = build_profile(
-            served.data, outputs=result[tensor], output_name=tensor,
+            served.data,
+            outputs=result[tensor],
+            output_name=tensor,
             output_kind="categorical" if classes is not None and tensor == "predict" else None,
-            bins=options.bins, top_categories=options.top_categories,
-            input_name=served.input_name, matrix_alias=served.alias,
-            window_rows=options.window, min_rows=options.min_rows,
-            source=f"{source} ({len(frame)} rows)")
-        notes.insert(0, f"profiled {len(frame)} rows of {source} through the {family} family "
-                        f"({type(predictor).__name__})")
+            bins=options.bins,
+            top_categories=options.top_categories,
+            input_name=served.input_name,
+            matrix_alias=served.alias,
+            window_rows=options.window,
+            min_rows=options.min_rows,
+            source=f"{source} ({len(frame)} rows)",
+        )
+        notes.insert(
+            0,
+            f"profiled {len(frame)} rows of {source} through the {family} family "
+            f"({type(predictor).__name__})",
+        )
         return profile, notes
     finally:
         predictor.stop()
@@ -193,13 +254,15 @@ def read_table(path: Path, strings: set[str]) -> Any:
         if suffix == ".csv":
             # round_trip: the floats written, to the last bit (pandas' default parser may be
             # one ulp off), so the edges are those a DataFrame of the same data gives.
-            return pd.read_csv(path, dtype={c: str for c in strings} or None,
-                               float_precision="round_trip")
+            return pd.read_csv(
+                path, dtype={c: str for c in strings} or None, float_precision="round_trip"
+            )
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except ImportError as exc:
-        raise InvalidInput(f"{path}: reading {suffix} files needs {exc.name or exc} "
-                           "(pip install pyarrow)") from None
+        raise InvalidInput(
+            f"{path}: reading {suffix} files needs {exc.name or exc} (pip install pyarrow)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: cannot read it: {exc}") from None
     raise InvalidInput(f"{path}: --data is a .csv or .parquet file")
@@ -221,25 +284,36 @@ def input_example(predictor: Any, family: str) -> Any:
     try:
         example = MLflowModel.load(str(where)).load_input_example(str(where))
     except Exception as exc:
-        raise InvalidInput(f"no --data, and the model's input example does not load: "
-                           f"{type(exc).__name__}: {exc}") from None
+        raise InvalidInput(
+            f"no --data, and the model's input example does not load: {type(exc).__name__}: {exc}"
+        ) from None
     if example is None:
-        raise InvalidInput("no --data, and the MLflow model logged no input example: pass "
-                           "--data with the training data")
+        raise InvalidInput(
+            "no --data, and the MLflow model logged no input example: pass "
+            "--data with the training data"
+        )
     if isinstance(example, pd.DataFrame):
         return example
     if hasattr(example, "ndim") and example.ndim == 2:
         return pd.DataFrame(example)
-    raise InvalidInput(f"no --data, and the model's input example ({type(example).__name__}) is "
-                       "not a table: pass --data with the training data")
+    raise InvalidInput(
+        f"no --data, and the model's input example ({type(example).__name__}) is "
+        "not a table: pass --data with the training data"
+    )
 
 
 class Served:
     """The model's served arrays for the data; what to profile (build_profile's `data`), the
     name of its matrix input and whether that is an alias of the columns."""
 
-    def __init__(self, arrays: dict[str, Any], data: Any, notes: list[str],
-                 input_name: str = "input-0", alias: bool = False) -> None:
+    def __init__(
+        self,
+        arrays: dict[str, Any],
+        data: Any,
+        notes: list[str],
+        input_name: str = "input-0",
+        alias: bool = False,
+    ) -> None:
         self.arrays = arrays
         self.data = data
         self.notes = notes
@@ -261,8 +335,11 @@ def served_inputs(predictor: Any, frame: Any, source: str) -> Served:
     columns = [str(c) for c in frame.columns]
     frame = frame.set_axis(columns, axis=1)
     if not specs:  # an MLflow model without an input signature: the columns as they are
-        return Served({c: frame[c].to_numpy() for c in columns}, frame,
-                      ["the model declares no inputs: every column profiled"])
+        return Served(
+            {c: frame[c].to_numpy() for c in columns},
+            frame,
+            ["the model declares no inputs: every column profiled"],
+        )
     named = [s for s in specs if s.name in columns]
     if named and all(s.name in columns for s in specs if not s.optional):
         arrays = {s.name: _column(frame[s.name], s.name, s.datatype) for s in named}
@@ -273,30 +350,44 @@ def served_inputs(predictor: Any, frame: Any, source: str) -> Served:
         # An all-numeric DataFrame model of the sklearn family also takes its columns as one
         # matrix (SklearnPredictor.matrix): requests in that form count into the same bins.
         matrix = getattr(predictor, "matrix", None)
-        return Served(arrays, pd.DataFrame(arrays), notes,
-                      matrix.name if matrix is not None else "input-0", matrix is not None)
+        return Served(
+            arrays,
+            pd.DataFrame(arrays),
+            notes,
+            matrix.name if matrix is not None else "input-0",
+            matrix is not None,
+        )
     if len(specs) != 1:
         wanted = ", ".join(s.name for s in specs)
-        raise InvalidInput(f"{source} has the columns {', '.join(columns)}; the model takes "
-                           f"{wanted}")
+        raise InvalidInput(
+            f"{source} has the columns {', '.join(columns)}; the model takes {wanted}"
+        )
     spec = specs[0]
     if spec.datatype == "BYTES":
         if len(columns) != 1:
-            raise InvalidInput(f"the model takes one text per row ('{spec.name}'): {source} "
-                               f"has {len(columns)} columns ({', '.join(columns)}); --drop the "
-                               "others")
+            raise InvalidInput(
+                f"the model takes one text per row ('{spec.name}'): {source} "
+                f"has {len(columns)} columns ({', '.join(columns)}); --drop the "
+                "others"
+            )
         texts = _column(frame[columns[0]], columns[0], "BYTES")
-        return Served({spec.name: texts if len(spec.shape) == 1 else texts.reshape(-1, 1)},
-                      None, [f"input '{spec.name}' is text: not profiled (the output is)"])
+        return Served(
+            {spec.name: texts if len(spec.shape) == 1 else texts.reshape(-1, 1)},
+            None,
+            [f"input '{spec.name}' is text: not profiled (the output is)"],
+        )
     width = spec.shape[1] if len(spec.shape) == 2 else 1
     if width not in (-1, len(columns)):
-        raise InvalidInput(f"{source} has {len(columns)} columns ({', '.join(columns)}); the "
-                           f"model's input '{spec.name}' takes {width}: --drop the others")
+        raise InvalidInput(
+            f"{source} has {len(columns)} columns ({', '.join(columns)}); the "
+            f"model's input '{spec.name}' takes {width}: --drop the others"
+        )
     try:
         matrix = frame.to_numpy(dtype=np.dtype(V2_TO_NUMPY[spec.datatype]))
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{source}: the model's input '{spec.name}' takes numbers "
-                           f"({spec.datatype}): {exc}") from None
+        raise InvalidInput(
+            f"{source}: the model's input '{spec.name}' takes numbers ({spec.datatype}): {exc}"
+        ) from None
     if len(spec.shape) == 1:
         matrix = matrix[:, 0]
     return Served({spec.name: matrix}, matrix, [], spec.name)
@@ -319,8 +410,9 @@ def _column(series: Any, name: str, datatype: str) -> Any:
         return series.to_numpy(dtype=bool)
     if datatype.startswith(("INT", "UINT")):
         if not present.all():
-            raise InvalidInput(f"column '{name}' ({datatype}) has missing values, which the "
-                               "served model refuses")
+            raise InvalidInput(
+                f"column '{name}' ({datatype}) has missing values, which the served model refuses"
+            )
         return series.to_numpy(dtype=np.int64)
     try:
         return series.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -40,12 +40,18 @@ def add_serve_options(parser: argparse.ArgumentParser) -> None:
         help_text = f"{info.description} [env {', '.join(envs) or 'KNINFER_' + name.upper()}]"
         annotation = info.annotation
         if annotation is bool or annotation == (bool | None):
-            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                *flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
             continue
         kind, choices = _flag_type(annotation)
-        parser.add_argument(*flags, dest=name, type=kind, choices=choices,
-                            default=argparse.SUPPRESS, help=help_text)
+        parser.add_argument(
+            *flags, dest=name, type=kind, choices=choices, default=argparse.SUPPRESS, help=help_text
+        )
 
 
 def cmd_serve(options: argparse.Namespace) -> int:
@@ -53,8 +59,7 @@ def cmd_serve(options: argparse.Namespace) -> int:
 
     from kninfer.settings import ServeSettings
 
-    given = {k: v for k, v in vars(options).items()
-             if k not in ("command", "handler", "started")}
+    given = {k: v for k, v in vars(options).items() if k not in ("command", "handler", "started")}
     try:
         settings = ServeSettings(**given)
     except ValidationError as exc:

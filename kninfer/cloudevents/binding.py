@@ -127,9 +127,7 @@ def _missing_message(missing: list[str], prefix: str = "") -> str:
 
 def _check_specversion(value: Any) -> None:
     if value != SPEC_VERSION:
-        raise InvalidInput(
-            f"CloudEvent specversion is {value!r}; kninfer accepts {SPEC_VERSION!r}"
-        )
+        raise InvalidInput(f"CloudEvent specversion is {value!r}; kninfer accepts {SPEC_VERSION!r}")
 
 
 def _check_binary_headers(headers: Mapping[str, str]) -> None:

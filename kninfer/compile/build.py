@@ -53,9 +53,15 @@ class Compiled:
     rows: RowSet
 
 
-def compile_model(model_dir: Path, out: Path | None = None, sample: Path | None = None,
-                  rtol: float = DEFAULT_TOLERANCE, atol: float = DEFAULT_TOLERANCE,
-                  rows: int = DEFAULT_ROWS, skops_trusted: str = "") -> Compiled:
+def compile_model(
+    model_dir: Path,
+    out: Path | None = None,
+    sample: Path | None = None,
+    rtol: float = DEFAULT_TOLERANCE,
+    atol: float = DEFAULT_TOLERANCE,
+    rows: int = DEFAULT_ROWS,
+    skops_trusted: str = "",
+) -> Compiled:
     """Convert the model in `model_dir`, verify it on `rows` rows, write `out` (default
     MODEL_DIR/model.onnx) and compile.json beside it. Raises a KninferError and writes nothing
     when the model does not load, does not convert or does not verify."""
@@ -96,20 +102,23 @@ def compile_model(model_dir: Path, out: Path | None = None, sample: Path | None 
             "opsets": opsets(converted.model),
             "numeric_inputs_converted_as": converted.precision,
         },
-        "versions": {"kninfer": versions(["kninfer"])["kninfer"],
-                     **versions(converted.packages)},
+        "versions": {"kninfer": versions(["kninfer"])["kninfer"], **versions(converted.packages)},
         "inputs": [spec.metadata() for spec in inputs],
         "outputs": [spec.metadata() for spec in outputs],
-        "verification": {"row_sources": rowset.sources, "rows_skipped": rowset.skipped,
-                         **report.record()},
+        "verification": {
+            "row_sources": rowset.sources,
+            "rows_skipped": rowset.skipped,
+            **report.record(),
+        },
     }
     _write(target, graph)
     _write(record_file, (json.dumps(record, indent=2) + "\n").encode())
     return Compiled(target, record_file, record, report, rowset)
 
 
-def _given_table(sample: Path | None, example: Path | None, layout: Layout
-                 ) -> tuple[Any, str | None]:
+def _given_table(
+    sample: Path | None, example: Path | None, layout: Layout
+) -> tuple[Any, str | None]:
     """The rows the user gave (--sample) or saved with the model (its input example), read
     before the conversion: their string columns are BYTES inputs."""
     if sample is not None:
@@ -126,13 +135,16 @@ def _given_table(sample: Path | None, example: Path | None, layout: Layout
     return table, "input example"
 
 
-def _verification_rows(table: Any, given_as: str | None, layout: Layout,
-                       facts: dict[Any, Any], count: int) -> RowSet:
+def _verification_rows(
+    table: Any, given_as: str | None, layout: Layout, facts: dict[Any, Any], count: int
+) -> RowSet:
     if given_as == "sample":
         rows = given_rows(table, layout, "sample", count)
         if not len(rows):
-            raise InvalidInput("the sample has no rows to verify on (a row with a missing string "
-                               "value is left out: an ONNX string tensor has none)")
+            raise InvalidInput(
+                "the sample has no rows to verify on (a row with a missing string "
+                "value is left out: an ONNX string tensor has none)"
+            )
         return rows
     if given_as == "input example":
         try:

@@ -29,8 +29,16 @@ PREDICT = "predict"
 PREDICT_PROBA = "predict_proba"
 # onnx.TensorProto element types (onnx.TensorProto.DOUBLE, ...), by V2 datatype; kept as
 # numbers so this module imports onnx only when it converts.
-ELEMENT_TYPE = {"FP32": 1, "UINT8": 2, "INT8": 3, "INT32": 6, "INT64": 7, "BYTES": 8, "BOOL": 9,
-                "FP64": 11}
+ELEMENT_TYPE = {
+    "FP32": 1,
+    "UINT8": 2,
+    "INT8": 3,
+    "INT32": 6,
+    "INT64": 7,
+    "BYTES": 8,
+    "BOOL": 9,
+    "FP64": 11,
+}
 # ai.onnx.ml opset onnxmltools' LightGBM converter writes: it refuses newer ones.
 ML_OPSET_FOR_BOOSTERS = 3
 NO_CONVERTER = re.compile(r"shape calculator for type '<class '(?P<name>[\w.]+)'>'")
@@ -55,8 +63,10 @@ def output_specs(estimator: Any) -> list[TensorSpec]:
         width = int(getattr(_final(estimator), "n_outputs_", 1))
         return [TensorSpec(PREDICT, "FP64", (-1,) if width == 1 else (-1, width))]
     if isinstance(classes, list):
-        raise NotConvertible(f"{describe(estimator)} is a multi-output classifier: kninfer "
-                             f"compile converts one label per row; {STILL_SERVED}")
+        raise NotConvertible(
+            f"{describe(estimator)} is a multi-output classifier: kninfer "
+            f"compile converts one label per row; {STILL_SERVED}"
+        )
     import numpy as np
 
     kind = np.asarray(classes).dtype.kind
@@ -83,16 +93,20 @@ def convert(estimator: Any, inputs: list[TensorSpec], outputs: list[TensorSpec])
         except NotConvertible:
             raise
         except Exception as exc:  # onnx.checker's ValidationError on the edited graph
-            raise NotConvertible(f"{describe(estimator)} converted, but its graph could not be "
-                                 f"given the served inputs and outputs ({_first_line(exc)}); "
-                                 f"{STILL_SERVED}") from None
+            raise NotConvertible(
+                f"{describe(estimator)} converted, but its graph could not be "
+                f"given the served inputs and outputs ({_first_line(exc)}); "
+                f"{STILL_SERVED}"
+            ) from None
         try:
             return Converted(exposed, session(exposed.SerializeToString()), precision, packages)
         except Exception as exc:  # onnxruntime's own error types: no kernel, a type mismatch
             failure = _first_line(exc)
-    raise NotConvertible(f"{describe(estimator)} converted, but ONNX Runtime "
-                         f"{_version('onnxruntime')} cannot load the graph ({failure}); "
-                         f"{STILL_SERVED}")
+    raise NotConvertible(
+        f"{describe(estimator)} converted, but ONNX Runtime "
+        f"{_version('onnxruntime')} cannot load the graph ({failure}); "
+        f"{STILL_SERVED}"
+    )
 
 
 def _converted(estimator: Any, inputs: list[TensorSpec], precision: str) -> tuple[Any, list[str]]:
@@ -104,9 +118,15 @@ def _converted(estimator: Any, inputs: list[TensorSpec], precision: str) -> tupl
     )
 
     numeric = DoubleTensorType if precision == "FP64" else FloatTensorType
-    initial = [(spec.name, StringTensorType([None, 1]) if spec.datatype == "BYTES"
-                else numeric([None, spec.shape[1] if len(spec.shape) == 2 else 1]))
-               for spec in inputs]
+    initial = [
+        (
+            spec.name,
+            StringTensorType([None, 1])
+            if spec.datatype == "BYTES"
+            else numeric([None, spec.shape[1] if len(spec.shape) == 2 else 1]),
+        )
+        for spec in inputs
+    ]
     packages = ["scikit-learn", "skl2onnx", "onnx", "onnxruntime"]
     target_opset: dict[str, int] | None = None
     if _register_lightgbm(estimator):
@@ -117,15 +137,19 @@ def _converted(estimator: Any, inputs: list[TensorSpec], precision: str) -> tupl
         main = min(get_latest_tested_opset_version(), onnx.defs.onnx_opset_version())
         target_opset = {"": main, "ai.onnx.ml": ML_OPSET_FOR_BOOSTERS}
     # A plain probability tensor instead of a list of {class: probability} maps.
-    options = {id(estimator): {"zipmap": False}} \
-        if getattr(estimator, "classes_", None) is not None else None
+    options = (
+        {id(estimator): {"zipmap": False}}
+        if getattr(estimator, "classes_", None) is not None
+        else None
+    )
     try:
         with warnings.catch_warnings():
             # The verification below judges the graph; converter warnings would only bury the
             # one line a failure prints.
             warnings.simplefilter("ignore")
-            model = convert_sklearn(estimator, initial_types=initial, options=options,
-                                    target_opset=target_opset)
+            model = convert_sklearn(
+                estimator, initial_types=initial, options=options, target_opset=target_opset
+            )
     except Exception as exc:
         raise NotConvertible(failure_line(estimator, exc)) from None
     return model, packages
@@ -143,8 +167,10 @@ def failure_line(estimator: Any, exc: BaseException) -> str:
         name = missing["name"].rsplit(".", 1)[-1]
         return f"{name}{where} has no ONNX converter in {skl2onnx}; {STILL_SERVED}"
     name = _raising_estimator(exc) or type(_final(estimator)).__name__
-    return f"{name}{where} did not convert to ONNX with {skl2onnx} ({_first_line(exc)}); " \
-           f"{STILL_SERVED}"
+    return (
+        f"{name}{where} did not convert to ONNX with {skl2onnx} ({_first_line(exc)}); "
+        f"{STILL_SERVED}"
+    )
 
 
 def _raising_estimator(exc: BaseException) -> str | None:
@@ -164,7 +190,7 @@ def _raising_estimator(exc: BaseException) -> str | None:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
-    return text if len(text) <= ONE_LINE else text[:ONE_LINE - 3] + "..."
+    return text if len(text) <= ONE_LINE else text[: ONE_LINE - 3] + "..."
 
 
 def _final(estimator: Any) -> Any:
@@ -192,8 +218,11 @@ def describe(estimator: Any, depth: int = 0) -> str:
 def _register_lightgbm(estimator: Any) -> bool:
     """Register onnxmltools' converters for the LightGBM estimators in the model, if any
     (skl2onnx has none of its own); whether there were any."""
-    boosters = {type(s) for s in _parts(estimator)
-                if type(s).__module__.startswith("lightgbm") and hasattr(s, "booster_")}
+    boosters = {
+        type(s)
+        for s in _parts(estimator)
+        if type(s).__module__.startswith("lightgbm") and hasattr(s, "booster_")
+    }
     if not boosters:
         return False
     try:
@@ -208,12 +237,16 @@ def _register_lightgbm(estimator: Any) -> bool:
     for klass in boosters:
         classifier = hasattr(klass, "predict_proba")
         update_registered_converter(
-            klass, f"LightGbm{klass.__name__}",
-            calculate_linear_classifier_output_shapes if classifier
+            klass,
+            f"LightGbm{klass.__name__}",
+            calculate_linear_classifier_output_shapes
+            if classifier
             else calculate_linear_regressor_output_shapes,
             convert_lightgbm,
-            options={"nocl": [True, False], "zipmap": [True, False, "columns"]} if classifier
-            else {"split": None})
+            options={"nocl": [True, False], "zipmap": [True, False, "columns"]}
+            if classifier
+            else {"split": None},
+        )
     return True
 
 
@@ -237,8 +270,9 @@ def _expose(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> 
     taken |= {i.name for i in graph.input} | {i.name for i in graph.initializer}
     clash = sorted({s.name for s in outputs} & {s.name for s in inputs})
     if clash:
-        raise NotConvertible(f"a column is named {clash[0]!r}, which is also the name of an "
-                             f"output; {STILL_SERVED}")
+        raise NotConvertible(
+            f"a column is named {clash[0]!r}, which is also the name of an output; {STILL_SERVED}"
+        )
 
     def fresh(base: str) -> str:
         name, n = base, 0
@@ -251,15 +285,20 @@ def _expose(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> 
     before: list[Any] = []
     new_inputs: list[Any] = []
     if len(graph.input) != len(inputs):
-        raise NotConvertible(f"the converted graph has {len(graph.input)} inputs for "
-                             f"{len(inputs)} columns; {STILL_SERVED}")
+        raise NotConvertible(
+            f"the converted graph has {len(graph.input)} inputs for "
+            f"{len(inputs)} columns; {STILL_SERVED}"
+        )
     for value, spec in zip(graph.input, inputs, strict=True):
         have = value.type.tensor_type.elem_type
         want = ELEMENT_TYPE[spec.datatype]
         # A DataFrame column is served as [N] and converted as [N, 1].
         column = len(spec.shape) == 1
-        new_inputs.append(helper.make_tensor_value_info(
-            spec.name, want, [None if d == -1 else d for d in spec.shape]))
+        new_inputs.append(
+            helper.make_tensor_value_info(
+                spec.name, want, [None if d == -1 else d for d in spec.shape]
+            )
+        )
         internal = value.name
         if internal == spec.name and have == want and not column:
             continue
@@ -268,15 +307,18 @@ def _expose(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> 
             for node in graph.node:
                 node.input[:] = [internal if v == spec.name else v for v in node.input]
         elif spec.name in taken:
-            raise NotConvertible(f"a column is named {spec.name!r}, a name the converted graph "
-                                 f"uses inside; {STILL_SERVED}")
+            raise NotConvertible(
+                f"a column is named {spec.name!r}, a name the converted graph "
+                f"uses inside; {STILL_SERVED}"
+            )
         else:
             taken.add(spec.name)
         steps: list[tuple[str, list[str], dict[str, Any]]] = []
         if column:
             shape = fresh(f"{spec.name}_shape")
-            graph.initializer.append(helper.make_tensor(shape, onnx.TensorProto.INT64, [2],
-                                                        [-1, 1]))
+            graph.initializer.append(
+                helper.make_tensor(shape, onnx.TensorProto.INT64, [2], [-1, 1])
+            )
             steps.append(("Reshape", [shape], {}))
         if have != want:
             steps.append(("Cast", [], {"to": have}))
@@ -302,22 +344,27 @@ def _expose(model: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> 
         dims = value.type.tensor_type.shape.dim
         if len(spec.shape) == 1 and len(dims) == 2:  # a regressor's [N, 1] served as [N]
             shape = fresh(f"{spec.name}_shape")
-            graph.initializer.append(helper.make_tensor(shape, onnx.TensorProto.INT64, [1],
-                                                        [-1]))
+            graph.initializer.append(helper.make_tensor(shape, onnx.TensorProto.INT64, [1], [-1]))
             flat = fresh(f"{spec.name}_flat")
             after.append(helper.make_node("Reshape", [current, shape], [flat]))
             current = flat
         if current != spec.name:
             if spec.name in taken:
-                raise NotConvertible(f"the converted graph already uses the name {spec.name!r}; "
-                                     f"{STILL_SERVED}")
+                raise NotConvertible(
+                    f"the converted graph already uses the name {spec.name!r}; {STILL_SERVED}"
+                )
             taken.add(spec.name)
             after.append(helper.make_node("Identity", [current], [spec.name]))
-        new_outputs.append(helper.make_tensor_value_info(
-            spec.name, want, [None if d == -1 else d for d in spec.shape]))
+        new_outputs.append(
+            helper.make_tensor_value_info(
+                spec.name, want, [None if d == -1 else d for d in spec.shape]
+            )
+        )
     if len(new_outputs) != len(outputs):
-        raise NotConvertible(f"the converted graph gives {len(produced)} outputs, not "
-                             f"{', '.join(s.name for s in outputs)}; {STILL_SERVED}")
+        raise NotConvertible(
+            f"the converted graph gives {len(produced)} outputs, not "
+            f"{', '.join(s.name for s in outputs)}; {STILL_SERVED}"
+        )
     nodes = [*before, *graph.node, *after]
     del graph.node[:]
     graph.node.extend(nodes)

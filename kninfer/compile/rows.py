@@ -59,8 +59,9 @@ class Layout:
     def inputs(self) -> list[TensorSpec]:
         if self.columns is None:
             return [TensorSpec(MATRIX_INPUT, "FP64", (-1, self.n_features))]
-        return [TensorSpec(c, "BYTES" if c in self.strings else "FP64", (-1,))
-                for c in self.columns]
+        return [
+            TensorSpec(c, "BYTES" if c in self.strings else "FP64", (-1,)) for c in self.columns
+        ]
 
 
 @dataclass
@@ -99,15 +100,18 @@ def layout_of(estimator: Any) -> Layout:
         raise NotConvertible(
             f"{type(estimator).__name__} starts with a text vectorizer: kninfer compile does not "
             "compile text pipelines (ONNX's tokenizer splits words differently from "
-            f"scikit-learn's); {STILL_SERVED}")
+            f"scikit-learn's); {STILL_SERVED}"
+        )
     names = getattr(estimator, "feature_names_in_", None)
     n_features = getattr(estimator, "n_features_in_", None)
     if names is not None:
         columns = [str(n) for n in names]
         return Layout(columns, len(columns))
     if not isinstance(n_features, int | np.integer):
-        raise NotConvertible(f"{type(estimator).__name__} does not say how many features it "
-                             f"takes (no n_features_in_: is it fitted?); {STILL_SERVED}")
+        raise NotConvertible(
+            f"{type(estimator).__name__} does not say how many features it "
+            f"takes (no n_features_in_: is it fitted?); {STILL_SERVED}"
+        )
     return Layout(None, int(n_features))
 
 
@@ -119,6 +123,7 @@ def _is_text_model(estimator: Any) -> bool:
 
 
 # ---- what the fitted steps know ---------------------------------------------------------------
+
 
 def fitted_facts(estimator: Any, layout: Layout) -> dict[Any, Facts]:
     """Column (name or position) -> what the fitted steps that read it as given learnt."""
@@ -163,8 +168,9 @@ def _walk(step: Any, keys: list[Any], facts: dict[Any, Facts], raw: bool) -> tup
             elif fills_nan:
                 facts[key].missing = True
         # An indicator adds columns, and an all-missing column (NaN statistic) is dropped.
-        kept = getattr(step, "indicator_", None) is None and \
-            not any(not isinstance(v, str) and _missing(v) for v in values)
+        kept = getattr(step, "indicator_", None) is None and not any(
+            not isinstance(v, str) and _missing(v) for v in values
+        )
         return kept, raw
     spans = _scaler_spans(step, len(keys))
     if spans is not None:
@@ -222,9 +228,14 @@ def _scaler_spans(step: Any, width: int) -> list[tuple[float, float] | None] | N
 
 
 def _pairs(low: Any, high: Any) -> list[tuple[float, float] | None]:
-    return [(float(a), float(b)) if math.isfinite(a) and math.isfinite(b) else None
-            for a, b in zip(np.asarray(low, dtype=float).tolist(),
-                            np.asarray(high, dtype=float).tolist(), strict=True)]
+    return [
+        (float(a), float(b)) if math.isfinite(a) and math.isfinite(b) else None
+        for a, b in zip(
+            np.asarray(low, dtype=float).tolist(),
+            np.asarray(high, dtype=float).tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _tree_spans(step: Any, keys: list[Any], facts: dict[Any, Facts]) -> None:
@@ -264,6 +275,7 @@ def _trees(step: Any) -> list[Any]:
 
 
 # ---- rows given -------------------------------------------------------------------------------
+
 
 def read_table(path: Path, layout: Layout) -> Any:
     """A --sample or input-example file as a pandas DataFrame (named columns, or positions 0..k
@@ -319,8 +331,10 @@ def _json_table(doc: Any, path: Path) -> Any:
         return pd.DataFrame.from_records(doc)
     if isinstance(doc, list) and doc and all(isinstance(r, list) for r in doc):
         return pd.DataFrame(doc)
-    raise InvalidInput(f"{path}: expected rows: a list of records ({{\"column\": value}}), a "
-                       'list of rows, or {"columns": [...], "data": [[...]]}')
+    raise InvalidInput(
+        f'{path}: expected rows: a list of records ({{"column": value}}), a '
+        'list of rows, or {"columns": [...], "data": [[...]]}'
+    )
 
 
 def note_strings(table: Any, layout: Layout) -> None:
@@ -345,13 +359,17 @@ def given_rows(table: Any, layout: Layout, source: str, limit: int) -> RowSet:
 
     if list(table.columns) == list(range(table.shape[1])):  # rows without names
         if table.shape[1] != len(layout.columns):
-            raise InvalidInput(f"the {source} rows have {table.shape[1]} values each; the model "
-                               f"takes {len(layout.columns)} columns ({', '.join(layout.columns)})")
+            raise InvalidInput(
+                f"the {source} rows have {table.shape[1]} values each; the model "
+                f"takes {len(layout.columns)} columns ({', '.join(layout.columns)})"
+            )
         table = table.set_axis(layout.columns, axis=1)
     absent = [c for c in layout.columns if c not in table.columns]
     if absent:
-        raise InvalidInput(f"the {source} lacks column(s) {', '.join(absent)}; the model was "
-                           f"fitted on {', '.join(layout.columns)}")
+        raise InvalidInput(
+            f"the {source} lacks column(s) {', '.join(absent)}; the model was "
+            f"fitted on {', '.join(layout.columns)}"
+        )
     keep = np.ones(len(table), dtype=bool)
     columns: dict[str, np.ndarray] = {}
     for name in layout.columns:
@@ -362,12 +380,16 @@ def given_rows(table: Any, layout: Layout, source: str, limit: int) -> RowSet:
                 if _missing(value) or value is pd.NA:
                     keep[i] = False
                 elif not isinstance(value, str):
-                    raise InvalidInput(f"the {source}'s column '{name}' holds {value!r} in row "
-                                       f"{i}; the model takes strings there")
+                    raise InvalidInput(
+                        f"the {source}'s column '{name}' holds {value!r} in row "
+                        f"{i}; the model takes strings there"
+                    )
             columns[name] = array
         elif values.dtype.kind == "b":
-            raise NotConvertible(f"column '{name}' holds booleans: skl2onnx takes numbers or "
-                                 f"strings per column; {STILL_SERVED}")
+            raise NotConvertible(
+                f"column '{name}' holds booleans: skl2onnx takes numbers or "
+                f"strings per column; {STILL_SERVED}"
+            )
         else:
             try:
                 columns[name] = values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -375,14 +397,15 @@ def given_rows(table: Any, layout: Layout, source: str, limit: int) -> RowSet:
                 raise InvalidInput(f"the {source}'s column '{name}' is not numeric") from None
     frame = pd.DataFrame(columns, columns=layout.columns)[keep].reset_index(drop=True)
     labels = [f"{source} row {i}" for i in np.flatnonzero(keep).tolist()]
-    return RowSet(frame, labels, [{"source": source, "rows": len(labels)}],
-                  int((~keep).sum()))
+    return RowSet(frame, labels, [{"source": source, "rows": len(labels)}], int((~keep).sum()))
 
 
 def _matrix_rows(table: Any, layout: Layout, source: str) -> RowSet:
     if table.shape[1] != layout.n_features:
-        raise InvalidInput(f"the {source} rows have {table.shape[1]} values each; the model "
-                           f"takes {layout.n_features} features")
+        raise InvalidInput(
+            f"the {source} rows have {table.shape[1]} values each; the model "
+            f"takes {layout.n_features} features"
+        )
     try:
         matrix = table.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError):
@@ -393,10 +416,14 @@ def _matrix_rows(table: Any, layout: Layout, source: str) -> RowSet:
 
 # ---- rows made up -----------------------------------------------------------------------------
 
+
 def undescribed(layout: Layout, facts: dict[Any, Facts]) -> list[str]:
     """The columns no fitted step describes: rows cannot be generated for them."""
-    return [str(k) if layout.columns is not None else f"feature {k}"
-            for k in layout.keys if not facts[k].describable]
+    return [
+        str(k) if layout.columns is not None else f"feature {k}"
+        for k in layout.keys
+        if not facts[k].describable
+    ]
 
 
 def generated_rows(layout: Layout, facts: dict[Any, Facts], count: int) -> RowSet:
@@ -405,7 +432,8 @@ def generated_rows(layout: Layout, facts: dict[Any, Facts], count: int) -> RowSe
         raise InvalidInput(
             f"cannot make up verification rows for {', '.join(missing)}: no fitted encoder, "
             "scaler or tree tells their values; give real rows with --sample FILE "
-            "(.csv, .parquet or .json)")
+            "(.csv, .parquet or .json)"
+        )
     rng = np.random.default_rng(GENERATED_SEED)
     columns: list[np.ndarray] = []
     origins: dict[str, str] = {}
@@ -413,8 +441,7 @@ def generated_rows(layout: Layout, facts: dict[Any, Facts], count: int) -> RowSe
         fact = facts[key]
         if fact.categories:
             values = np.empty(count, dtype=object)
-            values[:] = [fact.categories[i] for i in rng.integers(len(fact.categories),
-                                                                  size=count)]
+            values[:] = [fact.categories[i] for i in rng.integers(len(fact.categories), size=count)]
             if not any(isinstance(v, str) for v in fact.categories):
                 values = values.astype(np.float64)
             origins[str(key)] = "encoder categories"
@@ -426,14 +453,17 @@ def generated_rows(layout: Layout, facts: dict[Any, Facts], count: int) -> RowSe
             origins[str(key)] = str(fact.origin)
         columns.append(values)
     labels = [f"generated row {i}" for i in range(count)]
-    account = {"source": "generated", "rows": count, "seed": GENERATED_SEED,
-               "values_from": sorted(set(origins.values()))}
+    account = {
+        "source": "generated",
+        "rows": count,
+        "seed": GENERATED_SEED,
+        "values_from": sorted(set(origins.values())),
+    }
     if layout.columns is None:
         return RowSet(np.column_stack(columns).astype(np.float64), labels, [account])
     import pandas as pd
 
-    return RowSet(pd.DataFrame(dict(zip(layout.columns, columns, strict=True))), labels,
-                  [account])
+    return RowSet(pd.DataFrame(dict(zip(layout.columns, columns, strict=True))), labels, [account])
 
 
 def joined(first: RowSet, second: RowSet) -> RowSet:
@@ -443,8 +473,12 @@ def joined(first: RowSet, second: RowSet) -> RowSet:
         import pandas as pd
 
         rows = pd.concat([first.rows, second.rows], ignore_index=True)
-    return RowSet(rows, first.labels + second.labels, first.sources + second.sources,
-                  first.skipped + second.skipped)
+    return RowSet(
+        rows,
+        first.labels + second.labels,
+        first.sources + second.sources,
+        first.skipped + second.skipped,
+    )
 
 
 def feed(rows: RowSet, layout: Layout) -> dict[str, np.ndarray]:
@@ -452,6 +486,7 @@ def feed(rows: RowSet, layout: Layout) -> dict[str, np.ndarray]:
     objects or float64), or the [N, n_features] float64 matrix."""
     if layout.columns is None:
         return {MATRIX_INPUT: np.asarray(rows.rows, dtype=np.float64)}
-    return {name: rows.rows[name].to_numpy(dtype=object if name in layout.strings
-                                          else np.float64)
-            for name in layout.columns}
+    return {
+        name: rows.rows[name].to_numpy(dtype=object if name in layout.strings else np.float64)
+        for name in layout.columns
+    }

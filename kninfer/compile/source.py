@@ -56,8 +56,9 @@ def _sklearn_source(model_dir: Path, skops_trusted: str) -> Source:
     path = find_model_file(model_dir)
     form = {".skops": "skops", ".joblib": "joblib"}.get(path.suffix, "pickle")
     example = model_dir / EXAMPLE_FILE
-    return Source(_load_file(path, skops_trusted), path, form,
-                  example if example.is_file() else None)
+    return Source(
+        _load_file(path, skops_trusted), path, form, example if example.is_file() else None
+    )
 
 
 def _load_file(path: Path, skops_trusted: str) -> Any:
@@ -87,23 +88,31 @@ def _mlflow_source(model_dir: Path, skops_trusted: str) -> Source:
     flavor = flavors.get("sklearn")
     if not isinstance(flavor, dict) or not isinstance(flavor.get("pickled_model"), str):
         others = ", ".join(sorted(f for f in flavors if f != "python_function")) or "none"
-        raise ModelLoadError(f"{model_dir} is an MLflow model of flavor(s) {others}; kninfer "
-                             "compile converts the sklearn flavor only")
+        raise ModelLoadError(
+            f"{model_dir} is an MLflow model of flavor(s) {others}; kninfer "
+            "compile converts the sklearn flavor only"
+        )
     path = model_file(model_dir, flavor["pickled_model"])
     serialization = str(flavor.get("serialization_format", "cloudpickle"))
     if serialization == "skops":
         if path.suffix != ".skops":
             # load_estimator picks skops by the suffix; anything else would be unpickled.
-            raise ModelLoadError(f"{path.name} is declared skops in {MLMODEL} but is not a "
-                                 ".skops file; refusing to load it")
+            raise ModelLoadError(
+                f"{path.name} is declared skops in {MLMODEL} but is not a "
+                ".skops file; refusing to load it"
+            )
         estimator = _load_file(path, skops_trusted)
     else:
         estimator = _mlflow_pickle(model_dir)
     info = doc.get("saved_input_example_info")
     name = info.get("artifact_path") if isinstance(info, dict) else None
     example = model_file(model_dir, name) if isinstance(name, str) else None
-    return Source(estimator, path, f"mlflow-{serialization}",
-                  example if example is not None and example.is_file() else None)
+    return Source(
+        estimator,
+        path,
+        f"mlflow-{serialization}",
+        example if example is not None and example.is_file() else None,
+    )
 
 
 def _mlflow_pickle(model_dir: Path) -> Any:
@@ -112,10 +121,13 @@ def _mlflow_pickle(model_dir: Path) -> Any:
     try:
         import mlflow.sklearn
     except ImportError:
-        raise ModelLoadError(f"{model_dir} is an MLflow model saved with pickle: loading it needs "
-                             "MLflow (pip install 'kninfer[mlflow]')") from None
+        raise ModelLoadError(
+            f"{model_dir} is an MLflow model saved with pickle: loading it needs "
+            "MLflow (pip install 'kninfer[mlflow]')"
+        ) from None
     try:
         return mlflow.sklearn.load_model(str(model_dir))
     except Exception as exc:
-        raise ModelLoadError(f"could not load the MLflow model in {model_dir}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not load the MLflow model in {model_dir}: {type(exc).__name__}: {exc}"
+        ) from exc

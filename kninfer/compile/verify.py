@@ -37,9 +37,13 @@ class OutputCheck:
     def record(self) -> dict[str, Any]:
         if self.label:
             return {"kind": "label", "differing_rows": self.differing_rows}
-        return {"kind": "number", "differing_rows": self.differing_rows,
-                "max_abs_diff": self.max_abs_diff, "max_rel_diff": self.max_rel_diff,
-                "tolerance_used": self.tolerance_used}
+        return {
+            "kind": "number",
+            "differing_rows": self.differing_rows,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "tolerance_used": self.tolerance_used,
+        }
 
 
 @dataclass
@@ -58,22 +62,31 @@ class Report:
         return self.differing_rows == 0
 
     def record(self) -> dict[str, Any]:
-        return {"rows": self.rows, "rtol": self.rtol, "atol": self.atol,
-                "passed": self.passed, "differing_rows": self.differing_rows,
-                "outputs": {c.name: c.record() for c in self.checks}}
+        return {
+            "rows": self.rows,
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "passed": self.passed,
+            "differing_rows": self.differing_rows,
+            "outputs": {c.name: c.record() for c in self.checks},
+        }
 
     def summary(self) -> str:
         """One line: what was compared and how close it came."""
         parts = []
         for check in self.checks:
             if check.label:
-                parts.append(f"{check.name}: every label equal" if not check.differing_rows
-                             else f"{check.name}: {check.differing_rows} label(s) differ")
+                parts.append(
+                    f"{check.name}: every label equal"
+                    if not check.differing_rows
+                    else f"{check.name}: {check.differing_rows} label(s) differ"
+                )
             else:
                 used = check.tolerance_used
                 share = f"{used:.0%} of" if used <= 1 else f"{used:.3g} times"
-                parts.append(f"{check.name}: max |diff| {check.max_abs_diff:.3g}, {share} the "
-                             "tolerance")
+                parts.append(
+                    f"{check.name}: max |diff| {check.max_abs_diff:.3g}, {share} the tolerance"
+                )
         return f"{'; '.join(parts)} (rtol {self.rtol:g}, atol {self.atol:g})"
 
 
@@ -88,21 +101,31 @@ def expected_outputs(estimator: Any, rows: RowSet, outputs: list[TensorSpec]) ->
     return found
 
 
-def onnx_outputs(session: Any, feed: dict[str, np.ndarray], outputs: list[TensorSpec]
-                 ) -> dict[str, Any]:
+def onnx_outputs(
+    session: Any, feed: dict[str, np.ndarray], outputs: list[TensorSpec]
+) -> dict[str, Any]:
     names = [spec.name for spec in outputs]
     try:
         values = session.run(names, feed)
     except Exception as exc:  # onnxruntime's own error types
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise VerificationFailed(f"ONNX Runtime could not run the converted graph on the "
-                                 f"verification rows ({type(exc).__name__}: {first}); "
-                                 f"{STILL_SERVED}") from None
+        raise VerificationFailed(
+            f"ONNX Runtime could not run the converted graph on the "
+            f"verification rows ({type(exc).__name__}: {first}); "
+            f"{STILL_SERVED}"
+        ) from None
     return dict(zip(names, values, strict=True))
 
 
-def compare(expected: dict[str, Any], actual: dict[str, Any], outputs: list[TensorSpec],
-            labels: list[str], rtol: float, atol: float, classifier: bool) -> Report:
+def compare(
+    expected: dict[str, Any],
+    actual: dict[str, Any],
+    outputs: list[TensorSpec],
+    labels: list[str],
+    rtol: float,
+    atol: float,
+    classifier: bool,
+) -> Report:
     """`labels` names each row for the report; a `classifier`'s `predict` is its labels."""
     count = len(labels)
     report = Report(count, rtol, atol, [])
@@ -116,8 +139,9 @@ def compare(expected: dict[str, Any], actual: dict[str, Any], outputs: list[Tens
         if got.size != want.size:
             check.differing_rows = count
             bad_rows[:] = True
-            report.lines.append(f"{spec.name}: ONNX gave shape {list(got.shape)}, scikit-learn "
-                                f"{list(want.shape)}")
+            report.lines.append(
+                f"{spec.name}: ONNX gave shape {list(got.shape)}, scikit-learn {list(want.shape)}"
+            )
             continue
         got = got.reshape(want.shape)
         if is_label:
@@ -125,7 +149,8 @@ def compare(expected: dict[str, Any], actual: dict[str, Any], outputs: list[Tens
             for row in np.flatnonzero(differs)[:ROWS_SHOWN].tolist():
                 notes.setdefault(row, []).append(
                     f"{spec.name} is {_plain(got[row])!r} in ONNX, {_plain(want[row])!r} in "
-                    f"scikit-learn{_tie(expected.get('predict_proba'), row)}")
+                    f"scikit-learn{_tie(expected.get('predict_proba'), row)}"
+                )
         else:
             differs = _numbers_differ(check, want, got, rtol, atol, notes)
         check.differing_rows = int(differs.sum())
@@ -144,8 +169,14 @@ def _label_differs(want: np.ndarray, got: np.ndarray) -> np.ndarray:
     return np.logical_not(same)
 
 
-def _numbers_differ(check: OutputCheck, want: np.ndarray, got: np.ndarray, rtol: float,
-                    atol: float, notes: dict[int, list[str]]) -> np.ndarray:
+def _numbers_differ(
+    check: OutputCheck,
+    want: np.ndarray,
+    got: np.ndarray,
+    rtol: float,
+    atol: float,
+    notes: dict[int, list[str]],
+) -> np.ndarray:
     want = want.astype(np.float64).reshape(len(want), -1)
     got = got.astype(np.float64).reshape(len(got), -1)
     close = np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True)
@@ -170,7 +201,8 @@ def _numbers_differ(check: OutputCheck, want: np.ndarray, got: np.ndarray, rtol:
         notes.setdefault(row, []).append(
             f"{where} is {got[row, column]:.9g} in ONNX, {want[row, column]:.9g} in "
             f"scikit-learn (differs by {diff[row, column]:.3g}, allowed "
-            f"{allowed[row, column]:.3g})")
+            f"{allowed[row, column]:.3g})"
+        )
     return np.asarray(differs)
 
 
@@ -192,9 +224,18 @@ def _plain(value: Any) -> Any:
 
 def refusal(report: Report) -> str:
     """The failure message: how many rows differ, the first ones, and what was not written."""
-    head = (f"the ONNX graph disagrees with scikit-learn on {report.differing_rows} of "
-            f"{report.rows} rows:")
+    head = (
+        f"the ONNX graph disagrees with scikit-learn on {report.differing_rows} of "
+        f"{report.rows} rows:"
+    )
     more = report.differing_rows - report.rows_shown
     tail = [f"  ... and {more} more row(s)"] if more > 0 else []
-    return "\n".join([head, *(f"  {line}" for line in report.lines), *tail, report.summary(),
-                      f"{STILL_SERVED}; --rtol/--atol set the tolerance"])
+    return "\n".join(
+        [
+            head,
+            *(f"  {line}" for line in report.lines),
+            *tail,
+            report.summary(),
+            f"{STILL_SERVED}; --rtol/--atol set the tolerance",
+        ]
+    )

@@ -60,8 +60,10 @@ def _check_mode(isvc: Doc) -> None:
     mode = annotations.get("serving.kserve.io/deploymentMode", "")
     # Legacy spellings are normalised by KServe (pkg/constants ParseDeploymentMode).
     if mode in ("Standard", "RawDeployment", "ModelMesh"):
-        raise CanaryError(f"canaryTrafficPercent needs Knative (serverless) deployment mode; this "
-                          f"InferenceService uses {mode}")
+        raise CanaryError(
+            f"canaryTrafficPercent needs Knative (serverless) deployment mode; this "
+            f"InferenceService uses {mode}"
+        )
 
 
 def start_patch(isvc: Doc, storage_uri: str, percent: int, component: str = "predictor") -> Patch:
@@ -91,10 +93,14 @@ def _container_storage_ops(part: Doc, base: str, storage_uri: str) -> list[Doc]:
                 path = f"{base}/containers/{i}/env/{j}"
                 # `test` makes the patch fail instead of overwriting the wrong entry if the
                 # list changed between our read and the API server applying the patch.
-                return [{"op": "test", "path": f"{path}/name", "value": "STORAGE_URI"},
-                        {"op": "replace", "path": f"{path}/value", "value": storage_uri}]
-    raise CanaryError("no storage URI to replace: spec has neither model.storageUri nor a "
-                      "container env STORAGE_URI")
+                return [
+                    {"op": "test", "path": f"{path}/name", "value": "STORAGE_URI"},
+                    {"op": "replace", "path": f"{path}/value", "value": storage_uri},
+                ]
+    raise CanaryError(
+        "no storage URI to replace: spec has neither model.storageUri nor a "
+        "container env STORAGE_URI"
+    )
 
 
 def promote_patch() -> Patch:
@@ -114,6 +120,7 @@ def for_component(patch: Patch, component: str) -> Patch:
 
 # --- status ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TrafficRow:
     revision: str
@@ -131,12 +138,25 @@ def traffic_rows(isvc: Doc, component: str = "predictor") -> list[TrafficRow]:
     rows = []
     for target in status.get("traffic") or []:
         # A `latestRevision: true` target may omit revisionName; it is the latest ready one.
-        revision = target.get("revisionName") or (latest_ready if target.get("latestRevision")
-                                                  else "")
-        rolled = ("latest" if revision and revision == latest_rolled
-                  else "previous" if revision and revision == previous_rolled else "")
-        rows.append(TrafficRow(revision, int(target.get("percent") or 0), target.get("tag") or "",
-                               bool(target.get("latestRevision")), rolled))
+        revision = target.get("revisionName") or (
+            latest_ready if target.get("latestRevision") else ""
+        )
+        rolled = (
+            "latest"
+            if revision and revision == latest_rolled
+            else "previous"
+            if revision and revision == previous_rolled
+            else ""
+        )
+        rows.append(
+            TrafficRow(
+                revision,
+                int(target.get("percent") or 0),
+                target.get("tag") or "",
+                bool(target.get("latestRevision")),
+                rolled,
+            )
+        )
     return rows
 
 
@@ -145,8 +165,10 @@ def status_report(isvc: Doc, component: str = "predictor") -> str:
     spec_part = (isvc.get("spec") or {}).get(component) or {}
     status = isvc.get("status") or {}
     comp = (status.get("components") or {}).get(component) or {}
-    ready = next((c.get("status") for c in status.get("conditions") or []
-                  if c.get("type") == "Ready"), "Unknown")
+    ready = next(
+        (c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"),
+        "Unknown",
+    )
     canary = spec_part.get("canaryTrafficPercent")
     lines = [
         f"InferenceService {meta.get('namespace', '?')}/{meta.get('name', '?')} ({component})",
@@ -163,16 +185,26 @@ def status_report(isvc: Doc, component: str = "predictor") -> str:
         lines.append("  no traffic targets in status yet (not reconciled, or not Knative mode)")
         return "\n".join(lines) + "\n"
     header = ("REVISION", "PERCENT", "TAG", "LATEST", "ROLLED-OUT")
-    table = [header] + [(r.revision or "-", f"{r.percent}%", r.tag or "-",
-                         "yes" if r.latest else "no", r.rolled_out or "-") for r in rows]
+    table = [header] + [
+        (
+            r.revision or "-",
+            f"{r.percent}%",
+            r.tag or "-",
+            "yes" if r.latest else "no",
+            r.rolled_out or "-",
+        )
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
-        lines.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths,
-                                                                       strict=True)).rstrip())
+        lines.append(
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
     return "\n".join(lines) + "\n"
 
 
 # --- kubectl ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Kubectl:
@@ -197,13 +229,16 @@ class Kubectl:
     def _run(self, args: Sequence[str]) -> str:
         command = [*self._base(), *args]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                                    check=False)
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=60, check=False
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise CanaryError(f"{shlex.join(command)} failed: {exc}") from None
         if result.returncode != 0:
-            raise CanaryError(f"{shlex.join(command)} exited {result.returncode}: "
-                              f"{result.stderr.strip() or result.stdout.strip()}")
+            raise CanaryError(
+                f"{shlex.join(command)} exited {result.returncode}: "
+                f"{result.stderr.strip() or result.stdout.strip()}"
+            )
         return result.stdout
 
     def get(self) -> Doc:

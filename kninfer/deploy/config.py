@@ -51,7 +51,8 @@ DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 # A Prometheus duration (`for:` of a rule, a range): prometheus/common model.ParseDuration.
 PROMETHEUS_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
 ISO_DURATION_RE = re.compile(
-    r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+    r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$"
+)
 RESERVED_ENV = frozenset(KNATIVE_RESERVED_ENV)
 # Who may call a rendered service (docs/deploy.md, "Exposure"). `cluster-local`: only callers
 # inside the cluster, at <service>.<namespace>.svc.cluster.local; `public`: Knative's ingress also
@@ -98,8 +99,10 @@ class Scale(_Strict):
         # KServe webhook: minReplicas <= maxReplicas unless maxReplicas == 0 (component.go).
         if self.max and self.min > self.max:
             raise ValueError(f"scale.min ({self.min}) is above scale.max ({self.max})")
-        for field, value in (("retention", self.retention),
-                             ("progress_deadline", self.progress_deadline)):
+        for field, value in (
+            ("retention", self.retention),
+            ("progress_deadline", self.progress_deadline),
+        ):
             if value is not None and not DURATION_RE.match(value):
                 raise ValueError(f"scale.{field}: {value!r} is not a duration like 90s, 2m, 1h")
         return self
@@ -110,10 +113,13 @@ class Gpu(_Strict):
     resource: str = "nvidia.com/gpu"
     image: str = DEFAULT_GPU_IMAGE
     node_selector: dict[str, str] = Field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )
     tolerations: list[dict[str, str]] = Field(
-        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                  "effect": "NoSchedule"}])
+        default_factory=lambda: [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    )
 
 
 class Runtime(_Strict):
@@ -131,8 +137,11 @@ class Transformer(_Strict):
     # Directory holding the transformer's files (features.json for `tabular`).
     storage_uri: str | None = None
     image: str | None = None  # default: the predictor's CPU image
-    resources: Resources = Field(default_factory=lambda: Resources(
-        requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}))
+    resources: Resources = Field(
+        default_factory=lambda: Resources(
+            requests={"cpu": "100m", "memory": "256Mi"}, limits={"cpu": "1", "memory": "1Gi"}
+        )
+    )
 
 
 class Sink(_Strict):
@@ -213,10 +222,17 @@ class MeshAllow(_Strict):
     def _accounts(cls, values: list[str]) -> list[str]:
         for value in values:
             namespace, slash, name = value.partition("/")
-            if (not slash or not LABEL_RE.match(namespace) or len(namespace) > MAX_LABEL
-                    or not SUBDOMAIN_RE.match(name) or len(name) > MAX_SUBDOMAIN):
-                raise ValueError(f"{value!r} is not <namespace>/<service account>: a DNS-1123 "
-                                 "label, '/', and a DNS-1123 subdomain (e.g. shop/checkout)")
+            if (
+                not slash
+                or not LABEL_RE.match(namespace)
+                or len(namespace) > MAX_LABEL
+                or not SUBDOMAIN_RE.match(name)
+                or len(name) > MAX_SUBDOMAIN
+            ):
+                raise ValueError(
+                    f"{value!r} is not <namespace>/<service account>: a DNS-1123 "
+                    "label, '/', and a DNS-1123 subdomain (e.g. shop/checkout)"
+                )
         return _unique("mesh.allow.service_accounts", values)
 
     @field_validator("namespaces")
@@ -224,8 +240,10 @@ class MeshAllow(_Strict):
     def _namespaces(cls, values: list[str]) -> list[str]:
         for value in values:
             if not LABEL_RE.match(value) or len(value) > MAX_LABEL:
-                raise ValueError(f"{value!r} is not a namespace name (a DNS-1123 label: "
-                                 "lower-case letters, digits and '-', at most 63 characters)")
+                raise ValueError(
+                    f"{value!r} is not a namespace name (a DNS-1123 label: "
+                    "lower-case letters, digits and '-', at most 63 characters)"
+                )
         return _unique("mesh.allow.namespaces", values)
 
 
@@ -251,8 +269,9 @@ class Mesh(_Strict):
     @classmethod
     def _domain(cls, value: str) -> str:
         if not SUBDOMAIN_RE.match(value) or len(value) > MAX_SUBDOMAIN:
-            raise ValueError(f"{value!r} is not a trust domain (a DNS-1123 subdomain such as "
-                             "cluster.local)")
+            raise ValueError(
+                f"{value!r} is not a trust domain (a DNS-1123 subdomain such as cluster.local)"
+            )
         return value
 
 
@@ -281,8 +300,10 @@ class Experiment(_Strict):
         names = [v.name for v in self.variants]
         for name in names:
             if not LABEL_RE.match(name) or len(name) > MAX_LABEL:
-                raise ValueError(f"variant name {name!r} is not a DNS-1123 label (lower-case "
-                                 "letters, digits and '-', at most 63 characters)")
+                raise ValueError(
+                    f"variant name {name!r} is not a DNS-1123 label (lower-case "
+                    "letters, digits and '-', at most 63 characters)"
+                )
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicates)}")
@@ -347,8 +368,9 @@ class DeployConfig(_Strict):
         eventing = data.get("eventing")
         if isinstance(eventing, Eventing):
             eventing = eventing.model_dump()
-        event_driven = eventing is True or (isinstance(eventing, dict)
-                                            and eventing.get("enabled", True))
+        event_driven = eventing is True or (
+            isinstance(eventing, dict) and eventing.get("enabled", True)
+        )
         return data if event_driven else {**data, "logger": {}}
 
     @field_validator("monitoring", "mesh", mode="before")
@@ -369,36 +391,50 @@ class DeployConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> DeployConfig:
         if not NAME_RE.match(self.name) or len(self.name) > MAX_NAME:
-            raise ValueError(f"name {self.name!r} must match {NAME_RE.pattern} and be at most "
-                             f"{MAX_NAME} characters (generated revision names must fit 63)")
+            raise ValueError(
+                f"name {self.name!r} must match {NAME_RE.pattern} and be at most "
+                f"{MAX_NAME} characters (generated revision names must fit 63)"
+            )
         if not LABEL_RE.match(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} is not a DNS-1123 label")
         if self.experiment is None:
             if self.storage_uri is None and self.predictor != "sklearn":
-                raise ValueError(f"predictor {self.predictor} needs storage_uri (only sklearn has "
-                                 "an embedded default model)")
+                raise ValueError(
+                    f"predictor {self.predictor} needs storage_uri (only sklearn has "
+                    "an embedded default model)"
+                )
             if self.kserve == "runtime" and self.storage_uri is None:
-                raise ValueError("kserve: runtime needs storage_uri (the runtime loads "
-                                 "/mnt/models)")
-        if (self.transformer is not None and self.transformer.name == "tabular"
-                and self.transformer.storage_uri is None):
-            raise ValueError("transformer tabular needs transformer.storage_uri: a directory "
-                             "holding features.json (or use the `iris` transformer)")
+                raise ValueError(
+                    "kserve: runtime needs storage_uri (the runtime loads /mnt/models)"
+                )
+        if (
+            self.transformer is not None
+            and self.transformer.name == "tabular"
+            and self.transformer.storage_uri is None
+        ):
+            raise ValueError(
+                "transformer tabular needs transformer.storage_uri: a directory "
+                "holding features.json (or use the `iris` transformer)"
+            )
         if self.serving_protocol == "grpc" and self.eventing is not None:
-            raise ValueError("eventing needs serving_protocol http: the Broker delivers "
-                             "CloudEvents over HTTP, and a grpc pod exposes only its h2c port")
+            raise ValueError(
+                "eventing needs serving_protocol http: the Broker delivers "
+                "CloudEvents over HTTP, and a grpc pod exposes only its h2c port"
+            )
         if self.service_account is not None and not LABEL_RE.match(self.service_account):
-            raise ValueError(f"service_account {self.service_account!r} is not a DNS-1123 "
-                             "label")
+            raise ValueError(f"service_account {self.service_account!r} is not a DNS-1123 label")
         reserved = sorted(RESERVED_ENV & set(self.env))
         if reserved:
-            raise ValueError(f"env sets {', '.join(reserved)}, reserved by Knative's runtime "
-                             "contract")
+            raise ValueError(
+                f"env sets {', '.join(reserved)}, reserved by Knative's runtime contract"
+            )
         if self.exposure == "public" and self.event_driven:
-            raise ValueError("exposure: public is refused for an event-driven service: its only "
-                             "caller is the Broker, which reaches it inside the cluster; to serve "
-                             "HTTP callers outside the cluster too, deploy the model again from a "
-                             "second config without eventing")
+            raise ValueError(
+                "exposure: public is refused for an event-driven service: its only "
+                "caller is the Broker, which reaches it inside the cluster; to serve "
+                "HTTP callers outside the cluster too, deploy the model again from a "
+                "second config without eventing"
+            )
         if self.experiment is not None:
             self._check_experiment(self.experiment)
         if self.shadow is not None:
@@ -416,16 +452,22 @@ class DeployConfig(_Strict):
         if logger is None:
             raise ValueError("a shadow of HTTP traffic needs the payload logger (`logger`)")
         if logger.url is not None:
-            raise ValueError("a shadow of HTTP traffic takes the payload logger's request events "
-                             "from the namespace's Broker: leave logger.url unset (it defaults "
-                             "to the Broker)")
+            raise ValueError(
+                "a shadow of HTTP traffic takes the payload logger's request events "
+                "from the namespace's Broker: leave logger.url unset (it defaults "
+                "to the Broker)"
+            )
         if logger.mode == "response":
-            raise ValueError("a shadow of HTTP traffic needs the payload logger's request "
-                             "events: logger.mode all or request, not response")
+            raise ValueError(
+                "a shadow of HTTP traffic needs the payload logger's request "
+                "events: logger.mode all or request, not response"
+            )
         if self.kserve == "runtime":
-            raise ValueError("a shadow of HTTP traffic needs the payload logger's flags on the "
-                             "predictor, which a shared ServingRuntime does not carry: use "
-                             "kserve: container")
+            raise ValueError(
+                "a shadow of HTTP traffic needs the payload logger's flags on the "
+                "predictor, which a shared ServingRuntime does not carry: use "
+                "kserve: container"
+            )
 
     def _check_runtime_images(self, configs: list[DeployConfig]) -> None:
         # One (Cluster)ServingRuntime per family and accelerator declares one image for every
@@ -438,18 +480,24 @@ class DeployConfig(_Strict):
             served.setdefault(config.runtime_name, set()).add((config.predictor, image))
         mixed = sorted(name for name, found in served.items() if len(found) > 1)
         if mixed:
-            raise ValueError(f"kserve: runtime: one ServingRuntime ({', '.join(mixed)}) declares "
-                             "one family and one image, but the models here differ in them "
-                             "(use kserve: container, or one family and image)")
+            raise ValueError(
+                f"kserve: runtime: one ServingRuntime ({', '.join(mixed)}) declares "
+                "one family and one image, but the models here differ in them "
+                "(use kserve: container, or one family and image)"
+            )
 
     def _check_experiment(self, experiment: Experiment) -> None:
-        for field, value in (("storage_uri", self.storage_uri),
-                             ("canary_percent", self.canary_percent),
-                             ("eventing", self.eventing)):
+        for field, value in (
+            ("storage_uri", self.storage_uri),
+            ("canary_percent", self.canary_percent),
+            ("eventing", self.eventing),
+        ):
             if value is not None:
-                raise ValueError(f"experiment and {field} are alternatives: the variants name "
-                                 "the models, the InferenceGraph splits the HTTP traffic (for "
-                                 "event-driven services use shadow)")
+                raise ValueError(
+                    f"experiment and {field} are alternatives: the variants name "
+                    "the models, the InferenceGraph splits the HTTP traffic (for "
+                    "event-driven services use shadow)"
+                )
         for variant in experiment.variants:
             self._check_candidate(f"experiment variant {variant.name}", variant)
         self._check_runtime_images([c for _, c in self.variant_configs()])
@@ -473,9 +521,14 @@ class DeployConfig(_Strict):
         predictor = candidate.predictor or self.predictor
         image = candidate.image or (self.image if predictor == self.predictor else None)
         data = self.model_dump(exclude={"experiment", "shadow", "eventing", "canary_percent"})
-        data.update(name=f"{self.name}-{suffix}", model_name=self.served_model,
-                    storage_uri=candidate.storage_uri, predictor=predictor, image=image,
-                    exposure="cluster-local")
+        data.update(
+            name=f"{self.name}-{suffix}",
+            model_name=self.served_model,
+            storage_uri=candidate.storage_uri,
+            predictor=predictor,
+            image=image,
+            exposure="cluster-local",
+        )
         if candidate.image is not None:
             data["gpu"]["image"] = candidate.image
         return DeployConfig.model_validate(data)

@@ -26,18 +26,46 @@ from kninfer.deploy.strict import core_schema, root_schema, validator_class
 CORE_FIELDS: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {
     ("v1", "ConfigMap"): {"": ("data", "binaryData", "immutable")},
     ("v1", "Secret"): {"": ("data", "stringData", "type", "immutable")},
-    ("v1", "ServiceAccount"): {"": ("secrets", "imagePullSecrets",
-                                    "automountServiceAccountToken")},
+    ("v1", "ServiceAccount"): {"": ("secrets", "imagePullSecrets", "automountServiceAccountToken")},
     ("v1", "Namespace"): {"": ("spec",)},
-    ("v1", "Service"): {"": ("spec",), "spec": (
-        "ports", "selector", "type", "clusterIP", "clusterIPs", "externalName", "externalIPs",
-        "externalTrafficPolicy", "internalTrafficPolicy", "ipFamilies", "ipFamilyPolicy",
-        "loadBalancerIP", "loadBalancerSourceRanges", "loadBalancerClass", "sessionAffinity",
-        "sessionAffinityConfig", "publishNotReadyAddresses", "healthCheckNodePort",
-        "allocateLoadBalancerNodePorts", "trafficDistribution")},
-    ("apps/v1", "Deployment"): {"": ("spec",), "spec": (
-        "replicas", "selector", "template", "strategy", "minReadySeconds",
-        "revisionHistoryLimit", "paused", "progressDeadlineSeconds")},
+    ("v1", "Service"): {
+        "": ("spec",),
+        "spec": (
+            "ports",
+            "selector",
+            "type",
+            "clusterIP",
+            "clusterIPs",
+            "externalName",
+            "externalIPs",
+            "externalTrafficPolicy",
+            "internalTrafficPolicy",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "loadBalancerIP",
+            "loadBalancerSourceRanges",
+            "loadBalancerClass",
+            "sessionAffinity",
+            "sessionAffinityConfig",
+            "publishNotReadyAddresses",
+            "healthCheckNodePort",
+            "allocateLoadBalancerNodePorts",
+            "trafficDistribution",
+        ),
+    },
+    ("apps/v1", "Deployment"): {
+        "": ("spec",),
+        "spec": (
+            "replicas",
+            "selector",
+            "template",
+            "strategy",
+            "minReadySeconds",
+            "revisionHistoryLimit",
+            "paused",
+            "progressDeadlineSeconds",
+        ),
+    },
     ("rbac.authorization.k8s.io/v1", "Role"): {"": ("rules",)},
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): {"": ("rules", "aggregationRule")},
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): {"": ("roleRef", "subjects")},
@@ -83,9 +111,15 @@ def _extract(path: Path) -> list[dict[str, Any]]:
             schema = (version.get("schema") or {}).get("openAPIV3Schema")
             if schema is None or not version.get("served", True):
                 continue
-            entries.append({"group": spec["group"], "version": version["name"],
-                            "kind": spec["names"]["kind"], "scope": spec.get("scope"),
-                            "schema": schema})
+            entries.append(
+                {
+                    "group": spec["group"],
+                    "version": version["name"],
+                    "kind": spec["names"]["kind"],
+                    "scope": spec.get("scope"),
+                    "schema": schema,
+                }
+            )
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -24,8 +24,12 @@ def _subschema_for(schema: Schema, key: str) -> Schema | None:
     return extra if isinstance(extra, dict) else None
 
 
-def prepare(instance: Any, schema: Schema, path: list[str | int],
-            warnings: list[tuple[list[str | int], str]]) -> Any:
+def prepare(
+    instance: Any,
+    schema: Schema,
+    path: list[str | int],
+    warnings: list[tuple[list[str | int], str]],
+) -> Any:
     """Drop nulls on non-nullable fields and apply defaults to missing fields (apiextensions
     structural schema semantics: pruning of nulls happens before defaulting and validation)."""
     if isinstance(instance, dict):
@@ -43,6 +47,7 @@ def prepare(instance: Any, schema: Schema, path: list[str | int],
                     out[key] = copy.deepcopy(sub["default"])
         return out
     if isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        return [prepare(item, schema["items"], [*path, i], warnings)
-                for i, item in enumerate(instance)]
+        return [
+            prepare(item, schema["items"], [*path, i], warnings) for i, item in enumerate(instance)
+        ]
     return instance

@@ -54,8 +54,10 @@ def splitter_steps(graph: Doc) -> list[Doc]:
     if not isinstance(root, dict):
         raise ExperimentError(f"InferenceGraph {name} has no {ROOT!r} node")
     if root.get("routerType") != "Splitter":
-        raise ExperimentError(f"InferenceGraph {name}: the {ROOT!r} node is a "
-                              f"{root.get('routerType')}, not a Splitter")
+        raise ExperimentError(
+            f"InferenceGraph {name}: the {ROOT!r} node is a "
+            f"{root.get('routerType')}, not a Splitter"
+        )
     steps = [step for step in root.get("steps") or [] if isinstance(step, dict)]
     if not steps:
         raise ExperimentError(f"InferenceGraph {name}: the {ROOT!r} node has no steps")
@@ -73,8 +75,9 @@ def weights_patch(graph: Doc, weights: dict[str, int]) -> Patch:
     known = [variant_of(step) for step in steps]
     unknown = sorted(set(weights) - set(known))
     if unknown:
-        raise ExperimentError(f"unknown variant(s) {', '.join(unknown)}; the graph's variants: "
-                              f"{', '.join(known)}")
+        raise ExperimentError(
+            f"unknown variant(s) {', '.join(unknown)}; the graph's variants: {', '.join(known)}"
+        )
     missing = [name for name in known if name not in weights]
     if missing:
         raise ExperimentError(f"give every variant a weight; missing: {', '.join(missing)}")
@@ -94,8 +97,15 @@ def weights_patch(graph: Doc, weights: dict[str, int]) -> Patch:
 def weights_report(graph: Doc) -> str:
     """The split as a table: VARIANT, SERVICE, WEIGHT."""
     rows = [("VARIANT", "SERVICE", "WEIGHT")] + [
-        (variant_of(step), str(step.get("serviceName") or step.get("serviceUrl") or "-"),
-         f"{int(step.get('weight') or 0)}%") for step in splitter_steps(graph)]
+        (
+            variant_of(step),
+            str(step.get("serviceName") or step.get("serviceUrl") or "-"),
+            f"{int(step.get('weight') or 0)}%",
+        )
+        for step in splitter_steps(graph)
+    ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                   + "\n" for row in rows)
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in rows
+    )

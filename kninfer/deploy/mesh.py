@@ -73,8 +73,9 @@ class Callers:
     namespaces: tuple[str, ...] = ()
 
     def __add__(self, other: Callers) -> Callers:
-        return Callers(_merge(self.principals, other.principals),
-                       _merge(self.namespaces, other.namespaces))
+        return Callers(
+            _merge(self.principals, other.principals), _merge(self.namespaces, other.namespaces)
+        )
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,10 @@ def _served(config: DeployConfig, mesh: Mesh, entry: Callers) -> list[Workload]:
     if config.transformer is None:
         return [Workload(predictor, _isvc_selector(config, "predictor"), entry)]
     behind = Callers(principals=(principal(mesh, config.namespace, _account(config)),))
-    return [Workload(predictor, _isvc_selector(config, "predictor"), behind),
-            Workload(f"{config.name}-transformer", _isvc_selector(config, "transformer"), entry)]
+    return [
+        Workload(predictor, _isvc_selector(config, "predictor"), behind),
+        Workload(f"{config.name}-transformer", _isvc_selector(config, "transformer"), entry),
+    ]
 
 
 def workloads(config: DeployConfig) -> list[Workload]:
@@ -140,10 +143,12 @@ def workloads(config: DeployConfig) -> list[Workload]:
     allowed = _allowed(mesh)
     if config.experiment is not None:
         router = Callers(principals=(principal(mesh, config.namespace, ROUTER_ACCOUNT),))
-        found = [w for _, variant in config.variant_configs()
-                 for w in _served(variant, mesh, router)]
-        return found + [Workload(config.name, {KSERVE_GRAPH_LABEL: config.name}, allowed,
-                                 knative=False)]
+        found = [
+            w for _, variant in config.variant_configs() for w in _served(variant, mesh, router)
+        ]
+        return found + [
+            Workload(config.name, {KSERVE_GRAPH_LABEL: config.name}, allowed, knative=False)
+        ]
     events = config.eventing if config.event_driven else None
     entry = allowed + (_broker_filter(mesh, events.broker_class) if events else Callers())
     found = _served(config, mesh, entry)
@@ -156,8 +161,11 @@ def workloads(config: DeployConfig) -> list[Workload]:
     # HTTP shadow: the Trigger on the payload logger's events (the namespace's `default` Broker,
     # of the default class) posts to the candidate's predictor; nothing calls its transformer.
     candidate = _served(shadow, mesh, Callers())
-    fed = Workload(f"{shadow.name}-predictor", _isvc_selector(shadow, "predictor"),
-                   candidate[0].callers + _broker_filter(mesh, MT_BROKER_CLASS))
+    fed = Workload(
+        f"{shadow.name}-predictor",
+        _isvc_selector(shadow, "predictor"),
+        candidate[0].callers + _broker_filter(mesh, MT_BROKER_CLASS),
+    )
     return [*found, fed, *candidate[1:]]
 
 
@@ -190,10 +198,12 @@ def authorization_policy(config: DeployConfig, workload: Workload, variant: str)
         "metadata": {
             "name": workload.service,
             "namespace": config.namespace,
-            "labels": {"app.kubernetes.io/name": config.name,
-                       "app.kubernetes.io/component": "authorization-policy",
-                       "app.kubernetes.io/part-of": "kninfer",
-                       "app.kubernetes.io/managed-by": "kninfer-render"},
+            "labels": {
+                "app.kubernetes.io/name": config.name,
+                "app.kubernetes.io/component": "authorization-policy",
+                "app.kubernetes.io/part-of": "kninfer",
+                "app.kubernetes.io/managed-by": "kninfer-render",
+            },
         },
         "spec": {
             "action": "ALLOW",
@@ -205,5 +215,8 @@ def authorization_policy(config: DeployConfig, workload: Workload, variant: str)
 
 def mesh_documents(config: DeployConfig, variant: str) -> list[Doc]:
     """The policies for the `kserve` or `knative` variant; none without `mesh`."""
-    return [authorization_policy(config, w, variant) for w in workloads(config)
-            if variant == "kserve" or w.knative]
+    return [
+        authorization_policy(config, w, variant)
+        for w in workloads(config)
+        if variant == "kserve" or w.knative
+    ]

@@ -47,14 +47,18 @@ def psi_from_counters(selector: str, window: str) -> str:
     """PSI per feature over WINDOW from the bin counters and the reference shares, empty shares
     taken as 0.0001 as the server does (kninfer.observability.drift.monitor)."""
     by = "namespace, model, version, feature"
-    live = (f"(sum by ({by}, bin) (increase(kninfer_drift_bin_total{{{selector}}}[{window}]))"
-            f" / on ({by}) group_left sum by ({by}) "
-            f"(increase(kninfer_drift_bin_total{{{selector}}}[{window}])))")
+    live = (
+        f"(sum by ({by}, bin) (increase(kninfer_drift_bin_total{{{selector}}}[{window}]))"
+        f" / on ({by}) group_left sum by ({by}) "
+        f"(increase(kninfer_drift_bin_total{{{selector}}}[{window}])))"
+    )
     reference = f"max by ({by}, bin) (kninfer_drift_reference_ratio{{{selector}}})"
     live_share = f"clamp_min({live}, 0.0001)"
     reference_share = f"clamp_min({reference}, 0.0001)"
-    return (f"sum by ({by}) (({live_share} - on ({by}, bin) {reference_share}) "
-            f"* ln({live_share} / on ({by}, bin) {reference_share}))")
+    return (
+        f"sum by ({by}) (({live_share} - on ({by}, bin) {reference_share}) "
+        f"* ln({live_share} / on ({by}, bin) {reference_share}))"
+    )
 
 
 def _services(config: DeployConfig) -> list[str]:
@@ -74,11 +78,13 @@ def _services(config: DeployConfig) -> list[str]:
 
 
 def _meta(config: DeployConfig, name: str, monitoring: Monitoring) -> Doc:
-    labels = {"app.kubernetes.io/name": config.name,
-              "app.kubernetes.io/component": "monitoring",
-              "app.kubernetes.io/part-of": "kninfer",
-              "app.kubernetes.io/managed-by": "kninfer-render",
-              **monitoring.labels}
+    labels = {
+        "app.kubernetes.io/name": config.name,
+        "app.kubernetes.io/component": "monitoring",
+        "app.kubernetes.io/part-of": "kninfer",
+        "app.kubernetes.io/managed-by": "kninfer-render",
+        **monitoring.labels,
+    }
     return {"name": name, "namespace": config.namespace, "labels": labels}
 
 
@@ -88,20 +94,33 @@ def pod_monitor(config: DeployConfig, monitoring: Monitoring, port: int) -> Doc:
         "kind": "PodMonitor",
         "metadata": _meta(config, f"{config.name}-kninfer", monitoring),
         "spec": {
-            "selector": {"matchExpressions": [{"key": KNATIVE_SERVICE_LABEL, "operator": "In",
-                                               "values": _services(config)}]},
-            "podMetricsEndpoints": [{
-                # The container's own port, not the queue-proxy's: /metrics is kninfer's.
-                "portNumber": port,
-                "path": "/metrics",
-                "relabelings": [
-                    {"sourceLabels": ["__meta_kubernetes_pod_label_serving_knative_dev_revision"],
-                     "targetLabel": "revision"},
-                    {"sourceLabels": ["__meta_kubernetes_pod_label_serving_knative_dev_service"],
-                     "targetLabel": "service"},
-                    {"targetLabel": CONFIG_LABEL, "replacement": config.name},
-                ],
-            }],
+            "selector": {
+                "matchExpressions": [
+                    {"key": KNATIVE_SERVICE_LABEL, "operator": "In", "values": _services(config)}
+                ]
+            },
+            "podMetricsEndpoints": [
+                {
+                    # The container's own port, not the queue-proxy's: /metrics is kninfer's.
+                    "portNumber": port,
+                    "path": "/metrics",
+                    "relabelings": [
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_label_serving_knative_dev_revision"
+                            ],
+                            "targetLabel": "revision",
+                        },
+                        {
+                            "sourceLabels": [
+                                "__meta_kubernetes_pod_label_serving_knative_dev_service"
+                            ],
+                            "targetLabel": "service",
+                        },
+                        {"targetLabel": CONFIG_LABEL, "replacement": config.name},
+                    ],
+                }
+            ],
         },
     }
 
@@ -109,51 +128,76 @@ def pod_monitor(config: DeployConfig, monitoring: Monitoring, port: int) -> Doc:
 def prometheus_rule(config: DeployConfig, monitoring: Monitoring) -> Doc:
     selector = f'namespace="{config.namespace}", {CONFIG_LABEL}="{config.name}"'
     by = "namespace, model, version"
-    errors = (f"sum by ({by}) (rate(kninfer_request_errors_total{{{selector}}}[5m])) / "
-              f"sum by ({by}) (rate(kninfer_requests_total{{{selector}}}[5m]))")
+    errors = (
+        f"sum by ({by}) (rate(kninfer_request_errors_total{{{selector}}}[5m])) / "
+        f"sum by ({by}) (rate(kninfer_requests_total{{{selector}}}[5m]))"
+    )
     return {
         "apiVersion": PROMETHEUS_OPERATOR,
         "kind": "PrometheusRule",
         "metadata": _meta(config, f"{config.name}-kninfer", monitoring),
-        "spec": {"groups": [{
-            "name": f"kninfer-{config.name}",
-            "rules": [
-                {"record": "kninfer:drift_psi_1h",
-                 "expr": psi_from_counters(selector, "1h"),
-                 "labels": {CONFIG_LABEL: config.name}},
-                # The window's PSI averaged over DRIFT_SMOOTHING: a drift near the threshold
-                # wobbles across it from one window to the next (binomial noise on the bins'
-                # counts), and a single evaluation below it would restart `for` (bench/
-                # dashboard.py's run of the docs' drifted traffic showed the raw gauge do so).
-                {"alert": "KninferFeatureDrift",
-                 "expr": f"max by ({by}, feature) (avg_over_time(kninfer_drift_psi{{{selector}}}"
-                         f"[{DRIFT_SMOOTHING}])) > {monitoring.drift_psi:g}",
-                 "for": monitoring.drift_for,
-                 "labels": {"severity": "warning"},
-                 "annotations": {
-                     "summary": "{{ $labels.model }} {{ $labels.version }}: "
-                                "{{ $labels.feature }} drifted (PSI {{ $value }})",
-                     "description": "The served values of a feature no longer look like the "
-                                    "training data (docs/monitoring.md)."}},
-                {"alert": "KninferErrors",
-                 "expr": f"{errors} > {monitoring.error_ratio:g}",
-                 "for": monitoring.errors_for,
-                 "labels": {"severity": "warning"},
-                 "annotations": {
-                     "summary": "{{ $labels.model }} {{ $labels.version }}: "
-                                "{{ $value | humanizePercentage }} of requests failed"}},
-                {"alert": "KninferUnknownCategories",
-                 "expr": f"sum by ({by}, feature) "
-                         f"(rate(kninfer_drift_unknown_category_total{{{selector}}}"
-                         f"[{DRIFT_SMOOTHING}])) > 0",
-                 "for": monitoring.drift_for,
-                 "labels": {"severity": "info"},
-                 "annotations": {
-                     "summary": "{{ $labels.model }} {{ $labels.version }}: "
+        "spec": {
+            "groups": [
+                {
+                    "name": f"kninfer-{config.name}",
+                    "rules": [
+                        {
+                            "record": "kninfer:drift_psi_1h",
+                            "expr": psi_from_counters(selector, "1h"),
+                            "labels": {CONFIG_LABEL: config.name},
+                        },
+                        # The window's PSI averaged over DRIFT_SMOOTHING: a drift near the
+                        # threshold wobbles across it from one window to the next (binomial
+                        # noise on the bins' counts), and a single evaluation below it would
+                        # restart `for` (bench/dashboard.py's run of the docs' drifted traffic
+                        # showed the raw gauge do so).
+                        {
+                            "alert": "KninferFeatureDrift",
+                            "expr": (
+                                f"max by ({by}, feature) (avg_over_time("
+                                f"kninfer_drift_psi{{{selector}}}[{DRIFT_SMOOTHING}])) > "
+                                f"{monitoring.drift_psi:g}"
+                            ),
+                            "for": monitoring.drift_for,
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": (
+                                    "{{ $labels.model }} {{ $labels.version }}: "
+                                    "{{ $labels.feature }} drifted (PSI {{ $value }})"
+                                ),
+                                "description": (
+                                    "The served values of a feature no longer look like the "
+                                    "training data (docs/monitoring.md)."
+                                ),
+                            },
+                        },
+                        {
+                            "alert": "KninferErrors",
+                            "expr": f"{errors} > {monitoring.error_ratio:g}",
+                            "for": monitoring.errors_for,
+                            "labels": {"severity": "warning"},
+                            "annotations": {
+                                "summary": "{{ $labels.model }} {{ $labels.version }}: "
+                                "{{ $value | humanizePercentage }} of requests failed"
+                            },
+                        },
+                        {
+                            "alert": "KninferUnknownCategories",
+                            "expr": f"sum by ({by}, feature) "
+                            f"(rate(kninfer_drift_unknown_category_total{{{selector}}}"
+                            f"[{DRIFT_SMOOTHING}])) > 0",
+                            "for": monitoring.drift_for,
+                            "labels": {"severity": "info"},
+                            "annotations": {
+                                "summary": "{{ $labels.model }} {{ $labels.version }}: "
                                 "{{ $labels.feature }} receives categories training never "
-                                "saw"}},
-            ],
-        }]},
+                                "saw"
+                            },
+                        },
+                    ],
+                }
+            ]
+        },
     }
 
 
@@ -161,8 +205,12 @@ def dashboard_configmap(config: DeployConfig, monitoring: Monitoring) -> Doc:
     meta = _meta(config, DASHBOARD_CONFIGMAP, monitoring)
     meta["labels"][GRAFANA_SIDECAR_LABEL] = "1"
     meta["labels"]["app.kubernetes.io/name"] = "kninfer"
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-            "data": {DASHBOARD_FILE: json.dumps(dashboard(), indent=2) + "\n"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {DASHBOARD_FILE: json.dumps(dashboard(), indent=2) + "\n"},
+    }
 
 
 def monitoring_documents(config: DeployConfig, port: int) -> list[Doc]:

@@ -41,8 +41,15 @@ from kninfer.deploy.config import DeployConfig, Eventing, Resources, Sink
 from kninfer.deploy.mesh import RELAY_NAMESPACES, mesh_documents
 from kninfer.deploy.monitoring import monitoring_documents
 
-__all__ = ["MODEL_EXTENSION", "REQUEST_TYPE", "RESPONSE_TYPE", "exposures", "policies", "render",
-           "write"]
+__all__ = [
+    "MODEL_EXTENSION",
+    "REQUEST_TYPE",
+    "RESPONSE_TYPE",
+    "exposures",
+    "policies",
+    "render",
+    "write",
+]
 MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI's files
 PORT = 8080  # Knative passes it back to the container as $PORT, which `kninfer serve` honours
 GRPC_PORT = 8081  # `kninfer serve`'s gRPC port; the served port when serving_protocol is grpc
@@ -67,10 +74,12 @@ CLUSTER_DOMAIN = "svc.cluster.local"  # kserve constants.ClusterLocalDomain
 # MTChannelBasedBroker; a Broker's status.address.url), the default sink of KServe's logger too.
 BROKER_INGRESS = "http://broker-ingress.knative-eventing.svc.cluster.local"
 
-_CPU_RESOURCES = Resources(requests={"cpu": "500m", "memory": "1Gi"},
-                           limits={"cpu": "2", "memory": "2Gi"})
-_GPU_RESOURCES = Resources(requests={"cpu": "2", "memory": "8Gi"},
-                           limits={"cpu": "4", "memory": "16Gi"})
+_CPU_RESOURCES = Resources(
+    requests={"cpu": "500m", "memory": "1Gi"}, limits={"cpu": "2", "memory": "2Gi"}
+)
+_GPU_RESOURCES = Resources(
+    requests={"cpu": "2", "memory": "8Gi"}, limits={"cpu": "4", "memory": "16Gi"}
+)
 
 
 def predictor_service(config: DeployConfig) -> str:
@@ -95,9 +104,15 @@ def _labels(config: DeployConfig, component: str) -> dict[str, str]:
     }
 
 
-def _meta(config: DeployConfig, name: str, component: str,
-          annotations: dict[str, str] | None = None, *, private: bool | None = None,
-          kserve: bool = False) -> Doc:
+def _meta(
+    config: DeployConfig,
+    name: str,
+    component: str,
+    annotations: dict[str, str] | None = None,
+    *,
+    private: bool | None = None,
+    kserve: bool = False,
+) -> Doc:
     """Object metadata. `private`: True labels a Knative Service (and with `kserve`, an
     InferenceService or InferenceGraph) cluster-local; None leaves visibility out (not a
     service)."""
@@ -176,10 +191,16 @@ def _probes(config: DeployConfig) -> Doc:
     startup_budget_s = 600 if config.gpu_enabled else 180
     return {
         "readinessProbe": _probe(config, "/v2/health/ready"),
-        "livenessProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 10,
-                          "failureThreshold": 3},
-        "startupProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 2,
-                         "failureThreshold": startup_budget_s // 2},
+        "livenessProbe": {
+            **_probe(config, "/v2/health/live"),
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "startupProbe": {
+            **_probe(config, "/v2/health/live"),
+            "periodSeconds": 2,
+            "failureThreshold": startup_budget_s // 2,
+        },
     }
 
 
@@ -248,8 +269,14 @@ def _model_name_args(config: DeployConfig, *, graph_step: bool) -> list[str]:
     return ["--model-name", config.served_model]
 
 
-def _predictor_container(config: DeployConfig, *, name: str, storage: str,
-                         env: dict[str, str] | None = None, graph_step: bool = False) -> Doc:
+def _predictor_container(
+    config: DeployConfig,
+    *,
+    name: str,
+    storage: str,
+    env: dict[str, str] | None = None,
+    graph_step: bool = False,
+) -> Doc:
     container: Doc = {
         "name": name,
         "image": _image(config),
@@ -271,20 +298,42 @@ def _transformer_args(config: DeployConfig, *, kserve_spelling: bool) -> list[st
     protocol = _protocol(config)  # the predictor's Knative Service speaks what its pod serves
     files: list[str] = []
     if config.transformer.storage_uri is not None:
-        files = (["--model-dir", MODEL_DIR] if kserve_spelling
-                 else ["--storage-uri", config.transformer.storage_uri])
+        files = (
+            ["--model-dir", MODEL_DIR]
+            if kserve_spelling
+            else ["--storage-uri", config.transformer.storage_uri]
+        )
     if kserve_spelling:
         # KServe appends `--model_name <isvc>`, `--predictor_host <svc>.<ns>` and
         # `--workers <containerConcurrency>` to a custom transformer unless an argument with that
         # prefix is present (kserve pkg/apis/serving/v1beta1/transformer_custom.go, IncludesArg).
         # Giving them in KServe's spelling (accepted by `kninfer serve` as aliases) keeps our
         # values and stops containerConcurrency from becoming a process count.
-        return ["serve", "--transformer", config.transformer.name,
-                f"--model_name={config.served_model}", f"--predictor_host={host}",
-                "--predictor-protocol", protocol, "--workers=1", *files, *_grpc_args(config)]
-    return ["serve", "--transformer", config.transformer.name,
-            "--model-name", config.served_model, "--predictor-host", host,
-            "--predictor-protocol", protocol, *files, *_grpc_args(config)]
+        return [
+            "serve",
+            "--transformer",
+            config.transformer.name,
+            f"--model_name={config.served_model}",
+            f"--predictor_host={host}",
+            "--predictor-protocol",
+            protocol,
+            "--workers=1",
+            *files,
+            *_grpc_args(config),
+        ]
+    return [
+        "serve",
+        "--transformer",
+        config.transformer.name,
+        "--model-name",
+        config.served_model,
+        "--predictor-host",
+        host,
+        "--predictor-protocol",
+        protocol,
+        *files,
+        *_grpc_args(config),
+    ]
 
 
 def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: bool) -> Doc:
@@ -295,12 +344,17 @@ def _transformer_container(config: DeployConfig, *, name: str, kserve_spelling: 
         "image": config.transformer_image,
         "args": _transformer_args(config, kserve_spelling=kserve_spelling),
         "ports": _ports(config),
-        "resources": {"requests": {k: str(v) for k, v in resources.requests.items()},
-                      "limits": {k: str(v) for k, v in resources.limits.items()}},
+        "resources": {
+            "requests": {k: str(v) for k, v in resources.requests.items()},
+            "limits": {k: str(v) for k, v in resources.limits.items()},
+        },
         "securityContext": _security_context(),
         "readinessProbe": _probe(config, "/v2/health/ready"),
-        "livenessProbe": {**_probe(config, "/v2/health/live"), "periodSeconds": 10,
-                          "failureThreshold": 3},
+        "livenessProbe": {
+            **_probe(config, "/v2/health/live"),
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
     }
     env = {"PROTOCOL": _protocol(config)} if kserve_spelling else {}
     if kserve_spelling and config.transformer.storage_uri is not None:
@@ -336,11 +390,14 @@ def _deadline_annotation(config: DeployConfig) -> dict[str, str]:
 def _placement(config: DeployConfig) -> Doc:
     if not config.gpu_enabled:
         return {}
-    return {"nodeSelector": dict(config.gpu.node_selector),
-            "tolerations": [dict(t) for t in config.gpu.tolerations]}
+    return {
+        "nodeSelector": dict(config.gpu.node_selector),
+        "tolerations": [dict(t) for t in config.gpu.tolerations],
+    }
 
 
 # --- KServe -----------------------------------------------------------------------------------
+
 
 def runtime_name(config: DeployConfig) -> str:
     return config.runtime_name
@@ -357,15 +414,18 @@ def serving_runtime(config: DeployConfig) -> Doc:
         "kind": config.runtime.kind,
         "metadata": metadata,
         "spec": {
-            "annotations": {"prometheus.kserve.io/path": "/metrics",
-                            "prometheus.kserve.io/port": str(PORT)},
+            "annotations": {
+                "prometheus.kserve.io/path": "/metrics",
+                "prometheus.kserve.io/port": str(PORT),
+            },
             "containers": [container],
             "multiModel": False,
             "protocolVersions": ["grpc-v2"] if config.serving_protocol == "grpc" else ["v2", "v1"],
             # autoSelect off: an ISVC must name this runtime, so installing it never captures
             # other teams' `modelFormat: sklearn` services from the stock runtime.
-            "supportedModelFormats": [{"name": config.predictor, "version": "1",
-                                       "autoSelect": False}],
+            "supportedModelFormats": [
+                {"name": config.predictor, "version": "1", "autoSelect": False}
+            ],
         },
     }
 
@@ -422,23 +482,34 @@ def inference_service(config: DeployConfig, *, graph_step: bool = False) -> Doc:
         env = {"PROTOCOL": _protocol(config)}
         if config.storage_uri is not None:
             env["STORAGE_URI"] = config.storage_uri  # runs KServe's storage initializer
-        predictor["containers"] = [_predictor_container(
-            config, name="kserve-container", storage="mounted", env=env, graph_step=graph_step)]
+        predictor["containers"] = [
+            _predictor_container(
+                config, name="kserve-container", storage="mounted", env=env, graph_step=graph_step
+            )
+        ]
     spec: Doc = {"predictor": predictor}
     if config.transformer is not None:
         transformer = _component_extension(config)
         transformer["annotations"] = {
-            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": config.scale.retention}
+            "autoscaling.knative.dev/scale-to-zero-pod-retention-period": config.scale.retention
+        }
         if config.service_account is not None:
             transformer["serviceAccountName"] = config.service_account
-        transformer["containers"] = [_transformer_container(
-            config, name="kserve-container", kserve_spelling=True)]
+        transformer["containers"] = [
+            _transformer_container(config, name="kserve-container", kserve_spelling=True)
+        ]
         spec["transformer"] = transformer
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _meta(config, config.name, "inferenceservice", annotations,
-                          private=_private(config), kserve=True),
+        "metadata": _meta(
+            config,
+            config.name,
+            "inferenceservice",
+            annotations,
+            private=_private(config),
+            kserve=True,
+        ),
         "spec": spec,
     }
 
@@ -455,13 +526,21 @@ def inference_graph(config: DeployConfig) -> Doc:
         # min-scale to 1 when none is given (inferencegraph/knative_reconciler.go).
         "autoscaling.knative.dev/min-scale": str(config.scale.min),
     }
-    steps = [{"name": variant.name, "serviceName": variant_config.name,
-              "weight": variant.weight} for variant, variant_config in config.variant_configs()]
+    steps = [
+        {"name": variant.name, "serviceName": variant_config.name, "weight": variant.weight}
+        for variant, variant_config in config.variant_configs()
+    ]
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "InferenceGraph",
-        "metadata": _meta(config, config.name, "inferencegraph", annotations,
-                          private=_private(config), kserve=True),
+        "metadata": _meta(
+            config,
+            config.name,
+            "inferencegraph",
+            annotations,
+            private=_private(config),
+            kserve=True,
+        ),
         "spec": {"nodes": {"root": {"routerType": "Splitter", "steps": steps}}},
     }
 
@@ -486,8 +565,16 @@ def kserve_documents(config: DeployConfig) -> list[Doc]:
 
 # --- Knative Serving --------------------------------------------------------------------------
 
-def knative_service(config: DeployConfig, name: str, component: str, container: Doc,
-                    *, placement: bool, private: bool) -> Doc:
+
+def knative_service(
+    config: DeployConfig,
+    name: str,
+    component: str,
+    container: Doc,
+    *,
+    placement: bool,
+    private: bool,
+) -> Doc:
     template_spec: Doc = {
         "containerConcurrency": config.container_concurrency,
         "timeoutSeconds": config.timeout_seconds,
@@ -503,8 +590,10 @@ def knative_service(config: DeployConfig, name: str, component: str, container: 
         "metadata": _meta(config, name, component, private=private),
         "spec": {
             "template": {
-                "metadata": {"labels": _labels(config, component),
-                             "annotations": _revision_annotations(config)},
+                "metadata": {
+                    "labels": _labels(config, component),
+                    "annotations": _revision_annotations(config),
+                },
                 "spec": template_spec,
             },
         },
@@ -528,28 +617,41 @@ def knative_documents(config: DeployConfig) -> list[Doc]:
 def _knative_services(config: DeployConfig) -> list[Doc]:
     # Only the entry service may be public: a predictor behind a transformer has one caller.
     predictor = knative_service(
-        config, predictor_service(config), "predictor",
-        _predictor_container(config, name="predictor", storage="download"), placement=True,
-        private=_private(config) or config.transformer is not None)
+        config,
+        predictor_service(config),
+        "predictor",
+        _predictor_container(config, name="predictor", storage="download"),
+        placement=True,
+        private=_private(config) or config.transformer is not None,
+    )
     pvc = _pvc(config.storage_uri) if config.storage_uri else None
     if pvc is not None:
         # The claim mounted read-only where KServe would mount it: nothing is downloaded on
         # scale-up. Knative needs its `kubernetes.podspec-persistent-volume-claim` feature flag.
         spec = predictor["spec"]["template"]["spec"]
-        spec["volumes"] = [{"name": "model", "persistentVolumeClaim": {"claimName": pvc[0],
-                                                                      "readOnly": True}}]
-        spec["containers"][0]["volumeMounts"] = [{"name": "model", "mountPath": MODEL_DIR,
-                                                  "readOnly": True}]
+        spec["volumes"] = [
+            {"name": "model", "persistentVolumeClaim": {"claimName": pvc[0], "readOnly": True}}
+        ]
+        spec["containers"][0]["volumeMounts"] = [
+            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
+        ]
     docs = [predictor]
     if config.transformer is not None:
-        docs.append(knative_service(
-            config, transformer_service(config), "transformer",
-            _transformer_container(config, name="transformer", kserve_spelling=False),
-            placement=False, private=_private(config)))
+        docs.append(
+            knative_service(
+                config,
+                transformer_service(config),
+                "transformer",
+                _transformer_container(config, name="transformer", kserve_spelling=False),
+                placement=False,
+                private=_private(config),
+            )
+        )
     return docs
 
 
 # --- Knative Eventing -------------------------------------------------------------------------
+
 
 def _ksvc_ref(name: str) -> Doc:
     return {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "name": name}
@@ -562,20 +664,27 @@ def _destination(sink: Sink) -> Doc:
 
 
 def _sink_service(config: DeployConfig, name: str, component: str, image: str) -> Doc:
-    container = {"name": "display", "image": image,
-                 "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
-                 "securityContext": _security_context(),
-                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
-                               "limits": {"cpu": "500m", "memory": "128Mi"}}}
+    container = {
+        "name": "display",
+        "image": image,
+        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "securityContext": _security_context(),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "500m", "memory": "128Mi"},
+        },
+    }
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
         # A sink's only caller is the Broker: never public.
         "metadata": _meta(config, name, component, private=True),
-        "spec": {"template": {
-            "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
-            "spec": {"containers": [container]},
-        }},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"autoscaling.knative.dev/min-scale": "0"}},
+                "spec": {"containers": [container]},
+            }
+        },
     }
 
 
@@ -595,41 +704,68 @@ def eventing_documents(config: DeployConfig) -> list[Doc]:
         "deadLetterSink": _destination(dead_letter),
     }
     if events.dead_letter_sink is None:
-        docs.append(_sink_service(config, dead_letter.service or "", "dead-letter-sink",
-                                  events.sink_image))
+        docs.append(
+            _sink_service(config, dead_letter.service or "", "dead-letter-sink", events.sink_image)
+        )
     if events.results_sink is None:
-        docs.append(_sink_service(config, results.service or "", "results-sink",
-                                  events.sink_image))
+        docs.append(_sink_service(config, results.service or "", "results-sink", events.sink_image))
     if events.create_broker:
-        docs.append({
-            "apiVersion": "eventing.knative.dev/v1",
-            "kind": "Broker",
-            "metadata": {"name": events.broker, "namespace": config.namespace,
-                         "labels": _labels(config, "broker"),
-                         "annotations": {"eventing.knative.dev/broker.class":
-                                         events.broker_class}},
-            "spec": {"delivery": dict(delivery)},
-        })
+        docs.append(
+            {
+                "apiVersion": "eventing.knative.dev/v1",
+                "kind": "Broker",
+                "metadata": {
+                    "name": events.broker,
+                    "namespace": config.namespace,
+                    "labels": _labels(config, "broker"),
+                    "annotations": {"eventing.knative.dev/broker.class": events.broker_class},
+                },
+                "spec": {"delivery": dict(delivery)},
+            }
+        )
     request_filter = {"type": REQUEST_TYPE}
     if events.match_model:
         request_filter[MODEL_EXTENSION] = config.served_model
     path = "/" if events.path == "root" else f"/v2/models/{config.served_model}/infer"
-    docs.append(_trigger(config, f"{config.name}-requests", events.broker, request_filter,
-                         {"ref": _ksvc_ref(entry_service(config)), "uri": path}, delivery))
+    docs.append(
+        _trigger(
+            config,
+            f"{config.name}-requests",
+            events.broker,
+            request_filter,
+            {"ref": _ksvc_ref(entry_service(config)), "uri": path},
+            delivery,
+        )
+    )
     # Replies are re-enqueued into the broker (knative specs, data-plane.md "Replies"): they carry
     # a different type, so they match only this trigger and never loop back into the model.
-    reply_filter = {"type": RESPONSE_TYPE,
-                    "source": reply_source(config.served_model, None, entry_service(config))}
-    docs.append(_trigger(config, f"{config.name}-responses", events.broker, reply_filter,
-                         _destination(results), delivery))
+    reply_filter = {
+        "type": RESPONSE_TYPE,
+        "source": reply_source(config.served_model, None, entry_service(config)),
+    }
+    docs.append(
+        _trigger(
+            config,
+            f"{config.name}-responses",
+            events.broker,
+            reply_filter,
+            _destination(results),
+            delivery,
+        )
+    )
     shadow = config.shadow_config()
     if shadow is not None:
         docs += _shadow_documents(config, shadow, request_filter, path, delivery)
     return docs
 
 
-def _shadow_documents(config: DeployConfig, shadow: DeployConfig, request_filter: dict[str, str],
-                      path: str, delivery: Doc) -> list[Doc]:
+def _shadow_documents(
+    config: DeployConfig,
+    shadow: DeployConfig,
+    request_filter: dict[str, str],
+    path: str,
+    delivery: Doc,
+) -> list[Doc]:
     """A second Trigger with the request Trigger's filter: the Broker delivers each request
     event to every Trigger that matches it (knative specs, eventing overview.md "Trigger"), so
     the candidate gets a copy. Its replies are re-enqueued like the baseline's, but with the
@@ -638,11 +774,19 @@ def _shadow_documents(config: DeployConfig, shadow: DeployConfig, request_filter
     failures go to a dead-letter sink of its own, never the baseline's."""
     assert config.eventing is not None
     dead_letter = f"{shadow.name}-dead-letter"
-    docs = [_sink_service(config, dead_letter, "shadow-dead-letter-sink",
-                          config.eventing.sink_image)]
-    docs.append(_trigger(config, f"{shadow.name}-requests", config.eventing.broker, request_filter,
-                         {"ref": _ksvc_ref(entry_service(shadow)), "uri": path},
-                         {**delivery, "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}}))
+    docs = [
+        _sink_service(config, dead_letter, "shadow-dead-letter-sink", config.eventing.sink_image)
+    ]
+    docs.append(
+        _trigger(
+            config,
+            f"{shadow.name}-requests",
+            config.eventing.broker,
+            request_filter,
+            {"ref": _ksvc_ref(entry_service(shadow)), "uri": path},
+            {**delivery, "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}},
+        )
+    )
     return docs
 
 
@@ -660,20 +804,37 @@ def _http_shadow_documents(config: DeployConfig) -> list[Doc]:
         return []
     events = Eventing()  # the logger's Broker: the namespace's `default` (_logger_args)
     dead_letter = f"{shadow.name}-dead-letter"
-    delivery = {"retry": events.retry, "backoffPolicy": events.backoff_policy,
-                "backoffDelay": events.backoff_delay,
-                "deadLetterSink": {"ref": _ksvc_ref(dead_letter)}}
+    delivery = {
+        "retry": events.retry,
+        "backoffPolicy": events.backoff_policy,
+        "backoffDelay": events.backoff_delay,
+        "deadLetterSink": {"ref": _ksvc_ref(dead_letter)},
+    }
     logged = {"type": LOGGER_REQUEST_TYPE, INFERENCE_SERVICE_EXTENSION: config.name}
     return [
         _sink_service(config, dead_letter, "shadow-dead-letter-sink", events.sink_image),
-        _trigger(config, f"{shadow.name}-requests", events.broker, logged,
-                 {"ref": _ksvc_ref(predictor_service(shadow)),
-                  "uri": f"/v2/models/{shadow.served_model}/infer"}, delivery),
+        _trigger(
+            config,
+            f"{shadow.name}-requests",
+            events.broker,
+            logged,
+            {
+                "ref": _ksvc_ref(predictor_service(shadow)),
+                "uri": f"/v2/models/{shadow.served_model}/infer",
+            },
+            delivery,
+        ),
     ]
 
 
-def _trigger(config: DeployConfig, name: str, broker: str, exact: dict[str, str],
-             subscriber: Doc, delivery: Doc) -> Doc:
+def _trigger(
+    config: DeployConfig,
+    name: str,
+    broker: str,
+    exact: dict[str, str],
+    subscriber: Doc,
+    delivery: Doc,
+) -> Doc:
     return {
         "apiVersion": "eventing.knative.dev/v1",
         "kind": "Trigger",
@@ -689,14 +850,15 @@ def _trigger(config: DeployConfig, name: str, broker: str, exact: dict[str, str]
 
 # --- output -----------------------------------------------------------------------------------
 
+
 def dump_documents(docs: list[Doc], header: str) -> str:
     """Deterministic multi-document YAML: sorted keys, block style, no line wrapping. PyYAML
     quotes strings that YAML 1.1 would read as another type ("0", "true", "on")."""
     import yaml
 
     body = "---\n".join(
-        yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, width=4096)
-        for doc in docs)
+        yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, width=4096) for doc in docs
+    )
     return header + body
 
 
@@ -706,22 +868,29 @@ VARIANTS = ("kserve", "knative")
 def knative_gap(config: DeployConfig) -> str | None:
     """Why a plain Knative Service cannot carry this config, or None."""
     if config.storage_uri is not None and config.storage_uri.startswith("oci://"):
-        return ("an oci:// storage_uri is a KServe modelcar (the model image runs beside the "
-                "server and shares /mnt/models; enable it in KServe's storageInitializer "
-                "config); plain Knative has no storage initializer: render the kserve variant, "
-                "or use pvc://")
+        return (
+            "an oci:// storage_uri is a KServe modelcar (the model image runs beside the "
+            "server and shares /mnt/models; enable it in KServe's storageInitializer "
+            "config); plain Knative has no storage initializer: render the kserve variant, "
+            "or use pvc://"
+        )
     if config.canary_percent is not None:
-        return ("canary_percent needs KServe's InferenceService (canaryTrafficPercent); a plain "
-                "Knative Service has no such field: render the kserve variant, or split "
-                "traffic between revisions with `kninfer canary start`")
+        return (
+            "canary_percent needs KServe's InferenceService (canaryTrafficPercent); a plain "
+            "Knative Service has no such field: render the kserve variant, or split "
+            "traffic between revisions with `kninfer canary start`"
+        )
     if config.experiment is not None:
-        return ("an experiment needs KServe's InferenceGraph (its Splitter router); plain "
-                "Knative has no router between Services: render the kserve variant")
+        return (
+            "an experiment needs KServe's InferenceGraph (its Splitter router); plain "
+            "Knative has no router between Services: render the kserve variant"
+        )
     return None
 
 
-def render(config: DeployConfig, source: str,
-           variants: tuple[str, ...] = VARIANTS) -> dict[str, str]:
+def render(
+    config: DeployConfig, source: str, variants: tuple[str, ...] = VARIANTS
+) -> dict[str, str]:
     """Relative path -> file text for one config. `source` names the config in the header.
 
     A variant that would silently drop part of the config is not rendered: asked for alone it
@@ -732,12 +901,14 @@ def render(config: DeployConfig, source: str,
     files: dict[str, str] = {}
     if "kserve" in variants:
         files[f"kserve/{config.name}.yaml"] = dump_documents(
-            kserve_documents(config) + mesh_documents(config, "kserve"), header)
+            kserve_documents(config) + mesh_documents(config, "kserve"), header
+        )
     if "knative" in variants:
         gap = knative_gap(config)
         if gap is None:
             files[f"knative/{config.name}.yaml"] = dump_documents(
-                knative_documents(config) + mesh_documents(config, "knative"), header)
+                knative_documents(config) + mesh_documents(config, "knative"), header
+            )
         elif variants == ("knative",):
             raise ConfigError(f"{source}: cannot render plain Knative: {gap}")
     events = eventing_documents(config)
@@ -749,9 +920,11 @@ def render(config: DeployConfig, source: str,
     return files
 
 
-SERVICE_KINDS = {("serving.kserve.io/v1beta1", "InferenceService"),
-                 ("serving.kserve.io/v1alpha1", "InferenceGraph"),
-                 ("serving.knative.dev/v1", "Service")}
+SERVICE_KINDS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"),
+    ("serving.kserve.io/v1alpha1", "InferenceGraph"),
+    ("serving.knative.dev/v1", "Service"),
+}
 
 
 def is_cluster_local(doc: Doc) -> bool:
@@ -779,8 +952,10 @@ def exposures(config: DeployConfig, variants: tuple[str, ...] = VARIANTS) -> lis
         if is_cluster_local(doc):
             lines.append(f"{meta['name']}: {CLUSTER_LOCAL} ({address})")
         else:
-            lines.append(f"{meta['name']}: public (outside the cluster through the ingress "
-                         f"domain; inside it {address})")
+            lines.append(
+                f"{meta['name']}: public (outside the cluster through the ingress "
+                f"domain; inside it {address})"
+            )
     return lines
 
 
@@ -792,15 +967,23 @@ def policies(config: DeployConfig, variants: tuple[str, ...] = VARIANTS) -> list
         if variant == "knative" and knative_gap(config) is not None:
             continue
         for doc in mesh_documents(config, variant):
-            named = [source for rule in doc["spec"]["rules"] for entry in rule.get("from", [])
-                     for source in [entry["source"]]
-                     if source.get("namespaces") != list(RELAY_NAMESPACES)]
-            callers = [*(p for s in named for p in s.get("principals", [])),
-                       *(f"namespace {n}" for s in named for n in s.get("namespaces", []))]
-            lines.append(f"{doc['metadata']['name']}: AuthorizationPolicy in "
-                         f"{variant}/{config.name}.yaml: allows "
-                         f"{', '.join(callers) or 'no caller of its own'}; plus the relays in "
-                         f"{', '.join(RELAY_NAMESPACES)}")
+            named = [
+                source
+                for rule in doc["spec"]["rules"]
+                for entry in rule.get("from", [])
+                for source in [entry["source"]]
+                if source.get("namespaces") != list(RELAY_NAMESPACES)
+            ]
+            callers = [
+                *(p for s in named for p in s.get("principals", [])),
+                *(f"namespace {n}" for s in named for n in s.get("namespaces", [])),
+            ]
+            lines.append(
+                f"{doc['metadata']['name']}: AuthorizationPolicy in "
+                f"{variant}/{config.name}.yaml: allows "
+                f"{', '.join(callers) or 'no caller of its own'}; plus the relays in "
+                f"{', '.join(RELAY_NAMESPACES)}"
+            )
     return lines
 
 

@@ -43,9 +43,10 @@ OBJECT_META: Schema = {
         "name": {"type": "string", "maxLength": 253, "pattern": DNS1123_SUBDOMAIN},
         "generateName": {"type": "string"},
         "namespace": {"type": "string", "maxLength": 63, "pattern": DNS1123_LABEL},
-        "labels": {"type": "object",
-                   "additionalProperties": {"type": "string", "maxLength": 63,
-                                            "pattern": LABEL_VALUE}},
+        "labels": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+        },
         "annotations": _STRING_MAP,
         "finalizers": {"type": "array", "items": {"type": "string"}},
         "ownerReferences": {"type": "array", "items": {"type": "object"}},
@@ -89,8 +90,11 @@ def strict(node: Any) -> Any:
         out["properties"].setdefault("apiVersion", {"type": "string"})
         out["properties"].setdefault("kind", {"type": "string"})
         out["properties"].setdefault("metadata", {"type": "object"})
-    if ("properties" in out and "additionalProperties" not in out
-            and not out.get("x-kubernetes-preserve-unknown-fields")):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -125,12 +129,20 @@ def root_schema(crd_schema: Schema, group: str, kind: str) -> Schema:
 def core_schema(fields: dict[str, tuple[str, ...]]) -> Schema:
     top: dict[str, Schema] = {name: {} for name in fields.get("", ())}
     if "spec" in fields:
-        top["spec"] = {"type": "object", "additionalProperties": False,
-                       "properties": {name: {} for name in fields["spec"]}}
-    top.update(apiVersion={"type": "string"}, kind={"type": "string"},
-               metadata=copy.deepcopy(OBJECT_META))
-    return {"type": "object", "additionalProperties": False, "properties": top,
-            "required": ["apiVersion", "kind", "metadata"]}
+        top["spec"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {name: {} for name in fields["spec"]},
+        }
+    top.update(
+        apiVersion={"type": "string"}, kind={"type": "string"}, metadata=copy.deepcopy(OBJECT_META)
+    )
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": top,
+        "required": ["apiVersion", "kind", "metadata"],
+    }
 
 
 def validator_class() -> Any:
@@ -139,8 +151,9 @@ def validator_class() -> Any:
     from jsonschema import Draft7Validator, validators
     from jsonschema.exceptions import ValidationError
 
-    def list_map_keys(validator: Any, keys: list[str], instance: Any,
-                      schema: Schema) -> Iterator[ValidationError]:
+    def list_map_keys(
+        validator: Any, keys: list[str], instance: Any, schema: Schema
+    ) -> Iterator[ValidationError]:
         if schema.get("x-kubernetes-list-type") != "map" or not isinstance(instance, list):
             return
         seen: dict[tuple[Any, ...], int] = {}
@@ -150,22 +163,27 @@ def validator_class() -> Any:
             key = tuple(json.dumps(item.get(k), sort_keys=True) for k in keys)
             if key in seen:
                 shown = ", ".join(f"{k}={item.get(k)!r}" for k in keys)
-                yield ValidationError(f"duplicate entry ({shown}); first at index {seen[key]}",
-                                      path=[index])
+                yield ValidationError(
+                    f"duplicate entry ({shown}); first at index {seen[key]}", path=[index]
+                )
             else:
                 seen[key] = index
 
-    def list_type(validator: Any, value: str, instance: Any,
-                  schema: Schema) -> Iterator[ValidationError]:
+    def list_type(
+        validator: Any, value: str, instance: Any, schema: Schema
+    ) -> Iterator[ValidationError]:
         if value != "set" or not isinstance(instance, list):
             return
         seen: dict[str, int] = {}
         for index, item in enumerate(instance):
             key = json.dumps(item, sort_keys=True)
             if key in seen:
-                yield ValidationError(f"duplicate set item {item!r}; first at index {seen[key]}",
-                                      path=[index])
+                yield ValidationError(
+                    f"duplicate set item {item!r}; first at index {seen[key]}", path=[index]
+                )
             seen.setdefault(key, index)
 
-    return validators.extend(Draft7Validator, {"x-kubernetes-list-map-keys": list_map_keys,
-                                               "x-kubernetes-list-type": list_type})
+    return validators.extend(
+        Draft7Validator,
+        {"x-kubernetes-list-map-keys": list_map_keys, "x-kubernetes-list-type": list_type},
+    )

@@ -85,8 +85,7 @@ def validate_document(doc: Any, store: SchemaStore, file: str, index: int) -> li
     meta = _obj(doc.get("metadata"))
     name = str(meta.get("name") or meta.get("generateName") or "")
 
-    def problem(path: list[str | int], rule: str, message: str,
-                severity: str = "error") -> Problem:
+    def problem(path: list[str | int], rule: str, message: str, severity: str = "error") -> Problem:
         return Problem(file, index, kind, name, json_path(path), rule, message, severity)
 
     if not kind or not api_version:
@@ -95,9 +94,14 @@ def validate_document(doc: Any, store: SchemaStore, file: str, index: int) -> li
     if validator is None:
         versions = store.versions_of(kind)
         hint = f" (the CRDs define {kind} as {', '.join(versions)})" if versions else ""
-        return [problem(["kind"], "schema",
-                        f"no schema for {api_version} {kind}: not a CRD in the CRD directory "
-                        f"nor a known core kind{hint}")]
+        return [
+            problem(
+                ["kind"],
+                "schema",
+                f"no schema for {api_version} {kind}: not a CRD in the CRD directory "
+                f"nor a known core kind{hint}",
+            )
+        ]
     problems: list[Problem] = []
     warnings: list[tuple[list[str | int], str]] = []
     prepared = prepare(doc, validator.schema, [], warnings)
@@ -110,16 +114,23 @@ def validate_document(doc: Any, store: SchemaStore, file: str, index: int) -> li
             # one problem per unknown field, each with its own path
             rule = error.schema.get(RULE_KEY, "strict-fields")
             base = list(error.absolute_path)
-            found += [problem([*base, field], rule, f"unknown field {json.dumps(field)}")
-                      for field in _unknown_fields(error)]
+            found += [
+                problem([*base, field], rule, f"unknown field {json.dumps(field)}")
+                for field in _unknown_fields(error)
+            ]
             continue
         path, rule, text = _message(error)
         found.append(problem(path, rule, text))
     problems += sorted(found, key=lambda p: (p.path, p.rule, p.message))
     entry = store.entry(api_version, kind)
     if entry is not None and entry.get("scope") == "Cluster" and meta.get("namespace"):
-        problems.append(problem(["metadata", "namespace"], "scope",
-                                f"{kind} is cluster-scoped and takes no namespace"))
+        problems.append(
+            problem(
+                ["metadata", "namespace"],
+                "scope",
+                f"{kind} is cluster-scoped and takes no namespace",
+            )
+        )
     problems += [problem(path, rule, text) for path, rule, text in webhook_rules(doc)]
     return problems
 

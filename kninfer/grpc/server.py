@@ -24,8 +24,9 @@ logger = logging.getLogger("kninfer")
 
 
 class ErrorStatusInterceptor(AsyncServerInterceptor):
-    async def intercept(self, method: Any, request_or_iterator: Any, context: Any,
-                        method_name: str) -> Any:
+    async def intercept(
+        self, method: Any, request_or_iterator: Any, context: Any, method_name: str
+    ) -> Any:
         try:
             return await method(request_or_iterator, context)
         except GrpcException as exc:
@@ -41,8 +42,9 @@ class ErrorStatusInterceptor(AsyncServerInterceptor):
         raise AssertionError("unreachable: context.abort raises")
 
 
-def build_grpc_server(dataplane: DataPlane, port: int, host: str, max_message_bytes: int,
-                      threads: int = 4) -> aio.Server:
+def build_grpc_server(
+    dataplane: DataPlane, port: int, host: str, max_message_bytes: int, threads: int = 4
+) -> aio.Server:
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
     from kninfer.grpc.servicer import InferenceServicer
@@ -58,7 +60,8 @@ def build_grpc_server(dataplane: DataPlane, port: int, host: str, max_message_by
         ],
     )
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(dataplane), server)
+        InferenceServicer(dataplane), server
+    )
     address = f"[::]:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
     server.add_insecure_port(address)
     return server

@@ -32,18 +32,24 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         metadata = self.dataplane.server_metadata()
-        return pb.ServerMetadataResponse(name=metadata["name"], version=metadata["version"],
-                                         extensions=metadata["extensions"])
+        return pb.ServerMetadataResponse(
+            name=metadata["name"], version=metadata["version"], extensions=metadata["extensions"]
+        )
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
-        return pb.ModelReadyResponse(ready=self.dataplane.model_ready(request.name,
-                                                                      request.version or None))
+        return pb.ModelReadyResponse(
+            ready=self.dataplane.model_ready(request.name, request.version or None)
+        )
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         metadata = self.dataplane.model_metadata(request.name, request.version or None)
-        return pb.ModelMetadataResponse(name=metadata["name"], platform=metadata["platform"],
-                                        versions=metadata.get("versions", []),
-                                        inputs=metadata["inputs"], outputs=metadata["outputs"])
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            platform=metadata["platform"],
+            versions=metadata.get("versions", []),
+            inputs=metadata["inputs"],
+            outputs=metadata["outputs"],
+        )
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         headers = {key: value for key, value in (context.invocation_metadata() or ())}

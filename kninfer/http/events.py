@@ -93,17 +93,21 @@ class EventEndpoint:
             # The request span's CloudEvents attributes (OTel semantic conventions); a
             # structured-mode event's traceparent (in the body, read after the span began) is
             # a link.
-            otel.annotate({
-                "cloudevents.event_id": event.id,
-                "cloudevents.event_type": str(event.attributes.get("type", "")),
-                "cloudevents.event_source": str(event.attributes.get("source", "")),
-                "cloudevents.event_spec_version": str(event.attributes.get("specversion", "")),
-            }, link_traceparent=event.attributes.get("traceparent"))
+            otel.annotate(
+                {
+                    "cloudevents.event_id": event.id,
+                    "cloudevents.event_type": str(event.attributes.get("type", "")),
+                    "cloudevents.event_source": str(event.attributes.get("source", "")),
+                    "cloudevents.event_spec_version": str(event.attributes.get("specversion", "")),
+                },
+                link_traceparent=event.attributes.get("traceparent"),
+            )
         name = path_model or self._pick_model(event)
         request.state.kninfer_model = name
         model = self.dataplane.ready_model(name)
         model_headers = {
-            k: v for k, v in headers.items()
+            k: v
+            for k, v in headers.items()
             if not k.startswith("ce-") and k not in _ENVELOPE_HEADERS
         }
         request_id = event.attributes.get(REQUEST_ID_EXTENSION)

@@ -60,10 +60,12 @@ def guarded(handler: Handler) -> Handler:
             if task is None or not task.cancelling():
                 raise
             task.uncancel()
-            return error_response(ServiceUnavailable(
-                "the server is shutting down and its grace period (KNINFER_GRACE_PERIOD_S) "
-                "ended before this request finished; retry"
-            ))
+            return error_response(
+                ServiceUnavailable(
+                    "the server is shutting down and its grace period (KNINFER_GRACE_PERIOD_S) "
+                    "ended before this request finished; retry"
+                )
+            )
 
     run.__name__ = handler.__name__
     return run

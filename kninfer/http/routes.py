@@ -33,8 +33,9 @@ class V2Routes:
     """Open Inference Protocol REST (required_api.md) plus KServe's V1 routes: each decodes,
     calls the dataplane and encodes."""
 
-    def __init__(self, dataplane: DataPlane, max_body_bytes: int,
-                 events: EventEndpoint | None = None) -> None:
+    def __init__(
+        self, dataplane: DataPlane, max_body_bytes: int, events: EventEndpoint | None = None
+    ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
         self.events = events
@@ -76,8 +77,7 @@ class V2Routes:
             with otel.span(tracing.DECODE):
                 body = await read_body(request, self.max_body_bytes)
                 infer_request = decode_v2_request(body, headers, name)
-            response, response_headers = await self.dataplane.infer(model, infer_request,
-                                                                     headers)
+            response, response_headers = await self.dataplane.infer(model, infer_request, headers)
             with otel.span(tracing.ENCODE):
                 payload, wire_headers = encode_v2_response(response, infer_request)
                 wire_headers.update(response_headers)
@@ -103,12 +103,14 @@ class V2Routes:
             with otel.span(tracing.DECODE):
                 payload = decode_v1_request(await read_body(request, self.max_body_bytes))
             response, response_headers = await self.dataplane.infer(
-                model, payload, request_headers(request))
+                model, payload, request_headers(request)
+            )
             with otel.span(tracing.ENCODE):
                 return json_response(response, headers=response_headers or None)
         body = await read_body(request, self.max_body_bytes)
         response, response_headers = await self.dataplane.infer(
-            model, decode_v1_request(body), request_headers(request))
+            model, decode_v1_request(body), request_headers(request)
+        )
         return json_response(response, headers=response_headers or None)
 
     async def metrics(self, request: Request) -> Response:

@@ -34,10 +34,17 @@ from kninfer.protocol.mlflow_scoring import CONTENT_TYPE_JSON, decode_invocation
 
 # The error codes MLflow's client and callers read (mlflow.exceptions.ERROR_CODE_TO_HTTP_STATUS
 # run backwards), for the statuses kninfer answers.
-_ERROR_CODES = {400: "BAD_REQUEST", 404: "ENDPOINT_NOT_FOUND", 413: "BAD_REQUEST",
-                415: "BAD_REQUEST", 429: "REQUEST_LIMIT_EXCEEDED", 501: "NOT_IMPLEMENTED",
-                502: "TEMPORARILY_UNAVAILABLE", 503: "TEMPORARILY_UNAVAILABLE",
-                504: "DEADLINE_EXCEEDED"}
+_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "ENDPOINT_NOT_FOUND",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    501: "NOT_IMPLEMENTED",
+    502: "TEMPORARILY_UNAVAILABLE",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 def error_body(exc: BaseException) -> Response:
@@ -45,8 +52,11 @@ def error_body(exc: BaseException) -> Response:
     if isinstance(exc, UnsupportedMediaType):
         return Response(message_of(exc), 415, media_type="text/plain")
     code = _ERROR_CODES.get(status, "INTERNAL_ERROR")
-    return Response(encode_json({"error_code": code, "message": message_of(exc)}), status,
-                    media_type=CONTENT_TYPE_JSON)
+    return Response(
+        encode_json({"error_code": code, "message": message_of(exc)}),
+        status,
+        media_type=CONTENT_TYPE_JSON,
+    )
 
 
 def mlflow_version() -> str:
@@ -90,12 +100,17 @@ class ScoringRoutes:
             body = await read_body(request, self.max_body_bytes)
             payload = decode_invocation(body, request.headers.get("content-type"))
             response, response_headers = await self.dataplane.infer(
-                model, payload, request_headers(request))
+                model, payload, request_headers(request)
+            )
         except Exception as exc:
             log_fault(exc)  # as every HTTP route does (kninfer.http.responses.error_response)
             return error_body(exc)
-        return Response(encode_json(response), 200, headers=response_headers or None,
-                        media_type=CONTENT_TYPE_JSON)
+        return Response(
+            encode_json(response),
+            200,
+            headers=response_headers or None,
+            media_type=CONTENT_TYPE_JSON,
+        )
 
     def routes(self) -> list[Route]:
         return [

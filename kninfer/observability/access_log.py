@@ -1,5 +1,4 @@
-"""The JSON access log: one object per request on stderr (fields in docs/observability.md).
-"""
+"""The JSON access log: one object per request on stderr (fields in docs/observability.md)."""
 
 from __future__ import annotations
 
@@ -30,16 +29,24 @@ def configure_access_log(enabled: bool) -> None:
     access_logger.propagate = False
 
 
-def log_request(scope: Scope, headers: Mapping[str, str], state: Mapping[str, Any],
-        kind: tuple[str, str] | None, status: int, seconds: float) -> None:
+def log_request(
+    scope: Scope,
+    headers: Mapping[str, str],
+    state: Mapping[str, Any],
+    kind: tuple[str, str] | None,
+    status: int,
+    seconds: float,
+) -> None:
     """One line of JSON per request (fields documented in docs/observability.md,
     "Access log")."""
     context = trace_context()
     traceparent = context.get("traceparent")
     line: dict[str, Any] = {
         "ts": round(time.time(), 3),
-        "request_id": headers.get("x-request-id") or headers.get("ce-id")
-        or state.get("kninfer_ce_id") or uuid.uuid4().hex,
+        "request_id": headers.get("x-request-id")
+        or headers.get("ce-id")
+        or state.get("kninfer_ce_id")
+        or uuid.uuid4().hex,
         "method": scope["method"],
         "path": scope["path"],
         "status": status,
@@ -48,8 +55,7 @@ def log_request(scope: Scope, headers: Mapping[str, str], state: Mapping[str, An
         "model": (state.get("kninfer_model") or kind[1]) if kind else None,
         "ce_id": headers.get("ce-id") or state.get("kninfer_ce_id"),
         "trace_id": traceparent.split("-")[1] if traceparent else None,
-        "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client")
-        else None,
+        "client": f"{scope['client'][0]}:{scope['client'][1]}" if scope.get("client") else None,
         # Knative's queue-proxy (the `client` above, in a pod) forwards the caller here.
         "forwarded_for": headers.get("x-forwarded-for"),
     }

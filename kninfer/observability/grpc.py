@@ -18,8 +18,9 @@ def grpc_interceptor() -> Any:
     from grpc_interceptor.server import AsyncServerInterceptor
 
     class MetricsInterceptor(AsyncServerInterceptor):  # type: ignore[misc]
-        async def intercept(self, method: Any, request_or_iterator: Any, context: Any,
-                            method_name: str) -> Any:
+        async def intercept(
+            self, method: Any, request_or_iterator: Any, context: Any, method_name: str
+        ) -> Any:
             if not method_name.endswith("/ModelInfer"):
                 return await method(request_or_iterator, context)
             metadata = dict(context.invocation_metadata() or ())

@@ -41,8 +41,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _MODEL_HEADER = "ce-" + MODEL_EXTENSION  # binary mode (CloudEvents HTTP binding, 3.1.3)
 
 
-def classify(method: str, path: str, headers: Mapping[str, str],
-             default_model: str) -> tuple[str, str] | None:
+def classify(
+    method: str, path: str, headers: Mapping[str, str], default_model: str
+) -> tuple[str, str] | None:
     """(protocol, model) for an inference request, None for anything else (probes, metadata).
 
     Routes: OIP REST `POST /v2/models/{name}[/versions/{v}]/infer`, KServe V1
@@ -70,8 +71,13 @@ class InstrumentedApp:
     `kninfer_ce_id` (the CloudEvent id, for the access log).
     """
 
-    def __init__(self, app: ASGIApp, default_model: str, access_log: bool = False,
-                 known_model: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_model: str,
+        access_log: bool = False,
+        known_model: Callable[[str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.default_model = default_model
         self.access_log = access_log
@@ -95,16 +101,21 @@ class InstrumentedApp:
         state: dict[str, Any] = scope.setdefault("state", {})
         # OpenTelemetry (kninfer.observability.otel): the request's server span; off, one check.
         otel = tracing.OTEL
-        span = otel.start_http(scope["method"], scope["path"], headers, kind) \
-            if otel is not None and kind is not None else None
+        span = (
+            otel.start_http(scope["method"], scope["path"], headers, kind)
+            if otel is not None and kind is not None
+            else None
+        )
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if span is not None:  # the answer names the request's span
-                    message["headers"] = [*message.get("headers", ()),
-                                          (b"traceparent", span.traceparent.encode())]
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (b"traceparent", span.traceparent.encode()),
+                    ]
             await send(message)
 
         gauge = request_counts.gauge(kind[0]) if kind is not None else None
@@ -132,5 +143,6 @@ def scope_headers(scope: Scope) -> dict[str, str]:
     headers: dict[str, str] | None = scope.get("kninfer.headers")
     if headers is None:
         headers = scope["kninfer.headers"] = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+        }
     return headers

@@ -20,6 +20,7 @@ def prepare_multiprocess(workers: int) -> None:
     if "prometheus_client" in sys.modules:
         logging.getLogger("kninfer").warning(
             "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set; "
-            "/metrics will show one worker's samples")
+            "/metrics will show one worker's samples"
+        )
         return
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="kninfer-metrics-")

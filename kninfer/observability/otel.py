@@ -51,7 +51,6 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _GRPC_PREFIX = "/inference.GRPCInferenceService/"
 
 
-
 def traceparent_of(span: Span) -> str:
     """The W3C traceparent naming `span` (Trace Context, section 3.2)."""
     context = span.get_span_context()
@@ -89,8 +88,14 @@ class Otel:
 
     # ---- the request span -------------------------------------------------------------------
 
-    def start(self, name: str, kind: SpanKind, traceparent: str | None, tracestate: str | None,
-              attributes: Mapping[str, Any]) -> Request:
+    def start(
+        self,
+        name: str,
+        kind: SpanKind,
+        traceparent: str | None,
+        tracestate: str | None,
+        attributes: Mapping[str, Any],
+    ) -> Request:
         """Start the request's server span as a child of `traceparent` (when valid), make it
         current for the request's task, and bind the request's trace context to it."""
         # No valid traceparent: a root span, whatever the task's context held.
@@ -107,8 +112,9 @@ class Otel:
         tracing.bind_trace_context(value, state.to_header() if state else None)
         return Request(span, token, value)
 
-    def start_http(self, method: str, path: str, headers: Mapping[str, str],
-                   kind: tuple[str, str]) -> Request:
+    def start_http(
+        self, method: str, path: str, headers: Mapping[str, str], kind: tuple[str, str]
+    ) -> Request:
         """The server span of an HTTP inference request (OTel semantic conventions, HTTP server
         spans; `kind` is the middleware's (protocol, model))."""
         protocol, model = kind
@@ -127,8 +133,7 @@ class Otel:
             "kninfer.protocol": protocol,
             "kninfer.model": model,
         }
-        return self.start(f"{method} {route}", SpanKind.SERVER, traceparent, tracestate,
-                          attributes)
+        return self.start(f"{method} {route}", SpanKind.SERVER, traceparent, tracestate, attributes)
 
     def end_http(self, request: Request, status: int, model: str) -> None:
         span = request.span
@@ -151,8 +156,13 @@ class Otel:
             "kninfer.protocol": "grpc_v2",
             "kninfer.model": model,
         }
-        return self.start(method_name.lstrip("/"), SpanKind.SERVER,
-                          metadata.get("traceparent"), metadata.get("tracestate"), attributes)
+        return self.start(
+            method_name.lstrip("/"),
+            SpanKind.SERVER,
+            metadata.get("traceparent"),
+            metadata.get("tracestate"),
+            attributes,
+        )
 
     def end_grpc(self, request: Request, code: str, model: str) -> None:
         span = request.span
@@ -167,8 +177,12 @@ class Otel:
     # ---- children ---------------------------------------------------------------------------
 
     @contextmanager
-    def span(self, name: str, kind: SpanKind = SpanKind.INTERNAL,
-             attributes: Mapping[str, Any] | None = None) -> Iterator[Span | None]:
+    def span(
+        self,
+        name: str,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> Iterator[Span | None]:
         """A child of the current span for the block (ERROR when it raises); none (None) when
         the current span is not recording."""
         if not trace.get_current_span().is_recording():
@@ -177,9 +191,14 @@ class Otel:
         with self.tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
             yield span
 
-    def record(self, name: str, start_ns: int, end_ns: int | None = None,
-               error: BaseException | None = None,
-               attributes: Mapping[str, Any] | None = None) -> None:
+    def record(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int | None = None,
+        error: BaseException | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
         """A finished child of the current span, from `start_ns` to `end_ns` (now)."""
         if not trace.get_current_span().is_recording():
             return
@@ -189,8 +208,7 @@ class Otel:
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
         span.end(end_time=end_ns)
 
-    def annotate(self, attributes: Mapping[str, Any],
-                 link_traceparent: str | None = None) -> None:
+    def annotate(self, attributes: Mapping[str, Any], link_traceparent: str | None = None) -> None:
         """Add attributes to the current (request) span, and a link to another trace context
         (a structured-mode CloudEvent's `traceparent` extension) when given."""
         span = trace.get_current_span()
@@ -199,22 +217,23 @@ class Otel:
         span.set_attributes(attributes)
         if link_traceparent and tracing.parse_traceparent(link_traceparent) is not None:
             linked = trace.get_current_span(
-                _PROPAGATOR.extract({"traceparent": link_traceparent})).get_span_context()
+                _PROPAGATOR.extract({"traceparent": link_traceparent})
+            ).get_span_context()
             parent = getattr(span, "parent", None)  # the SDK's span knows its parent
             if linked.is_valid and (parent is None or parent.span_id != linked.span_id):
                 span.add_link(linked, {"kninfer.link": "cloudevent traceparent"})
 
     @contextmanager
-    def send_span(self, name: str, traceparent: str,
-                  attributes: Mapping[str, Any]) -> Iterator[Span | None]:
+    def send_span(
+        self, name: str, traceparent: str, attributes: Mapping[str, Any]
+    ) -> Iterator[Span | None]:
         """A client span for work done later for a request (a payload-log event's delivery),
         the child of the request span `traceparent` names; none when that one was not sampled."""
         parent = _PROPAGATOR.extract({"traceparent": traceparent})
         if not trace.get_current_span(parent).get_span_context().trace_flags.sampled:
             yield None
             return
-        with self.tracer.start_as_current_span(name, parent, SpanKind.CLIENT,
-                                               attributes) as span:
+        with self.tracer.start_as_current_span(name, parent, SpanKind.CLIENT, attributes) as span:
             yield span
 
     @staticmethod
@@ -267,10 +286,13 @@ def build(service_name: str, endpoint: str | None) -> Otel:
     exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
     provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)  # a custom predictor's own spans join the request's
-    logger.info("OpenTelemetry traces to %s (service %s, sampler %s; set up in %.0f ms)",
-                getattr(exporter, "_endpoint", endpoint or "the SDK's default endpoint"),
-                provider.resource.attributes.get(SERVICE_NAME), provider.sampler.get_description(),
-                (time.perf_counter() - started) * 1000)
+    logger.info(
+        "OpenTelemetry traces to %s (service %s, sampler %s; set up in %.0f ms)",
+        getattr(exporter, "_endpoint", endpoint or "the SDK's default endpoint"),
+        provider.resource.attributes.get(SERVICE_NAME),
+        provider.sampler.get_description(),
+        (time.perf_counter() - started) * 1000,
+    )
     return Otel(provider)
 
 

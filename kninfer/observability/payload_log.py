@@ -181,6 +181,7 @@ class _ResponseSnapshot:
 
 # ---- snapshots (request path) and encoding (sender tasks) -------------------------------------
 
+
 def _snapshot_request(request: Any) -> Any:
     if isinstance(request, dict):
         # A V1 / MLflow payload; CSV_PAYLOAD_KEY is kninfer's own marker, not the client's.
@@ -189,8 +190,9 @@ def _snapshot_request(request: Any) -> Any:
     if inputs is None:
         return request
     outputs = request.request_outputs
-    return _RequestSnapshot(request.id, request.parameters, list(inputs),
-                            list(outputs) if outputs else None)
+    return _RequestSnapshot(
+        request.id, request.parameters, list(inputs), list(outputs) if outputs else None
+    )
 
 
 def _snapshot_response(response: Any) -> Any:
@@ -203,18 +205,27 @@ def _snapshot_response(response: Any) -> Any:
     for output in outputs:
         data = output.data
         # No data: the output is still raw bytes (a gRPC answer passed through); decode later.
-        taken.append((output.name, list(output.shape), output.datatype,
-                      output if data is None else data, dict(output.parameters or {})))
-    return _ResponseSnapshot(response.model_name, response.model_version, response.id,
-                             response.parameters, taken)
+        taken.append(
+            (
+                output.name,
+                list(output.shape),
+                output.datatype,
+                output if data is None else data,
+                dict(output.parameters or {}),
+            )
+        )
+    return _ResponseSnapshot(
+        response.model_name, response.model_version, response.id, response.parameters, taken
+    )
 
 
 def _json_values(array: np.ndarray) -> Any:
     """A tensor's data as V2 JSON's flat list (BYTES as text, as kninfer.protocol.v2 writes)."""
     flat = array.reshape(-1)
     if flat.dtype.kind in "OSU":
-        return [v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v)
-                for v in flat]
+        return [
+            v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v) for v in flat
+        ]
     return flat
 
 
@@ -222,8 +233,11 @@ def _parameters(parameters: Any) -> dict[str, Any]:
     """V2 parameters as JSON values: REST gives a dict, gRPC a map of InferParameter."""
     if not parameters:
         return {}
-    return {key: parameter_value(value) for key, value in parameters.items()
-            if key != "binary_data_size"}  # the body carries the data inline
+    return {
+        key: parameter_value(value)
+        for key, value in parameters.items()
+        if key != "binary_data_size"
+    }  # the body carries the data inline
 
 
 def request_document(payload: Any) -> Any:
@@ -239,9 +253,12 @@ def request_document(payload: Any) -> Any:
         doc["parameters"] = parameters
     inputs = []
     for infer_input in payload.inputs:
-        entry: dict[str, Any] = {"name": infer_input.name, "shape": list(infer_input.shape),
-                                 "datatype": infer_input.datatype,
-                                 "data": _json_values(input_array(infer_input))}
+        entry: dict[str, Any] = {
+            "name": infer_input.name,
+            "shape": list(infer_input.shape),
+            "datatype": infer_input.datatype,
+            "data": _json_values(input_array(infer_input)),
+        }
         input_parameters = _parameters(infer_input.parameters)
         if input_parameters:
             entry["parameters"] = input_parameters
@@ -276,8 +293,12 @@ def response_document(payload: Any) -> Any:
             array = data.as_numpy()
         else:
             array = np.asarray(data)
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape,
-                                 "data": _json_values(array)}
+        entry: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype,
+            "shape": shape,
+            "data": _json_values(array),
+        }
         parameters.pop("binary_data_size", None)
         if parameters:
             entry["parameters"] = parameters
@@ -302,8 +323,9 @@ def _default(value: Any) -> Any:
 
 
 def encode_body(event: _Event) -> bytes:
-    document = response_document(event.payload) if event.response \
-        else request_document(event.payload)
+    document = (
+        response_document(event.payload) if event.response else request_document(event.payload)
+    )
     return orjson.dumps(document, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -318,21 +340,33 @@ def _header_value(value: str) -> str:
     does not percent-decode, and the `metadata` JSON is full of quotes."""
     if value.isascii() and value.isprintable():
         return value
-    return "".join(c if c.isascii() and c.isprintable()
-                   else "".join(f"%{b:02X}" for b in c.encode()) for c in value)
+    return "".join(
+        c if c.isascii() and c.isprintable() else "".join(f"%{b:02X}" for b in c.encode())
+        for c in value
+    )
 
 
 # ---- the logger ------------------------------------------------------------------------------
+
 
 class PayloadLogger:
     """The request path calls `begin`, then `end` or `fail` (kninfer.dataplane); `start` and
     `close` run on the server's event loop (kninfer.server.lifecycle)."""
 
-    def __init__(self, url: str, *, mode: LoggerMode = "all", headers: Iterable[str] = (),
-                 queue_size: int = 1000, source_of: Callable[[str], str] | None = None,
-                 inference_service: str = "", namespace: str = "",
-                 component: str = "predictor", endpoint: str = "",
-                 revision: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        mode: LoggerMode = "all",
+        headers: Iterable[str] = (),
+        queue_size: int = 1000,
+        source_of: Callable[[str], str] | None = None,
+        inference_service: str = "",
+        namespace: str = "",
+        component: str = "predictor",
+        endpoint: str = "",
+        revision: str | None = None,
+    ) -> None:
         self.url = url
         self.mode = mode
         self.log_requests = mode in ("all", "request")
@@ -386,11 +420,15 @@ class PayloadLogger:
         self._queue = asyncio.Queue(self.queue_size)
         self._client = httpx.AsyncClient(
             timeout=ATTEMPT_TIMEOUT_S,
-            limits=httpx.Limits(max_connections=SENDERS, max_keepalive_connections=SENDERS))
-        self._tasks = [asyncio.create_task(self._sender(), name=f"kninfer-payload-log-{n}")
-                       for n in range(SENDERS)]
-        logger.info("payload logging to %s (mode %s, queue %d)", self.url, self.mode,
-                    self.queue_size)
+            limits=httpx.Limits(max_connections=SENDERS, max_keepalive_connections=SENDERS),
+        )
+        self._tasks = [
+            asyncio.create_task(self._sender(), name=f"kninfer-payload-log-{n}")
+            for n in range(SENDERS)
+        ]
+        logger.info(
+            "payload logging to %s (mode %s, queue %d)", self.url, self.mode, self.queue_size
+        )
 
     async def close(self, timeout: float) -> None:
         """Send what is queued for up to `timeout` seconds, then drop the rest (counted)."""
@@ -429,11 +467,16 @@ class PayloadLogger:
         if isinstance(copied, bytes):
             copied = copied.decode("latin-1")
         inference = Inference(
-            own_id, model.name, str(getattr(model, "version", "") or ""),
+            own_id,
+            model.name,
+            str(getattr(model, "version", "") or ""),
             # The request's own, else a fresh one kept for the request, so a transformer's call
             # to its predictor and a reply event carry the same (kninfer.observability.tracing).
-            current_traceparent(), context.get("tracestate"), metadata,
-            str(copied) if copied else own_id)
+            current_traceparent(),
+            context.get("tracestate"),
+            metadata,
+            str(copied) if copied else own_id,
+        )
         if self.log_requests:
             self._put(_Event(inference, False, time.time(), 0, _snapshot_request(request)))
         return inference
@@ -446,8 +489,9 @@ class PayloadLogger:
         """The model raised: the response event carries the status and `{"error": ...}` body
         every transport answers with (kninfer.errors)."""
         if self.log_responses:
-            self._put(_Event(inference, True, time.time(), status_of(exc),
-                             {"error": message_of(exc)}))
+            self._put(
+                _Event(inference, True, time.time(), status_of(exc), {"error": message_of(exc)})
+            )
 
     def _put(self, event: _Event) -> None:
         if self._queue is None or self._closed:
@@ -484,8 +528,7 @@ class PayloadLogger:
         headers = dict(self.fixed)
         source = self._sources.get(inference.model)
         if source is None:
-            source = self._sources[inference.model] = _header_value(
-                self.source_of(inference.model))
+            source = self._sources[inference.model] = _header_value(self.source_of(inference.model))
         headers["ce-source"] = source
         if event.response:
             headers["ce-id"] = inference.id + RESPONSE_ID_SUFFIX
@@ -504,7 +547,8 @@ class PayloadLogger:
             headers["ce-tracestate"] = _header_value(inference.tracestate)
         # A header is ASCII: non-ASCII header values in the JSON are percent-encoded.
         headers[f"ce-{METADATA_EXTENSION}"] = _header_value(
-            orjson.dumps(inference.metadata).decode())
+            orjson.dumps(inference.metadata).decode()
+        )
         return headers
 
     async def _deliver(self, event: _Event) -> None:
@@ -515,12 +559,11 @@ class PayloadLogger:
         # OpenTelemetry: the delivery is a client span under the inference's request span.
         attributes = {
             "cloudevents.event_type": RESPONSE_TYPE if event.response else REQUEST_TYPE,
-            "cloudevents.event_id": event.inference.id + (RESPONSE_ID_SUFFIX if event.response
-                                                          else ""),
+            "cloudevents.event_id": event.inference.id
+            + (RESPONSE_ID_SUFFIX if event.response else ""),
             "url.full": self.url,
         }
-        with otel.send_span(tracing.PAYLOAD_LOG, event.inference.traceparent,
-                            attributes) as span:
+        with otel.send_span(tracing.PAYLOAD_LOG, event.inference.traceparent, attributes) as span:
             outcome = await self._send(event)
             if span is not None and outcome is not None:
                 otel.mark_error(span, outcome)
@@ -530,8 +573,12 @@ class PayloadLogger:
         try:
             body = encode_body(event)
         except Exception as exc:
-            logger.warning("payload log: cannot encode the %s of inference %s as JSON: %s",
-                           "response" if event.response else "request", event.inference.id, exc)
+            logger.warning(
+                "payload log: cannot encode the %s of inference %s as JSON: %s",
+                "response" if event.response else "request",
+                event.inference.id,
+                exc,
+            )
             self._drop("unencodable")
             return "unencodable"
         headers = self.event_headers(event)
@@ -569,7 +616,11 @@ class PayloadLogger:
             return
         self._last_drop_log = now
         counts = ", ".join(f"{reason} {n}" for reason, n in sorted(self._unlogged.items()))
-        logger.warning("payload log: dropped %d event(s) for %s since the last report (%s); "
-                       "kninfer_payload_log_dropped_total counts them all",
-                       sum(self._unlogged.values()), self.url, counts)
+        logger.warning(
+            "payload log: dropped %d event(s) for %s since the last report (%s); "
+            "kninfer_payload_log_dropped_total counts them all",
+            sum(self._unlogged.values()),
+            self.url,
+            counts,
+        )
         self._unlogged.clear()

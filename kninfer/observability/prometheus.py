@@ -52,39 +52,72 @@ UNKNOWN_MODEL = "_unknown"
 
 
 # Request latencies from sub-millisecond (a cached CloudEvent reply) to a slow GPU model.
-DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    5.0, 10.0, 30.0)
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-REQUESTS = Counter("kninfer_requests",
-                   "Inference requests answered, by protocol, model, model version and status",
-                   ["protocol", "model", "version", "status"])
+REQUESTS = Counter(
+    "kninfer_requests",
+    "Inference requests answered, by protocol, model, model version and status",
+    ["protocol", "model", "version", "status"],
+)
 
 
-ERRORS = Counter("kninfer_request_errors",
-                 "Inference requests answered with an error (HTTP >= 400, gRPC not OK)",
-                 ["protocol", "model", "version", "status"])
+ERRORS = Counter(
+    "kninfer_request_errors",
+    "Inference requests answered with an error (HTTP >= 400, gRPC not OK)",
+    ["protocol", "model", "version", "status"],
+)
 
 
-DURATION = Histogram("kninfer_request_duration_seconds",
-                     "Whole-request latency of inference requests, transport included",
-                     ["protocol", "model", "version"], buckets=DURATION_BUCKETS)
+DURATION = Histogram(
+    "kninfer_request_duration_seconds",
+    "Whole-request latency of inference requests, transport included",
+    ["protocol", "model", "version"],
+    buckets=DURATION_BUCKETS,
+)
 
 
-IN_FLIGHT = Gauge("kninfer_requests_in_flight", "Inference requests being answered now",
-                  ["protocol"], multiprocess_mode="livesum")
+IN_FLIGHT = Gauge(
+    "kninfer_requests_in_flight",
+    "Inference requests being answered now",
+    ["protocol"],
+    multiprocess_mode="livesum",
+)
 
 
-MODEL_LOAD = Gauge("kninfer_model_load_seconds", "Seconds the model took to load (warm-up apart)",
-                   ["model"], multiprocess_mode="max")
+MODEL_LOAD = Gauge(
+    "kninfer_model_load_seconds",
+    "Seconds the model took to load (warm-up apart)",
+    ["model"],
+    multiprocess_mode="max",
+)
 
 
-COLD_START = Gauge("kninfer_cold_start_seconds",
-                   "Cold-start breakdown of this process: phase durations and time to ready",
-                   ["phase"], multiprocess_mode="max")
+COLD_START = Gauge(
+    "kninfer_cold_start_seconds",
+    "Cold-start breakdown of this process: phase durations and time to ready",
+    ["phase"],
+    multiprocess_mode="max",
+)
 
 
 def _get_or_create(name: str, factory: Callable[[], Any]) -> Any:
@@ -101,28 +134,42 @@ def _get_or_create(name: str, factory: Callable[[], Any]) -> Any:
 
 def batch_size_histogram() -> Any:
     """`kninfer_batch_size{model}`: rows per model call (same definition as kninfer.batching)."""
-    return _get_or_create("kninfer_batch_size", lambda: Histogram(
-        "kninfer_batch_size", "Rows per model call made by the adaptive batcher", ["model"],
-        buckets=BATCH_SIZE_BUCKETS))
+    return _get_or_create(
+        "kninfer_batch_size",
+        lambda: Histogram(
+            "kninfer_batch_size",
+            "Rows per model call made by the adaptive batcher",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+        ),
+    )
 
 
 def cloudevent_replays_counter() -> Any:
     """`kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events)."""
-    return _get_or_create("kninfer_cloudevent_replays", lambda: Counter(
+    return _get_or_create(
         "kninfer_cloudevent_replays",
-        "CloudEvents answered with a stored or in-flight reply instead of running the model "
-        "(redeliveries of the same source and id)",
-        ["model_name"]))
+        lambda: Counter(
+            "kninfer_cloudevent_replays",
+            "CloudEvents answered with a stored or in-flight reply instead of running the model "
+            "(redeliveries of the same source and id)",
+            ["model_name"],
+        ),
+    )
 
 
 def payload_log_dropped_counter() -> Any:
     """`kninfer_payload_log_dropped_total{reason}` (kninfer.observability.payload_log)."""
-    return _get_or_create("kninfer_payload_log_dropped", lambda: Counter(
+    return _get_or_create(
         "kninfer_payload_log_dropped",
-        "Payload-log events not delivered to the sink: queue_full, send_failed (retries "
-        "exhausted or refused), shutdown (still queued when the flush time ran out), "
-        "unencodable",
-        ["reason"]))
+        lambda: Counter(
+            "kninfer_payload_log_dropped",
+            "Payload-log events not delivered to the sink: queue_full, send_failed (retries "
+            "exhausted or refused), shutdown (still queued when the flush time ran out), "
+            "unencodable",
+            ["reason"],
+        ),
+    )
 
 
 def ensure_registered() -> None:
@@ -157,8 +204,9 @@ def render(accept: str | None) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
-def record_cold_start(breakdown: Mapping[str, float | None], model_name: str,
-                      load_ms: float) -> None:
+def record_cold_start(
+    breakdown: Mapping[str, float | None], model_name: str, load_ms: float
+) -> None:
     """Export the cold-start log line's numbers (milliseconds there, seconds here)."""
     MODEL_LOAD.labels(model_name).set(load_ms / 1000)
     for key, value in breakdown.items():
@@ -182,19 +230,22 @@ class RequestCounts:
         key = (protocol, model, status)
         child = self.requests.get(key)
         if child is None:
-            child = self.requests[key] = REQUESTS.labels(protocol, model,
-                                                         self.version_of(model), status)
+            child = self.requests[key] = REQUESTS.labels(
+                protocol, model, self.version_of(model), status
+            )
         child.inc()
         if not (status == "OK" or (len(status) == 3 and status[0] in "123")):
             error = self.errors.get(key)
             if error is None:
-                error = self.errors[key] = ERRORS.labels(protocol, model,
-                                                         self.version_of(model), status)
+                error = self.errors[key] = ERRORS.labels(
+                    protocol, model, self.version_of(model), status
+                )
             error.inc()
         timer = self.duration.get((protocol, model))
         if timer is None:
             timer = self.duration[(protocol, model)] = DURATION.labels(
-                protocol, model, self.version_of(model))
+                protocol, model, self.version_of(model)
+            )
         timer.observe(seconds)
 
     def gauge(self, protocol: str) -> Any:

@@ -35,7 +35,8 @@ _INVALID_PARENT = "0" * 16
 
 
 _trace: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
-    "kninfer_trace", default=None)
+    "kninfer_trace", default=None
+)
 
 
 # The child spans' names (kninfer.observability.otel; docs/observability.md, "Traces").

@@ -35,8 +35,9 @@ COMPILE_RECORD = "compile.json"
 ONNX_PREDICTOR = "kninfer.predictors.sklearn_onnx:OnnxSklearnPredictor"
 
 
-def predictor_class(family: str, model_dir: Path | None = None,
-                    settings: ServeSettings | None = None) -> type[Predictor]:
+def predictor_class(
+    family: str, model_dir: Path | None = None, settings: ServeSettings | None = None
+) -> type[Predictor]:
     """The class `--predictor` names: a family, or `package.module:Class` for a subclass of
     `kninfer.Predictor` of the user's own (importable on PYTHONPATH or from a `module.py` in
     the model directory, searched first when given). Given the model directory and the
@@ -48,15 +49,18 @@ def predictor_class(family: str, model_dir: Path | None = None,
     target = FAMILIES.get(family, family)  # type: ignore[call-overload]
     if ":" not in target:
         choices = ", ".join(FAMILIES)
-        raise ModelLoadError(f"unknown predictor '{family}'; choose one of {choices} or give "
-                             "package.module:Class")
+        raise ModelLoadError(
+            f"unknown predictor '{family}'; choose one of {choices} or give package.module:Class"
+        )
     if model_dir is not None and settings is not None:
         if family == "sklearn" and sklearn_runtime(model_dir, settings) == "onnx":
             target = ONNX_PREDICTOR
         elif family != "sklearn" and settings.runtime == "onnx":
-            raise ModelLoadError(f"--runtime onnx serves a scikit-learn model compiled by "
-                                 f"`kninfer compile` (--predictor sklearn); --predictor "
-                                 f"{family} has no ONNX runtime")
+            raise ModelLoadError(
+                f"--runtime onnx serves a scikit-learn model compiled by "
+                f"`kninfer compile` (--predictor sklearn); --predictor "
+                f"{family} has no ONNX runtime"
+            )
     cls = import_class(target, "predictor")
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
         raise ModelLoadError(f"'{target}' is not a subclass of kninfer.Predictor")
@@ -76,8 +80,7 @@ def sklearn_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx",
         return "native"
     pin = settings.model_sha256
     if pin and _file_sha256(graph) != pin.strip().lower():
-        logger.info("%s is not the file --model-sha256 pins; serving the scikit-learn file",
-                    graph)
+        logger.info("%s is not the file --model-sha256 pins; serving the scikit-learn file", graph)
         return "native"
     return "onnx"
 
@@ -91,8 +94,11 @@ def serves_onnx(settings: ServeSettings) -> bool:
     if settings.runtime != "auto":
         return settings.runtime == "onnx"
     model_dir = settings.model_dir
-    return model_dir is not None and model_dir.is_dir() and \
-        sklearn_runtime(model_dir, settings) == "onnx"
+    return (
+        model_dir is not None
+        and model_dir.is_dir()
+        and sklearn_runtime(model_dir, settings) == "onnx"
+    )
 
 
 def _file_sha256(path: Path) -> str:

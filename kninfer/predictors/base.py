@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("kninfer")
 
 
-
 class Predictor(DeclaresTensors, Model):
     """Base of kninfer's model families (a `kserve.Model`)."""
 
@@ -106,8 +105,9 @@ class Predictor(DeclaresTensors, Model):
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         """Compute the named `outputs` for validated `inputs`. Runs on a worker thread."""
 
-    def run_with_params(self, inputs: Arrays, outputs: Sequence[str],
-                        params: Mapping[str, Any]) -> Arrays:
+    def run_with_params(
+        self, inputs: Arrays, outputs: Sequence[str], params: Mapping[str, Any]
+    ) -> Arrays:
         """`run` with the request's inference parameters (`request_params`); only families
         that take parameters (MLflow) override both."""
         return self.run(inputs, outputs)
@@ -132,7 +132,8 @@ class Predictor(DeclaresTensors, Model):
         if rows.form == "dataframe_records":
             raise InvalidInput(
                 f"model '{self.name}' takes rows of numbers, not records keyed by column name: "
-                'send "instances" or "dataframe_split"')
+                'send "instances" or "dataframe_split"'
+            )
         instances = rows.instance_list('request has no "instances" list')
         if rows.csv:  # MLflow's text/csv: rows in column order, cells as text
             instances = [[_csv_number(v) for v in row] for row in instances]
@@ -148,16 +149,22 @@ class Predictor(DeclaresTensors, Model):
         except (ValueError, TypeError):
             # The width a row must have, never the -1 wildcard of a free dimension.
             width = spec.shape[-1] if len(spec.shape) > 1 else None
-            what = "numbers" if width is None else \
-                "rows of numbers" if width == -1 else f"rows of {width} numbers"
+            what = (
+                "numbers"
+                if width is None
+                else "rows of numbers"
+                if width == -1
+                else f"rows of {width} numbers"
+            )
             raise InvalidInput(
                 f"'instances' must be a list of {what} for input '{spec.name}'"
             ) from None
         if target.kind == "f" and target.itemsize < 8:
             finite = np.isfinite(array)
             if bool((np.abs(array[finite]) > float(np.finfo(target).max)).any()):
-                raise InvalidInput(f"input '{spec.name}': a value is out of range for "
-                                   f"{spec.datatype}")
+                raise InvalidInput(
+                    f"input '{spec.name}': a value is out of range for {spec.datatype}"
+                )
             array = array.astype(target)
         if array.ndim == 1 and len(spec.shape) == 2 and array.size:
             raise InvalidInput(
@@ -178,8 +185,13 @@ class Predictor(DeclaresTensors, Model):
         self.load_ms = (time.perf_counter() - started) * 1000
         from kninfer.observability.drift import load_monitor  # a stat when there is no profile
 
-        self.drift = load_monitor(self.model_dir, self.name, self.version,
-                                  [s.name for s in self.inputs], [s.name for s in self.outputs])
+        self.drift = load_monitor(
+            self.model_dir,
+            self.name,
+            self.version,
+            [s.name for s in self.inputs],
+            [s.name for s in self.outputs],
+        )
         if self.settings.warmup:
             started = time.perf_counter()
             self.warm_up()
@@ -211,12 +223,17 @@ class Predictor(DeclaresTensors, Model):
             self.run(warm, [spec.name for spec in self.outputs])
         except Exception as exc:
             if not self.warmup_guessed:
-                raise WarmupFailed(f"{type(exc).__name__}: {exc} (--no-warmup serves without "
-                                   "a warm-up)") from exc
-            logger.warning("model '%s': the warm-up prediction on a guessed row failed (%s: "
-                           "%s); serving without warm-up (declare the inputs in kninfer.yaml "
-                           "or save an input_example.json beside the model)", self.name,
-                           type(exc).__name__, exc)
+                raise WarmupFailed(
+                    f"{type(exc).__name__}: {exc} (--no-warmup serves without a warm-up)"
+                ) from exc
+            logger.warning(
+                "model '%s': the warm-up prediction on a guessed row failed (%s: "
+                "%s); serving without warm-up (declare the inputs in kninfer.yaml "
+                "or save an input_example.json beside the model)",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
 
     async def __call__(  # type: ignore[override]
         self,
@@ -332,8 +349,9 @@ class Predictor(DeclaresTensors, Model):
             )
         return names
 
-    async def execute(self, arrays: Arrays, outputs: Sequence[str],
-                      params: Mapping[str, Any] | None = None) -> Arrays:
+    async def execute(
+        self, arrays: Arrays, outputs: Sequence[str], params: Mapping[str, Any] | None = None
+    ) -> Arrays:
         """Run the model off the event loop, through the batcher when one is configured.
 
         With `params` (see `request_params`) the model runs through `run_with_params`, on its
@@ -363,8 +381,11 @@ class Predictor(DeclaresTensors, Model):
             # `work` is only ever awaited through the waiter below and only `job.cancel()` is
             # ever called, so `work` settles exactly when the thread finishes (or its queued job
             # is cancelled); releasing there costs no second cross-thread wake-up of the loop.
-            job = (self.executor.submit(self.run_with_params, arrays, list(outputs), params)
-                   if params else self.executor.submit(self.run, arrays, list(outputs)))
+            job = (
+                self.executor.submit(self.run_with_params, arrays, list(outputs), params)
+                if params
+                else self.executor.submit(self.run, arrays, list(outputs))
+            )
             work = asyncio.wrap_future(job, loop=loop)
             work.add_done_callback(lambda _: self._release())
             cancel = job.cancel  # succeeds only while the job is still queued
@@ -400,8 +421,9 @@ class Predictor(DeclaresTensors, Model):
                 otel.record(tracing.PREDICT, began, error=timed_out)
             raise timed_out
         if otel is not None:
-            otel.record(tracing.PREDICT, began,
-                        error=None if work.cancelled() else work.exception())
+            otel.record(
+                tracing.PREDICT, began, error=None if work.cancelled() else work.exception()
+            )
         result: Arrays = work.result()
         drift = self.drift  # the validated inputs and the computed outputs, both at hand
         if drift is not None and not drift.observe(arrays, result):

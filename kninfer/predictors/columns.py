@@ -63,8 +63,7 @@ def model_column(name: str, datatype: str, array: np.ndarray) -> np.ndarray:
                 except UnicodeDecodeError:
                     raise InvalidInput(f"column '{name}': row {i} is not UTF-8 text") from None
             elif value is not None and not isinstance(value, str):
-                raise InvalidInput(
-                    f"column '{name}' takes strings (BYTES); row {i} is {value!r}")
+                raise InvalidInput(f"column '{name}' takes strings (BYTES); row {i} is {value!r}")
             out[i] = value
         return out
     kind = values.dtype.kind
@@ -76,10 +75,12 @@ def model_column(name: str, datatype: str, array: np.ndarray) -> np.ndarray:
         raise InvalidInput(f"column '{name}' takes numbers ({datatype}); got true/false")
     if kind == "O":
         for i, value in enumerate(values.tolist()):
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float))):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
                 raise InvalidInput(
-                    f"column '{name}' takes numbers ({datatype}); row {i} is {value!r}")
+                    f"column '{name}' takes numbers ({datatype}); row {i} is {value!r}"
+                )
         if datatype in _INTEGER:
             if any(v is None for v in values.tolist()):
                 raise InvalidInput(f"column '{name}' ({datatype}) has a missing value")
@@ -121,13 +122,11 @@ def records_arrays(records: list[Any], specs: Sequence[TensorSpec], model_name: 
     no columns) the records' own keys are the columns, in first-seen order."""
     if not all(isinstance(r, dict) for r in records):
         raise InvalidInput("records must all be JSON objects keyed by column name")
-    names = [s.name for s in specs] if specs else \
-        list(dict.fromkeys(k for r in records for k in r))
+    names = [s.name for s in specs] if specs else list(dict.fromkeys(k for r in records for k in r))
     unknown = sorted({k for r in records for k in r} - set(names))
     if unknown:
         raise InvalidInput(
-            f"unknown column(s) {', '.join(unknown)}; model '{model_name}' takes "
-            f"{', '.join(names)}"
+            f"unknown column(s) {', '.join(unknown)}; model '{model_name}' takes {', '.join(names)}"
         )
     optional = {s.name for s in specs if s.optional}
     arrays: Arrays = {}
@@ -142,8 +141,9 @@ def records_arrays(records: list[Any], specs: Sequence[TensorSpec], model_name: 
     return arrays
 
 
-def rows_arrays(rows: list[Any], columns: Sequence[str], specs: Sequence[TensorSpec],
-                model_name: str) -> Arrays:
+def rows_arrays(
+    rows: list[Any], columns: Sequence[str], specs: Sequence[TensorSpec], model_name: str
+) -> Arrays:
     """Columns from rows (lists of values in `columns` order)."""
     width = len(columns)
     for i, row in enumerate(rows):
@@ -151,12 +151,12 @@ def rows_arrays(rows: list[Any], columns: Sequence[str], specs: Sequence[TensorS
             raise InvalidInput(
                 f"row {i} must be a list of {width} values (columns {', '.join(columns)})"
             )
-    return records_arrays([dict(zip(columns, row, strict=True)) for row in rows], specs,
-                          model_name)
+    return records_arrays([dict(zip(columns, row, strict=True)) for row in rows], specs, model_name)
 
 
-def tabular_arrays(payload: dict[str, Any], specs: Sequence[TensorSpec],
-                   model_name: str) -> Arrays | None:
+def tabular_arrays(
+    payload: dict[str, Any], specs: Sequence[TensorSpec], model_name: str
+) -> Arrays | None:
     """Columns from a V1 / MLflow scoring payload, or None when it is no table: `instances`
     that are not records, for a model that states no columns (a tensor for the family to
     read)."""
@@ -166,8 +166,7 @@ def tabular_arrays(payload: dict[str, Any], specs: Sequence[TensorSpec],
         columns = rows.columns or names
         missing = [s.name for s in specs if not s.optional and s.name not in columns]
         if missing:
-            raise InvalidInput(
-                f"missing column(s) {', '.join(missing)} for model '{model_name}'")
+            raise InvalidInput(f"missing column(s) {', '.join(missing)} for model '{model_name}'")
         arrays = rows_arrays(rows.rows, columns, specs, model_name)
         return typed_text_columns(arrays, specs) if rows.csv else arrays
     if rows.form == "dataframe_records":
@@ -192,8 +191,9 @@ def tabular_arrays(payload: dict[str, Any], specs: Sequence[TensorSpec],
 def _columns_to_records(columns: dict[str, Any]) -> list[dict[str, Any]]:
     lengths = {k: len(v) if isinstance(v, list) else None for k, v in columns.items()}
     if None in lengths.values() or len(set(lengths.values())) > 1:
-        detail = ", ".join(f"'{k}' has {n if n is not None else 'no list'}"
-                           for k, n in lengths.items())
+        detail = ", ".join(
+            f"'{k}' has {n if n is not None else 'no list'}" for k, n in lengths.items()
+        )
         raise InvalidInput(f"columns must be lists of the same length: {detail}")
     rows = next(iter(lengths.values()), 0) or 0
     return [{k: v[i] for k, v in columns.items()} for i in range(rows)]

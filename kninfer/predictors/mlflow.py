@@ -64,8 +64,11 @@ _CLIENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "INVALID_STATE"
 def find_mlmodel_dir(model_dir: Path) -> Path:
     if (model_dir / "MLmodel").is_file():
         return model_dir
-    nested = sorted(p for p in model_dir.iterdir() if (p / "MLmodel").is_file()) \
-        if model_dir.is_dir() else []
+    nested = (
+        sorted(p for p in model_dir.iterdir() if (p / "MLmodel").is_file())
+        if model_dir.is_dir()
+        else []
+    )
     if len(nested) == 1:
         return nested[0]
     if nested:
@@ -159,8 +162,11 @@ class MlflowPredictor(Predictor):
         try:
             result = self.run(arrays, [])
         except Exception as exc:
-            logger.warning("MLflow model '%s': warm-up prediction failed, serving anyway: %s",
-                           self.name, _mlflow_reason(exc))
+            logger.warning(
+                "MLflow model '%s': warm-up prediction failed, serving anyway: %s",
+                self.name,
+                _mlflow_reason(exc),
+            )
             return {}
         if not self.outputs_known:
             self.outputs = [
@@ -235,8 +241,9 @@ class MlflowPredictor(Predictor):
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         return self.run_with_params(inputs, outputs, None)
 
-    def run_with_params(self, inputs: Arrays, outputs: Sequence[str],
-                        params: Mapping[str, Any] | None) -> Arrays:
+    def run_with_params(
+        self, inputs: Arrays, outputs: Sequence[str], params: Mapping[str, Any] | None
+    ) -> Arrays:
         data = self.signature.model_input(inputs)
         try:
             prediction = self.pyfunc.predict(data, params=dict(params) if params else None)
@@ -277,22 +284,29 @@ class MlflowPredictor(Predictor):
         else:
             named = [(None, prediction)]
         declared = [s.name for s in self.outputs]
-        if declared and not all(n in declared for n, _ in named if n is not None) or \
-                any(n is None for n, _ in named):
+        if (
+            declared
+            and not all(n in declared for n, _ in named if n is not None)
+            or any(n is None for n, _ in named)
+        ):
             # Unnamed (or differently named) results map onto the declared outputs by position.
             if declared and len(declared) == len(named):
                 named = [(d, v) for d, (_, v) in zip(declared, named, strict=True)]
             else:
-                named = [(n if n is not None else output_name(i), v)
-                         for i, (n, v) in enumerate(named)]
+                named = [
+                    (n if n is not None else output_name(i), v) for i, (n, v) in enumerate(named)
+                ]
         specs = {s.name: s for s in self.outputs}
         result: Arrays = {}
         for name, value in named:
             assert name is not None
             array = _output_array(name, value)
             spec = specs.get(name)
-            if spec is not None and spec.datatype in NUMERIC_DATATYPES and \
-                    array.dtype.kind in "biuf":
+            if (
+                spec is not None
+                and spec.datatype in NUMERIC_DATATYPES
+                and array.dtype.kind in "biuf"
+            ):
                 array = array.astype(V2_TO_NUMPY[spec.datatype], copy=False)
             result[name] = array
         return result
@@ -305,11 +319,16 @@ def _output_array(name: str, value: Any) -> np.ndarray:
             array = np.asarray(array.tolist())
         except ValueError:
             pass
-    if array.dtype == object and array.size and not all(
-            isinstance(v, (str, bytes)) for v in array.flat):
+    if (
+        array.dtype == object
+        and array.size
+        and not all(isinstance(v, (str, bytes)) for v in array.flat)
+    ):
         # Mixed or structured values (dicts, None): JSON strings, never a 500 for the client.
-        array = np.asarray([v if isinstance(v, (str, bytes)) else json.dumps(v, default=str)
-                            for v in array.flat], dtype=object).reshape(array.shape)
+        array = np.asarray(
+            [v if isinstance(v, (str, bytes)) else json.dumps(v, default=str) for v in array.flat],
+            dtype=object,
+        ).reshape(array.shape)
     if array.dtype.kind == "M":
         array = np.datetime_as_string(array).astype(object)
     return result_array(name, array)
@@ -331,12 +350,17 @@ def missing_package(path: Path, module: str) -> str:
     flavor that needs it and how to install it, here and in an image."""
     top = module.split(".")[0]
     flavor = _loader_module(path)
-    install = (f"pip install 'kninfer[{FLAVOR_EXTRAS[top]}]'" if top in FLAVOR_EXTRAS
-               else f"pip install {top}")
-    return (f"the MLflow model in {path} needs the Python package '{top}'"
-            f"{f' (its flavor {flavor} imports it)' if flavor else ''}, which is not installed "
-            f"beside kninfer: {install}; for an image, build with --build-arg "
-            f"EXTRA_PACKAGES='{top}==VERSION' (docs/mlflow.md#flavors)")
+    install = (
+        f"pip install 'kninfer[{FLAVOR_EXTRAS[top]}]'"
+        if top in FLAVOR_EXTRAS
+        else f"pip install {top}"
+    )
+    return (
+        f"the MLflow model in {path} needs the Python package '{top}'"
+        f"{f' (its flavor {flavor} imports it)' if flavor else ''}, which is not installed "
+        f"beside kninfer: {install}; for an image, build with --build-arg "
+        f"EXTRA_PACKAGES='{top}==VERSION' (docs/mlflow.md#flavors)"
+    )
 
 
 def _loader_module(path: Path) -> str | None:

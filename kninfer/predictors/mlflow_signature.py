@@ -51,8 +51,13 @@ MLFLOW_TO_V2: dict[str, str] = {
 NUMERIC = tuple(sorted(NUMERIC_DATATYPES - {"BOOL"}))
 DEFAULT_OUTPUT = "predict"
 # A valid "zero" per text-carried column type for the warm-up row (b"" is not a date or JSON).
-_ZERO_TEXT = {"datetime": b"1970-01-01T00:00:00", "array": b"[]", "object": b"{}", "map": b"{}",
-              "any": b"null"}
+_ZERO_TEXT = {
+    "datetime": b"1970-01-01T00:00:00",
+    "array": b"[]",
+    "object": b"{}",
+    "map": b"{}",
+    "any": b"null",
+}
 
 
 def type_name(mlflow_type: Any) -> str:
@@ -93,20 +98,31 @@ def _tensor_spec(spec: Any, default_name: str) -> TensorSpec:
     shape = tuple(int(d) for d in spec.shape) or (-1,)
     # Datatypes numpy casts to the declared one without loss (FP32 -> FP64, INT32 -> INT64) are
     # accepted and cast before MLflow's tensor check, which wants the exact dtype.
-    accepts = (datatype, *[d for d in NUMERIC if d != datatype and datatype in NUMERIC
-                           and np.can_cast(V2_TO_NUMPY[d], V2_TO_NUMPY[datatype], "safe")])
-    return TensorSpec(name, datatype, shape, accepts=accepts,
-                      optional=not getattr(spec, "required", True))
+    accepts = (
+        datatype,
+        *[
+            d
+            for d in NUMERIC
+            if d != datatype
+            and datatype in NUMERIC
+            and np.can_cast(V2_TO_NUMPY[d], V2_TO_NUMPY[datatype], "safe")
+        ],
+    )
+    return TensorSpec(
+        name, datatype, shape, accepts=accepts, optional=not getattr(spec, "required", True)
+    )
 
 
 def _instances(payload: dict[str, Any]) -> list[Any]:
     """The V1 `instances` (or `inputs`) list, refused when missing or empty."""
     return v1_rows(payload).instance_list(
         'request needs "instances" (a list of rows or records), "dataframe_split" or '
-        '"dataframe_records"')
+        '"dataframe_records"'
+    )
 
 
 # ---- one strategy per kind of input signature --------------------------------------------------
+
 
 class Signature:
     """What the MLflow predictor needs of a model's input signature. One subclass per kind;
@@ -187,8 +203,9 @@ class ColumnSignature(_TabularSignature):
 
     kind = "column"
 
-    def __init__(self, inputs: list[TensorSpec], types: dict[str, str],
-                 keys: dict[str, str | int]) -> None:
+    def __init__(
+        self, inputs: list[TensorSpec], types: dict[str, str], keys: dict[str, str | int]
+    ) -> None:
         super().__init__(inputs)
         # Per column: its MLflow type name (how to convert the V2 values) and its DataFrame key
         # (the column name, or its position for an unnamed column).
@@ -210,8 +227,11 @@ class ColumnSignature(_TabularSignature):
     @classmethod
     def outputs_of(cls, schema: Any) -> list[TensorSpec] | None:
         return [
-            TensorSpec(col.name if col.name is not None else output_name(i),
-                       MLFLOW_TO_V2.get(type_name(col.type), "BYTES"), (-1,))
+            TensorSpec(
+                col.name if col.name is not None else output_name(i),
+                MLFLOW_TO_V2.get(type_name(col.type), "BYTES"),
+                (-1,),
+            )
             for i, col in enumerate(schema.inputs)
         ]
 
@@ -262,7 +282,8 @@ class ColumnSignature(_TabularSignature):
             except (ValueError, TypeError) as exc:
                 reason = str(exc).splitlines()[0].split(". You might")[0]
                 raise InvalidInput(
-                    f"column '{name}' must hold ISO-8601 datetimes ({reason})") from None
+                    f"column '{name}' must hold ISO-8601 datetimes ({reason})"
+                ) from None
         if column_type not in MLFLOW_TO_V2 and values.dtype == object:
             parsed = []
             for value in values:
@@ -320,10 +341,13 @@ class NoSignature(_TabularSignature):
 
     def parameters(self) -> dict[str, Any]:
         # So a client can tell "no inputs" from "inputs not declared".
-        return {**super().parameters(), "note": (
-            "the MLflow model has no signature: inputs are not checked; send one tensor "
-            "(passed as an array) or named 1-D columns (passed as a DataFrame)"
-        )}
+        return {
+            **super().parameters(),
+            "note": (
+                "the MLflow model has no signature: inputs are not checked; send one tensor "
+                "(passed as an array) or named 1-D columns (passed as a DataFrame)"
+            ),
+        }
 
     def decode(self, predictor: Predictor, request: InferRequest) -> Arrays:
         unchecked = {i.name: input_array(i) for i in request.inputs}
@@ -335,8 +359,10 @@ class NoSignature(_TabularSignature):
         if len(inputs) == 1:
             (array,) = inputs.values()
             return _strings(array)
-        if all(a.ndim == 1 for a in inputs.values()) and \
-                len({len(a) for a in inputs.values()}) == 1:
+        if (
+            all(a.ndim == 1 for a in inputs.values())
+            and len({len(a) for a in inputs.values()}) == 1
+        ):
             import pandas as pd
 
             return pd.DataFrame({n: _strings(a) for n, a in inputs.items()})
@@ -362,6 +388,7 @@ def read_outputs(schema: Any) -> list[TensorSpec] | None:
 
 # ---- params --------------------------------------------------------------------------------
 
+
 class Params:
     """The params a model takes: its signature's ParamSchema (MLflow "Model Signature")."""
 
@@ -370,8 +397,12 @@ class Params:
         self.names: list[str] = [p.name for p in params]
         # What V2 metadata states of them.
         self.metadata: list[dict[str, Any]] = [
-            {"name": p.name, "type": type_name(p.dtype), "default": _jsonable_default(p.default),
-             **({"shape": list(p.shape)} if p.shape else {})}
+            {
+                "name": p.name,
+                "type": type_name(p.dtype),
+                "default": _jsonable_default(p.default),
+                **({"shape": list(p.shape)} if p.shape else {}),
+            }
             for p in params
         ]
 
@@ -403,6 +434,7 @@ class Params:
 
 
 # ---- value conversion ----------------------------------------------------------------------
+
 
 def _cast(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if spec.datatype in NUMERIC_DATATYPES and array.dtype != V2_TO_NUMPY[spec.datatype]:

@@ -33,10 +33,14 @@ from typing import Any
 CGROUP = Path("/sys/fs/cgroup")
 ML_DOMAIN = "ai.onnx.ml"
 # Ops through which a string input still is that one column: its categories are the encoder's.
-PASS_THROUGH = frozenset({"Identity", "Reshape", "Cast", "Squeeze", "Unsqueeze", "Flatten",
-                          "Gather"})
-ENCODERS = {"OneHotEncoder": "cats_strings", "CategoryMapper": "cats_strings",
-            "LabelEncoder": "keys_strings"}
+PASS_THROUGH = frozenset(
+    {"Identity", "Reshape", "Cast", "Squeeze", "Unsqueeze", "Flatten", "Gather"}
+)
+ENCODERS = {
+    "OneHotEncoder": "cats_strings",
+    "CategoryMapper": "cats_strings",
+    "LabelEncoder": "keys_strings",
+}
 TREE_ENSEMBLES = frozenset({"TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble"})
 # ONNX Runtime's logging levels: 3 errors, 4 fatal only.
 LOG_ERRORS = 3
@@ -111,8 +115,11 @@ def run_errors() -> tuple[type[BaseException], ...]:
     statuses); anything else it raises is a server fault."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    return tuple(getattr(state, name) for name in ("Fail", "InvalidArgument")
-                 if isinstance(getattr(state, name, None), type))
+    return tuple(
+        getattr(state, name)
+        for name in ("Fail", "InvalidArgument")
+        if isinstance(getattr(state, name, None), type)
+    )
 
 
 def run_error_text(exc: BaseException) -> str:
@@ -153,9 +160,16 @@ def graph_facts(model: bytes) -> GraphFacts:
     message = _model_class()()
     message.ParseFromString(model)
     graph = message.graph
-    nodes = [_Node(n.op_type, n.domain, list(n.input), list(n.output),
-                   {a.name.decode(errors="replace"): a for a in n.attribute})
-             for n in graph.node]
+    nodes = [
+        _Node(
+            n.op_type,
+            n.domain,
+            list(n.input),
+            list(n.output),
+            {a.name.decode(errors="replace"): a for a in n.attribute},
+        )
+        for n in graph.node
+    ]
     readers: dict[str, list[_Node]] = {}
     for node in nodes:
         for name in node.inputs:
@@ -213,8 +227,11 @@ def _encoder(name: str, readers: dict[str, list[_Node]]) -> _Node | None:
         node = found[0]
         if node.domain == ML_DOMAIN and node.op_type in ENCODERS:
             return node
-        if node.op_type not in PASS_THROUGH or node.domain not in ("", "ai.onnx") or \
-                len(node.outputs) != 1:
+        if (
+            node.op_type not in PASS_THROUGH
+            or node.domain not in ("", "ai.onnx")
+            or len(node.outputs) != 1
+        ):
             return None
         value = node.outputs[0]
 
@@ -237,8 +254,9 @@ def _model_class() -> Any:
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     f = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="kninfer_onnx_subset.proto",
-                                               package="kninfer_onnx_subset", syntax="proto2")
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="kninfer_onnx_subset.proto", package="kninfer_onnx_subset", syntax="proto2"
+    )
 
     one, many = f.LABEL_OPTIONAL, f.LABEL_REPEATED
 
@@ -250,20 +268,32 @@ def _model_class() -> Any:
                 entry.type_name = f".kninfer_onnx_subset.{type_name}"
 
     # Bytes, not string: proto2 does not promise UTF-8, and a category may hold any bytes.
-    message("AttributeProto", ("name", 1, one, f.TYPE_BYTES, None),
-            ("f", 2, one, f.TYPE_FLOAT, None), ("i", 3, one, f.TYPE_INT64, None),
-            ("ints", 8, many, f.TYPE_INT64, None),
-            ("strings", 9, many, f.TYPE_BYTES, None))
-    message("NodeProto", ("input", 1, many, f.TYPE_STRING, None),
-            ("output", 2, many, f.TYPE_STRING, None), ("op_type", 4, one, f.TYPE_STRING, None),
-            ("attribute", 5, many, f.TYPE_MESSAGE, "AttributeProto"),
-            ("domain", 7, one, f.TYPE_STRING, None))
+    message(
+        "AttributeProto",
+        ("name", 1, one, f.TYPE_BYTES, None),
+        ("f", 2, one, f.TYPE_FLOAT, None),
+        ("i", 3, one, f.TYPE_INT64, None),
+        ("ints", 8, many, f.TYPE_INT64, None),
+        ("strings", 9, many, f.TYPE_BYTES, None),
+    )
+    message(
+        "NodeProto",
+        ("input", 1, many, f.TYPE_STRING, None),
+        ("output", 2, many, f.TYPE_STRING, None),
+        ("op_type", 4, one, f.TYPE_STRING, None),
+        ("attribute", 5, many, f.TYPE_MESSAGE, "AttributeProto"),
+        ("domain", 7, one, f.TYPE_STRING, None),
+    )
     message("ValueInfoProto", ("name", 1, one, f.TYPE_STRING, None))
-    message("GraphProto", ("node", 1, many, f.TYPE_MESSAGE, "NodeProto"),
-            ("input", 11, many, f.TYPE_MESSAGE, "ValueInfoProto"),
-            ("output", 12, many, f.TYPE_MESSAGE, "ValueInfoProto"))
+    message(
+        "GraphProto",
+        ("node", 1, many, f.TYPE_MESSAGE, "NodeProto"),
+        ("input", 11, many, f.TYPE_MESSAGE, "ValueInfoProto"),
+        ("output", 12, many, f.TYPE_MESSAGE, "ValueInfoProto"),
+    )
     message("ModelProto", ("graph", 7, one, f.TYPE_MESSAGE, "GraphProto"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("kninfer_onnx_subset.ModelProto"))
+        pool.FindMessageTypeByName("kninfer_onnx_subset.ModelProto")
+    )

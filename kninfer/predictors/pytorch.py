@@ -78,8 +78,15 @@ INT_DATATYPES = ("INT64", "INT32", "INT16", "INT8", "UINT8")
 
 # torch dtype name -> V2 datatype. bfloat16 has no numpy dtype, so it is stated as FP32.
 _TORCH_TO_V2 = {
-    "float32": "FP32", "float64": "FP64", "float16": "FP16", "bfloat16": "FP32",
-    "int64": "INT64", "int32": "INT32", "int16": "INT16", "int8": "INT8", "uint8": "UINT8",
+    "float32": "FP32",
+    "float64": "FP64",
+    "float16": "FP16",
+    "bfloat16": "FP32",
+    "int64": "INT64",
+    "int32": "INT32",
+    "int16": "INT16",
+    "int8": "INT8",
+    "uint8": "UINT8",
     "bool": "BOOL",
 }
 
@@ -87,8 +94,10 @@ _TORCH_TO_V2 = {
 def _single(model_dir: Path, suffixes: tuple[str, ...]) -> Path | None:
     found = sorted(p.name for p in model_dir.iterdir() if p.suffix in suffixes and p.is_file())
     if len(found) > 1:
-        raise ModelLoadError(f"several model files in {model_dir} ({', '.join(found)}); "
-                             f"name the one to serve model{suffixes[0]}")
+        raise ModelLoadError(
+            f"several model files in {model_dir} ({', '.join(found)}); "
+            f"name the one to serve model{suffixes[0]}"
+        )
     return model_file(model_dir, found[0]) if found else None
 
 
@@ -115,8 +124,9 @@ def resolve_device(requested: str) -> str:
             )
         index = 0 if requested == "cuda" else requested.partition(":")[2]
         if not str(index).isdigit() or int(index) >= torch.cuda.device_count():
-            raise ModelLoadError(f"--device {requested}: this machine has "
-                                 f"{torch.cuda.device_count()} CUDA device(s)")
+            raise ModelLoadError(
+                f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return f"cuda:{int(index)}"
     raise ModelLoadError(f"--device must be auto, cpu, cuda or cuda:N; got '{requested}'")
 
@@ -124,8 +134,13 @@ def resolve_device(requested: str) -> str:
 def _input_spec(spec: TensorSpec) -> TensorSpec:
     """Let a floating input take any floating V2 type (JSON clients often send FP64) and an
     integer input any integer type; run() casts to what the model wants."""
-    family = FLOAT_DATATYPES if spec.datatype in FLOAT_DATATYPES else \
-        INT_DATATYPES if spec.datatype in INT_DATATYPES else ()
+    family = (
+        FLOAT_DATATYPES
+        if spec.datatype in FLOAT_DATATYPES
+        else INT_DATATYPES
+        if spec.datatype in INT_DATATYPES
+        else ()
+    )
     accepts = (spec.datatype, *(d for d in family if d != spec.datatype))
     return TensorSpec(spec.name, spec.datatype, spec.shape, accepts=accepts)
 
@@ -148,11 +163,16 @@ class PytorchPredictor(Predictor):
         self.device = torch.device(resolve_device(self.settings.device))
         self.compute_dtype = getattr(torch, self.settings.dtype)
         declared = declared_spec(self.settings.input_spec, self.model_dir)
-        text = [t.name for t in (declared.inputs or []) + (declared.outputs or [])
-                if t.datatype == "BYTES"]
+        text = [
+            t.name
+            for t in (declared.inputs or []) + (declared.outputs or [])
+            if t.datatype == "BYTES"
+        ]
         if text:
-            raise ModelLoadError(f"tensor(s) {', '.join(text)} are declared BYTES; a PyTorch "
-                                 "model takes and returns numeric tensors")
+            raise ModelLoadError(
+                f"tensor(s) {', '.join(text)} are declared BYTES; a PyTorch "
+                "model takes and returns numeric tensors"
+            )
         module_path = self.settings.torch_module or declared.module
         inferred: tuple[list[TensorSpec], list[TensorSpec]] | None = None
         try:
@@ -171,8 +191,10 @@ class PytorchPredictor(Predictor):
         except ModelLoadError:
             raise
         except Exception as exc:
-            raise ModelLoadError(f"could not load the {self.kind or 'PyTorch'} model from "
-                                 f"{self.model_dir}: {type(exc).__name__}: {exc}") from exc
+            raise ModelLoadError(
+                f"could not load the {self.kind or 'PyTorch'} model from "
+                f"{self.model_dir}: {type(exc).__name__}: {exc}"
+            ) from exc
         inputs = declared.inputs or (inferred[0] if inferred else None)
         if not inputs:
             raise ModelLoadError(
@@ -182,21 +204,37 @@ class PytorchPredictor(Predictor):
             )
         self.inputs = [_input_spec(s) for s in inputs]
         self._fit_batches_to_program()
-        self.outputs = declared.outputs or (inferred[1] if inferred else None) or \
-            self._probe_outputs()
-        logger.info("pytorch %s model on %s (%s), inputs %s", self.kind, self.device,
-                    self.settings.dtype, [s.metadata() for s in self.inputs])
+        self.outputs = (
+            declared.outputs or (inferred[1] if inferred else None) or self._probe_outputs()
+        )
+        logger.info(
+            "pytorch %s model on %s (%s), inputs %s",
+            self.kind,
+            self.device,
+            self.settings.dtype,
+            [s.metadata() for s in self.inputs],
+        )
 
     def _fit_batches_to_program(self) -> None:
         """A .pt2 exported for at most N rows (`Dim("batch", max=N)`) refuses a larger batch,
         so the batcher (and the CUDA warm-up) must not build one out of requests that each
         fit."""
-        limit = min((group.high for group in self.same_size if group.high is not None
-                     and any(dim == 0 for _, dim in group.dims)), default=None)
+        limit = min(
+            (
+                group.high
+                for group in self.same_size
+                if group.high is not None and any(dim == 0 for _, dim in group.dims)
+            ),
+            default=None,
+        )
         if limit is not None and limit < self.settings.max_batch_size:
-            logger.warning("the exported program takes at most %d rows; batches are capped at "
-                           "%d, not --max-batch-size %d", limit, limit,
-                           self.settings.max_batch_size)
+            logger.warning(
+                "the exported program takes at most %d rows; batches are capped at "
+                "%d, not --max-batch-size %d",
+                limit,
+                limit,
+                self.settings.max_batch_size,
+            )
             self.max_batch_rows = limit
 
     def _to_target(self, module: Any) -> Any:
@@ -218,12 +256,16 @@ class PytorchPredictor(Predictor):
                     "state_dict, serve it with --torch-module module:Class"
                 ) from exc
             raise
-        logger.info("%s is TorchScript, which PyTorch deprecates; torch.export (.pt2) is the "
-                    "supported path", path.name)
+        logger.info(
+            "%s is TorchScript, which PyTorch deprecates; torch.export (.pt2) is the "
+            "supported path",
+            path.name,
+        )
         return self._to_target(module).eval()
 
-    def _load_export(self, path: Path) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]],
-                                                 tuple[_SameSize, ...]]:
+    def _load_export(
+        self, path: Path
+    ) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]], tuple[_SameSize, ...]]:
         torch = self._torch
         program = torch.export.load(str(path))
         inferred = _program_specs(program)
@@ -240,11 +282,14 @@ class PytorchPredictor(Predictor):
 
     def _load_eager(self, module_path: str, declared: DeclaredSpec) -> Any:
         torch = self._torch
-        weights = _named(self.model_dir, SAFETENSORS_FILES, (".safetensors",)) or \
-            _named(self.model_dir, STATE_DICT_FILES, (".pt", ".pth"))
+        weights = _named(self.model_dir, SAFETENSORS_FILES, (".safetensors",)) or _named(
+            self.model_dir, STATE_DICT_FILES, (".pt", ".pth")
+        )
         if weights is None:
-            raise ModelLoadError(f"no state_dict in {self.model_dir}: expected one of "
-                                 f"{', '.join(SAFETENSORS_FILES + STATE_DICT_FILES)}")
+            raise ModelLoadError(
+                f"no state_dict in {self.model_dir}: expected one of "
+                f"{', '.join(SAFETENSORS_FILES + STATE_DICT_FILES)}"
+            )
         # The class may live beside the weights (model.py), as TorchServe's model files do.
         cls = import_class(module_path, "--torch-module", search_path=self.model_dir)
         state = _read_state_dict(torch, weights)
@@ -257,24 +302,37 @@ class PytorchPredictor(Predictor):
         # assign=True keeps the loaded tensors' dtype; load_state_dict's copy would cast them to
         # the module's, so cast those that differ first (a float64 checkpoint, say).
         expected = {k: v.dtype for k, v in module.state_dict().items()}
-        state = {k: v.to(expected[k]) if k in expected and hasattr(v, "dtype") and
-                 v.dtype != expected[k] else v for k, v in state.items()}
+        state = {
+            k: v.to(expected[k])
+            if k in expected and hasattr(v, "dtype") and v.dtype != expected[k]
+            else v
+            for k, v in state.items()
+        }
         try:
             module.load_state_dict(state, assign=True)
         except RuntimeError as exc:
-            raise ModelLoadError(f"{weights.name} does not fit {module_path}: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            raise ModelLoadError(
+                f"{weights.name} does not fit {module_path}: {str(exc).splitlines()[0]}"
+            ) from None
         return self._to_target(module).eval()
 
     def _probe_outputs(self) -> list[TensorSpec]:
         if any(d == -1 for spec in self.inputs for d in spec.shape[1:]):
-            raise ModelLoadError("outputs are not declared and an input has a free (-1) "
-                                 "non-batch dimension, so a probe run cannot be built; declare "
-                                 "'outputs' in --input-spec or kninfer.yaml")
+            raise ModelLoadError(
+                "outputs are not declared and an input has a free (-1) "
+                "non-batch dimension, so a probe run cannot be built; declare "
+                "'outputs' in --input-spec or kninfer.yaml"
+            )
         probe = {k: np.concatenate([v, v]) for k, v in super().warmup_inputs().items()}
         result = self._forward(probe)
-        return [TensorSpec(name, _TORCH_TO_V2.get(str(t.dtype).removeprefix("torch."), "FP32"),
-                           (-1, *t.shape[1:])) for name, t in result.items()]
+        return [
+            TensorSpec(
+                name,
+                _TORCH_TO_V2.get(str(t.dtype).removeprefix("torch."), "FP32"),
+                (-1, *t.shape[1:]),
+            )
+            for name, t in result.items()
+        ]
 
     # ---- warm-up -------------------------------------------------------------------------------
 
@@ -315,9 +373,11 @@ class PytorchPredictor(Predictor):
         if len(self.inputs) > 1:
             names = [spec.name for spec in self.inputs]
             keyed = ", ".join(f'"{name}": [...]' for name in names)
-            raise InvalidInput(f"model '{self.name}' takes {len(names)} inputs "
-                               f"({', '.join(names)}): send each instance as an object keyed by "
-                               f"input name, {{\"instances\": [{{{keyed}}}]}}")
+            raise InvalidInput(
+                f"model '{self.name}' takes {len(names)} inputs "
+                f"({', '.join(names)}): send each instance as an object keyed by "
+                f'input name, {{"instances": [{{{keyed}}}]}}'
+            )
         return super().v1_inputs(instances)
 
     def validate_arrays(self, arrays: Arrays) -> None:
@@ -329,23 +389,34 @@ class PytorchPredictor(Predictor):
                     f"input '{spec.name}' has shape {list(array.shape)}; expected "
                     f"{list(spec.shape)} (-1 is any size)"
                 )
-            if array is not None and array.dtype.kind == "f" and array.size and \
-                    array.dtype.itemsize > 4:
+            if (
+                array is not None
+                and array.dtype.kind == "f"
+                and array.size
+                and array.dtype.itemsize > 4
+            ):
                 # An FP64 request for an FP32 (or narrower) model: a finite value past the
                 # model's range would become infinity in the cast, silently.
-                limit = float(np.finfo(np.float16 if self.settings.dtype == "float16"
-                                       else np.float32).max)
+                limit = float(
+                    np.finfo(np.float16 if self.settings.dtype == "float16" else np.float32).max
+                )
                 finite = np.isfinite(array)
                 if bool((np.abs(array[finite]) > limit).any()):
                     raise InvalidInput(
                         f"input '{spec.name}': a value is out of range for the model, which "
-                        f"computes in {self.settings.dtype}")
-            if array is not None and array.dtype.kind in "iu" and array.size and \
-                    spec.datatype in INT_DATATYPES:
+                        f"computes in {self.settings.dtype}"
+                    )
+            if (
+                array is not None
+                and array.dtype.kind in "iu"
+                and array.size
+                and spec.datatype in INT_DATATYPES
+            ):
                 info = np.iinfo(V2_TO_NUMPY[spec.datatype])
                 if array.min() < info.min or array.max() > info.max:
-                    raise InvalidInput(f"input '{spec.name}': a value is out of range for "
-                                       f"{spec.datatype}")
+                    raise InvalidInput(
+                        f"input '{spec.name}': a value is out of range for {spec.datatype}"
+                    )
         names = [spec.name for spec in self.inputs]
         for group in self.same_size:
             group.check(names, arrays)
@@ -376,16 +447,24 @@ class PytorchPredictor(Predictor):
                 # (a derived dimension): the request broke them, so it is the client's fault.
                 # Only errors raised by those input checks, never the program's own.
                 if self.kind == "export" and _raised_by_input_checks(exc):
-                    shapes = ", ".join(f"{spec.name} {list(inputs[spec.name].shape)}"
-                                       for spec in self.inputs)
-                    raise model_rejected(self.name, ValueError(
-                        f"the exported program's input constraints refuse it "
-                        f"({str(exc).strip()}); inputs {shapes}")) from None
+                    shapes = ", ".join(
+                        f"{spec.name} {list(inputs[spec.name].shape)}" for spec in self.inputs
+                    )
+                    raise model_rejected(
+                        self.name,
+                        ValueError(
+                            f"the exported program's input constraints refuse it "
+                            f"({str(exc).strip()}); inputs {shapes}"
+                        ),
+                    ) from None
                 # A free (-1) dimension lets a request through that the module cannot take:
                 # torch says so with a shape error, the client's fault. Anything else (out of
                 # memory, a device fault) stays a server error.
-                if isinstance(exc, RuntimeError) and not isinstance(exc, torch.OutOfMemoryError) \
-                        and _SHAPE_ERROR.search(str(exc)):
+                if (
+                    isinstance(exc, RuntimeError)
+                    and not isinstance(exc, torch.OutOfMemoryError)
+                    and _SHAPE_ERROR.search(str(exc))
+                ):
                     raise model_rejected(self.name, exc) from None
                 raise
         if isinstance(result, torch.Tensor):
@@ -394,14 +473,21 @@ class PytorchPredictor(Predictor):
             # A .pt2's output names are str(key) (_output_names); an eager module's probe too.
             return {str(key): value for key, value in result.items()}
         if isinstance(result, (tuple, list)):
-            names = [s.name for s in self.outputs] if self.outputs else \
-                [f"output-{i}" for i in range(len(result))]
+            names = (
+                [s.name for s in self.outputs]
+                if self.outputs
+                else [f"output-{i}" for i in range(len(result))]
+            )
             if len(names) != len(result):
-                raise ModelLoadError(f"the model returned {len(result)} outputs but "
-                                     f"{len(names)} are declared ({', '.join(names)})")
+                raise ModelLoadError(
+                    f"the model returned {len(result)} outputs but "
+                    f"{len(names)} are declared ({', '.join(names)})"
+                )
             return dict(zip(names, result, strict=True))
-        raise ModelLoadError(f"the model returned a {type(result).__name__}; expected a tensor, "
-                             "a tuple/list of tensors or a dict of tensors")
+        raise ModelLoadError(
+            f"the model returned a {type(result).__name__}; expected a tensor, "
+            "a tuple/list of tensors or a dict of tensors"
+        )
 
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         result = self._forward(inputs)
@@ -410,25 +496,31 @@ class PytorchPredictor(Predictor):
         for name in outputs:
             tensor = result[name].detach()
             want = V2_TO_NUMPY[by_name[name].datatype]
-            if tensor.is_floating_point() and tensor.dtype != getattr(self._torch,
-                                                                      np.dtype(want).name):
+            if tensor.is_floating_point() and tensor.dtype != getattr(
+                self._torch, np.dtype(want).name
+            ):
                 tensor = tensor.float()  # bf16/fp16 compute comes back as the declared type
             arrays[name] = tensor.cpu().numpy().astype(want, copy=False)
         return arrays
 
 
 # torch's wording for a tensor of the wrong shape (aten shape checks: matmul, cat, view, conv).
-_SHAPE_ERROR = re.compile(r"shapes cannot be multiplied|size mismatch|must match the size|"
-                          r"shape '\[.*\]' is invalid|expected input\[|Expected .*dim|"
-                          r"size of tensor a|Sizes of tensors must match")
+_SHAPE_ERROR = re.compile(
+    r"shapes cannot be multiplied|size mismatch|must match the size|"
+    r"shape '\[.*\]' is invalid|expected input\[|Expected .*dim|"
+    r"size of tensor a|Sizes of tensors must match"
+)
 
 # Where torch.export checks a call's inputs against the program's constraints: the guards
 # function `module()` puts before the graph (class GuardsFn, failing with torch._assert's
 # AssertionError "Guard failed: ..."), or, in a module built without one, the pre-hook's checker
 # (RuntimeError "Expected input at ...").
 _GUARD_CLASSES = ("GuardsFn",)
-_INPUT_CHECK_FUNCTIONS = ("_check_input_constraints_for_graph", "_check_symint",
-                          "_check_inputs_match")
+_INPUT_CHECK_FUNCTIONS = (
+    "_check_input_constraints_for_graph",
+    "_check_symint",
+    "_check_inputs_match",
+)
 
 
 def _raised_by_input_checks(exc: BaseException) -> bool:
@@ -453,16 +545,20 @@ def _v1_input(spec: TensorSpec, values: list[Any]) -> np.ndarray:
     try:
         array = np.asarray(values)
     except ValueError:
-        raise InvalidInput(f"'instances': the values of input '{spec.name}' are ragged; each "
-                           f"must have shape {list(spec.shape[1:])}") from None
+        raise InvalidInput(
+            f"'instances': the values of input '{spec.name}' are ragged; each "
+            f"must have shape {list(spec.shape[1:])}"
+        ) from None
     if spec.datatype == "BOOL":
         if array.dtype.kind != "b":
             raise InvalidInput(f"'instances': input '{spec.name}' takes true/false values")
     elif array.dtype.kind not in "iuf" or has_bool(values):
         raise InvalidInput(f"'instances': input '{spec.name}' takes numbers ({spec.datatype})")
     elif spec.datatype in INT_DATATYPES and array.dtype.kind == "f":
-        raise InvalidInput(f"'instances': input '{spec.name}' takes integers ({spec.datatype}); "
-                           "found fractional numbers")
+        raise InvalidInput(
+            f"'instances': input '{spec.name}' takes integers ({spec.datatype}); "
+            "found fractional numbers"
+        )
     elif spec.datatype in FLOAT_DATATYPES:
         # Read as float64: validate_arrays then refuses a value past the compute dtype's range
         # instead of letting a cast turn it into infinity.
@@ -479,8 +575,9 @@ def _read_state_dict(torch: Any, weights: Path) -> Any:
         try:
             from safetensors.torch import load_file
         except ImportError:
-            raise ModelLoadError(f"{weights.name} needs the safetensors package (the pytorch "
-                                 "extra installs it)") from None
+            raise ModelLoadError(
+                f"{weights.name} needs the safetensors package (the pytorch extra installs it)"
+            ) from None
         try:
             return load_file(str(weights), device="cpu")
         except Exception as exc:
@@ -510,8 +607,11 @@ def _skip_init(torch: Any) -> Iterator[None]:
     parameter right after. Cheaper than the meta device, whose first use of some layers
     (EmbeddingBag) costs seconds. Loading is single-threaded start-up code."""
     init = torch.nn.init
-    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")
-             and callable(getattr(init, n))]
+    names = [
+        n
+        for n in dir(init)
+        if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))
+    ]
     saved = {n: getattr(init, n) for n in names}
 
     def keep(tensor: Any, *args: Any, **kwargs: Any) -> Any:
@@ -532,12 +632,17 @@ def _program_specs(program: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     signature = program.graph_signature
     user_inputs = set(signature.user_inputs)
     nodes = {node.name: node for node in program.graph.nodes}
-    inputs = [_fake_spec(node.name, node.meta.get("val")) for node in program.graph.nodes
-              if node.op == "placeholder" and node.name in user_inputs]
+    inputs = [
+        _fake_spec(node.name, node.meta.get("val"))
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in user_inputs
+    ]
     # The user outputs only, in the order the returned structure flattens to: the graph's output
     # node also carries buffer mutations, which the module keeps to itself.
-    values = [nodes[name].meta.get("val") if isinstance(name, str) and name in nodes else None
-              for name in signature.user_outputs]
+    values = [
+        nodes[name].meta.get("val") if isinstance(name, str) and name in nodes else None
+        for name in signature.user_outputs
+    ]
     names = _output_names(program.call_spec.out_spec, len(values))
     return inputs, [_fake_spec(name, value) for name, value in zip(names, values, strict=True)]
 
@@ -562,9 +667,11 @@ def _output_names(out_spec: Any, count: int) -> list[str]:
                 return names
         elif isinstance(shape, (tuple, list)) and all(isinstance(i, int) for i in shape):
             return positional
-    raise ModelLoadError(f"the exported program returns {out_spec.type.__name__} {shape}; "
-                         "kninfer serves a tensor, a tuple/list of tensors or a dict of tensors "
-                         "(re-export the module returning one of them)")
+    raise ModelLoadError(
+        f"the exported program returns {out_spec.type.__name__} {shape}; "
+        "kninfer serves a tensor, a tuple/list of tensors or a dict of tensors "
+        "(re-export the module returning one of them)"
+    )
 
 
 @dataclass(frozen=True)
@@ -580,27 +687,38 @@ class _SameSize:
 
     def check(self, names: Sequence[str], arrays: Arrays) -> None:
         """Raise InvalidInput when the request's arrays break this constraint."""
-        present = [(names[position], dim, arrays[names[position]])
-                   for position, dim in self.dims
-                   if position < len(names) and names[position] in arrays
-                   and arrays[names[position]].ndim > dim]
+        present = [
+            (names[position], dim, arrays[names[position]])
+            for position, dim in self.dims
+            if position < len(names)
+            and names[position] in arrays
+            and arrays[names[position]].ndim > dim
+        ]
         if not present:
             return
         name, dim, array = present[0]
         size = array.shape[dim]
         for other, other_dim, other_array in present[1:]:
             if other_array.shape[other_dim] != size:
-                rule = (f"the same size in dimension {dim}" if dim == other_dim else
-                        f"dimension {other_dim} of '{other}' equal to dimension {dim} of '{name}'")
+                rule = (
+                    f"the same size in dimension {dim}"
+                    if dim == other_dim
+                    else f"dimension {other_dim} of '{other}' equal to dimension {dim} of '{name}'"
+                )
                 raise InvalidInput(
                     f"input '{name}' has shape {list(array.shape)} but input '{other}' has shape "
-                    f"{list(other_array.shape)}; the model takes {rule}")
+                    f"{list(other_array.shape)}; the model takes {rule}"
+                )
         if self.high is not None and size > self.high:
-            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}; the model takes "
-                               f"at most {self.high} in dimension {dim}")
+            raise InvalidInput(
+                f"input '{name}' has shape {list(array.shape)}; the model takes "
+                f"at most {self.high} in dimension {dim}"
+            )
         if self.low is not None and size < self.low:
-            raise InvalidInput(f"input '{name}' has shape {list(array.shape)}; the model takes "
-                               f"at least {self.low} in dimension {dim}")
+            raise InvalidInput(
+                f"input '{name}' has shape {list(array.shape)}; the model takes "
+                f"at least {self.low} in dimension {dim}"
+            )
 
 
 def _program_same_sizes(program: Any) -> tuple[_SameSize, ...]:
@@ -631,12 +749,17 @@ def _program_same_sizes(program: Any) -> tuple[_SameSize, ...]:
 
 def _fake_spec(name: str, value: Any) -> TensorSpec:
     if value is None or not hasattr(value, "shape"):
-        raise ModelLoadError(f"exported program: '{name}' is not a tensor; declare the model's "
-                             "inputs and outputs in kninfer.yaml")
+        raise ModelLoadError(
+            f"exported program: '{name}' is not a tensor; declare the model's "
+            "inputs and outputs in kninfer.yaml"
+        )
     shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
     dtype = str(value.dtype).removeprefix("torch.")
     if shape and shape[0] != -1:
-        logger.warning("exported program: '%s' has a static batch dimension %d; export with "
-                       "dynamic_shapes={...: {0: Dim('batch')}} to serve any batch size",
-                       name, shape[0])
+        logger.warning(
+            "exported program: '%s' has a static batch dimension %d; export with "
+            "dynamic_shapes={...: {0: Dim('batch')}} to serve any batch size",
+            name,
+            shape[0],
+        )
     return TensorSpec(name, _TORCH_TO_V2.get(dtype, "FP32"), shape)

@@ -175,13 +175,13 @@ class SklearnPredictor(Predictor):
     def load_model(self) -> None:
         path = self._pinned(find_model_file(self.model_dir))
         # Held open from before the load, so a write during the load is seen too.
-        mapped = HeldFile(path) if self.settings.joblib_mmap and path.suffix != ".skops" \
-            else None
+        mapped = HeldFile(path) if self.settings.joblib_mmap and path.suffix != ".skops" else None
         try:
             self.estimator = self._load(path)
             if mapped is not None and not mapped.still_at_path():
-                raise ModelLoadError(f"{path.name} changed while it was being loaded; start "
-                                     "again once it is written")
+                raise ModelLoadError(
+                    f"{path.name} changed while it was being loaded; start again once it is written"
+                )
         except BaseException:
             if mapped is not None:
                 mapped.close()
@@ -198,8 +198,9 @@ class SklearnPredictor(Predictor):
         declared = declared_spec(self.settings.input_spec, self.model_dir).inputs
         self.matrix = TensorSpec("input-0", "FP64", (-1, n_features), accepts=NUMERIC_INPUTS)
         if names is not None:
-            self.columns = read_columns(estimator, [str(n) for n in names], declared,
-                                        self.model_dir)
+            self.columns = read_columns(
+                estimator, [str(n) for n in names], declared, self.model_dir
+            )
             self.inputs = list(self.columns.specs)
             if not self.columns.all_numeric:
                 self.matrix = None
@@ -235,37 +236,50 @@ class SklearnPredictor(Predictor):
         if declared is not None and len(declared) != 1:
             raise ModelLoadError(
                 f"declared inputs {', '.join(s.name for s in declared)}: a scikit-learn model "
-                "fitted on an array takes one input")
+                "fitted on an array takes one input"
+            )
         spec = declared[0] if declared else None
         if vectorizer is not None:
             kind = type(vectorizer).__name__
             reads = getattr(vectorizer, "input", "content")
             if reads != "content":
                 # input="filename"/"file" would open whatever path a request names.
-                raise ModelLoadError(f"the model's {kind} has input={reads!r}: kninfer serves "
-                                     "text vectorizers that take the text itself "
-                                     "(input='content') only")
+                raise ModelLoadError(
+                    f"the model's {kind} has input={reads!r}: kninfer serves "
+                    "text vectorizers that take the text itself "
+                    "(input='content') only"
+                )
             if spec is None:
                 spec = TensorSpec("input-0", "BYTES", (-1,))
             elif spec.datatype != "BYTES" or spec.shape not in ((-1,), (-1, 1)):
                 raise ModelLoadError(
                     f"declared input '{spec.name}' is {spec.datatype} {list(spec.shape)}, but "
                     f"the model's first step, {kind}, takes one string per row: declare "
-                    "datatype BYTES, shape [-1]")
+                    "datatype BYTES, shape [-1]"
+                )
         if spec is None:
             assert self.matrix is not None
             return self.matrix
-        if spec.shape[0] != -1 or len(spec.shape) > 2 or \
-                (spec.datatype != "BYTES" and len(spec.shape) != 2):
+        if (
+            spec.shape[0] != -1
+            or len(spec.shape) > 2
+            or (spec.datatype != "BYTES" and len(spec.shape) != 2)
+        ):
             expected = "[-1] or [-1, k]" if spec.datatype == "BYTES" else "[-1, k]"
             raise ModelLoadError(
                 f"declared input '{spec.name}' has shape {list(spec.shape)}; a scikit-learn "
-                f"model takes {expected}, rows first")
-        if vectorizer is None and len(spec.shape) == 2 and n_features != -1 and \
-                spec.shape[1] != n_features:
+                f"model takes {expected}, rows first"
+            )
+        if (
+            vectorizer is None
+            and len(spec.shape) == 2
+            and n_features != -1
+            and spec.shape[1] != n_features
+        ):
             raise ModelLoadError(
                 f"declared input '{spec.name}' has shape {list(spec.shape)}, but the model "
-                f"was fitted on {n_features} features")
+                f"was fitted on {n_features} features"
+            )
         if spec.datatype == "BYTES":
             self.text = spec
             self.flat_text = vectorizer is not None or len(spec.shape) == 1
@@ -289,8 +303,10 @@ class SklearnPredictor(Predictor):
             path = model_file(self.model_dir, AUDITED_FILE)
         digest = sha256_of(path)
         if digest != pin.strip().lower():
-            raise ModelLoadError(f"{path.name} has sha256 {digest}, not the pinned {pin} "
-                                 "(--model-sha256); refusing to load it")
+            raise ModelLoadError(
+                f"{path.name} has sha256 {digest}, not the pinned {pin} "
+                "(--model-sha256); refusing to load it"
+            )
         return path
 
     def metadata(self) -> dict[str, Any]:
@@ -298,13 +314,14 @@ class SklearnPredictor(Predictor):
         if self.columns is not None:
             parameters: dict[str, Any] = {
                 "columns": "one input per DataFrame column the model was fitted on "
-                           "(feature_names_in_), shape [-1] or [-1, 1]",
+                "(feature_names_in_), shape [-1] or [-1, 1]",
                 "datatype_sources": dict(self.columns.sources),
             }
             if self.matrix is not None:
                 parameters["matrix_input"] = (
                     f"also accepted: '{self.matrix.name}' FP64 {list(self.matrix.shape)}, the "
-                    "columns in this order")
+                    "columns in this order"
+                )
             doc["parameters"] = parameters
         return doc
 
@@ -327,9 +344,12 @@ class SklearnPredictor(Predictor):
             elif spec.datatype == "BYTES":
                 known = self.columns.known_strings.get(spec.name)
                 if not known:
-                    logger.info("model '%s': no warm-up (no known value for string column "
-                                "'%s'; save an input_example.json beside the model)",
-                                self.name, spec.name)
+                    logger.info(
+                        "model '%s': no warm-up (no known value for string column "
+                        "'%s'; save an input_example.json beside the model)",
+                        self.name,
+                        spec.name,
+                    )
                     return {}
                 value = np.array(known[:1], dtype=object)
             elif spec.datatype == "BOOL":
@@ -365,7 +385,8 @@ class SklearnPredictor(Predictor):
                     f"its file {mapped.path.name} changed under the server since it was "
                     "loaded, and its arrays are memory-mapped from that file; kninfer answers "
                     "nothing from a changed file: roll out a new revision (or restart the "
-                    "server) to serve the new model")
+                    "server) to serve the new model"
+                )
                 logger.error("model '%s' is not ready: %s", self.name, self.not_ready_reason)
         return True
 
@@ -394,7 +415,8 @@ class SklearnPredictor(Predictor):
             if inputs_sent != 1:
                 raise InvalidInput(
                     f"send either '{name}' (all columns as one [N, {self.matrix.shape[1]}] "
-                    "tensor) or one input per column, not both")
+                    "tensor) or one input per column, not both"
+                )
             return self.matrix
         return super().spec_for(name, inputs_sent)
 
@@ -407,10 +429,14 @@ class SklearnPredictor(Predictor):
     def decode(self, request: InferRequest) -> Arrays:
         if self.text is not None:
             # V2 BYTES values arrive as bytes (JSON strings encoded, binary and gRPC as sent).
-            return {name: strings_array(name, array)
-                    for name, array in super().decode(request).items()}
-        if self.columns is not None and self.matrix is not None and \
-                any(i.name == self.matrix.name for i in request.inputs):
+            return {
+                name: strings_array(name, array) for name, array in super().decode(request).items()
+            }
+        if (
+            self.columns is not None
+            and self.matrix is not None
+            and any(i.name == self.matrix.name for i in request.inputs)
+        ):
             spec = self.spec_for(self.matrix.name, len(request.inputs))
             (infer_input,) = request.inputs
             array = input_array(infer_input)
@@ -434,16 +460,20 @@ class SklearnPredictor(Predictor):
         if array.ndim == 2 and array.shape[1] == 1:
             return array.reshape(-1)  # a column may come as [-1, 1]
         if array.ndim != 1:
-            raise InvalidInput(f"input '{spec.name}' is a column: shape must be [-1] or "
-                               f"[-1, 1]; got {list(array.shape)}")
+            raise InvalidInput(
+                f"input '{spec.name}' is a column: shape must be [-1] or "
+                f"[-1, 1]; got {list(array.shape)}"
+            )
         return array
 
     def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
         if self.text is not None:
             rows = v1_rows(payload)
             if rows.form == "dataframe_records":
-                raise InvalidInput(f"model '{self.name}' takes text, not records keyed by column "
-                                   'name: send {"instances": ["a text", ...]}')
+                raise InvalidInput(
+                    f"model '{self.name}' takes text, not records keyed by column "
+                    'name: send {"instances": ["a text", ...]}'
+                )
             # `instances`, or dataframe_split's rows; CSV cells stay text.
             return self.v1_inputs(rows.instance_list('request has no "instances" list'))
         if self.columns is None:
@@ -464,8 +494,9 @@ class SklearnPredictor(Predictor):
         if self.text is not None:
             return self._v1_text(self.text, instances)
         if has_bool(instances) and self.inputs[0].datatype != "BOOL":
-            raise InvalidInput(f"'instances' must be numbers for input '{self.inputs[0].name}'; "
-                               "got true/false")
+            raise InvalidInput(
+                f"'instances' must be numbers for input '{self.inputs[0].name}'; got true/false"
+            )
         return super().v1_inputs(instances)
 
     def _v1_text(self, spec: TensorSpec, instances: list[Any]) -> Arrays:
@@ -474,8 +505,10 @@ class SklearnPredictor(Predictor):
         if self.flat_text:
             values = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in instances]
             if any(isinstance(v, list | dict) for v in values):
-                raise InvalidInput(f"'instances' must be a list of strings for input "
-                                   f"'{spec.name}' (BYTES, one text per instance)")
+                raise InvalidInput(
+                    f"'instances' must be a list of strings for input "
+                    f"'{spec.name}' (BYTES, one text per instance)"
+                )
             array = np.empty(len(values), dtype=object)
             array[:] = values
             array = strings_array(spec.name, array)
@@ -484,8 +517,10 @@ class SklearnPredictor(Predictor):
         width = spec.shape[1]
         if len(widths) != 1 or -1 in widths or (width != -1 and widths != {width}):
             count = f"{width} " if width != -1 else ""
-            raise InvalidInput(f"'instances' must be a list of rows of {count}strings for input "
-                               f"'{spec.name}' (BYTES)")
+            raise InvalidInput(
+                f"'instances' must be a list of rows of {count}strings for input "
+                f"'{spec.name}' (BYTES)"
+            )
         array = np.empty((len(instances), widths.pop()), dtype=object)
         for i, row in enumerate(instances):
             for j, value in enumerate(row):
@@ -497,8 +532,9 @@ class SklearnPredictor(Predictor):
         callers check the values once: decode() before typing, V1 after (check_arrays)."""
         assert self.columns is not None
         specs = {s.name: s for s in self.columns.specs}
-        return {name: model_column(name, specs[name].datatype, array)
-                for name, array in arrays.items()}
+        return {
+            name: model_column(name, specs[name].datatype, array) for name, array in arrays.items()
+        }
 
     def validate_arrays(self, arrays: Arrays) -> None:
         if self.text is not None:
@@ -535,8 +571,11 @@ class SklearnPredictor(Predictor):
     def _check_floats(self, name: str, array: np.ndarray, allow_nan: bool) -> None:
         finite = np.isfinite(array)
         if finite.all():
-            if self._float32 and array.size and \
-                    float(np.abs(array).max()) > float(np.finfo(np.float32).max):
+            if (
+                self._float32
+                and array.size
+                and float(np.abs(array).max()) > float(np.finfo(np.float32).max)
+            ):
                 raise InvalidInput(
                     f"input '{name}': a value is out of range for "
                     f"{self.estimator_name()}, which computes in float32"
@@ -547,8 +586,7 @@ class SklearnPredictor(Predictor):
             # the estimator's tags say so (allow_nan).
             what = "NaN or infinity" if not allow_nan else "infinity"
             raise InvalidInput(
-                f"input '{name}' contains {what}; {self.estimator_name()} needs "
-                "finite numbers"
+                f"input '{name}' contains {what}; {self.estimator_name()} needs finite numbers"
             )
 
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
@@ -573,12 +611,17 @@ class SklearnPredictor(Predictor):
     def _check_finite(self, name: str, array: np.ndarray) -> None:
         """A classifier's probabilities and labels are never NaN or infinite: such an output
         means broken weights, answered as a server fault (500), never as a 200 of nulls."""
-        if name not in self._finite_outputs or array.dtype.kind not in "fc" or \
-                bool(np.isfinite(array).all()):
+        if (
+            name not in self._finite_outputs
+            or array.dtype.kind not in "fc"
+            or bool(np.isfinite(array).all())
+        ):
             return
         what = "probabilities" if name == "predict_proba" else "class labels"
-        message = (f"model '{self.name}' produced non-finite {what} (NaN or infinity) in "
-                   f"'{name}'; its weights are broken")
+        message = (
+            f"model '{self.name}' produced non-finite {what} (NaN or infinity) in "
+            f"'{name}'; its weights are broken"
+        )
         logger.error("%s", message)
         raise KninferError(message)
 
@@ -602,5 +645,11 @@ def _computes_in_float32(estimator: Any) -> bool:
     float32's range becomes infinity there. Only for a bare estimator: in a Pipeline the
     trees see transformed values."""
     module = type(estimator).__module__
-    return module.startswith(("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
-                              "sklearn.ensemble._iforest"))
+    return module.startswith(
+        (
+            "sklearn.tree",
+            "sklearn.ensemble._forest",
+            "sklearn.ensemble._gb",
+            "sklearn.ensemble._iforest",
+        )
+    )

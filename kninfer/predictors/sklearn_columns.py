@@ -31,8 +31,19 @@ from kninfer.protocol.tensor import TensorSpec
 # What MLflow writes beside a model (mlflow.models.Model.save: input_example.json, and since
 # MLflow 2.17 serving_input_example.json in the scoring server's request format).
 EXAMPLE_FILES = ("input_example.json", "serving_input_example.json")
-NUMERIC_COLUMN = ("FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8",
-                  "UINT64", "UINT32", "UINT16", "UINT8")
+NUMERIC_COLUMN = (
+    "FP64",
+    "FP32",
+    "FP16",
+    "INT64",
+    "INT32",
+    "INT16",
+    "INT8",
+    "UINT64",
+    "UINT32",
+    "UINT16",
+    "UINT8",
+)
 INTEGER_COLUMN = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
 
 
@@ -60,8 +71,9 @@ def column_spec(name: str, datatype: str) -> TensorSpec:
     return TensorSpec(name, datatype, (-1,), accepts=accepts)
 
 
-def read_columns(estimator: Any, names: list[str], declared: list[TensorSpec] | None,
-                 model_dir: Path) -> Columns:
+def read_columns(
+    estimator: Any, names: list[str], declared: list[TensorSpec] | None, model_dir: Path
+) -> Columns:
     known = fitted_strings(estimator, names)
     example = input_example(model_dir, names)
     by_declared = {s.name: s.datatype for s in declared or ()}
@@ -128,8 +140,7 @@ def fitted_strings(estimator: Any, names: list[str]) -> dict[str, list[str]]:
     return found
 
 
-def _walk(step: Any, columns: list[str], all_names: list[str], found: dict[str, list[str]]
-          ) -> bool:
+def _walk(step: Any, columns: list[str], all_names: list[str], found: dict[str, list[str]]) -> bool:
     """Record what `step` learnt about `columns`; True if its output still is those columns
     (so the next step of a Pipeline sees them too)."""
     if hasattr(step, "steps"):  # Pipeline

@@ -60,13 +60,24 @@ logger = logging.getLogger("kninfer")
 
 PLATFORM = "kninfer-sklearn-onnx"
 # ONNX Runtime's type names (NodeArg.type) -> V2 datatypes.
-ORT_TYPES = {"tensor(double)": "FP64", "tensor(float)": "FP32", "tensor(int64)": "INT64",
-             "tensor(int32)": "INT32", "tensor(string)": "BYTES", "tensor(bool)": "BOOL"}
+ORT_TYPES = {
+    "tensor(double)": "FP64",
+    "tensor(float)": "FP32",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(string)": "BYTES",
+    "tensor(bool)": "BOOL",
+}
 OUTPUTS = ("predict", "predict_proba")
 # scikit-learn's tree models, which cast X to float32 (kninfer.predictors.sklearn
 # _computes_in_float32 tells them by module; compile.json names only the class).
-FLOAT32_MODELS = ("DecisionTree", "ExtraTree", "RandomForest", "GradientBoosting",
-                  "IsolationForest")
+FLOAT32_MODELS = (
+    "DecisionTree",
+    "ExtraTree",
+    "RandomForest",
+    "GradientBoosting",
+    "IsolationForest",
+)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -100,9 +111,11 @@ class OnnxSklearnPredictor(SklearnPredictor):
         digest = hashlib.sha256(graph).hexdigest()
         pin = self.settings.model_sha256
         if pin and digest != pin.strip().lower():
-            raise ModelLoadError(f"{ONNX_FILE} has sha256 {digest}, not the pinned {pin} "
-                                 "(--model-sha256); refusing to load it (--runtime native "
-                                 "serves the scikit-learn file the pin may name)")
+            raise ModelLoadError(
+                f"{ONNX_FILE} has sha256 {digest}, not the pinned {pin} "
+                "(--model-sha256); refusing to load it (--runtime native "
+                "serves the scikit-learn file the pin may name)"
+            )
         record = self._read_record(digest)
         self.record = record
         source = _section(record, "source")
@@ -110,38 +123,49 @@ class OnnxSklearnPredictor(SklearnPredictor):
         self._estimator = described.split("(", 1)[0] or self._estimator
         onnx = _section(record, "onnx")
         precision = onnx.get("numeric_inputs_converted_as")
-        self._float32 = precision == "FP32" or (described == self._estimator and
-                                                 self._estimator.startswith(FLOAT32_MODELS))
+        self._float32 = precision == "FP32" or (
+            described == self._estimator and self._estimator.startswith(FLOAT32_MODELS)
+        )
         threads = container_cpus()
         try:
             self.session = inference_session(graph, threads)
         except Exception as exc:  # onnxruntime's own error types: a graph it cannot load
-            raise ModelLoadError(f"ONNX Runtime could not load {ONNX_FILE}: "
-                                 f"{type(exc).__name__}: {run_error_text(exc)}") from exc
+            raise ModelLoadError(
+                f"ONNX Runtime could not load {ONNX_FILE}: "
+                f"{type(exc).__name__}: {run_error_text(exc)}"
+            ) from exc
         facts = graph_facts(graph)
         self._run_options = quiet_run_options()
         self._client_errors = run_errors()
         self._read_outputs()
         self._read_inputs(facts.categories)
         self._nan_inputs = facts.nan_inputs
-        self._known_only = {name: frozenset(facts.categories.get(name, ()))
-                            for name in facts.strict}
+        self._known_only = {
+            name: frozenset(facts.categories.get(name, ())) for name in facts.strict
+        }
         if self.columns is None:
             self._allow_nan = self._graph_inputs[0] in facts.nan_inputs
         else:
             # Each column's NaN is judged in validate_arrays; the checks shared with the native
             # model (infinity, the matrix form's shape) must let it through to there.
             self._allow_nan = True
-        logger.info("model '%s': serving %s through ONNX Runtime (%d intra-op thread(s)), "
-                    "compiled from %s %s", self.name, ONNX_FILE, threads,
-                    source.get("file", "?"), described or "")
+        logger.info(
+            "model '%s': serving %s through ONNX Runtime (%d intra-op thread(s)), "
+            "compiled from %s %s",
+            self.name,
+            ONNX_FILE,
+            threads,
+            source.get("file", "?"),
+            described or "",
+        )
 
     def _read_graph(self) -> bytes:
         if not (self.model_dir / ONNX_FILE).is_file():
             raise ModelLoadError(
                 f"no {ONNX_FILE} in {self.model_dir}: --runtime onnx serves a model compiled "
                 f"with `kninfer compile {self.model_dir}`; compile it first, or serve the "
-                "scikit-learn file with --runtime auto or native")
+                "scikit-learn file with --runtime auto or native"
+            )
         try:
             return model_file(self.model_dir, ONNX_FILE).read_bytes()
         except OSError as exc:
@@ -151,9 +175,11 @@ class OnnxSklearnPredictor(SklearnPredictor):
         """compile.json, checked against the graph and against the file it was compiled from."""
         path = self.model_dir / COMPILE_RECORD
         if not path.is_file():
-            raise ModelLoadError(f"{ONNX_FILE} in {self.model_dir} has no {COMPILE_RECORD} beside "
-                                 "it: kninfer serves graphs written by `kninfer compile`, which "
-                                 "writes both (--runtime native serves the scikit-learn file)")
+            raise ModelLoadError(
+                f"{ONNX_FILE} in {self.model_dir} has no {COMPILE_RECORD} beside "
+                "it: kninfer serves graphs written by `kninfer compile`, which "
+                "writes both (--runtime native serves the scikit-learn file)"
+            )
         try:
             record = json.loads(model_file(self.model_dir, COMPILE_RECORD).read_text())
         except (OSError, ValueError) as exc:
@@ -165,7 +191,8 @@ class OnnxSklearnPredictor(SklearnPredictor):
             raise ModelLoadError(
                 f"{COMPILE_RECORD} describes another graph (sha256 {onnx.get('sha256')}), not "
                 f"this {ONNX_FILE} ({digest}); run `kninfer compile {self.model_dir}` again, or "
-                "serve the scikit-learn file with --runtime native")
+                "serve the scikit-learn file with --runtime native"
+            )
         source = _section(record, "source")
         name, pinned = source.get("file"), source.get("sha256")
         if isinstance(name, str) and isinstance(pinned, str):
@@ -179,18 +206,25 @@ class OnnxSklearnPredictor(SklearnPredictor):
                     raise ModelLoadError(
                         f"{ONNX_FILE} was compiled from {name} with sha256 {pinned}, but {name} "
                         f"now has sha256 {now}: run `kninfer compile {self.model_dir}` again, or "
-                        f"serve {name} with --runtime native")
+                        f"serve {name} with --runtime native"
+                    )
         return record
 
     def _read_outputs(self) -> None:
         outputs = self.session.get_outputs()
         names = [o.name for o in outputs]
         if names not in (list(OUTPUTS[:1]), list(OUTPUTS)):
-            raise ModelLoadError(f"{ONNX_FILE} gives {', '.join(names)}; kninfer serves graphs "
-                                 "that give predict (and predict_proba), as `kninfer compile` "
-                                 "writes them")
-        self.outputs = [TensorSpec(o.name, self._datatype(o), _shape(o.shape),
-                                   optional=o.name == "predict_proba") for o in outputs]
+            raise ModelLoadError(
+                f"{ONNX_FILE} gives {', '.join(names)}; kninfer serves graphs "
+                "that give predict (and predict_proba), as `kninfer compile` "
+                "writes them"
+            )
+        self.outputs = [
+            TensorSpec(
+                o.name, self._datatype(o), _shape(o.shape), optional=o.name == "predict_proba"
+            )
+            for o in outputs
+        ]
         if len(outputs) == 2 or self.outputs[0].datatype != "FP64":
             # A classifier's labels and probabilities are never NaN (SklearnPredictor).
             self._finite_outputs = frozenset(OUTPUTS)
@@ -206,28 +240,42 @@ class OnnxSklearnPredictor(SklearnPredictor):
             # Fitted on an array: one [-1, n] matrix, declared or not, as the native model.
             name = self._graph_inputs[0]
             if types[name] == "BYTES":
-                raise ModelLoadError(f"{ONNX_FILE} takes strings as a [-1, n] matrix; kninfer "
-                                     "serves the matrices `kninfer compile` writes (numbers)")
+                raise ModelLoadError(
+                    f"{ONNX_FILE} takes strings as a [-1, n] matrix; kninfer "
+                    "serves the matrices `kninfer compile` writes (numbers)"
+                )
             self.matrix = TensorSpec("input-0", "FP64", shapes[0], accepts=NUMERIC_INPUTS)
             spec = self._array_input(shapes[0][1], declared)
             if spec.datatype == "BYTES":
-                raise ModelLoadError(f"declared input '{spec.name}' is BYTES, but {ONNX_FILE} "
-                                     "takes numbers; serve the scikit-learn file with --runtime "
-                                     "native, or declare a numeric datatype")
+                raise ModelLoadError(
+                    f"declared input '{spec.name}' is BYTES, but {ONNX_FILE} "
+                    "takes numbers; serve the scikit-learn file with --runtime "
+                    "native, or declare a numeric datatype"
+                )
             self.inputs = [spec]
             return
         if any(len(shape) != 1 for shape in shapes):
-            listed = ", ".join(f"{n} {list(s)}" for n, s in zip(self._graph_inputs, shapes,
-                                                                 strict=True))
-            raise ModelLoadError(f"{ONNX_FILE} takes {listed}: neither one [-1, n] matrix nor "
-                                 "one [-1] input per column, as `kninfer compile` writes them")
+            listed = ", ".join(
+                f"{n} {list(s)}" for n, s in zip(self._graph_inputs, shapes, strict=True)
+            )
+            raise ModelLoadError(
+                f"{ONNX_FILE} takes {listed}: neither one [-1, n] matrix nor "
+                "one [-1] input per column, as `kninfer compile` writes them"
+            )
         self.columns = self._columns(types, declared, categories)
         self.inputs = list(self.columns.specs)
-        self.matrix = TensorSpec("input-0", "FP64", (-1, len(self.inputs)),
-                                 accepts=NUMERIC_INPUTS) if self.columns.all_numeric else None
+        self.matrix = (
+            TensorSpec("input-0", "FP64", (-1, len(self.inputs)), accepts=NUMERIC_INPUTS)
+            if self.columns.all_numeric
+            else None
+        )
 
-    def _columns(self, types: dict[str, str], declared: list[TensorSpec] | None,
-                 categories: dict[str, list[str]]) -> Columns:
+    def _columns(
+        self,
+        types: dict[str, str],
+        declared: list[TensorSpec] | None,
+        categories: dict[str, list[str]],
+    ) -> Columns:
         """The columns as the native model states them (read_columns: declared, the input
         example, else what is known), what is known coming from the graph here: a string
         column is one the graph takes strings for."""
@@ -250,7 +298,8 @@ class OnnxSklearnPredictor(SklearnPredictor):
                     raise ModelLoadError(
                         f"column '{name}' is {datatype} ({where}), but {ONNX_FILE} takes "
                         f"{graph_type} there; serve the scikit-learn file with --runtime native "
-                        "or compile again")
+                        "or compile again"
+                    )
             specs.append(column_spec(name, datatype))
             sources[name] = source
             if datatype == "BYTES":
@@ -266,8 +315,9 @@ class OnnxSklearnPredictor(SklearnPredictor):
     def _datatype(self, arg: Any) -> str:
         datatype = ORT_TYPES.get(arg.type)
         if datatype is None:
-            raise ModelLoadError(f"{ONNX_FILE}: '{arg.name}' is a {arg.type}; kninfer serves "
-                                 f"{', '.join(ORT_TYPES)}")
+            raise ModelLoadError(
+                f"{ONNX_FILE}: '{arg.name}' is a {arg.type}; kninfer serves {', '.join(ORT_TYPES)}"
+            )
         return datatype
 
     # ---- warm-up -------------------------------------------------------------------------
@@ -278,11 +328,15 @@ class OnnxSklearnPredictor(SklearnPredictor):
         if self.columns is not None:
             for spec in self.columns.specs:
                 array = arrays.get(spec.name)
-                if spec.datatype == "BYTES" and array is not None and \
-                        any(v is None for v in array.tolist()):
+                if (
+                    spec.datatype == "BYTES"
+                    and array is not None
+                    and any(v is None for v in array.tolist())
+                ):
                     # A missing string in the input example: the graph takes none.
                     arrays[spec.name] = np.array(
-                        (self.columns.known_strings.get(spec.name) or [""])[:1], dtype=object)
+                        (self.columns.known_strings.get(spec.name) or [""])[:1], dtype=object
+                    )
                     self.warmup_guessed = True
         return arrays
 
@@ -304,8 +358,9 @@ class OnnxSklearnPredictor(SklearnPredictor):
             if values.dtype.kind == "f":
                 self._check_range(matrix.name, values)
             for i, name in enumerate(self._graph_inputs):
-                self._check_column(f"input '{matrix.name}', column {i} ('{name}')", name,
-                                   values[:, i])
+                self._check_column(
+                    f"input '{matrix.name}', column {i} ('{name}')", name, values[:, i]
+                )
             return
         for name, values in arrays.items():
             self._check_column(f"input '{name}'", name, values)
@@ -314,22 +369,30 @@ class OnnxSklearnPredictor(SklearnPredictor):
         if values.dtype.kind == "O":
             missing = [i for i, v in enumerate(values.tolist()) if v is None]
             if missing:
-                raise InvalidInput(f"{where} has a missing value (null) in row {missing[0]}; the "
-                                   "compiled model takes a string in every row")
+                raise InvalidInput(
+                    f"{where} has a missing value (null) in row {missing[0]}; the "
+                    "compiled model takes a string in every row"
+                )
             known = self._known_only.get(name)
             unknown = sorted(_texts(values) - known) if known is not None else []
             if unknown:
                 # Worded as scikit-learn's OneHotEncoder refuses them (handle_unknown="error"),
                 # before ONNX Runtime would, with a message naming neither value nor column.
-                raise model_rejected(self.name, ValueError(
-                    f"Found unknown categories {unknown} in column '{name}' during transform"))
+                raise model_rejected(
+                    self.name,
+                    ValueError(
+                        f"Found unknown categories {unknown} in column '{name}' during transform"
+                    ),
+                )
             return
         if values.dtype.kind != "f":
             return
         nan = np.isnan(values)
         if nan.any() and name not in self._nan_inputs:
-            raise InvalidInput(f"{where} contains NaN; {self.estimator_name()} needs a number "
-                               f"there ({ONNX_FILE} fills no missing value in this column)")
+            raise InvalidInput(
+                f"{where} contains NaN; {self.estimator_name()} needs a number "
+                f"there ({ONNX_FILE} fills no missing value in this column)"
+            )
         self._check_range(name, values)
 
     def _check_range(self, name: str, values: np.ndarray) -> None:
@@ -339,8 +402,10 @@ class OnnxSklearnPredictor(SklearnPredictor):
             return
         finite = values[np.isfinite(values)]
         if finite.size and float(np.abs(finite).max()) > FLOAT32_MAX:
-            raise InvalidInput(f"input '{name}': a value is out of range for "
-                               f"{self.estimator_name()}, which computes in float32")
+            raise InvalidInput(
+                f"input '{name}': a value is out of range for "
+                f"{self.estimator_name()}, which computes in float32"
+            )
 
     def run(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
         feed = self._feed(inputs)
@@ -350,8 +415,9 @@ class OnnxSklearnPredictor(SklearnPredictor):
             # A value the graph refuses (an unknown category where the encoder has
             # handle_unknown="error"): the request's fault, as scikit-learn's ValueError is.
             raise model_rejected(self.name, ValueError(run_error_text(exc))) from None
-        result = {name: result_array(name, value)
-                  for name, value in zip(outputs, values, strict=True)}
+        result = {
+            name: result_array(name, value) for name, value in zip(outputs, values, strict=True)
+        }
         for name, array in result.items():
             self._check_finite(name, array)
         return result
@@ -364,8 +430,10 @@ class OnnxSklearnPredictor(SklearnPredictor):
         matrix = self.matrix
         if matrix is not None and matrix.name in inputs:
             values = inputs[matrix.name]
-            return {name: self._as_graph(name, values[:, i])
-                    for i, name in enumerate(self._graph_inputs)}
+            return {
+                name: self._as_graph(name, values[:, i])
+                for i, name in enumerate(self._graph_inputs)
+            }
         return {name: self._as_graph(name, inputs[name]) for name in self._graph_inputs}
 
     def _as_graph(self, name: str, values: np.ndarray) -> np.ndarray:

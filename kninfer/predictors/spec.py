@@ -47,8 +47,10 @@ def _tensor(item: Any, where: str) -> TensorSpec:
         raise ModelLoadError(f"{where}: each tensor must be a mapping with name, datatype, shape")
     unknown = set(item) - TENSOR_KEYS
     if unknown:
-        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"expected {', '.join(sorted(TENSOR_KEYS))}")
+        raise ModelLoadError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(TENSOR_KEYS))}"
+        )
     name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
     if not isinstance(name, str) or not name:
         raise ModelLoadError(f"{where}: a tensor has no 'name'")
@@ -58,8 +60,12 @@ def _tensor(item: Any, where: str) -> TensorSpec:
             f"{', '.join(V2_TO_NUMPY)} (for bfloat16 compute declare FP32 and pass "
             "--dtype bfloat16)"
         )
-    if not isinstance(shape, list) or not shape or not all(
-        isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d > 0) for d in shape
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d > 0) for d in shape
+        )
     ):
         raise ModelLoadError(
             f"{where}: tensor '{name}' needs 'shape', a list of positive sizes or -1, "
@@ -86,8 +92,10 @@ def parse_spec(doc: Any, where: str) -> DeclaredSpec:
         raise ModelLoadError(f"{where}: expected a mapping with 'inputs' (and 'outputs')")
     unknown = set(doc) - TOP_LEVEL_KEYS
     if unknown:
-        raise ModelLoadError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                             f"expected {', '.join(sorted(TOP_LEVEL_KEYS))}")
+        raise ModelLoadError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(TOP_LEVEL_KEYS))}"
+        )
     spec = DeclaredSpec()
     if "inputs" in doc:
         spec.inputs = _tensors(doc["inputs"], "inputs", where)

@@ -39,8 +39,10 @@ def decode_grpc_request(request: Any) -> InferRequest:
         checked_datatype(tensor.name, tensor.datatype, exact_case=True)
         checked_shape(tensor.name, list(tensor.shape))
         if not raw_count and not tensor.HasField("contents"):
-            raise InvalidInput(f"input '{tensor.name}' has no 'contents' (and the request has no "
-                               "raw_input_contents)")
+            raise InvalidInput(
+                f"input '{tensor.name}' has no 'contents' (and the request has no "
+                "raw_input_contents)"
+            )
     return InferRequest.from_grpc(request)
 
 
@@ -60,5 +62,6 @@ def encode_grpc_response(response: Any) -> Any:
             if isinstance(output.data, np.ndarray):
                 output.set_data_from_numpy(output.data, binary_data=True)
         return response.to_grpc()
-    return pb.ModelInferResponse(id=response["id"], model_name=response["model_name"],
-                                 outputs=response["outputs"])
+    return pb.ModelInferResponse(
+        id=response["id"], model_name=response["model_name"], outputs=response["outputs"]
+    )

@@ -1,5 +1,4 @@
-"""JSON bodies in and out (orjson), with kninfer's error for a body that is not JSON.
-"""
+"""JSON bodies in and out (orjson), with kninfer's error for a body that is not JSON."""
 
 from __future__ import annotations
 

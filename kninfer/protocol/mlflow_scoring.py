@@ -29,8 +29,7 @@ def decode_invocation(body: bytes, content_type: str | None) -> dict[str, Any]:
     if charset != "utf-8":
         raise UnsupportedMediaType("The scoring server only supports UTF-8")
     if parameters:
-        raise UnsupportedMediaType(
-            f"Unrecognized content type parameters: {', '.join(parameters)}")
+        raise UnsupportedMediaType(f"Unrecognized content type parameters: {', '.join(parameters)}")
     if mime == CONTENT_TYPE_JSON:
         return _json_payload(body)
     if mime == CONTENT_TYPE_CSV:
@@ -79,5 +78,6 @@ def _csv_payload(body: bytes) -> dict[str, Any]:
     for i, row in enumerate(data):
         if len(row) != len(header):
             raise InvalidInput(
-                f"CSV row {i + 1} has {len(row)} values; the header names {len(header)}")
+                f"CSV row {i + 1} has {len(row)} values; the header names {len(header)}"
+            )
     return {"dataframe_split": {"columns": header, "data": data}, CSV_PAYLOAD_KEY: True}

@@ -24,7 +24,7 @@ def v2_infer_model(path: str) -> str | None:
     """The model `POST /v2/models/{name}/infer` names, None for any other path (the versioned
     route included: see `v2_any_infer_model`)."""
     if path.startswith(_V2_MODELS) and path.endswith(_INFER):
-        name = path[len(_V2_MODELS):-len(_INFER)]
+        name = path[len(_V2_MODELS) : -len(_INFER)]
         if name and "/" not in name:
             return name
     return None
@@ -35,7 +35,7 @@ def v2_any_infer_model(path: str) -> str | None:
     not; None for any other path."""
     if not (path.startswith(_V2_MODELS) and path.endswith(_INFER)):
         return None
-    name, slash, rest = path[len(_V2_MODELS):-len(_INFER)].partition("/")
+    name, slash, rest = path[len(_V2_MODELS) : -len(_INFER)].partition("/")
     if not name:
         return None
     if not slash:
@@ -47,7 +47,7 @@ def v2_any_infer_model(path: str) -> str | None:
 def v1_predict_model(path: str) -> str | None:
     """The model `POST /v1/models/{name}:predict` names, None for any other path."""
     if path.startswith(_V1_MODELS) and path.endswith(_PREDICT):
-        name = path[len(_V1_MODELS):-len(_PREDICT)]
+        name = path[len(_V1_MODELS) : -len(_PREDICT)]
         if name and "/" not in name:
             return name
     return None

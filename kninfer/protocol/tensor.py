@@ -90,13 +90,23 @@ def shape_matches(actual: Sequence[int], declared: Sequence[int]) -> bool:
     return all(d == -1 or a == d for a, d in zip(actual, declared, strict=True))
 
 
-def model_metadata(name: str, platform: str, inputs: list[dict[str, Any]],
-                   outputs: list[dict[str, Any]], version: str = "") -> dict[str, Any]:
+def model_metadata(
+    name: str,
+    platform: str,
+    inputs: list[dict[str, Any]],
+    outputs: list[dict[str, Any]],
+    version: str = "",
+) -> dict[str, Any]:
     """V2 model metadata (Open Inference Protocol, "Model Metadata Response JSON Object"; the
     gRPC ModelMetadataResponse carries the same fields). `versions` holds the one version this
     server serves, when it has one."""
-    return {"name": name, "versions": [version] if version else [], "platform": platform,
-            "inputs": inputs, "outputs": outputs}
+    return {
+        "name": name,
+        "versions": [version] if version else [],
+        "platform": platform,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
 
 
 class DeclaresTensors:
@@ -121,5 +131,6 @@ class DeclaresTensors:
         return [spec.metadata() for spec in self.outputs]
 
     def metadata(self) -> dict[str, Any]:
-        return model_metadata(self.name, self.platform, self.get_input_types(),
-                              self.get_output_types(), self.version)
+        return model_metadata(
+            self.name, self.platform, self.get_input_types(), self.get_output_types(), self.version
+        )

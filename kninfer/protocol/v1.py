@@ -67,13 +67,14 @@ def v1_rows(payload: dict[str, Any]) -> V1Rows:
         split = payload["dataframe_split"]
         if not isinstance(split, dict) or not isinstance(split.get("data"), list):
             raise InvalidInput(
-                "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}")
+                '\'dataframe_split\' must be {"columns": [...], "data": [[...], ...]}'
+            )
         columns = split.get("columns") or None
-        if columns is not None and (not isinstance(columns, list)
-                                    or not all(isinstance(c, str) for c in columns)):
+        if columns is not None and (
+            not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
+        ):
             raise InvalidInput("'dataframe_split.columns' must be a list of column names")
-        return V1Rows("dataframe_split", split["data"], columns,
-                      bool(payload.get(CSV_PAYLOAD_KEY)))
+        return V1Rows("dataframe_split", split["data"], columns, bool(payload.get(CSV_PAYLOAD_KEY)))
     if "dataframe_records" in payload:
         return V1Rows("dataframe_records", payload["dataframe_records"])
     return V1Rows("instances", payload.get("instances", payload.get("inputs")))
@@ -89,16 +90,20 @@ def instances_by_input(instances: list[Any], names: list[str]) -> dict[str, list
     takes = ", ".join(names)
     for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
-            raise InvalidInput(f"instances[{i}] is not an object; the model takes named inputs "
-                               f"({takes}): send each instance as {{\"{names[0]}\": ..., ...}}")
+            raise InvalidInput(
+                f"instances[{i}] is not an object; the model takes named inputs "
+                f'({takes}): send each instance as {{"{names[0]}": ..., ...}}'
+            )
         unknown = [key for key in instance if key not in columns]
         if unknown:
-            raise InvalidInput(f"instances[{i}] has unknown input '{unknown[0]}'; the model "
-                               f"takes {takes}")
+            raise InvalidInput(
+                f"instances[{i}] has unknown input '{unknown[0]}'; the model takes {takes}"
+            )
         missing = [name for name in names if name not in instance]
         if missing:
-            raise InvalidInput(f"instances[{i}] has no input '{missing[0]}'; each instance "
-                               f"needs {takes}")
+            raise InvalidInput(
+                f"instances[{i}] has no input '{missing[0]}'; each instance needs {takes}"
+            )
         for name in names:
             columns[name].append(instance[name])
     return columns

@@ -35,7 +35,6 @@ from kninfer.protocol.tensor import V2_TO_NUMPY, v2_datatype_of
 BINARY_HEADER = "inference-header-content-length"
 
 
-
 BINARY_CONTENT_TYPE = "application/octet-stream"
 
 
@@ -66,8 +65,10 @@ def checked_datatype(name: str, datatype: Any, exact_case: bool = False) -> str:
     """An input's datatype, upper-cased, if it is one of the Open Inference Protocol's
     ("Tensor Data Types"); the REST and gRPC decoders both refuse any other in these words.
     gRPC passes `exact_case`: KServe's protobuf decoder reads the datatype as sent."""
-    if not isinstance(datatype, str) or (datatype if exact_case else datatype.upper()) \
-            not in V2_TO_NUMPY:
+    if (
+        not isinstance(datatype, str)
+        or (datatype if exact_case else datatype.upper()) not in V2_TO_NUMPY
+    ):
         raise InvalidInput(
             f"input '{name}': unsupported datatype {datatype!r}; expected one of "
             f"{', '.join(V2_TO_NUMPY)}"
@@ -231,9 +232,7 @@ def _requested_outputs(doc: dict[str, Any]) -> list[RequestedOutput] | None:
     return [RequestedOutput(name=o["name"], parameters=o.get("parameters")) for o in outputs]
 
 
-def decode_v2_request(
-    body: bytes, headers: Mapping[str, str], model_name: str
-) -> InferRequest:
+def decode_v2_request(body: bytes, headers: Mapping[str, str], model_name: str) -> InferRequest:
     """Decode a V2 REST infer body (JSON or binary extension) into a validated InferRequest.
 
     Every input's data is decoded into a numpy array of its declared datatype and shape, so model
@@ -431,5 +430,6 @@ def to_output(name: str, array: np.ndarray) -> Any:
     """An InferOutput carrying `array` as-is (REST encodes it with orjson, gRPC as raw bytes)."""
     from kserve import InferOutput
 
-    return InferOutput(name=name, shape=list(array.shape), datatype=v2_datatype_of(array),
-                       data=array)
+    return InferOutput(
+        name=name, shape=list(array.shape), datatype=v2_datatype_of(array), data=array
+    )

@@ -1,5 +1,4 @@
-"""Draining HTTP connections on SIGTERM without losing an accepted request.
-"""
+"""Draining HTTP connections on SIGTERM without losing an accepted request."""
 
 from __future__ import annotations
 
@@ -62,8 +61,9 @@ class DrainingUvicorn(uvicorn.Server):
         idle_since: dict[int, float] = {}
         # uvicorn's connection set is an internal: None on a uvicorn it was not read from, and
         # the drain is left to uvicorn's shutdown.
-        while ((connections := uvicorn_connections.open_connections(self))
-               and loop.time() < deadline):
+        while (
+            connections := uvicorn_connections.open_connections(self)
+        ) and loop.time() < deadline:
             now = loop.time()
             for connection in connections:
                 if not uvicorn_connections.is_idle(connection):
@@ -89,8 +89,9 @@ class CloseWhenDraining:
 
         async def send_closing(message: Any) -> None:
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"connection"]
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                ]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 

@@ -78,8 +78,11 @@ class KninferServer(ModelServer):
         # The drain is over, so leave now, saying what was abandoned.
         abandoned = sum(int(getattr(model, "inflight", 0)) for model in models)
         if abandoned:
-            logger.warning("grace period of %gs over: abandoning %d inference(s) still running",
-                           self.settings.grace_period_s, abandoned)
+            logger.warning(
+                "grace period of %gs over: abandoning %d inference(s) still running",
+                self.settings.grace_period_s,
+                abandoned,
+            )
             logging.shutdown()
             os._exit(0)
 
@@ -98,10 +101,12 @@ class KninferServer(ModelServer):
         ensure_registered()
         request_counts.version_of = self._served_version
         configure_access_log(self.settings.access_log)
-        app = InstrumentedApp(build_app(self.dataplane, self.settings), self.settings.model_name,
-                              self.settings.access_log,
-                              known_model=lambda name: self.dataplane.registry.get_model(name)
-                              is not None)
+        app = InstrumentedApp(
+            build_app(self.dataplane, self.settings),
+            self.settings.model_name,
+            self.settings.access_log,
+            known_model=lambda name: self.dataplane.registry.get_model(name) is not None,
+        )
         return CloseWhenDraining(app, self.dataplane)
 
     async def serve(self) -> None:
@@ -117,7 +122,8 @@ class KninferServer(ModelServer):
             except ImportError as exc:
                 raise RuntimeError(
                     f"tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT or --otel) but OpenTelemetry "
-                    f"is not installed ({exc}); install kninfer[otel]") from exc
+                    f"is not installed ({exc}); install kninfer[otel]"
+                ) from exc
             otel.start(settings)
         payload_log = None
         if settings.logger_url:  # off: the logger module is never imported
@@ -177,14 +183,20 @@ class KninferServer(ModelServer):
             from kninfer.observability.payload_log import flush_budget
 
             started = self._drain_started
-            await payload_log.close(flush_budget(
-                settings.grace_period_s, None if started is None else time.monotonic() - started))
+            await payload_log.close(
+                flush_budget(
+                    settings.grace_period_s, None if started is None else time.monotonic() - started
+                )
+            )
         if otel_on:  # the spans still buffered, the payload log's sends among them
             from kninfer.observability import otel
 
             started = self._drain_started
-            await otel.stop(otel_flush_budget(
-                settings.grace_period_s, None if started is None else time.monotonic() - started))
+            await otel.stop(
+                otel_flush_budget(
+                    settings.grace_period_s, None if started is None else time.monotonic() - started
+                )
+            )
         for name in list(self.registered_models.get_models()):
             self.registered_models.unload(name)
         logger.info("stopped cleanly")
@@ -193,8 +205,11 @@ class KninferServer(ModelServer):
         """Stop reporting ready, stop accepting, finish in-flight work, then exit."""
         if self.dataplane.draining:
             return
-        logger.info("received %s: draining (grace %.0fs)", signal.Signals(sig).name,
-                    self.settings.grace_period_s)
+        logger.info(
+            "received %s: draining (grace %.0fs)",
+            signal.Signals(sig).name,
+            self.settings.grace_period_s,
+        )
         self.dataplane.draining = True
         self._drain_started = time.monotonic()
         if self._http is not None:

@@ -59,16 +59,17 @@ def build_models(settings: ServeSettings) -> list[Any]:
     family = settings.predictor or "sklearn"
     model_dir = resolve_model_dir(settings)
     # The sklearn family's runtime (--runtime) is chosen for the resolved directory.
-    predictor = predictor_class(family, model_dir, settings)(settings.model_name, model_dir,
-                                                            settings)
+    predictor = predictor_class(family, model_dir, settings)(
+        settings.model_name, model_dir, settings
+    )
     predictor.load()
-    batching = settings.batching if settings.batching is not None else \
-        predictor.batching_by_default
+    batching = settings.batching if settings.batching is not None else predictor.batching_by_default
     if batching:
         from kninfer.batching import AdaptiveBatcher
 
-        predictor.batcher = AdaptiveBatcher(predictor, predictor.batch_cap(),
-                                            settings.max_latency_ms)
+        predictor.batcher = AdaptiveBatcher(
+            predictor, predictor.batch_cap(), settings.max_latency_ms
+        )
     return [predictor]
 
 
@@ -87,8 +88,12 @@ def _process_age_ms() -> float | None:
         return None
 
 
-def serve(settings: ServeSettings, started: float, worker: bool = False,
-          on_ready: Callable[[], None] | None = None) -> int:
+def serve(
+    settings: ServeSettings,
+    started: float,
+    worker: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
     """Serve until SIGTERM/SIGINT. With --workers > 1 this process only supervises worker
     processes (kninfer.server.workers), each of which calls `serve(..., worker=True)`."""
     configure_logging(settings.log_level)
@@ -109,8 +114,11 @@ def serve(settings: ServeSettings, started: float, worker: bool = False,
         from kninfer.predictors import serves_onnx
 
         # A compiled model (model.onnx) is served without scikit-learn: nothing to preload.
-        sklearn_model = settings.transformer is None and \
-            settings.predictor in (None, "sklearn") and not serves_onnx(settings)
+        sklearn_model = (
+            settings.transformer is None
+            and settings.predictor in (None, "sklearn")
+            and not serves_onnx(settings)
+        )
         # kserve (and scikit-learn) without pandas/kubernetes on the cold path
         preload = ["sklearn.utils", "sklearn.callback"] if sklearn_model else []
         with deferred_imports(*preload, eager=settings.eager_imports):

@@ -67,15 +67,20 @@ class _Supervisor:
 
     def spawn(self, index: int) -> None:
         ready = self.context.Event()
-        process = self.context.Process(target=self.worker_main, args=(self.settings, index, ready),
-                                       name=f"kninfer-worker-{index + 1}", daemon=False)
+        process = self.context.Process(
+            target=self.worker_main,
+            args=(self.settings, index, ready),
+            name=f"kninfer-worker-{index + 1}",
+            daemon=False,
+        )
         process.start()
         self.workers[index] = (process, ready)
 
     def on_signal(self, signum: int, frame: Any) -> None:
         if not self.stopping:
-            logger.info("received %s: stopping %d workers", signal.Signals(signum).name,
-                        len(self.workers))
+            logger.info(
+                "received %s: stopping %d workers", signal.Signals(signum).name, len(self.workers)
+            )
         self.stopping = True
         self.terminate_all()
 
@@ -95,8 +100,9 @@ class _Supervisor:
                 return True
             for index, (process, _) in self.workers.items():
                 if not process.is_alive():
-                    logger.error("worker %d exited with %s before serving", index + 1,
-                                 process.exitcode)
+                    logger.error(
+                        "worker %d exited with %s before serving", index + 1, process.exitcode
+                    )
                     return False
             wait([p.sentinel for p, _ in self.workers.values()], timeout=0.05)
         return False
@@ -112,12 +118,18 @@ class _Supervisor:
                 now = time.monotonic()
                 self.restarts = [t for t in self.restarts if now - t < 60] + [now]
                 if len(self.restarts) > _MAX_RESTARTS:
-                    logger.error("workers keep dying (%d restarts in a minute); giving up",
-                                 len(self.restarts) - 1)
+                    logger.error(
+                        "workers keep dying (%d restarts in a minute); giving up",
+                        len(self.restarts) - 1,
+                    )
                     self.on_signal(signal.SIGTERM, None)
                     return
-                logger.warning("worker %d (pid %s) exited with %s; starting a new one",
-                               index + 1, process.pid, process.exitcode)
+                logger.warning(
+                    "worker %d (pid %s) exited with %s; starting a new one",
+                    index + 1,
+                    process.pid,
+                    process.exitcode,
+                )
                 self.spawn(index)
 
     def stop(self) -> int:
@@ -144,8 +156,9 @@ def run_workers(settings: ServeSettings, worker_main: WorkerMain) -> int:
         local = local_model_dir(settings)
         settings = settings.model_copy(update={"storage_uri": None, "model_dir": local})
     supervisor = _Supervisor(settings, worker_main)
-    previous = {sig: signal.signal(sig, supervisor.on_signal)
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, supervisor.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         logger.info("starting %d workers on HTTP port %d", settings.workers, settings.http_port)
         for index in range(settings.workers):

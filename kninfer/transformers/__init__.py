@@ -33,7 +33,8 @@ def transformer_class(name: str) -> type[Transformer]:
         )
     cls = import_class(target, "transformer")
     if not (isinstance(cls, type) and issubclass(cls, Transformer)):
-        raise ModelLoadError(f"'{target}' is not a subclass of kninfer.transformers.base."
-                             "Transformer")
+        raise ModelLoadError(
+            f"'{target}' is not a subclass of kninfer.transformers.base.Transformer"
+        )
     result: type[Transformer] = cls
     return result

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 # Whether the request being served came in as V1 (a dict). Set by `preprocess` implementations
 # through `Transformer.remember_v1`; a ContextVar is per asyncio task, and KServe runs a request's
 # preprocess and postprocess in one task.
-_CLIENT_V1: contextvars.ContextVar[bool] = contextvars.ContextVar("kninfer_client_v1",
-                                                                  default=False)
+_CLIENT_V1: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "kninfer_client_v1", default=False
+)
 
 
 class Transformer(DeclaresTensors, Model):
@@ -80,7 +81,9 @@ class Transformer(DeclaresTensors, Model):
         return payload
 
     async def postprocess(  # type: ignore[override]
-        self, result: InferResponse | dict[str, Any], headers: Mapping[str, str] | None = None,
+        self,
+        result: InferResponse | dict[str, Any],
+        headers: Mapping[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse | dict[str, Any]:
         if isinstance(result, InferResponse):
@@ -90,7 +93,9 @@ class Transformer(DeclaresTensors, Model):
     # ---- the predictor call ----------------------------------------------------------------
 
     async def predict(  # type: ignore[override]
-        self, payload: InferRequest | dict[str, Any], headers: Mapping[str, str] | None = None,
+        self,
+        payload: InferRequest | dict[str, Any],
+        headers: Mapping[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse:
         if not self.ready:
@@ -101,16 +106,18 @@ class Transformer(DeclaresTensors, Model):
 
     # ---- helpers for subclasses ------------------------------------------------------------
 
-    def predictor_request(self, arrays: Arrays, outputs: list[str] | None = None,
-                          request_id: str | None = None) -> InferRequest:
+    def predictor_request(
+        self, arrays: Arrays, outputs: list[str] | None = None, request_id: str | None = None
+    ) -> InferRequest:
         """A V2 request for the predictor carrying `arrays` (name -> numpy array)."""
         inputs = [
             InferInput(name, list(array.shape), v2_datatype_of(array), array)
             for name, array in arrays.items()
         ]
         requested = [RequestedOutput(name=n) for n in outputs] if outputs else None
-        return InferRequest(self.predictor_model, inputs, request_id=request_id,
-                            request_outputs=requested)
+        return InferRequest(
+            self.predictor_model, inputs, request_id=request_id, request_outputs=requested
+        )
 
     def respond(self, arrays: Arrays, response_id: str = "") -> InferResponse:
         """A V2 response to the client carrying `arrays`; strings travel as BYTES."""
@@ -121,10 +128,12 @@ class Transformer(DeclaresTensors, Model):
                 encoded = np.empty(array.shape, dtype=object)
                 encoded.flat[:] = [v.encode() if isinstance(v, str) else v for v in array.flat]
                 array = encoded
-            outputs.append(InferOutput(name=name, shape=list(array.shape),
-                                       datatype=v2_datatype_of(array), data=array))
-        return InferResponse(response_id=response_id, model_name=self.name,
-                             infer_outputs=outputs)
+            outputs.append(
+                InferOutput(
+                    name=name, shape=list(array.shape), datatype=v2_datatype_of(array), data=array
+                )
+            )
+        return InferResponse(response_id=response_id, model_name=self.name, infer_outputs=outputs)
 
     @staticmethod
     def remember_v1(is_v1: bool) -> None:
@@ -166,4 +175,3 @@ def response_arrays(response: InferResponse) -> Arrays:
                 f"and datatype {output.datatype} ({exc})"
             ) from None
     return arrays
-

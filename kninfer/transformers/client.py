@@ -97,8 +97,9 @@ class PredictorClient:
         scheme = "grpc" if self.protocol == "grpc-v2" else "http"
         return f"{scheme}://{self.host}"
 
-    async def infer(self, request: InferRequest,
-                    headers: Mapping[str, str] | None = None) -> InferResponse:
+    async def infer(
+        self, request: InferRequest, headers: Mapping[str, str] | None = None
+    ) -> InferResponse:
         forwarded = forwarded_headers(headers)
         otel = tracing.OTEL
         if otel is not None:
@@ -116,8 +117,13 @@ class PredictorClient:
         if port.isdigit():
             attributes["server.port"] = int(port)
         if self.protocol == "grpc-v2":
-            attributes.update({"rpc.system": "grpc", "rpc.method": "ModelInfer",
-                               "rpc.service": "inference.GRPCInferenceService"})
+            attributes.update(
+                {
+                    "rpc.system": "grpc",
+                    "rpc.method": "ModelInfer",
+                    "rpc.service": "inference.GRPCInferenceService",
+                }
+            )
         else:
             attributes["http.request.method"] = "POST"
         return attributes
@@ -140,8 +146,9 @@ class PredictorClient:
 
             transport = httpx.AsyncHTTPTransport(retries=self.retries)
             self._rest = InferenceRESTClient(
-                RESTConfig(protocol="v2", timeout=self.timeout_s, retries=self.retries,
-                           transport=transport)
+                RESTConfig(
+                    protocol="v2", timeout=self.timeout_s, retries=self.retries, transport=transport
+                )
             )
         return self._rest
 
@@ -150,7 +157,9 @@ class PredictorClient:
 
         try:
             response: InferResponse = await self._rest_client().infer(
-                f"http://{self.host}", data=request, model_name=request.model_name,
+                f"http://{self.host}",
+                data=request,
+                model_name=request.model_name,
                 headers=headers,
             )
             return response
@@ -185,7 +194,9 @@ class PredictorClient:
             # KServe turns `retries` into the policy's maxAttempts, which counts the first try.
             attempts = min(self.retries + 1, 5) if self.retries else 0
             self._grpc = InferenceGRPCClient(
-                self.host, timeout=self.timeout_s, retries=attempts,
+                self.host,
+                timeout=self.timeout_s,
+                retries=attempts,
                 channel_args=list(_RECONNECT_OPTIONS),
             )
         return self._grpc

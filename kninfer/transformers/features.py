@@ -89,12 +89,12 @@ class Field:
                 raise InvalidInput(f"{where} must be true or false, got {_describe(value)}")
         else:
             numeric = all(isinstance(c, int | float) for c in self.categories)
-            ok = isinstance(value, str) or (numeric and isinstance(value, int | float)
-                                           and not isinstance(value, bool))
+            ok = isinstance(value, str) or (
+                numeric and isinstance(value, int | float) and not isinstance(value, bool)
+            )
             if not ok:
                 raise InvalidInput(f"{where} must be a category (string), got {_describe(value)}")
-            if self.categories and value not in self.categories and \
-                    self.handle_unknown == "error":
+            if self.categories and value not in self.categories and self.handle_unknown == "error":
                 raise InvalidInput(
                     f"{where} has unknown category {value!r}; expected one of "
                     f"{', '.join(map(str, self.categories))}"
@@ -118,8 +118,9 @@ class Field:
 
 
 def _describe(value: Any) -> str:
-    kind = {str: "string", bool: "boolean", list: "list", dict: "object",
-            type(None): "null"}.get(type(value), type(value).__name__)
+    kind = {str: "string", bool: "boolean", list: "list", dict: "object", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
     return f"{kind} {json.dumps(value)}" if kind != "null" else "null"
 
 
@@ -163,9 +164,7 @@ class FeatureSpec:
                 value = record.get(spec.name)
                 if value is None:
                     if spec.required:
-                        raise InvalidInput(
-                            f"record {index}: missing required field '{spec.name}'"
-                        )
+                        raise InvalidInput(f"record {index}: missing required field '{spec.name}'")
                     row[spec.name] = spec.default
                 else:
                     row[spec.name] = spec.check(index, value)
@@ -319,8 +318,9 @@ def _scale(name: str, scale: Any) -> tuple[float, float]:
     return offset, divisor
 
 
-def _column_transformer(directory: Path, file_name: str,
-                        declared: list[Field]) -> tuple[Any, list[Field]]:
+def _column_transformer(
+    directory: Path, file_name: str, declared: list[Field]
+) -> tuple[Any, list[Field]]:
     """Load a fitted ColumnTransformer and type its input columns from it."""
     import joblib
 
@@ -346,8 +346,7 @@ def _column_transformer(directory: Path, file_name: str,
         if not hasattr(encoder, "categories_") or isinstance(columns, str):
             continue
         for column, values in zip(columns, encoder.categories_, strict=False):
-            categories[str(column)] = [v.item() if isinstance(v, np.generic) else v
-                                       for v in values]
+            categories[str(column)] = [v.item() if isinstance(v, np.generic) else v for v in values]
             if getattr(encoder, "handle_unknown", "error") != "error":
                 ignore_unknown.add(str(column))
     by_name = {f.name: f for f in declared}

@@ -50,9 +50,9 @@ def records_from_v2(request: InferRequest) -> list[Any]:
     byte_inputs = [i for i in request.inputs if i.datatype == "BYTES"]
     if len(byte_inputs) != 1 or len(request.inputs) != 1:
         raise InvalidInput(
-            "expected one BYTES input of JSON records, e.g. {\"inputs\": [{\"name\": "
-            "\"records\", \"shape\": [1], \"datatype\": \"BYTES\", \"data\": "
-            "[\"{\\\"field\\\": 1.0}\"]}]}"
+            'expected one BYTES input of JSON records, e.g. {"inputs": [{"name": '
+            '"records", "shape": [1], "datatype": "BYTES", "data": '
+            '["{\\"field\\": 1.0}"]}]}'
         )
     records: list[Any] = []
     for position, element in enumerate(input_array(byte_inputs[0]).reshape(-1)):
@@ -113,14 +113,17 @@ class TabularTransformer(Transformer):
         return self.predictor_request({self.spec.predictor_input: matrix}, outputs, request_id)
 
     async def postprocess(  # type: ignore[override]
-        self, result: InferResponse | dict[str, Any], headers: Mapping[str, str] | None = None,
+        self,
+        result: InferResponse | dict[str, Any],
+        headers: Mapping[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse | dict[str, Any]:
         assert isinstance(result, InferResponse)
         arrays = response_arrays(result)
         if "predict" not in arrays:
-            raise UpstreamError(f"predictor answered without a 'predict' output "
-                                f"(got {', '.join(arrays) or 'none'})")
+            raise UpstreamError(
+                f"predictor answered without a 'predict' output (got {', '.join(arrays) or 'none'})"
+            )
         labels = [self.spec.label_of(v) for v in arrays["predict"].reshape(-1)]
         maps: list[dict[str, float]] | None = None
         if self.spec.probabilities:
@@ -132,8 +135,12 @@ class TabularTransformer(Transformer):
         if self.client_is_v1():
             if maps is None:
                 return {"predictions": labels}
-            return {"predictions": [{"label": label, "probabilities": probs}
-                                    for label, probs in zip(labels, maps, strict=True)]}
+            return {
+                "predictions": [
+                    {"label": label, "probabilities": probs}
+                    for label, probs in zip(labels, maps, strict=True)
+                ]
+            }
         arrays = {"label": _strings([str(label) for label in labels])}
         if maps is not None:
             arrays["probabilities"] = _strings([orjson.dumps(m).decode() for m in maps])

@@ -16,13 +16,16 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 
 
 def test_served_sklearn_model_never_loads_pandas(iris_server: ServerProcess) -> None:
-    v2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}],
-          "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
+    v2 = {
+        "inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}],
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    }
     reply = httpx.post(f"{iris_server.url}/v2/models/iris/infer", json=v2, timeout=60)
     assert reply.status_code == 200
     assert [o["name"] for o in reply.json()["outputs"]] == ["predict", "predict_proba"]
-    v1 = httpx.post(f"{iris_server.url}/v1/models/iris:predict", json={"instances": [ROW]},
-                    timeout=60)
+    v1 = httpx.post(
+        f"{iris_server.url}/v1/models/iris:predict", json={"instances": [ROW]}, timeout=60
+    )
     assert v1.json() == {"predictions": [0]}
     assert iris_server.process is not None
     maps = Path(f"/proc/{iris_server.process.pid}/maps").read_text()
@@ -43,19 +46,37 @@ assert fastapi.responses.JSONResponse.__module__ == "starlette.responses"
 assert KServeClient.__module__ == "kserve.api.kserve_client"
 print("ok")
 """
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "ok"
 
 
 # Modules the serve path defers (its docstring says who imports each and why).
-DEFERRED = ["pandas", "fastapi", "kubernetes", "kserve.api_client", "kserve.configuration",
-            "kserve.models", "kserve.protocol.rest.server",
-            "kserve.protocol.rest.multiprocess.server", "kserve.protocol.rest.v2_datamodels",
-            "kserve.protocol.rest.timeseries", "timing_asgi", "yaml", "psutil", "rich",
-            "charset_normalizer", "urllib3", "dateutil", "certifi", "numpy.f2py",
-            "numpy.testing", "unittest"]
+DEFERRED = [
+    "pandas",
+    "fastapi",
+    "kubernetes",
+    "kserve.api_client",
+    "kserve.configuration",
+    "kserve.models",
+    "kserve.protocol.rest.server",
+    "kserve.protocol.rest.multiprocess.server",
+    "kserve.protocol.rest.v2_datamodels",
+    "kserve.protocol.rest.timeseries",
+    "timing_asgi",
+    "yaml",
+    "psutil",
+    "rich",
+    "charset_normalizer",
+    "urllib3",
+    "dateutil",
+    "certifi",
+    "numpy.f2py",
+    "numpy.testing",
+    "unittest",
+]
 
 # Every placeholder class a module imported in the window keeps bound after it. A new entry here
 # (a kserve or scikit-learn upgrade) needs checking: how the module uses the name at run time,
@@ -78,8 +99,14 @@ EXPECTED_PLACEHOLDERS = [
 def _run(code: str, **env: str) -> str:
     import os
 
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, **env})
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run.stdout
 
@@ -113,8 +140,11 @@ sys.exit(serve(settings, time.perf_counter(), on_ready=ready))
 
     out = _run(code)
     report = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
-    loaded = [name for name in DEFERRED
-              if any(m == name or m.startswith(name + ".") for m in report["modules"])]
+    loaded = [
+        name
+        for name in DEFERRED
+        if any(m == name or m.startswith(name + ".") for m in report["modules"])
+    ]
     assert loaded == []
     assert "kserve" in report["modules"] and "sklearn.callback" in report["modules"]
     assert report["placeholders"] == EXPECTED_PLACEHOLDERS
@@ -245,4 +275,5 @@ print("ok")
     assert output[:-1] == [
         "kserve 0.99.0 is installed; kninfer's workarounds were written for kserve 0.21.x, so "
         "they are off: kserve is imported eagerly and called through its own code paths (slower "
-        "cold start and requests, same answers)"]
+        "cold start and requests, same answers)"
+    ]

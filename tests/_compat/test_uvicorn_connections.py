@@ -16,9 +16,11 @@ import uvicorn
 from kninfer._compat import uvicorn_connections
 from tests.conftest import ServerProcess, server_env
 
-WARNING = ("uvicorn {} is installed; kninfer's connection drain was written for uvicorn 0.30 to "
-           "1.0, so it is off: on SIGTERM uvicorn's own shutdown closes idle keep-alive "
-           "connections at once")
+WARNING = (
+    "uvicorn {} is installed; kninfer's connection drain was written for uvicorn 0.30 to "
+    "1.0, so it is off: on SIGTERM uvicorn's own shutdown closes idle keep-alive "
+    "connections at once"
+)
 
 
 @pytest.mark.parametrize("version", ["0.30.0", "0.54.0", "0.99.1"])
@@ -29,8 +31,9 @@ def test_known_series_are_fenced_in(version: str, caplog: pytest.LogCaptureFixtu
 
 
 @pytest.mark.parametrize("version", ["0.29.6", "1.0.0", "2.1", "dev"])
-def test_other_versions_turn_the_drain_off_and_say_so(version: str,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_other_versions_turn_the_drain_off_and_say_so(
+    version: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="kninfer"):
         assert uvicorn_connections.written_for(version) is False
     assert caplog.messages == [WARNING.format(version)]
@@ -50,13 +53,16 @@ def test_open_connections_of_a_real_server() -> None:
     assert uvicorn_connections.open_connections(SimpleNamespace()) is None
 
 
-@pytest.mark.parametrize(("connection", "idle"), [
-    (SimpleNamespace(cycle=None), True),
-    (SimpleNamespace(cycle=SimpleNamespace(response_complete=True)), True),
-    (SimpleNamespace(cycle=SimpleNamespace(response_complete=False)), False),
-    (SimpleNamespace(cycle=SimpleNamespace()), False),
-    (SimpleNamespace(), False),  # an unknown shape is busy: left to uvicorn's shutdown
-])
+@pytest.mark.parametrize(
+    ("connection", "idle"),
+    [
+        (SimpleNamespace(cycle=None), True),
+        (SimpleNamespace(cycle=SimpleNamespace(response_complete=True)), True),
+        (SimpleNamespace(cycle=SimpleNamespace(response_complete=False)), False),
+        (SimpleNamespace(cycle=SimpleNamespace()), False),
+        (SimpleNamespace(), False),  # an unknown shape is busy: left to uvicorn's shutdown
+    ],
+)
 def test_idle_connections(connection: object, idle: bool) -> None:
     assert uvicorn_connections.is_idle(connection) is idle
 
@@ -67,11 +73,15 @@ def test_a_server_on_an_unknown_uvicorn_serves_and_stops_cleanly(tmp_path: Path)
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text("import uvicorn\nuvicorn.__version__ = '9.0.0'\n")
-    server = ServerProcess([], server_env(tmp_path, PYTHONPATH=str(site)),
-                           tmp_path / "server.log").start()
+    server = ServerProcess(
+        [], server_env(tmp_path, PYTHONPATH=str(site)), tmp_path / "server.log"
+    ).start()
     try:
-        reply = httpx.post(f"{server.url}/v1/models/iris:predict",
-                           json={"instances": [[5.1, 3.5, 1.4, 0.2]]}, timeout=30)
+        reply = httpx.post(
+            f"{server.url}/v1/models/iris:predict",
+            json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+            timeout=30,
+        )
         assert (reply.status_code, reply.json()) == (200, {"predictions": [0]})
         server.signal(signal.SIGTERM)
         assert server.process is not None

@@ -21,10 +21,17 @@ from kninfer.cloudevents.binding import (
 from kninfer.cloudevents.contract import RESPONSE_TYPE
 from kninfer.errors import InvalidInput, UnsupportedMediaType
 
-V2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                  "data": [5.1, 3.5, 1.4, 0.2]}]}
-ATTRIBUTES = {"id": "e-1", "source": "tests/binding", "type": "dev.kninfer.inference.request",
-              "correlationid": "basket-7"}
+V2 = {
+    "inputs": [
+        {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+    ]
+}
+ATTRIBUTES = {
+    "id": "e-1",
+    "source": "tests/binding",
+    "type": "dev.kninfer.inference.request",
+    "correlationid": "basket-7",
+}
 
 
 def sdk_event() -> CloudEvent:
@@ -52,30 +59,59 @@ def test_an_sdk_event_parses_in_either_mode(convert) -> None:
 def test_modes_by_headers() -> None:
     assert content_mode({"content-type": "application/cloudevents+json"}) == "structured"
     assert content_mode({"content-type": "application/cloudevents-batch+json"}) == "batch"
-    assert content_mode({"ce-specversion": "1.0", "content-type": "application/json"}) == \
-        "binary"
+    assert content_mode({"ce-specversion": "1.0", "content-type": "application/json"}) == "binary"
     assert content_mode({"content-type": "application/json"}) is None
     assert not is_event({"content-type": "application/json"})
 
 
-@pytest.mark.parametrize(("headers", "body", "error", "message"), [
-    ({"content-type": "application/json"}, b"{}", InvalidInput, "not a CloudEvent"),
-    ({"content-type": "application/cloudevents-batch+json"}, b"[]", UnsupportedMediaType,
-     "batched CloudEvents"),
-    ({"ce-specversion": "1.0", "ce-id": "x", "ce-source": "s", "ce-type": "t",
-      "content-type": "application/json"}, b"", InvalidInput, "CloudEvent has no data"),
-    ({"ce-specversion": "1.0", "ce-id": "", "ce-source": "s", "ce-type": "t",
-      "content-type": "application/json"}, json.dumps(V2).encode(), InvalidInput, "id"),
-])
+@pytest.mark.parametrize(
+    ("headers", "body", "error", "message"),
+    [
+        ({"content-type": "application/json"}, b"{}", InvalidInput, "not a CloudEvent"),
+        (
+            {"content-type": "application/cloudevents-batch+json"},
+            b"[]",
+            UnsupportedMediaType,
+            "batched CloudEvents",
+        ),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-id": "x",
+                "ce-source": "s",
+                "ce-type": "t",
+                "content-type": "application/json",
+            },
+            b"",
+            InvalidInput,
+            "CloudEvent has no data",
+        ),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-id": "",
+                "ce-source": "s",
+                "ce-type": "t",
+                "content-type": "application/json",
+            },
+            json.dumps(V2).encode(),
+            InvalidInput,
+            "id",
+        ),
+    ],
+)
 def test_bad_events_are_client_errors(headers, body, error, message) -> None:
     with pytest.raises(error, match=message):
         parse_event(headers, body)
 
 
 def test_bad_data_is_a_400_that_says_it_came_from_the_event() -> None:
-    headers, body = to_binary(CloudEvent({**ATTRIBUTES, "datacontenttype": "application/json"},
-                                         {"inputs": [{"name": "input-0", "shape": [1, 4],
-                                                      "datatype": "FP64", "data": [1, 2]}]}))
+    headers, body = to_binary(
+        CloudEvent(
+            {**ATTRIBUTES, "datacontenttype": "application/json"},
+            {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1, 2]}]},
+        )
+    )
     event = parse_event(lower(headers), body)
     with pytest.raises(InvalidInput, match="^CloudEvent data: input 'input-0'"):
         decode_request(event, "iris")

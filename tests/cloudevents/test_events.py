@@ -38,14 +38,21 @@ MISSING = "(CloudEvents 1.0, Required Attributes: non-empty strings)"
 
 def v2_request(rows: list[list[float]] = ROWS) -> dict[str, Any]:
     flat = [v for row in rows for v in row]
-    return {"inputs": [{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64",
-                        "data": flat}]}
+    return {
+        "inputs": [{"name": "input-0", "shape": [len(rows), 4], "datatype": "FP64", "data": flat}]
+    }
 
 
-def event(data: Any, *, event_id: str | None = None, source: str = "tests/events",
-          **extensions: str) -> CloudEvent:
-    attributes = {"type": REQUEST_TYPE, "source": source, "id": event_id or str(uuid.uuid4()),
-                  "datacontenttype": "application/json", **extensions}
+def event(
+    data: Any, *, event_id: str | None = None, source: str = "tests/events", **extensions: str
+) -> CloudEvent:
+    attributes = {
+        "type": REQUEST_TYPE,
+        "source": source,
+        "id": event_id or str(uuid.uuid4()),
+        "datacontenttype": "application/json",
+        **extensions,
+    }
     return CloudEvent(attributes, data)
 
 
@@ -75,8 +82,9 @@ def data_of(reply: CloudEvent) -> Any:
 
 def metric(server: ServerProcess, name: str) -> float:
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    match = re.search(rf'^{re.escape(name)}\{{[^}}]*model_name="iris"[^}}]*\}} (\S+)$', text,
-                      re.MULTILINE)
+    match = re.search(
+        rf'^{re.escape(name)}\{{[^}}]*model_name="iris"[^}}]*\}} (\S+)$', text, re.MULTILINE
+    )
     return float(match.group(1)) if match else 0.0
 
 
@@ -141,11 +149,20 @@ def test_correlation_id_is_carried_through(server: ServerProcess, mode: str) -> 
 
 
 def test_structured_event_with_data_base64(server: ServerProcess) -> None:
-    body = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "tests/b64",
-            "type": REQUEST_TYPE, "datacontenttype": "application/json",
-            "data_base64": base64.b64encode(json.dumps(v2_request()).encode()).decode()}
-    response = httpx.post(f"{server.url}/v2/models/iris/infer", json=body,
-                          headers={"content-type": "application/cloudevents+json"}, timeout=60)
+    body = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "tests/b64",
+        "type": REQUEST_TYPE,
+        "datacontenttype": "application/json",
+        "data_base64": base64.b64encode(json.dumps(v2_request()).encode()).decode(),
+    }
+    response = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        json=body,
+        headers={"content-type": "application/cloudevents+json"},
+        timeout=60,
+    )
     reply = reply_of(response)
     assert data_of(reply)["outputs"][0]["data"] == [0, 2]
 
@@ -154,10 +171,16 @@ def test_content_type_decides_structured_mode(server: ServerProcess) -> None:
     # HTTP binding section 3: an application/cloudevents content type is structured mode, even
     # with stray ce-* headers; media types are case-insensitive.
     body = _structured(id="structured-wins")
-    headers = {"content-type": "Application/CloudEvents+JSON; charset=utf-8",
-               "ce-specversion": "1.0", "ce-id": "stray", "ce-source": "x", "ce-type": "y"}
-    response = httpx.post(f"{server.url}/v2/models/iris/infer", content=body, headers=headers,
-                          timeout=60)
+    headers = {
+        "content-type": "Application/CloudEvents+JSON; charset=utf-8",
+        "ce-specversion": "1.0",
+        "ce-id": "stray",
+        "ce-source": "x",
+        "ce-type": "y",
+    }
+    response = httpx.post(
+        f"{server.url}/v2/models/iris/infer", content=body, headers=headers, timeout=60
+    )
     reply = reply_of(response)
     assert response.headers["content-type"] == "application/cloudevents+json"
     assert reply["causationid"] == "structured-wins"
@@ -178,8 +201,10 @@ def test_root_picks_the_model_from_the_kninfermodel_extension(server: ServerProc
     assert reply["source"].endswith("/models/iris")
     response = post(f"{server.url}/", event(v2_request(), kninfermodel="resnet"), "structured")
     assert response.status_code == 400
-    assert response.json() == {"error": "CloudEvent extension kninfermodel='resnet' names a "
-                                        "model this server does not serve; it serves: iris"}
+    assert response.json() == {
+        "error": "CloudEvent extension kninfermodel='resnet' names a "
+        "model this server does not serve; it serves: iris"
+    }
 
 
 # ---- redelivery ---------------------------------------------------------------------------
@@ -199,8 +224,13 @@ def test_redelivered_event_gets_the_same_reply_without_running_the_model(
     assert again["id"] == third["id"] == first["id"]
     assert data_of(again) == data_of(first)
     # Same id from another source is another event: it runs.
-    other = reply_of(post(f"{server.url}/", event(v2_request(), event_id=request["id"],
-                                                   source="tests/other"), "binary"))
+    other = reply_of(
+        post(
+            f"{server.url}/",
+            event(v2_request(), event_id=request["id"], source="tests/other"),
+            "binary",
+        )
+    )
     assert other["id"] != first["id"]
     assert model_runs(server) == runs + 2
 
@@ -213,8 +243,9 @@ def test_concurrent_duplicates_run_the_model_once(server: ServerProcess) -> None
     runs = model_runs(server)
 
     def deliver(_: int) -> httpx.Response:
-        return httpx.post(f"{server.url}/v2/models/iris/infer", content=body, headers=headers,
-                          timeout=120)
+        return httpx.post(
+            f"{server.url}/v2/models/iris/infer", content=body, headers=headers, timeout=120
+        )
 
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(deliver, range(8)))
@@ -225,13 +256,19 @@ def test_concurrent_duplicates_run_the_model_once(server: ServerProcess) -> None
 
 
 def test_failed_events_are_not_remembered(server: ServerProcess) -> None:
-    bad = event({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                             "data": [1.0, 2.0, 3.0]}]})
+    bad = event(
+        {
+            "inputs": [
+                {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1.0, 2.0, 3.0]}
+            ]
+        }
+    )
     for _ in range(2):
         response = post(f"{server.url}/", bad, "binary")
         assert response.status_code == 400
-        assert response.json() == {"error": "CloudEvent data: input 'input-0': 'data' has 3 "
-                                            "values but shape needs 4"}
+        assert response.json() == {
+            "error": "CloudEvent data: input 'input-0': 'data' has 3 values but shape needs 4"
+        }
 
 
 # ---- bad events ---------------------------------------------------------------------------
@@ -240,16 +277,26 @@ GOOD = json.dumps(v2_request()).encode()
 
 
 def _binary(drop: str = "", **override: str) -> dict[str, str]:
-    headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": "tests/bad",
-               "ce-type": REQUEST_TYPE, "content-type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": str(uuid.uuid4()),
+        "ce-source": "tests/bad",
+        "ce-type": REQUEST_TYPE,
+        "content-type": "application/json",
+    }
     headers.update(override)
     headers.pop(drop, None)
     return headers
 
 
 def _structured(drop: str = "", **override: Any) -> bytes:
-    doc: dict[str, Any] = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "tests/bad",
-                           "type": REQUEST_TYPE, "data": v2_request()}
+    doc: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "tests/bad",
+        "type": REQUEST_TYPE,
+        "data": v2_request(),
+    }
     doc.update(override)
     doc.pop(drop, None)
     return json.dumps(doc).encode()
@@ -258,50 +305,139 @@ def _structured(drop: str = "", **override: Any) -> bytes:
 STRUCTURED = {"content-type": "application/cloudevents+json"}
 
 BAD_EVENTS = [
-    ("binary-no-id", _binary(drop="ce-id"), GOOD, 400,
-     f"CloudEvent is missing required attribute(s) ce-id {MISSING}"),
-    ("binary-no-source-type", _binary(drop="ce-source", **{"ce-type": ""}), GOOD, 400,
-     f"CloudEvent is missing required attribute(s) ce-source, ce-type {MISSING}"),
-    ("binary-specversion-0.3", _binary(**{"ce-specversion": "0.3"}), GOOD, 400,
-     "CloudEvent specversion is '0.3'; kninfer accepts '1.0'"),
-    ("structured-no-type", STRUCTURED, _structured(drop="type"), 400,
-     f"CloudEvent is missing required attribute(s) type {MISSING}"),
-    ("structured-empty-id", STRUCTURED, _structured(id=""), 400,
-     f"CloudEvent is missing required attribute(s) id {MISSING}"),
-    ("structured-specversion-2.0", STRUCTURED, _structured(specversion="2.0"), 400,
-     "CloudEvent specversion is '2.0'; kninfer accepts '1.0'"),
-    ("structured-not-json", STRUCTURED, b"{specversion: 1.0", 400,
-     "structured CloudEvent is not valid JSON (..."),
+    (
+        "binary-no-id",
+        _binary(drop="ce-id"),
+        GOOD,
+        400,
+        f"CloudEvent is missing required attribute(s) ce-id {MISSING}",
+    ),
+    (
+        "binary-no-source-type",
+        _binary(drop="ce-source", **{"ce-type": ""}),
+        GOOD,
+        400,
+        f"CloudEvent is missing required attribute(s) ce-source, ce-type {MISSING}",
+    ),
+    (
+        "binary-specversion-0.3",
+        _binary(**{"ce-specversion": "0.3"}),
+        GOOD,
+        400,
+        "CloudEvent specversion is '0.3'; kninfer accepts '1.0'",
+    ),
+    (
+        "structured-no-type",
+        STRUCTURED,
+        _structured(drop="type"),
+        400,
+        f"CloudEvent is missing required attribute(s) type {MISSING}",
+    ),
+    (
+        "structured-empty-id",
+        STRUCTURED,
+        _structured(id=""),
+        400,
+        f"CloudEvent is missing required attribute(s) id {MISSING}",
+    ),
+    (
+        "structured-specversion-2.0",
+        STRUCTURED,
+        _structured(specversion="2.0"),
+        400,
+        "CloudEvent specversion is '2.0'; kninfer accepts '1.0'",
+    ),
+    (
+        "structured-not-json",
+        STRUCTURED,
+        b"{specversion: 1.0",
+        400,
+        "structured CloudEvent is not valid JSON (...",
+    ),
     ("structured-array", STRUCTURED, b"[]", 400, "structured CloudEvent must be a JSON object"),
-    ("binary-data-not-json", _binary(**{"content-type": "text/plain"}), b"sepal 5.1", 400,
-     "CloudEvent data: request body is not valid JSON (..."),
-    ("structured-data-string", STRUCTURED, _structured(data="hello"), 400,
-     "CloudEvent data: request body must be a JSON object; expected a V2 inference request: {..."),
-    ("structured-no-data", STRUCTURED, _structured(drop="data"), 400,
-     "CloudEvent has no data; its data must be a V2 inference request"),
-    ("binary-empty-body", _binary(), b"", 400,
-     "CloudEvent has no data; its data must be a V2 inference request"),
-    ("bad-tensor-no-inputs", STRUCTURED, _structured(data={"input": []}), 400,
-     "CloudEvent data: request has no 'inputs'; expected a V2 inference request: {..."),
-    ("bad-tensor-wrong-shape", _binary(),
-     json.dumps({"inputs": [{"name": "input-0", "shape": [2, 2], "datatype": "FP64",
-                             "data": [1, 2, 3, 4]}]}).encode(), 400,
-     "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)"),
-    ("avro-format", {"content-type": "application/cloudevents+avro"}, b"\x00", 415,
-     "CloudEvents format 'application/cloudevents+avro' is not supported; use structured mode "
-     "(application/cloudevents+json) or binary mode (ce-* headers)"),
-    ("batch", {"content-type": "application/cloudevents-batch+json"}, b"[]", 415,
-     "batched CloudEvents (application/cloudevents-batch+json) are not supported: the "
-     "cloudevents SDK 1.x has no batch format and Knative delivers one event per request; "
-     "send each event on its own (binary or structured mode)"),
+    (
+        "binary-data-not-json",
+        _binary(**{"content-type": "text/plain"}),
+        b"sepal 5.1",
+        400,
+        "CloudEvent data: request body is not valid JSON (...",
+    ),
+    (
+        "structured-data-string",
+        STRUCTURED,
+        _structured(data="hello"),
+        400,
+        "CloudEvent data: request body must be a JSON object; expected a V2 inference request: "
+        "{...",
+    ),
+    (
+        "structured-no-data",
+        STRUCTURED,
+        _structured(drop="data"),
+        400,
+        "CloudEvent has no data; its data must be a V2 inference request",
+    ),
+    (
+        "binary-empty-body",
+        _binary(),
+        b"",
+        400,
+        "CloudEvent has no data; its data must be a V2 inference request",
+    ),
+    (
+        "bad-tensor-no-inputs",
+        STRUCTURED,
+        _structured(data={"input": []}),
+        400,
+        "CloudEvent data: request has no 'inputs'; expected a V2 inference request: {...",
+    ),
+    (
+        "bad-tensor-wrong-shape",
+        _binary(),
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "input-0", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}
+                ]
+            }
+        ).encode(),
+        400,
+        "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)",
+    ),
+    (
+        "avro-format",
+        {"content-type": "application/cloudevents+avro"},
+        b"\x00",
+        415,
+        "CloudEvents format 'application/cloudevents+avro' is not supported; use structured mode "
+        "(application/cloudevents+json) or binary mode (ce-* headers)",
+    ),
+    (
+        "batch",
+        {"content-type": "application/cloudevents-batch+json"},
+        b"[]",
+        415,
+        "batched CloudEvents (application/cloudevents-batch+json) are not supported: the "
+        "cloudevents SDK 1.x has no batch format and Knative delivers one event per request; "
+        "send each event on its own (binary or structured mode)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("path", ["/", "/v2/models/iris/infer"])
-@pytest.mark.parametrize(("headers", "body", "status", "message"),
-                         [case[1:] for case in BAD_EVENTS], ids=[c[0] for c in BAD_EVENTS])
-def test_bad_event_status_and_message(server: ServerProcess, path: str, headers: dict[str, str],
-                                      body: bytes, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "message"),
+    [case[1:] for case in BAD_EVENTS],
+    ids=[c[0] for c in BAD_EVENTS],
+)
+def test_bad_event_status_and_message(
+    server: ServerProcess,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    message: str,
+) -> None:
     response = httpx.post(server.url + path, content=body, headers=headers, timeout=60)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -316,11 +452,13 @@ def test_root_takes_events_only(server: ServerProcess) -> None:
     response = httpx.post(f"{server.url}/", json=v2_request(), timeout=60)
     assert response.status_code == 415
     assert response.json()["error"].startswith("POST / takes CloudEvents only: binary mode")
-    response = httpx.post(f"{server.url}/", content=GOOD, timeout=60,
-                          headers=_binary(drop="ce-specversion"))
+    response = httpx.post(
+        f"{server.url}/", content=GOOD, timeout=60, headers=_binary(drop="ce-specversion")
+    )
     assert response.status_code == 400
     assert response.json() == {
-        "error": f"CloudEvent is missing required attribute(s) ce-specversion {MISSING}"}
+        "error": f"CloudEvent is missing required attribute(s) ce-specversion {MISSING}"
+    }
     # The V2 route keeps its 404 for an unknown model, event or not (Knative retries 404:
     # a route that is not there yet).
     response = post(f"{server.url}/v2/models/resnet/infer", event(v2_request()), "binary")
@@ -336,8 +474,14 @@ def test_transformer_takes_events_and_forwards_a_plain_v2_request(
     server: ServerProcess, start_server: Any
 ) -> None:
     transformer = start_server(
-        "--transformer", "passthrough", "--predictor-host", f"127.0.0.1:{server.http_port}",
-        "--model-name", "iris", env={"K_SERVICE": "iris-transformer"}, timeout=180,
+        "--transformer",
+        "passthrough",
+        "--predictor-host",
+        f"127.0.0.1:{server.http_port}",
+        "--model-name",
+        "iris",
+        env={"K_SERVICE": "iris-transformer"},
+        timeout=180,
     )
     runs, replayed = model_runs(server), replays(server)
     request = event(v2_request(), correlationid="batch-7")
@@ -410,8 +554,7 @@ def test_dedupe_cache_single_flight_ttl_and_bounds() -> None:
     asyncio.run(scenario())
 
 
-@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3000), st.floats(0, 5)),
-                max_size=60))
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3000), st.floats(0, 5)), max_size=60))
 @settings(max_examples=60, deadline=None)
 def test_dedupe_cache_stays_within_its_bounds(ops: list[tuple[int, int, float]]) -> None:
     now = [0.0]
@@ -436,11 +579,16 @@ def test_dedupe_cache_stays_within_its_bounds(ops: list[tuple[int, int, float]])
 def test_event_send_cli(server: ServerProcess, tmp_path: Path) -> None:
     request_file = tmp_path / "request.json"
     request_file.write_text(json.dumps(v2_request()))
-    for args in (["--url", f"{server.url}/v2/models/iris/infer"],
-                 ["--url", f"{server.url}/", "--structured", "--model", "iris", "--id", "abc"]):
+    for args in (
+        ["--url", f"{server.url}/v2/models/iris/infer"],
+        ["--url", f"{server.url}/", "--structured", "--model", "iris", "--id", "abc"],
+    ):
         done = subprocess.run(
             [sys.executable, "-m", "kninfer", "event", "send", "--file", str(request_file), *args],
-            capture_output=True, text=True, timeout=120, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
         )
         assert done.returncode == 0, done.stderr
         reply = json.loads(done.stdout)
@@ -448,9 +596,21 @@ def test_event_send_cli(server: ServerProcess, tmp_path: Path) -> None:
         assert reply["data"]["outputs"][0]["data"] == [0, 2]
     assert reply["causationid"] == "abc"
     done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "event", "send", "--file", str(request_file),
-         "--url", f"{server.url}/v2/models/resnet/infer"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "event",
+            "send",
+            "--file",
+            str(request_file),
+            "--url",
+            f"{server.url}/v2/models/resnet/infer",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert done.returncode == 1
     assert done.stderr.startswith("HTTP 404: ")
@@ -482,12 +642,28 @@ class Broker:
         self.dead_letters: list[CloudEvent] = []
         self.attempts: list[tuple[str, str, int | None]] = []  # (trigger, event id, status)
 
-    def trigger(self, name: str, type_: str, subscriber: Any, *, retry: int = 0,
-                backoff_delay: float = 0.05, backoff_policy: str = "exponential",
-                fmt: str = "binary") -> None:
-        self.triggers.append({"name": name, "type": type_, "subscriber": subscriber,
-                              "retry": retry, "delay": backoff_delay, "policy": backoff_policy,
-                              "format": fmt})
+    def trigger(
+        self,
+        name: str,
+        type_: str,
+        subscriber: Any,
+        *,
+        retry: int = 0,
+        backoff_delay: float = 0.05,
+        backoff_policy: str = "exponential",
+        fmt: str = "binary",
+    ) -> None:
+        self.triggers.append(
+            {
+                "name": name,
+                "type": type_,
+                "subscriber": subscriber,
+                "retry": retry,
+                "delay": backoff_delay,
+                "policy": backoff_policy,
+                "format": fmt,
+            }
+        )
 
     def publish(self, ce: CloudEvent) -> None:
         self.queue.append(ce)
@@ -507,8 +683,9 @@ class Broker:
             return subscriber(ce), None
         headers, body = to_binary(ce) if trigger["format"] == "binary" else to_structured(ce)
         try:
-            response = httpx.post(subscriber, content=body, timeout=60,
-                                  headers={**headers, "prefer": "reply"})
+            response = httpx.post(
+                subscriber, content=body, timeout=60, headers={**headers, "prefer": "reply"}
+            )
         except httpx.TransportError:
             return None, None
         return response.status_code, response
@@ -518,7 +695,7 @@ class Broker:
         response: Any = None
         for attempt in range(trigger["retry"] + 1):
             if attempt:
-                factor = 2 ** attempt if trigger["policy"] == "exponential" else attempt
+                factor = 2**attempt if trigger["policy"] == "exponential" else attempt
                 sleep(trigger["delay"] * factor)
             status, response = self._send(trigger, ce)
             self.attempts.append((trigger["name"], ce["id"], status))
@@ -528,8 +705,14 @@ class Broker:
                 return
             if not retryable(status):
                 break
-        dead = CloudEvent({**ce.get_attributes(), "knativeerrordest": str(trigger["subscriber"]),
-                           "knativeerrorcode": str(status)}, ce.get_data())
+        dead = CloudEvent(
+            {
+                **ce.get_attributes(),
+                "knativeerrordest": str(trigger["subscriber"]),
+                "knativeerrorcode": str(status),
+            },
+            ce.get_data(),
+        )
         if response is not None:
             dead["knativeerrordata"] = base64.b64encode(response.content).decode()
         self.dead_letters.append(dead)
@@ -539,15 +722,27 @@ def test_broker_round_trip_replies_dead_letters_and_no_loops(server: ServerProce
     results: list[CloudEvent] = []
     broker = Broker()
     broker.trigger("infer", REQUEST_TYPE, f"{server.url}/v2/models/iris/infer", retry=3)
-    broker.trigger("infer-root", "dev.kninfer.inference.request.structured",
-                   f"{server.url}/", retry=3, fmt="json")
+    broker.trigger(
+        "infer-root",
+        "dev.kninfer.inference.request.structured",
+        f"{server.url}/",
+        retry=3,
+        fmt="json",
+    )
     broker.trigger("results", RESPONSE_TYPE, lambda ce: results.append(ce) or 202)
 
     good = [event(v2_request()) for _ in range(3)]
-    structured = CloudEvent({**good[0].get_attributes(), "id": str(uuid.uuid4()),
-                             "type": "dev.kninfer.inference.request.structured"}, v2_request())
-    bad = event({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                             "data": [1.0]}]})
+    structured = CloudEvent(
+        {
+            **good[0].get_attributes(),
+            "id": str(uuid.uuid4()),
+            "type": "dev.kninfer.inference.request.structured",
+        },
+        v2_request(),
+    )
+    bad = event(
+        {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [1.0]}]}
+    )
     producer_retry = CloudEvent(good[1].get_attributes(), v2_request())  # same source and id
     published = [*good, structured, bad, producer_retry]
     runs = model_runs(server)
@@ -562,7 +757,8 @@ def test_broker_round_trip_replies_dead_letters_and_no_loops(server: ServerProce
     dead = broker.dead_letters[0]
     assert dead["knativeerrorcode"] == "400"
     assert json.loads(base64.b64decode(dead["knativeerrordata"])) == {
-        "error": "CloudEvent data: input 'input-0': 'data' has 1 values but shape needs 4"}
+        "error": "CloudEvent data: input 'input-0': 'data' has 1 values but shape needs 4"
+    }
     # 400 is final: one attempt. Replies never went back to a predictor (kserve#1671's loop).
     assert [a for a in broker.attempts if a[1] == bad["id"]] == [("infer", bad["id"], 400)]
     to_predictor = [a for a in broker.attempts if a[0] != "results"]
@@ -584,8 +780,14 @@ def test_broker_retries_until_the_service_is_up_and_dead_letters_overload(
     overloaded = start_server(env={"KNINFER_MAX_INFLIGHT": "0"}, wait=False, timeout=180)
     results: list[CloudEvent] = []
     broker = Broker()
-    broker.trigger("infer", REQUEST_TYPE, f"{late.url}/v2/models/iris/infer", retry=15,
-                   backoff_delay=0.5, backoff_policy="linear")
+    broker.trigger(
+        "infer",
+        REQUEST_TYPE,
+        f"{late.url}/v2/models/iris/infer",
+        retry=15,
+        backoff_delay=0.5,
+        backoff_policy="linear",
+    )
     broker.trigger("results", RESPONSE_TYPE, lambda ce: results.append(ce) or 202)
     request = event(v2_request())
     broker.publish(request)

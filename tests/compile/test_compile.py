@@ -34,24 +34,35 @@ PLANS = ["basic", "plus", "pro"]
 
 # ---- data ---------------------------------------------------------------------------------------
 
+
 def customers(n: int, seed: int) -> Any:
     """A DataFrame with numeric columns (income has gaps) and string columns, and two targets:
     `churn` (string labels) and `spend` (a number)."""
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "age": rng.uniform(18, 80, n),
-        "city": rng.choice(CITIES, n),
-        "income": rng.normal(40_000, 12_000, n),
-        "plan": rng.choice(PLANS, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, n),
+            "city": rng.choice(CITIES, n),
+            "income": rng.normal(40_000, 12_000, n),
+            "plan": rng.choice(PLANS, n),
+        }
+    )
     frame.loc[rng.random(n) < 0.08, "income"] = np.nan
-    score = (frame["age"] - 45) / 10 + (frame["plan"] == "basic") * 1.5 \
-        - frame["income"].fillna(40_000) / 20_000 + rng.normal(0, 0.5, n)
+    score = (
+        (frame["age"] - 45) / 10
+        + (frame["plan"] == "basic") * 1.5
+        - frame["income"].fillna(40_000) / 20_000
+        + rng.normal(0, 0.5, n)
+    )
     frame["churn"] = np.where(score > -1.0, "leave", "stay")
-    frame["spend"] = frame["age"] * 3 + frame["income"].fillna(40_000) / 1000 \
-        + (frame["city"] == "Oslo") * 25 + rng.normal(0, 5, n)
+    frame["spend"] = (
+        frame["age"] * 3
+        + frame["income"].fillna(40_000) / 1000
+        + (frame["city"] == "Oslo") * 25
+        + rng.normal(0, 5, n)
+    )
     return frame
 
 
@@ -70,13 +81,16 @@ def preprocessing(scale: bool = True) -> Any:
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numbers = make_pipeline(SimpleImputer(), StandardScaler()) if scale else SimpleImputer()
-    return ColumnTransformer([
-        ("numbers", numbers, ["age", "income"]),
-        ("strings", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
-    ])
+    return ColumnTransformer(
+        [
+            ("numbers", numbers, ["age", "income"]),
+            ("strings", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+        ]
+    )
 
 
 # ---- the cases ----------------------------------------------------------------------------------
+
 
 @dataclass
 class Case:
@@ -131,8 +145,13 @@ def build_cases(root: Path) -> dict[str, Case]:
     amount = x_train @ [1.0, 2.0, 0.5, 3.0] + 7
     cases: dict[str, Case] = {}
 
-    def add(name: str, estimator: Any, held_out: Any, save: Callable[[Path, Any], None],
-            args: list[str] | None = None) -> Case:
+    def add(
+        name: str,
+        estimator: Any,
+        held_out: Any,
+        save: Callable[[Path, Any], None],
+        args: list[str] | None = None,
+    ) -> Case:
         directory = root / name
         save(directory, estimator)
         cases[name] = Case(directory, estimator, held_out, args or [])
@@ -141,23 +160,40 @@ def build_cases(root: Path) -> dict[str, Case]:
     # A DataFrame pipeline with string columns and string labels; rows generated from the fitted
     # encoder categories, imputer and scaler.
     logistic = make_pipeline(preprocessing(), LogisticRegression(max_iter=500))
-    add("logistic_frame", logistic.fit(train[FEATURES], train["churn"]), test[FEATURES],
-        _save_joblib)
+    add(
+        "logistic_frame",
+        logistic.fit(train[FEATURES], train["churn"]),
+        test[FEATURES],
+        _save_joblib,
+    )
     # Gradient boosting on the same columns, from a skops file, verified on a CSV sample that
     # also holds the targets (columns the model does not take are left aside). A SimpleImputer
     # fitted on a DataFrame keeps a numpy.dtype, and skops trusts no sklearn Tree (its node
     # indices are not bounds-checked), unless told: as `kninfer serve` needs them.
     boosted = make_pipeline(preprocessing(), GradientBoostingClassifier(n_estimators=15))
-    case = add("boosting_classifier_skops", boosted.fit(train[FEATURES], train["churn"]),
-               test[FEATURES], _save_skops)
+    case = add(
+        "boosting_classifier_skops",
+        boosted.fit(train[FEATURES], train["churn"]),
+        test[FEATURES],
+        _save_skops,
+    )
     train.to_csv(case.directory / "train.csv", index=False)
-    case.args = ["--sample", str(case.directory / "train.csv"),
-                 "--skops-trusted", "numpy.dtype,sklearn.tree._tree.Tree"]
+    case.args = [
+        "--sample",
+        str(case.directory / "train.csv"),
+        "--skops-trusted",
+        "numpy.dtype,sklearn.tree._tree.Tree",
+    ]
     # A regressor behind an imputer only: its trees read income as given. The sample is JSON.
-    regressor = make_pipeline(preprocessing(scale=False),
-                              GradientBoostingRegressor(n_estimators=30, random_state=0))
-    case = add("boosting_regressor_frame", regressor.fit(train[FEATURES], train["spend"]),
-               test[FEATURES], _save_joblib)
+    regressor = make_pipeline(
+        preprocessing(scale=False), GradientBoostingRegressor(n_estimators=30, random_state=0)
+    )
+    case = add(
+        "boosting_regressor_frame",
+        regressor.fit(train[FEATURES], train["spend"]),
+        test[FEATURES],
+        _save_joblib,
+    )
     records = json.loads(train[FEATURES].head(150).to_json(orient="records"))
     (case.directory / "rows.json").write_text(json.dumps(records))
     case.args = ["--sample", str(case.directory / "rows.json")]
@@ -167,16 +203,27 @@ def build_cases(root: Path) -> dict[str, Case]:
     np.savetxt(case.directory / "x.csv", x_train[:100], delimiter=",")
     case.args = ["--sample", str(case.directory / "x.csv")]
     # Trees on an array, rows generated from their split thresholds.
-    add("tree_matrix", DecisionTreeClassifier(max_depth=6, random_state=0).fit(x_train, three),
-        x_test, _save_joblib)
+    add(
+        "tree_matrix",
+        DecisionTreeClassifier(max_depth=6, random_state=0).fit(x_train, three),
+        x_test,
+        _save_joblib,
+    )
     # An odd number of trees: a forest of fully split trees with an even count ties its vote.
-    add("forest_matrix",
+    add(
+        "forest_matrix",
         RandomForestClassifier(n_estimators=25, max_depth=6, random_state=0).fit(x_train, spam),
-        x_test, _save_joblib)
-    add("extra_trees_scaled",
-        make_pipeline(StandardScaler(), ExtraTreesClassifier(n_estimators=25, max_depth=6,
-                                                             random_state=0)).fit(x_train, spam),
-        x_test, _save_joblib)
+        x_test,
+        _save_joblib,
+    )
+    add(
+        "extra_trees_scaled",
+        make_pipeline(
+            StandardScaler(), ExtraTreesClassifier(n_estimators=25, max_depth=6, random_state=0)
+        ).fit(x_train, spam),
+        x_test,
+        _save_joblib,
+    )
     forest = RandomForestRegressor(n_estimators=20, max_depth=8, random_state=0)
     add("forest_regressor", forest.fit(x_train, amount), x_test, _save_joblib)
 
@@ -185,25 +232,44 @@ def build_cases(root: Path) -> dict[str, Case]:
     add("zero_tolerance", forest, x_test, _save_joblib, ["--rtol", "0", "--atol", "0"])
     from sklearn.kernel_ridge import KernelRidge  # no skl2onnx converter
 
-    add("no_converter", make_pipeline(StandardScaler(), KernelRidge()).fit(x_train, amount),
-        x_test, _save_joblib)
+    add(
+        "no_converter",
+        make_pipeline(StandardScaler(), KernelRidge()).fit(x_train, amount),
+        x_test,
+        _save_joblib,
+    )
     from sklearn.compose import ColumnTransformer
     from sklearn.preprocessing import OneHotEncoder
 
     # skl2onnx's OneHotEncoder converter raises on infrequent categories.
     infrequent = make_pipeline(
-        ColumnTransformer([("strings", OneHotEncoder(min_frequency=120,
-                                                     handle_unknown="infrequent_if_exist"),
-                            ["city"]), ("numbers", "passthrough", ["age"])]),
-        LogisticRegression())
-    add("converter_fails", infrequent.fit(train[["age", "city"]], train["churn"]), None,
-        _save_joblib)
+        ColumnTransformer(
+            [
+                (
+                    "strings",
+                    OneHotEncoder(min_frequency=120, handle_unknown="infrequent_if_exist"),
+                    ["city"],
+                ),
+                ("numbers", "passthrough", ["age"]),
+            ]
+        ),
+        LogisticRegression(),
+    )
+    add(
+        "converter_fails",
+        infrequent.fit(train[["age", "city"]], train["churn"]),
+        None,
+        _save_joblib,
+    )
     add("needs_sample", LinearRegression().fit(x_train, amount), None, _save_joblib)
     from sklearn.preprocessing import FunctionTransformer
 
     # skops does not trust functools.partial nor numpy.clip without being told.
-    clipped = make_pipeline(FunctionTransformer(functools.partial(np.clip, a_min=0, a_max=None)),
-                            StandardScaler(), LogisticRegression())
+    clipped = make_pipeline(
+        FunctionTransformer(functools.partial(np.clip, a_min=0, a_max=None)),
+        StandardScaler(),
+        LogisticRegression(),
+    )
     add("untrusted_skops", clipped.fit(x_train, spam), None, _save_skops)
     return cases
 
@@ -220,18 +286,29 @@ def save_mlflow(directory: Path) -> Case:
     # pip_requirements given: otherwise save_model infers them in a subprocess. The imputer's
     # numpy.dtype is listed in MLmodel for MLflow's own loader; kninfer compile needs it on its
     # command line (test_mlflow_trusted_types_are_not_taken_from_the_model).
-    mlflow.sklearn.save_model(model, str(directory), serialization_format="skops",
-                              input_example=train[FEATURES].dropna().head(5),
-                              pip_requirements=["scikit-learn"],
-                              skops_trusted_types=["numpy.dtype"])
+    mlflow.sklearn.save_model(
+        model,
+        str(directory),
+        serialization_format="skops",
+        input_example=train[FEATURES].dropna().head(5),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=["numpy.dtype"],
+    )
     return Case(directory, model, test[FEATURES], ["--skops-trusted", "numpy.dtype"])
 
 
-def compile_command(directory: Path, args: list[str], env: dict[str, str]
-                    ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kninfer", "compile", str(directory), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
-                          check=False)
+def compile_command(
+    directory: Path, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kninfer", "compile", str(directory), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +323,10 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
         cases["mlflow_untrusted"] = Case(root / "mlflow_untrusted", case.estimator, None)
     env = server_env(root)
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(compile_command, case.directory, case.args, env)
-                   for name, case in cases.items()}
+        futures = {
+            name: pool.submit(compile_command, case.directory, case.args, env)
+            for name, case in cases.items()
+        }
         for name, future in futures.items():
             cases[name].done = future.result()
     return cases
@@ -262,6 +341,7 @@ def _has_mlflow() -> bool:
 
 
 # ---- checks -------------------------------------------------------------------------------------
+
 
 def onnx_answers(directory: Path, rows: Any) -> dict[str, np.ndarray]:
     """model.onnx run as a server would run it: one input per compile.json input, by name and
@@ -281,8 +361,9 @@ def onnx_answers(directory: Path, rows: Any) -> dict[str, np.ndarray]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(directory / "model.onnx"), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
     names = [spec["name"] for spec in record["outputs"]]
     assert [o.name for o in session.get_outputs()] == names
     return dict(zip(names, session.run(names, feed), strict=True))
@@ -294,8 +375,9 @@ def assert_same_answers(case: Case) -> None:
     expected = case.estimator.predict(case.held_out)
     if hasattr(case.estimator, "classes_"):
         assert answers["predict"].tolist() == expected.tolist()
-        np.testing.assert_allclose(answers["predict_proba"],
-                                   case.estimator.predict_proba(case.held_out), **TOLERANCE)
+        np.testing.assert_allclose(
+            answers["predict_proba"], case.estimator.predict_proba(case.held_out), **TOLERANCE
+        )
     else:
         assert answers["predict"].shape == expected.shape
         np.testing.assert_allclose(answers["predict"], expected, **TOLERANCE)
@@ -323,14 +405,17 @@ def assert_nothing_written(case: Case) -> None:
     assert not (case.directory / "compile.json").exists()
 
 
-FRAME_INPUTS = [{"name": "age", "datatype": "FP64", "shape": [-1]},
-                {"name": "city", "datatype": "BYTES", "shape": [-1]},
-                {"name": "income", "datatype": "FP64", "shape": [-1]},
-                {"name": "plan", "datatype": "BYTES", "shape": [-1]}]
+FRAME_INPUTS = [
+    {"name": "age", "datatype": "FP64", "shape": [-1]},
+    {"name": "city", "datatype": "BYTES", "shape": [-1]},
+    {"name": "income", "datatype": "FP64", "shape": [-1]},
+    {"name": "plan", "datatype": "BYTES", "shape": [-1]},
+]
 MATRIX_INPUT = [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
 
 
 # ---- tests --------------------------------------------------------------------------------------
+
 
 def test_dataframe_pipeline_with_string_columns_and_labels(compiled: dict[str, Case]) -> None:
     case = compiled["logistic_frame"]
@@ -338,9 +423,10 @@ def test_dataframe_pipeline_with_string_columns_and_labels(compiled: dict[str, C
     assert record["source"] == {**record["source"], "file": "model.joblib", "format": "joblib"}
     assert "OneHotEncoder" in record["source"]["estimator"]
     assert record["inputs"] == FRAME_INPUTS  # one V2 input per column, strings as BYTES
-    assert record["outputs"] == [{"name": "predict", "datatype": "BYTES", "shape": [-1]},
-                                 {"name": "predict_proba", "datatype": "FP64",
-                                  "shape": [-1, 2]}]
+    assert record["outputs"] == [
+        {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 2]},
+    ]
     (source,) = record["verification"]["row_sources"]
     assert source["source"] == "generated" and source["rows"] == 1000
     assert set(source["values_from"]) == {"encoder categories", "StandardScaler"}
@@ -348,14 +434,14 @@ def test_dataframe_pipeline_with_string_columns_and_labels(compiled: dict[str, C
     assert_same_answers(case)
 
 
-def test_gradient_boosting_classifier_from_skops_on_a_csv_sample(
-        compiled: dict[str, Case]) -> None:
+def test_gradient_boosting_classifier_from_skops_on_a_csv_sample(compiled: dict[str, Case]) -> None:
     case = compiled["boosting_classifier_skops"]
     record = assert_written(case)
     assert record["source"]["file"] == "model.skops" and record["source"]["format"] == "skops"
     assert record["inputs"] == FRAME_INPUTS
     assert record["verification"]["row_sources"] == [
-        {"source": "sample", "rows": 400, "file": str(case.directory / "train.csv")}]
+        {"source": "sample", "rows": 400, "file": str(case.directory / "train.csv")}
+    ]
     assert "verified 400 rows (400 sample)" in case.result.stdout
     assert_same_answers(case)
 
@@ -369,16 +455,17 @@ def test_gradient_boosting_regressor_on_a_json_sample(compiled: dict[str, Case])
     assert_same_answers(case)
 
 
-@pytest.mark.parametrize("name", ["linear_matrix", "tree_matrix", "forest_matrix",
-                                  "extra_trees_scaled", "forest_regressor"])
+@pytest.mark.parametrize(
+    "name",
+    ["linear_matrix", "tree_matrix", "forest_matrix", "extra_trees_scaled", "forest_regressor"],
+)
 def test_array_fitted_models(compiled: dict[str, Case], name: str) -> None:
     case = compiled[name]
     record = assert_written(case)
     assert record["inputs"] == MATRIX_INPUT
     (source,) = record["verification"]["row_sources"]
     if name == "linear_matrix":
-        assert source == {"source": "sample", "rows": 100,
-                          "file": str(case.directory / "x.csv")}
+        assert source == {"source": "sample", "rows": 100, "file": str(case.directory / "x.csv")}
         assert record["onnx"]["numeric_inputs_converted_as"] == "FP64"  # as scikit-learn computes
     else:
         assert source["source"] == "generated"
@@ -387,9 +474,10 @@ def test_array_fitted_models(compiled: dict[str, Case], name: str) -> None:
     if name == "forest_matrix":
         assert record["outputs"][0] == {"name": "predict", "datatype": "BYTES", "shape": [-1]}
     if name == "tree_matrix":
-        assert record["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]},
-                                     {"name": "predict_proba", "datatype": "FP64",
-                                      "shape": [-1, 3]}]
+        assert record["outputs"] == [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+        ]
     assert_same_answers(case)
 
 
@@ -420,13 +508,15 @@ def test_mlflow_trusted_types_are_not_taken_from_the_model(compiled: dict[str, C
 
 
 def test_an_estimator_without_a_converter_is_one_line_and_writes_nothing(
-        compiled: dict[str, Case]) -> None:
+    compiled: dict[str, Case],
+) -> None:
     case = compiled["no_converter"]
     assert case.result.returncode == 1
     assert case.result.stderr.splitlines() == [
         "kninfer compile: KernelRidge (in Pipeline) has no ONNX converter in skl2onnx "
         f"{_version('skl2onnx')}; model.onnx not written; the model keeps being served by "
-        "scikit-learn"]
+        "scikit-learn"
+    ]
     assert_nothing_written(case)
 
 
@@ -434,8 +524,9 @@ def test_a_failing_converter_is_one_line_naming_the_estimator(compiled: dict[str
     case = compiled["converter_fails"]
     assert case.result.returncode == 1
     (line,) = case.result.stderr.splitlines()
-    assert line.startswith("kninfer compile: OneHotEncoder (in Pipeline) did not convert to "
-                           "ONNX with skl2onnx"), line
+    assert line.startswith(
+        "kninfer compile: OneHotEncoder (in Pipeline) did not convert to ONNX with skl2onnx"
+    ), line
     assert "NotImplementedError: Infrequent categories" in line
     assert line.endswith("model.onnx not written; the model keeps being served by scikit-learn")
     assert_nothing_written(case)
@@ -460,8 +551,10 @@ def test_outputs_beyond_tolerance_are_refused_with_the_rows(compiled: dict[str, 
 def test_rows_that_cannot_be_made_up_ask_for_a_sample(compiled: dict[str, Case]) -> None:
     case = compiled["needs_sample"]
     assert case.result.returncode == 2
-    assert "cannot make up verification rows for feature 0, feature 1, feature 2, feature 3" \
+    assert (
+        "cannot make up verification rows for feature 0, feature 1, feature 2, feature 3"
         in case.result.stderr
+    )
     assert "--sample FILE" in case.result.stderr
     assert_nothing_written(case)
 
@@ -469,13 +562,16 @@ def test_rows_that_cannot_be_made_up_ask_for_a_sample(compiled: dict[str, Case])
 def test_a_skops_file_is_held_to_the_serving_trust_rules(compiled: dict[str, Case]) -> None:
     case = compiled["untrusted_skops"]
     assert case.result.returncode == 1
-    assert "model.skops contains types skops does not trust: functools.partial, numpy.clip" \
+    assert (
+        "model.skops contains types skops does not trust: functools.partial, numpy.clip"
         in case.result.stderr
+    )
     assert_nothing_written(case)
 
 
-def test_a_perturbed_graph_is_refused_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_perturbed_graph_is_refused_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Outputs moved after the conversion (as a broken converter would) are caught by the
     comparison: the rows named, exit 1, nothing written; an earlier model.onnx left as it was."""
     pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
@@ -506,8 +602,7 @@ def test_a_perturbed_graph_is_refused_in_process(tmp_path: Path, monkeypatch: py
     assert "(differs by 0.001, allowed 1." in err[1]
     assert err[2].startswith("  generated row 17: predict_proba[0] is ")
     assert err[3].startswith("predict: every label equal; predict_proba: max |diff| 0.001, ")
-    assert err[-1].endswith("is left as it was; its compile.json names the source it was made "
-                            "from")
+    assert err[-1].endswith("is left as it was; its compile.json names the source it was made from")
     assert (tmp_path / "m" / "model.onnx").read_bytes() == b"an earlier graph"
     assert not (tmp_path / "m" / "compile.json").exists()
 
@@ -519,14 +614,20 @@ def test_a_differing_label_on_a_tie_says_so() -> None:
     from kninfer.protocol.tensor import TensorSpec
 
     outputs = [TensorSpec("predict", "BYTES", (-1,)), TensorSpec("predict_proba", "FP64", (-1, 2))]
-    expected = {"predict": np.array(["ham", "ham"], dtype=object),
-                "predict_proba": np.array([[0.5, 0.5], [0.9, 0.1]])}
-    actual = {"predict": np.array(["spam", "ham"], dtype=object),
-              "predict_proba": np.array([[0.49999997, 0.50000003], [0.9, 0.1]], np.float32)}
+    expected = {
+        "predict": np.array(["ham", "ham"], dtype=object),
+        "predict_proba": np.array([[0.5, 0.5], [0.9, 0.1]]),
+    }
+    actual = {
+        "predict": np.array(["spam", "ham"], dtype=object),
+        "predict_proba": np.array([[0.49999997, 0.50000003], [0.9, 0.1]], np.float32),
+    }
     report = compare(expected, actual, outputs, ["row 0", "row 1"], 1e-5, 1e-5, True)
     assert not report.passed and report.differing_rows == 1
-    assert report.lines == ["row 0: predict is 'spam' in ONNX, 'ham' in scikit-learn (a tie: "
-                            "scikit-learn's top two probabilities are both 0.5)"]
+    assert report.lines == [
+        "row 0: predict is 'spam' in ONNX, 'ham' in scikit-learn (a tie: "
+        "scikit-learn's top two probabilities are both 0.5)"
+    ]
     assert report.checks[1].differing_rows == 0  # the probabilities are within tolerance
 
 
@@ -540,4 +641,7 @@ def test_untouched_sources(compiled: dict[str, Case]) -> None:
     """Compiling reads the model directory and adds two files to it, nothing else."""
     case = compiled["logistic_frame"]
     assert sorted(p.name for p in case.directory.iterdir()) == [
-        "compile.json", "model.joblib", "model.onnx"]
+        "compile.json",
+        "model.joblib",
+        "model.onnx",
+    ]

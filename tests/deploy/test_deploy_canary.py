@@ -31,9 +31,17 @@ NS = "kninfer"
 
 
 def isvc_spec(kserve: str = "container") -> dict[str, Any]:
-    return inference_service(DeployConfig.model_validate({
-        "name": "iris", "namespace": NS, "storage_uri": "gs://models/iris/v1",
-        "kserve": kserve, "env": {"KNINFER_LOG_LEVEL": "INFO"}}))
+    return inference_service(
+        DeployConfig.model_validate(
+            {
+                "name": "iris",
+                "namespace": NS,
+                "storage_uri": "gs://models/iris/v1",
+                "kserve": kserve,
+                "env": {"KNINFER_LOG_LEVEL": "INFO"},
+            }
+        )
+    )
 
 
 def recorded(spec: dict[str, Any], phase: str) -> dict[str, Any]:
@@ -41,9 +49,12 @@ def recorded(spec: dict[str, Any], phase: str) -> dict[str, Any]:
     writes them (status.components.<c>: latestCreated/Ready/Rolledout, previousRolledout,
     traffic[] copied from the Knative Service status; kserve inference_service_status.go)."""
     doc = copy.deepcopy(spec)
-    doc["metadata"].update(generation=3, resourceVersion="81234",
-                           uid="5f0c8a4e-2b7e-4a53-9f0e-0a5d7c1c9b11",
-                           creationTimestamp="2026-11-20T10:00:00Z")
+    doc["metadata"].update(
+        generation=3,
+        resourceVersion="81234",
+        uid="5f0c8a4e-2b7e-4a53-9f0e-0a5d7c1c9b11",
+        creationTimestamp="2026-11-20T10:00:00Z",
+    )
     base = f"http://iris-predictor.{NS}.example.com"
     if phase == "canary":  # v2 rolled out at 10% next to v1
         component = {
@@ -51,10 +62,20 @@ def recorded(spec: dict[str, Any], phase: str) -> dict[str, Any]:
             "latestReadyRevision": "iris-predictor-00002",
             "latestRolledoutRevision": "iris-predictor-00001",
             "traffic": [
-                {"latestRevision": True, "percent": 10, "revisionName": "iris-predictor-00002",
-                 "tag": "latest", "url": f"http://latest-iris-predictor.{NS}.example.com"},
-                {"latestRevision": False, "percent": 90, "revisionName": "iris-predictor-00001",
-                 "tag": "prev", "url": f"http://prev-iris-predictor.{NS}.example.com"},
+                {
+                    "latestRevision": True,
+                    "percent": 10,
+                    "revisionName": "iris-predictor-00002",
+                    "tag": "latest",
+                    "url": f"http://latest-iris-predictor.{NS}.example.com",
+                },
+                {
+                    "latestRevision": False,
+                    "percent": 90,
+                    "revisionName": "iris-predictor-00001",
+                    "tag": "prev",
+                    "url": f"http://prev-iris-predictor.{NS}.example.com",
+                },
             ],
             "url": base,
         }
@@ -64,20 +85,26 @@ def recorded(spec: dict[str, Any], phase: str) -> dict[str, Any]:
             "latestReadyRevision": "iris-predictor-00002",
             "latestRolledoutRevision": "iris-predictor-00002",
             "previousRolledoutRevision": "iris-predictor-00001",
-            "traffic": [{"latestRevision": True, "percent": 100,
-                         "revisionName": "iris-predictor-00002"}],
+            "traffic": [
+                {"latestRevision": True, "percent": 100, "revisionName": "iris-predictor-00002"}
+            ],
             "url": base,
         }
     doc["status"] = {
         "address": {"url": f"http://iris.{NS}.svc.cluster.local"},
         "components": {"predictor": component},
         "conditions": [
-            {"lastTransitionTime": "2026-11-20T10:05:00Z", "status": "True",
-             "type": "PredictorReady"},
+            {
+                "lastTransitionTime": "2026-11-20T10:05:00Z",
+                "status": "True",
+                "type": "PredictorReady",
+            },
             {"lastTransitionTime": "2026-11-20T10:05:00Z", "status": "True", "type": "Ready"},
         ],
-        "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
-                        "transitionStatus": "UpToDate"},
+        "modelStatus": {
+            "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+            "transitionStatus": "UpToDate",
+        },
         "observedGeneration": 3,
         "url": f"http://iris.{NS}.example.com",
     }
@@ -88,8 +115,9 @@ def apply_json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str
     """RFC 6902 add/replace/test, enough to check what the API server would do with our patch."""
     out = copy.deepcopy(doc)
     for op in ops:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~")
-                          for p in op["path"].lstrip("/").split("/")]
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in op["path"].lstrip("/").split("/")
+        ]
         node: Any = out
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]
@@ -142,7 +170,8 @@ def test_start_on_a_custom_container_replaces_storage_uri_env(store: SchemaStore
     patched = apply_json_patch(doc, patch.body)
     assert patched["spec"]["predictor"]["canaryTrafficPercent"] == 10
     assert {"name": "STORAGE_URI", "value": "gs://models/iris/v2"} in (
-        patched["spec"]["predictor"]["containers"][0]["env"])
+        patched["spec"]["predictor"]["containers"][0]["env"]
+    )
     assert validate_document(patched, store, "patched", 1) == []
 
 
@@ -159,8 +188,10 @@ def test_start_on_a_runtime_model_sets_storage_uri(store: SchemaStore) -> None:
 
 
 def test_promote_removes_and_rollback_zeroes_the_percent() -> None:
-    doc = apply_json_patch(recorded(isvc_spec(), "canary"),
-                           start_patch(recorded(isvc_spec(), "canary"), "gs://x", 10).body)
+    doc = apply_json_patch(
+        recorded(isvc_spec(), "canary"),
+        start_patch(recorded(isvc_spec(), "canary"), "gs://x", 10).body,
+    )
     promoted = apply_merge_patch(doc, promote_patch().body)
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
     assert promote_patch().text() == '{"spec":{"predictor":{"canaryTrafficPercent":null}}}'
@@ -170,16 +201,25 @@ def test_promote_removes_and_rollback_zeroes_the_percent() -> None:
     assert rolled_back["spec"]["predictor"]["containers"] == doc["spec"]["predictor"]["containers"]
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: None, "--percent must be within 0..100, got 101"),
-    (lambda d: d["metadata"]["annotations"].update({"serving.kserve.io/deploymentMode":
-                                                    "RawDeployment"}),
-     "canaryTrafficPercent needs Knative (serverless) deployment mode; this InferenceService "
-     "uses RawDeployment"),
-    (lambda d: d["spec"]["predictor"]["containers"][0].pop("env"),
-     "no storage URI to replace: spec has neither model.storageUri nor a container env "
-     "STORAGE_URI"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: None, "--percent must be within 0..100, got 101"),
+        (
+            lambda d: d["metadata"]["annotations"].update(
+                {"serving.kserve.io/deploymentMode": "RawDeployment"}
+            ),
+            "canaryTrafficPercent needs Knative (serverless) deployment mode; this "
+            "InferenceService "
+            "uses RawDeployment",
+        ),
+        (
+            lambda d: d["spec"]["predictor"]["containers"][0].pop("env"),
+            "no storage URI to replace: spec has neither model.storageUri nor a container env "
+            "STORAGE_URI",
+        ),
+    ],
+)
 def test_start_refuses_what_kserve_would_get_wrong(mutate: Any, message: str) -> None:
     doc = recorded(isvc_spec(), "promoted")
     mutate(doc)
@@ -197,7 +237,8 @@ def test_traffic_rows_during_canary_and_after_promotion() -> None:
     ]
     rows = traffic_rows(recorded(isvc_spec(), "promoted"))
     assert [(r.revision, r.percent, r.rolled_out) for r in rows] == [
-        ("iris-predictor-00002", 100, "latest")]
+        ("iris-predictor-00002", 100, "latest")
+    ]
 
 
 def test_status_report_table() -> None:
@@ -212,13 +253,15 @@ def test_status_report_table() -> None:
         "\n"
         "  REVISION              PERCENT  TAG     LATEST  ROLLED-OUT\n"
         "  iris-predictor-00002  10%      latest  yes     -\n"
-        "  iris-predictor-00001  90%      prev    no      latest\n")
+        "  iris-predictor-00001  90%      prev    no      latest\n"
+    )
 
 
 def test_status_before_reconciliation() -> None:
     doc = isvc_spec()
     assert status_report(doc).endswith(
-        "  no traffic targets in status yet (not reconciled, or not Knative mode)\n")
+        "  no traffic targets in status yet (not reconciled, or not Knative mode)\n"
+    )
 
 
 # --- the CLI against a fake kubectl -------------------------------------------------------------
@@ -250,14 +293,24 @@ def fake_kubectl(tmp_path: Path) -> dict[str, Any]:
     isvc = tmp_path / "isvc.json"
     isvc.write_text(json.dumps(recorded(isvc_spec(), "canary")))
     env = {k: v for k, v in os.environ.items() if k != "KUBECTL"}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-               FAKE_KUBECTL_LOG=str(tmp_path / "argv.jsonl"), FAKE_KUBECTL_ISVC=str(isvc))
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        FAKE_KUBECTL_LOG=str(tmp_path / "argv.jsonl"),
+        FAKE_KUBECTL_ISVC=str(isvc),
+    )
     return env
 
 
 def canary(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kninfer", "canary", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kninfer", "canary", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def calls(env: dict[str, str]) -> list[list[str]]:
@@ -271,29 +324,70 @@ GET = ["--namespace", NS, "get", "inferenceservice", "iris", "--output", "json"]
 
 
 def test_cli_start_gets_then_patches(fake_kubectl: dict[str, str]) -> None:
-    result = canary(fake_kubectl, "start", "--name", "iris", "-n", NS,
-                    "--storage-uri", "gs://models/iris/v3", "--percent", "20")
+    result = canary(
+        fake_kubectl,
+        "start",
+        "--name",
+        "iris",
+        "-n",
+        NS,
+        "--storage-uri",
+        "gs://models/iris/v3",
+        "--percent",
+        "20",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "inferenceservice.serving.kserve.io/iris patched\n"
     env = "/spec/predictor/containers/0/env/2"
-    assert calls(fake_kubectl) == [GET, [
-        "--namespace", NS, "patch", "inferenceservice", "iris", "--type", "json", "--patch",
-        json.dumps([{"op": "test", "path": f"{env}/name", "value": "STORAGE_URI"},
+    assert calls(fake_kubectl) == [
+        GET,
+        [
+            "--namespace",
+            NS,
+            "patch",
+            "inferenceservice",
+            "iris",
+            "--type",
+            "json",
+            "--patch",
+            json.dumps(
+                [
+                    {"op": "test", "path": f"{env}/name", "value": "STORAGE_URI"},
                     {"op": "replace", "path": f"{env}/value", "value": "gs://models/iris/v3"},
-                    {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 20}],
-                   separators=(",", ":"), sort_keys=True)]]
+                    {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 20},
+                ],
+                separators=(",", ":"),
+                sort_keys=True,
+            ),
+        ],
+    ]
 
 
-@pytest.mark.parametrize(("action", "patch"), [
-    ("promote", '{"spec":{"predictor":{"canaryTrafficPercent":null}}}'),
-    ("rollback", '{"spec":{"predictor":{"canaryTrafficPercent":0}}}'),
-])
-def test_cli_promote_and_rollback_patch(fake_kubectl: dict[str, str], action: str,
-                                        patch: str) -> None:
+@pytest.mark.parametrize(
+    ("action", "patch"),
+    [
+        ("promote", '{"spec":{"predictor":{"canaryTrafficPercent":null}}}'),
+        ("rollback", '{"spec":{"predictor":{"canaryTrafficPercent":0}}}'),
+    ],
+)
+def test_cli_promote_and_rollback_patch(
+    fake_kubectl: dict[str, str], action: str, patch: str
+) -> None:
     result = canary(fake_kubectl, action, "--name", "iris", "--namespace", NS)
     assert result.returncode == 0, result.stderr
-    assert calls(fake_kubectl) == [["--namespace", NS, "patch", "inferenceservice", "iris",
-                                    "--type", "merge", "--patch", patch]]
+    assert calls(fake_kubectl) == [
+        [
+            "--namespace",
+            NS,
+            "patch",
+            "inferenceservice",
+            "iris",
+            "--type",
+            "merge",
+            "--patch",
+            patch,
+        ]
+    ]
 
 
 def test_cli_dry_run_prints_and_changes_nothing(fake_kubectl: dict[str, str]) -> None:
@@ -302,11 +396,23 @@ def test_cli_dry_run_prints_and_changes_nothing(fake_kubectl: dict[str, str]) ->
     assert result.stdout == (
         '{\n  "spec": {\n    "predictor": {\n      "canaryTrafficPercent": 0\n    }\n  }\n}\n'
         "kubectl --namespace kninfer patch inferenceservice iris --type merge --patch "
-        "'{\"spec\":{\"predictor\":{\"canaryTrafficPercent\":0}}}'\n")
+        '\'{"spec":{"predictor":{"canaryTrafficPercent":0}}}\'\n'
+    )
     assert calls(fake_kubectl) == []
     # start --dry-run reads the live object (read-only) but patches nothing.
-    result = canary(fake_kubectl, "start", "--name", "iris", "-n", NS, "--dry-run",
-                    "--storage-uri", "gs://x", "--percent", "5")
+    result = canary(
+        fake_kubectl,
+        "start",
+        "--name",
+        "iris",
+        "-n",
+        NS,
+        "--dry-run",
+        "--storage-uri",
+        "gs://x",
+        "--percent",
+        "5",
+    )
     assert result.returncode == 0, result.stderr
     assert calls(fake_kubectl) == [GET]
 
@@ -317,29 +423,52 @@ def test_cli_status_table_and_json(fake_kubectl: dict[str, str]) -> None:
     assert "  iris-predictor-00001  90%      prev    no      latest\n" in result.stdout
     as_json = canary(fake_kubectl, "status", "--name", "iris", "-n", NS, "-o", "json")
     assert json.loads(as_json.stdout) == [
-        {"latest": True, "percent": 10, "revision": "iris-predictor-00002", "rolled_out": "",
-         "tag": "latest"},
-        {"latest": False, "percent": 90, "revision": "iris-predictor-00001",
-         "rolled_out": "latest", "tag": "prev"}]
+        {
+            "latest": True,
+            "percent": 10,
+            "revision": "iris-predictor-00002",
+            "rolled_out": "",
+            "tag": "latest",
+        },
+        {
+            "latest": False,
+            "percent": 90,
+            "revision": "iris-predictor-00001",
+            "rolled_out": "latest",
+            "tag": "prev",
+        },
+    ]
     assert calls(fake_kubectl) == [GET, GET]
 
 
 def test_cli_reports_kubectl_failure(fake_kubectl: dict[str, str]) -> None:
     fake_kubectl["FAKE_KUBECTL_FAIL"] = (
-        'Error from server (NotFound): inferenceservices.serving.kserve.io "iris" not found')
+        'Error from server (NotFound): inferenceservices.serving.kserve.io "iris" not found'
+    )
     result = canary(fake_kubectl, "promote", "--name", "iris", "-n", NS)
     assert result.returncode == 1
     bin_path = Path(fake_kubectl["PATH"].split(os.pathsep)[0]) / "kubectl"
     assert result.stderr == (
         f"kninfer canary promote: {bin_path} --namespace kninfer patch inferenceservice iris "
-        "--type merge --patch '{\"spec\":{\"predictor\":{\"canaryTrafficPercent\":null}}}' "
-        "exited 1: Error from server (NotFound): inferenceservices.serving.kserve.io \"iris\" "
-        "not found\n")
+        '--type merge --patch \'{"spec":{"predictor":{"canaryTrafficPercent":null}}}\' '
+        'exited 1: Error from server (NotFound): inferenceservices.serving.kserve.io "iris" '
+        "not found\n"
+    )
 
 
 def test_cli_refuses_bad_percent_without_patching(fake_kubectl: dict[str, str]) -> None:
-    result = canary(fake_kubectl, "start", "--name", "iris", "-n", NS,
-                    "--storage-uri", "gs://x", "--percent", "150")
+    result = canary(
+        fake_kubectl,
+        "start",
+        "--name",
+        "iris",
+        "-n",
+        NS,
+        "--storage-uri",
+        "gs://x",
+        "--percent",
+        "150",
+    )
     assert result.returncode == 1
     assert result.stderr == "kninfer canary start: --percent must be within 0..100, got 150\n"
     assert calls(fake_kubectl) == [GET]
@@ -349,14 +478,35 @@ def test_cli_start_from_a_rendered_file_offline(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KUBECTL"}
     env["PATH"] = str(tmp_path)  # no kubectl anywhere: --from-file and --dry-run need none
     result = subprocess.run(
-        [sys.executable, "-m", "kninfer", "canary", "start", "--name", "iris-canary",
-         "--from-file", "kserve/iris-canary.yaml", "--storage-uri", "gs://models/iris/v2",
-         "--percent", "30", "--dry-run"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "canary",
+            "start",
+            "--name",
+            "iris-canary",
+            "--from-file",
+            "kserve/iris-canary.yaml",
+            "--storage-uri",
+            "gs://models/iris/v2",
+            "--percent",
+            "30",
+            "--dry-run",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     body, end = json.JSONDecoder().raw_decode(result.stdout)
     assert result.stdout[end:].startswith(
-        "\nkubectl --namespace kninfer patch inferenceservice iris-canary --type json --patch ")
+        "\nkubectl --namespace kninfer patch inferenceservice iris-canary --type json --patch "
+    )
     assert body == [
         {"op": "add", "path": "/spec/predictor/model/storageUri", "value": "gs://models/iris/v2"},
-        {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 30}]
+        {"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": 30},
+    ]

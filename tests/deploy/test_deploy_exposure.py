@@ -19,9 +19,11 @@ from kninfer.deploy.render import exposures, knative_documents, kserve_documents
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 KNATIVE_LABEL = "networking.knative.dev/visibility"
 KSERVE_LABEL = "networking.kserve.io/visibility"
-SERVICE_KINDS = {("serving.kserve.io/v1beta1", "InferenceService"),
-                 ("serving.kserve.io/v1alpha1", "InferenceGraph"),
-                 ("serving.knative.dev/v1", "Service")}
+SERVICE_KINDS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"),
+    ("serving.kserve.io/v1alpha1", "InferenceGraph"),
+    ("serving.knative.dev/v1", "Service"),
+}
 
 
 def config(**values: object) -> DeployConfig:
@@ -30,8 +32,11 @@ def config(**values: object) -> DeployConfig:
 
 def services(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Name -> document for every document a caller can reach (KServe or Knative services)."""
-    return {d["metadata"]["name"]: d for d in docs
-            if (d.get("apiVersion"), d.get("kind")) in SERVICE_KINDS}
+    return {
+        d["metadata"]["name"]: d
+        for d in docs
+        if (d.get("apiVersion"), d.get("kind")) in SERVICE_KINDS
+    }
 
 
 def public(doc: dict[str, Any]) -> bool:
@@ -40,8 +45,9 @@ def public(doc: dict[str, Any]) -> bool:
     labels = doc["metadata"].get("labels") or {}
     if doc["kind"] == "Service":
         return labels.get(KNATIVE_LABEL) != "cluster-local"
-    return not (labels.get(KNATIVE_LABEL) == "cluster-local"
-                and labels.get(KSERVE_LABEL) == "cluster-local")
+    return not (
+        labels.get(KNATIVE_LABEL) == "cluster-local" and labels.get(KSERVE_LABEL) == "cluster-local"
+    )
 
 
 def entry_points(cfg: DeployConfig) -> set[str]:
@@ -54,8 +60,12 @@ def entry_points(cfg: DeployConfig) -> set[str]:
 
 def rendered(cfg: DeployConfig) -> list[dict[str, Any]]:
     """Every document of every file `kninfer render` writes for the config."""
-    return [d for text in render(cfg, "x.yaml").values() for d in yaml.safe_load_all(text)
-            if d is not None]
+    return [
+        d
+        for text in render(cfg, "x.yaml").values()
+        for d in yaml.safe_load_all(text)
+        if d is not None
+    ]
 
 
 def check_exposure(cfg: DeployConfig, docs: list[dict[str, Any]], where: str) -> None:
@@ -65,10 +75,12 @@ def check_exposure(cfg: DeployConfig, docs: list[dict[str, Any]], where: str) ->
     for name, doc in found.items():
         assert public(doc) == (name in allowed), (
             f"{where}: {doc['kind']} {name} is {'public' if public(doc) else 'cluster-local'}; "
-            f"the config says exposure: {cfg.exposure}")
+            f"the config says exposure: {cfg.exposure}"
+        )
 
 
 # --- the checked-in examples ---------------------------------------------------------------------
+
 
 def test_no_checked_in_or_rendered_manifest_is_public_unless_its_config_says_so() -> None:
     """Every example's fresh render and every checked-in file under kserve/ and knative/."""
@@ -88,24 +100,46 @@ def test_no_checked_in_or_rendered_manifest_is_public_unless_its_config_says_so(
 SHAPES: dict[str, dict[str, object]] = {
     "plain": {},
     "transformer": {"transformer": {"name": "iris"}},
-    "grpc": {"serving_protocol": "grpc", "storage_uri": "gs://b/iris",
-             "transformer": {"name": "iris"}},
+    "grpc": {
+        "serving_protocol": "grpc",
+        "storage_uri": "gs://b/iris",
+        "transformer": {"name": "iris"},
+    },
     "runtime": {"kserve": "runtime", "storage_uri": "gs://b/iris"},
     "gpu": {"predictor": "pytorch", "storage_uri": "gs://b/net", "accelerator": "gpu"},
-    "experiment": {"experiment": {"variants": [
-        {"name": "a", "weight": 50}, {"name": "b", "weight": 50, "storage_uri": "gs://b/v2"}]}},
-    "experiment-runtime": {"kserve": "runtime", "experiment": {"variants": [
-        {"name": "a", "weight": 90, "storage_uri": "gs://b/v1"},
-        {"name": "b", "weight": 10, "storage_uri": "gs://b/v2"}]}},
+    "experiment": {
+        "experiment": {
+            "variants": [
+                {"name": "a", "weight": 50},
+                {"name": "b", "weight": 50, "storage_uri": "gs://b/v2"},
+            ]
+        }
+    },
+    "experiment-runtime": {
+        "kserve": "runtime",
+        "experiment": {
+            "variants": [
+                {"name": "a", "weight": 90, "storage_uri": "gs://b/v1"},
+                {"name": "b", "weight": 10, "storage_uri": "gs://b/v2"},
+            ]
+        },
+    },
 }
 EVENT_SHAPES: dict[str, dict[str, object]] = {
     "eventing": {"eventing": True},
     "eventing-transformer": {"eventing": True, "transformer": {"name": "iris"}},
     "shadow": {"eventing": True, "shadow": {"storage_uri": "gs://b/v2"}},
-    "shadow-runtime": {"eventing": True, "kserve": "runtime", "storage_uri": "gs://b/v1",
-                       "shadow": {"storage_uri": "gs://b/v2"}},
-    "shadow-transformer": {"eventing": True, "transformer": {"name": "iris"},
-                           "shadow": {"storage_uri": "gs://b/v2"}},
+    "shadow-runtime": {
+        "eventing": True,
+        "kserve": "runtime",
+        "storage_uri": "gs://b/v1",
+        "shadow": {"storage_uri": "gs://b/v2"},
+    },
+    "shadow-transformer": {
+        "eventing": True,
+        "transformer": {"name": "iris"},
+        "shadow": {"storage_uri": "gs://b/v2"},
+    },
 }
 
 
@@ -148,14 +182,19 @@ def test_labels_sit_where_knative_and_kserve_read_them() -> None:
 def test_an_event_driven_service_can_never_be_public(tmp_path: Path) -> None:
     path = tmp_path / "events.yaml"
     path.write_text("name: iris-events\neventing: true\nexposure: public\n")
-    result = subprocess.run([sys.executable, "-m", "kninfer", "render", str(path), "-o",
-                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "kninfer", "render", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr == (
         f"{path}: (top level): exposure: public is refused for an event-driven service: its only "
         "caller is the Broker, which reaches it inside the cluster; to serve HTTP callers outside "
-        "the cluster too, deploy the model again from a second config without eventing\n")
+        "the cluster too, deploy the model again from a second config without eventing\n"
+    )
     assert not (tmp_path / "out").exists()
     # Eventing switched off is no longer event-driven: public is fine.
     assert config(eventing={"enabled": False}, exposure="public").exposure == "public"
@@ -164,16 +203,40 @@ def test_an_event_driven_service_can_never_be_public(tmp_path: Path) -> None:
 
 
 def test_render_prints_each_services_exposure(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "kninfer", "render",
-                             "deploy/examples/iris-events.yaml", "-o", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "render",
+            "deploy/examples/iris-events.yaml",
+            "-o",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
-    written = [str(tmp_path / f) for f in ("knative/iris-events-eventing.yaml",
-                                           "knative/iris-events.yaml", "kserve/iris-events.yaml")]
+    written = [
+        str(tmp_path / f)
+        for f in (
+            "knative/iris-events-eventing.yaml",
+            "knative/iris-events.yaml",
+            "kserve/iris-events.yaml",
+        )
+    ]
     assert result.stdout.splitlines() == written + [
         f"{name}: cluster-local (http://{name}.kninfer.svc.cluster.local)"
-        for name in ("iris-events", "iris-events-predictor", "iris-events-dead-letter",
-                     "iris-events-results")]
+        for name in (
+            "iris-events",
+            "iris-events-predictor",
+            "iris-events-dead-letter",
+            "iris-events-results",
+        )
+    ]
 
 
 def test_exposure_lines_follow_the_rendered_labels() -> None:
@@ -183,7 +246,8 @@ def test_exposure_lines_follow_the_rendered_labels() -> None:
         "http://iris.ml.svc.cluster.local)",
         "iris-predictor: cluster-local (http://iris-predictor.ml.svc.cluster.local)",
         "iris-transformer: public (outside the cluster through the ingress domain; inside it "
-        "http://iris-transformer.ml.svc.cluster.local)"]
+        "http://iris-transformer.ml.svc.cluster.local)",
+    ]
     assert exposures(cfg, ("knative",)) == exposures(cfg)[1:]
     files = render(cfg, "x.yaml")
     assert "networking.knative.dev/visibility: cluster-local" in files["knative/iris.yaml"]

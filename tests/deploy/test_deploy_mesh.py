@@ -30,8 +30,10 @@ def config(**values: Any) -> DeployConfig:
 
 def by_name(cfg: DeployConfig, variant: str) -> dict[str, dict[str, Any]]:
     docs = mesh_documents(cfg, variant)
-    assert all(d["apiVersion"] == "security.istio.io/v1" and d["kind"] == "AuthorizationPolicy"
-               for d in docs)
+    assert all(
+        d["apiVersion"] == "security.istio.io/v1" and d["kind"] == "AuthorizationPolicy"
+        for d in docs
+    )
     return {d["metadata"]["name"]: d for d in docs}
 
 
@@ -58,20 +60,30 @@ def selector(policy: dict[str, Any]) -> dict[str, str]:
 
 # --- the config --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("mesh", "message"), [
-    ({"allow": {"service_accounts": ["checkout"]}},
-     "'checkout' is not <namespace>/<service account>"),
-    ({"allow": {"service_accounts": ["Shop/checkout"]}},
-     "'Shop/checkout' is not <namespace>/<service account>"),
-    ({"allow": {"service_accounts": ["shop/check_out"]}},
-     "'shop/check_out' is not <namespace>/<service account>"),
-    ({"allow": {"namespaces": ["web-"]}}, "'web-' is not a namespace name"),
-    ({"allow": {"namespaces": ["web", "web"]}}, "mesh.allow.namespaces repeats web"),
-    ({"allow": {"principals": ["x"]}}, "Extra inputs are not permitted"),
-    ({"alow": {}}, "Extra inputs are not permitted"),
-    ({"provider": "linkerd"}, "Input should be 'istio'"),
-    ({"trust_domain": "Cluster.Local"}, "'Cluster.Local' is not a trust domain"),
-])
+
+@pytest.mark.parametrize(
+    ("mesh", "message"),
+    [
+        (
+            {"allow": {"service_accounts": ["checkout"]}},
+            "'checkout' is not <namespace>/<service account>",
+        ),
+        (
+            {"allow": {"service_accounts": ["Shop/checkout"]}},
+            "'Shop/checkout' is not <namespace>/<service account>",
+        ),
+        (
+            {"allow": {"service_accounts": ["shop/check_out"]}},
+            "'shop/check_out' is not <namespace>/<service account>",
+        ),
+        ({"allow": {"namespaces": ["web-"]}}, "'web-' is not a namespace name"),
+        ({"allow": {"namespaces": ["web", "web"]}}, "mesh.allow.namespaces repeats web"),
+        ({"allow": {"principals": ["x"]}}, "Extra inputs are not permitted"),
+        ({"alow": {}}, "Extra inputs are not permitted"),
+        ({"provider": "linkerd"}, "Input should be 'istio'"),
+        ({"trust_domain": "Cluster.Local"}, "'Cluster.Local' is not a trust domain"),
+    ],
+)
 def test_a_bad_mesh_block_is_refused_with_its_field(mesh: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         config(mesh=mesh)
@@ -82,12 +94,17 @@ def test_a_bad_mesh_block_is_refused_with_its_field(mesh: dict[str, Any], messag
 def test_a_bad_mesh_block_names_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "iris.yaml"
     path.write_text("name: iris\nmesh:\n  allow:\n    service_accounts: [checkout]\n")
-    done = subprocess.run([sys.executable, "-m", "kninfer", "render", str(path), "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "render", str(path), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2
-    assert done.stderr.startswith(f"{path}: mesh.allow.service_accounts: 'checkout' is not "
-                                  "<namespace>/<service account>")
+    assert done.stderr.startswith(
+        f"{path}: mesh.allow.service_accounts: 'checkout' is not <namespace>/<service account>"
+    )
 
 
 def test_mesh_true_takes_the_defaults_and_no_mesh_renders_no_policy() -> None:
@@ -112,21 +129,32 @@ def test_only_the_istio_example_renders_policies() -> None:
 
 # --- what is rendered --------------------------------------------------------------------------
 
+
 def test_predictor_selected_by_its_controllers_labels_admits_the_allowed_callers() -> None:
-    cfg = config(mesh={"allow": {"service_accounts": ["shop/checkout", "web/frontend"],
-                                 "namespaces": ["batch"]}})
+    cfg = config(
+        mesh={
+            "allow": {
+                "service_accounts": ["shop/checkout", "web/frontend"],
+                "namespaces": ["batch"],
+            }
+        }
+    )
     (kserve,) = by_name(cfg, "kserve").values()
     (knative,) = by_name(cfg, "knative").values()
     assert kserve["metadata"]["name"] == knative["metadata"]["name"] == "iris-predictor"
     assert kserve["metadata"]["namespace"] == "ml"
     # KServe: the InferenceService and component labels on the predictor's pods; plain Knative:
     # the Knative Service label on every revision's pods.
-    assert selector(kserve) == {"serving.kserve.io/inferenceservice": "iris",
-                                "component": "predictor"}
+    assert selector(kserve) == {
+        "serving.kserve.io/inferenceservice": "iris",
+        "component": "predictor",
+    }
     assert selector(knative) == {"serving.knative.dev/service": "iris-predictor"}
     for policy in (kserve, knative):
-        assert callers(policy) == (["cluster.local/ns/shop/sa/checkout",
-                                    "cluster.local/ns/web/sa/frontend"], ["batch"])
+        assert callers(policy) == (
+            ["cluster.local/ns/shop/sa/checkout", "cluster.local/ns/web/sa/frontend"],
+            ["batch"],
+        )
 
 
 def test_the_selected_names_are_the_rendered_services() -> None:
@@ -141,25 +169,35 @@ def test_the_selected_names_are_the_rendered_services() -> None:
         assert len(found) == 4
         for policy in found:
             labels = selector(policy)
-            target = labels.get("serving.knative.dev/service") or \
-                labels["serving.kserve.io/inferenceservice"]
+            target = (
+                labels.get("serving.knative.dev/service")
+                or labels["serving.kserve.io/inferenceservice"]
+            )
             assert target in names, (variant, labels)
 
 
 def test_transformer_admits_the_callers_and_its_predictor_only_the_transformer() -> None:
-    for account, principal in ((None, "cluster.local/ns/ml/sa/default"),
-                               ("iris-runner", "cluster.local/ns/ml/sa/iris-runner")):
-        cfg = config(transformer={"name": "iris"}, service_account=account,
-                     mesh={"allow": {"namespaces": ["web"]}})
+    for account, principal in (
+        (None, "cluster.local/ns/ml/sa/default"),
+        ("iris-runner", "cluster.local/ns/ml/sa/iris-runner"),
+    ):
+        cfg = config(
+            transformer={"name": "iris"},
+            service_account=account,
+            mesh={"allow": {"namespaces": ["web"]}},
+        )
         policies_ = by_name(cfg, "kserve")
         assert list(policies_) == ["iris-predictor", "iris-transformer"]
         assert selector(policies_["iris-transformer"]) == {
-            "serving.kserve.io/inferenceservice": "iris", "component": "transformer"}
+            "serving.kserve.io/inferenceservice": "iris",
+            "component": "transformer",
+        }
         assert callers(policies_["iris-transformer"]) == ([], ["web"])
         assert callers(policies_["iris-predictor"]) == ([principal], [])
         knative = by_name(cfg, "knative")
         assert selector(knative["iris-transformer"]) == {
-            "serving.knative.dev/service": "iris-transformer"}
+            "serving.knative.dev/service": "iris-transformer"
+        }
         assert callers(knative["iris-predictor"]) == ([principal], [])
 
 
@@ -174,25 +212,32 @@ def test_event_driven_entry_admits_the_brokers_filter() -> None:
 
 
 def test_trust_domain_is_used_in_every_principal() -> None:
-    cfg = config(eventing=True, transformer={"name": "iris"},
-                 mesh={"trust_domain": "prod.example.com",
-                       "allow": {"service_accounts": ["shop/checkout"]}})
+    cfg = config(
+        eventing=True,
+        transformer={"name": "iris"},
+        mesh={"trust_domain": "prod.example.com", "allow": {"service_accounts": ["shop/checkout"]}},
+    )
     named = [p for policy in by_name(cfg, "kserve").values() for p in callers(policy)[0]]
-    assert sorted(named) == ["prod.example.com/ns/knative-eventing/sa/mt-broker-filter",
-                             "prod.example.com/ns/ml/sa/default",
-                             "prod.example.com/ns/shop/sa/checkout"]
+    assert sorted(named) == [
+        "prod.example.com/ns/knative-eventing/sa/mt-broker-filter",
+        "prod.example.com/ns/ml/sa/default",
+        "prod.example.com/ns/shop/sa/checkout",
+    ]
 
 
 def test_experiment_variants_admit_the_router_and_the_graph_the_callers() -> None:
-    cfg = config(experiment={"variants": [{"name": "a", "weight": 50},
-                                          {"name": "b", "weight": 50}]},
-                 mesh={"allow": {"service_accounts": ["shop/checkout"]}})
+    cfg = config(
+        experiment={"variants": [{"name": "a", "weight": 50}, {"name": "b", "weight": 50}]},
+        mesh={"allow": {"service_accounts": ["shop/checkout"]}},
+    )
     kserve = by_name(cfg, "kserve")
     assert list(kserve) == ["iris-a-predictor", "iris-b-predictor", "iris"]
     for variant in ("a", "b"):
         policy = kserve[f"iris-{variant}-predictor"]
-        assert selector(policy) == {"serving.kserve.io/inferenceservice": f"iris-{variant}",
-                                    "component": "predictor"}
+        assert selector(policy) == {
+            "serving.kserve.io/inferenceservice": f"iris-{variant}",
+            "component": "predictor",
+        }
         # KServe's router pod names no service account: it runs as the namespace's default.
         assert callers(policy) == (["cluster.local/ns/ml/sa/default"], [])
     assert selector(kserve["iris"]) == {"serving.kserve.io/inferencegraph": "iris"}
@@ -213,35 +258,62 @@ def test_event_shadow_candidate_admits_the_brokers_filter() -> None:
         # The candidate is no entry point: the allow list stays off it.
         assert callers(found["iris-candidate-predictor"]) == ([BROKER_FILTER], [])
     assert selector(by_name(cfg, "kserve")["iris-candidate-predictor"]) == {
-        "serving.kserve.io/inferenceservice": "iris-candidate", "component": "predictor"}
+        "serving.kserve.io/inferenceservice": "iris-candidate",
+        "component": "predictor",
+    }
 
 
 def test_http_shadow_feeds_the_candidates_predictor_through_the_broker() -> None:
-    cfg = config(transformer={"name": "iris"}, shadow={},
-                 mesh={"allow": {"service_accounts": ["shop/checkout"]}})
+    cfg = config(
+        transformer={"name": "iris"},
+        shadow={},
+        mesh={"allow": {"service_accounts": ["shop/checkout"]}},
+    )
     found = by_name(cfg, "kserve")
-    assert list(found) == ["iris-predictor", "iris-transformer", "iris-candidate-predictor",
-                           "iris-candidate-transformer"]
+    assert list(found) == [
+        "iris-predictor",
+        "iris-transformer",
+        "iris-candidate-predictor",
+        "iris-candidate-transformer",
+    ]
     assert callers(found["iris-transformer"]) == (["cluster.local/ns/shop/sa/checkout"], [])
     assert callers(found["iris-predictor"]) == (["cluster.local/ns/ml/sa/default"], [])
     # The payload log's Trigger posts to the candidate's predictor; its transformer, which
     # nothing calls, admits only the relays.
     assert callers(found["iris-candidate-predictor"]) == (
-        ["cluster.local/ns/ml/sa/default", BROKER_FILTER], [])
+        ["cluster.local/ns/ml/sa/default", BROKER_FILTER],
+        [],
+    )
     assert callers(found["iris-candidate-transformer"]) == ([], [])
 
 
 # --- validation against the vendored CRD -------------------------------------------------------
 
+
 def kninfer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kninfer", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "kninfer", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_rendered_policies_validate_strictly_and_render_says_so(tmp_path: Path) -> None:
-    (tmp_path / "iris.yaml").write_text(yaml.safe_dump({
-        "name": "iris", "namespace": "ml", "transformer": {"name": "iris"}, "eventing": True,
-        "shadow": {}, "mesh": {"allow": {"service_accounts": ["shop/checkout"]}}}))
+    (tmp_path / "iris.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "iris",
+                "namespace": "ml",
+                "transformer": {"name": "iris"},
+                "eventing": True,
+                "shadow": {},
+                "mesh": {"allow": {"service_accounts": ["shop/checkout"]}},
+            }
+        )
+    )
     done = kninfer("render", "iris.yaml", "-o", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if "AuthorizationPolicy" in line]
@@ -250,7 +322,8 @@ def test_rendered_policies_validate_strictly_and_render_says_so(tmp_path: Path) 
         "cluster.local/ns/ml/sa/default; plus the relays in knative-serving, istio-system",
         "iris-transformer: AuthorizationPolicy in kserve/iris.yaml: allows "
         f"cluster.local/ns/shop/sa/checkout, {BROKER_FILTER}; plus the relays in "
-        "knative-serving, istio-system"]
+        "knative-serving, istio-system",
+    ]
     assert len(lines) == 8  # four workloads, in each variant's file
     checked = kninfer("validate", "out", "--crds", str(SCHEMAS), cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -269,12 +342,18 @@ def test_a_broken_policy_is_caught_by_the_vendored_schema(tmp_path: Path) -> Non
     checked = kninfer("validate", "bad.yaml", "--crds", str(SCHEMAS), cwd=tmp_path)
     assert checked.returncode == 1
     out = checked.stdout
-    assert ("document 1 (AuthorizationPolicy/iris-predictor): $.spec.action: 'PERMIT' is not "
-            "one of ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] [rule: enum]") in out
-    assert ('document 1 (AuthorizationPolicy/iris-predictor): '
-            '$.spec.rules[0].from[0].source.principal: unknown field "principal"') in out
-    assert ("document 2 (AuthorizationPolicy/iris-transformer): "
-            "$.spec.selector.matchLabels.component: 1 is not of type 'string'") in out
+    assert (
+        "document 1 (AuthorizationPolicy/iris-predictor): $.spec.action: 'PERMIT' is not "
+        "one of ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] [rule: enum]"
+    ) in out
+    assert (
+        "document 1 (AuthorizationPolicy/iris-predictor): "
+        '$.spec.rules[0].from[0].source.principal: unknown field "principal"'
+    ) in out
+    assert (
+        "document 2 (AuthorizationPolicy/iris-transformer): "
+        "$.spec.selector.matchLabels.component: 1 is not of type 'string'"
+    ) in out
     assert checked.stderr == "2 document(s) in 1 file(s): 3 error(s)\n"
 
 
@@ -282,34 +361,47 @@ def test_the_istio_crd_serves_v1_and_v1beta1() -> None:
     from kninfer.deploy.crd_store import SchemaStore
 
     store = SchemaStore(SCHEMAS)
-    assert store.versions_of("AuthorizationPolicy") == ["security.istio.io/v1",
-                                                        "security.istio.io/v1beta1"]
+    assert store.versions_of("AuthorizationPolicy") == [
+        "security.istio.io/v1",
+        "security.istio.io/v1beta1",
+    ]
     entry = store.entry("security.istio.io/v1", "AuthorizationPolicy")
     assert entry is not None and entry["scope"] == "Namespaced"
 
 
 # --- the checked-in example --------------------------------------------------------------------
 
+
 def test_the_istio_example_re_renders_identically_with_its_policies(tmp_path: Path) -> None:
     done = kninfer("render", str(EXAMPLE.relative_to(ROOT)), "-o", str(tmp_path), cwd=ROOT)
     assert done.returncode == 0, done.stderr
-    for relative in ("kserve/iris-events-istio.yaml", "knative/iris-events-istio.yaml",
-                     "knative/iris-events-istio-eventing.yaml"):
+    for relative in (
+        "kserve/iris-events-istio.yaml",
+        "knative/iris-events-istio.yaml",
+        "knative/iris-events-istio-eventing.yaml",
+    ):
         assert (tmp_path / relative).read_text() == (ROOT / relative).read_text(), relative
-    kserve = [d for d in yaml.safe_load_all((ROOT / "kserve" / "iris-events-istio.yaml")
-                                            .read_text())]
-    assert [d["kind"] for d in kserve] == ["InferenceService", "AuthorizationPolicy",
-                                          "AuthorizationPolicy"]
+    kserve = [
+        d for d in yaml.safe_load_all((ROOT / "kserve" / "iris-events-istio.yaml").read_text())
+    ]
+    assert [d["kind"] for d in kserve] == [
+        "InferenceService",
+        "AuthorizationPolicy",
+        "AuthorizationPolicy",
+    ]
     predictor, transformer = kserve[1:]
     assert callers(predictor) == (["cluster.local/ns/kninfer/sa/default"], [])
     assert callers(transformer) == (["cluster.local/ns/shop/sa/checkout", BROKER_FILTER], [])
     # The Broker's Trigger delivers to the Knative Service the transformer policy guards.
-    events = list(yaml.safe_load_all((ROOT / "knative" / "iris-events-istio-eventing.yaml")
-                                     .read_text()))
+    events = list(
+        yaml.safe_load_all((ROOT / "knative" / "iris-events-istio-eventing.yaml").read_text())
+    )
     (requests,) = [d for d in events if d["metadata"]["name"] == "iris-events-istio-requests"]
     assert requests["spec"]["subscriber"]["ref"]["name"] == "iris-events-istio-transformer"
-    knative = [d for d in yaml.safe_load_all((ROOT / "knative" / "iris-events-istio.yaml")
-                                             .read_text())]
+    knative = [
+        d for d in yaml.safe_load_all((ROOT / "knative" / "iris-events-istio.yaml").read_text())
+    ]
     assert [selector(d) for d in knative if d["kind"] == "AuthorizationPolicy"] == [
         {"serving.knative.dev/service": "iris-events-istio-predictor"},
-        {"serving.knative.dev/service": "iris-events-istio-transformer"}]
+        {"serving.knative.dev/service": "iris-events-istio-transformer"},
+    ]

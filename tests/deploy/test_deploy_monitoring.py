@@ -37,8 +37,13 @@ def exported_metrics() -> set[str]:
     names = set()
     for collector in list(REGISTRY._names_to_collectors.values()):
         for metric in collector.describe() if hasattr(collector, "describe") else ():
-            names |= {metric.name, *(f"{metric.name}{suffix}" for suffix in
-                                     ("_total", "_bucket", "_sum", "_count", "_created"))}
+            names |= {
+                metric.name,
+                *(
+                    f"{metric.name}{suffix}"
+                    for suffix in ("_total", "_bucket", "_sum", "_count", "_created")
+                ),
+            }
     return {n for n in names if n.startswith("kninfer_")}
 
 
@@ -56,16 +61,33 @@ def config(**fields: Any) -> DeployConfig:
 
 
 def test_rendered_monitoring_validates_against_the_crds(tmp_path: Path) -> None:
-    (tmp_path / "iris.yaml").write_text(yaml.safe_dump(
-        {"name": "iris", "namespace": "models", "monitoring": {"labels": {"release": "prom"}}}))
-    done = subprocess.run([sys.executable, "-m", "kninfer", "render", "iris.yaml", "-o", "out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    (tmp_path / "iris.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "iris", "namespace": "models", "monitoring": {"labels": {"release": "prom"}}}
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "render", "iris.yaml", "-o", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all((tmp_path / "out" / "monitoring" /
-                                                     "iris.yaml").read_text())]
+    kinds = [
+        d["kind"]
+        for d in yaml.safe_load_all((tmp_path / "out" / "monitoring" / "iris.yaml").read_text())
+    ]
     assert kinds == ["PodMonitor", "PrometheusRule", "ConfigMap"]
-    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "out"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=120, check=False)
+    checked = subprocess.run(
+        [sys.executable, "-m", "kninfer", "validate", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -74,9 +96,14 @@ def test_a_misspelt_rule_field_is_caught(tmp_path: Path) -> None:
     docs = monitoring_documents(config(monitoring=True), PORT)
     docs[1]["spec"]["groups"][0]["rules"][1]["fore"] = "15m"
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump_all(docs))
-    checked = subprocess.run([sys.executable, "-m", "kninfer", "validate", "bad.yaml"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                             check=False)
+    checked = subprocess.run(
+        [sys.executable, "-m", "kninfer", "validate", "bad.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert checked.returncode == 1
     assert 'unknown field "fore"' in checked.stdout + checked.stderr
 
@@ -87,8 +114,11 @@ def test_rules_parse_and_read_only_exported_metrics() -> None:
     rule = monitoring_documents(config(monitoring=True), PORT)[1]
     rules = rule["spec"]["groups"][0]["rules"]
     assert [r.get("alert") or r.get("record") for r in rules] == [
-        "kninfer:drift_psi_1h", "KninferFeatureDrift", "KninferErrors",
-        "KninferUnknownCategories"]
+        "kninfer:drift_psi_1h",
+        "KninferFeatureDrift",
+        "KninferErrors",
+        "KninferUnknownCategories",
+    ]
     for r in rules:
         read = metrics_read(r["expr"])
         assert read and read <= exported, (r, read - exported)
@@ -96,8 +126,9 @@ def test_rules_parse_and_read_only_exported_metrics() -> None:
 
 
 def test_thresholds_come_from_the_config() -> None:
-    rule = monitoring_documents(config(monitoring={"drift_psi": 0.1, "drift_for": "1h30m",
-                                                   "error_ratio": 0.01}), PORT)[1]
+    rule = monitoring_documents(
+        config(monitoring={"drift_psi": 0.1, "drift_for": "1h30m", "error_ratio": 0.01}), PORT
+    )[1]
     drift, errors = rule["spec"]["groups"][0]["rules"][1:3]
     assert drift["expr"].endswith("> 0.1") and drift["for"] == "1h30m"
     assert errors["expr"].endswith("> 0.01")
@@ -109,8 +140,10 @@ def test_the_pod_monitor_selects_every_served_service() -> None:
     """Each model a config serves (experiment variants, a shadow) and its transformer."""
     plain = monitoring_documents(config(monitoring=True), PORT)[0]
     variants = [{"name": "a", "weight": 80}, {"name": "b", "weight": 20}]
-    ab = monitoring_documents(config(monitoring=True, transformer={"name": "iris"},
-                                     experiment={"variants": variants}), PORT)[0]
+    ab = monitoring_documents(
+        config(monitoring=True, transformer={"name": "iris"}, experiment={"variants": variants}),
+        PORT,
+    )[0]
 
     def selected(doc: dict[str, Any]) -> list[str]:
         (expression,) = doc["spec"]["selector"]["matchExpressions"]
@@ -118,16 +151,21 @@ def test_the_pod_monitor_selects_every_served_service() -> None:
         return list(expression["values"])
 
     assert selected(plain) == ["iris-predictor"]
-    assert selected(ab) == ["iris-a-predictor", "iris-a-transformer", "iris-b-predictor",
-                            "iris-b-transformer"]
+    assert selected(ab) == [
+        "iris-a-predictor",
+        "iris-a-transformer",
+        "iris-b-predictor",
+        "iris-b-transformer",
+    ]
     endpoint = plain["spec"]["podMetricsEndpoints"][0]
     assert endpoint["portNumber"] == PORT and endpoint["path"] == "/metrics"
 
 
 def test_no_monitoring_renders_none() -> None:
     assert not any(p.startswith("monitoring/") for p in render(config(), "iris.yaml"))
-    assert not any(p.startswith("monitoring/")
-                   for p in render(config(monitoring=False), "iris.yaml"))
+    assert not any(
+        p.startswith("monitoring/") for p in render(config(monitoring=False), "iris.yaml")
+    )
     off = render(config(monitoring={"dashboard": False}), "iris.yaml")["monitoring/iris.yaml"]
     assert "kind: ConfigMap" not in off
 
@@ -143,8 +181,11 @@ def test_the_dashboard_is_a_grafana_dashboard_over_exported_metrics() -> None:
     assert len({p["id"] for p in panels}) == len(panels)
     readable = exported_metrics() | RECORDED
     queries = [t["expr"] for p in panels if p["type"] != "row" for t in p["targets"]]
-    queries += [v["query"]["query"].removeprefix("label_values(").rsplit(",", 1)[0]
-                for v in board["templating"]["list"] if v["type"] == "query"]
+    queries += [
+        v["query"]["query"].removeprefix("label_values(").rsplit(",", 1)[0]
+        for v in board["templating"]["list"]
+        if v["type"] == "query"
+    ]
     assert len(queries) >= 10
     for expr in queries:
         read = metrics_read(expr)
@@ -160,4 +201,5 @@ def test_the_configmap_carries_the_checked_in_dashboard() -> None:
     configmap = monitoring_documents(config(monitoring=True), PORT)[2]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(configmap["data"]["kninfer.json"]) == json.loads(
-        (ROOT / "kninfer" / "deploy" / "dashboards" / "kninfer.json").read_text())
+        (ROOT / "kninfer" / "deploy" / "dashboards" / "kninfer.json").read_text()
+    )

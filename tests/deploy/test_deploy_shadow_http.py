@@ -56,10 +56,14 @@ class Relay:
                 self.send_header("content-length", "0")
                 self.end_headers()
                 if all(event.get(k) == v for k, v in exact.items()):
-                    forwarded = {k: v for k, v in headers.items()
-                                 if k.startswith("ce-") or k == "content-type"}
-                    reply = httpx.post(relay.deliver_to, headers=forwarded, content=body,
-                                       timeout=30)
+                    forwarded = {
+                        k: v
+                        for k, v in headers.items()
+                        if k.startswith("ce-") or k == "content-type"
+                    }
+                    reply = httpx.post(
+                        relay.deliver_to, headers=forwarded, content=body, timeout=30
+                    )
                     with relay.lock:
                         relay.delivered.append(reply.status_code)
 
@@ -76,8 +80,9 @@ class Relay:
 
     def of(self, service: str, kind: str) -> list[Any]:
         with self.lock:
-            return [e for e in self.events
-                    if e["inferenceservicename"] == service and e["type"] == kind]
+            return [
+                e for e in self.events if e["inferenceservicename"] == service and e["type"] == kind
+            ]
 
     def close(self) -> None:
         self.server.shutdown()
@@ -89,9 +94,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two iris classifiers that disagree on some rows: the baseline and the candidate."""
     features, labels = load_iris(return_X_y=True)
     root = tmp_path_factory.mktemp("shadow-models")
-    fitted = {"baseline": LogisticRegression(max_iter=500).fit(features, labels),
-              "candidate": DecisionTreeClassifier(max_depth=1, random_state=0).fit(features,
-                                                                                  labels)}
+    fitted = {
+        "baseline": LogisticRegression(max_iter=500).fit(features, labels),
+        "candidate": DecisionTreeClassifier(max_depth=1, random_state=0).fit(features, labels),
+    }
     for name, model in fitted.items():
         (root / name).mkdir()
         joblib.dump(model, root / name / "model.joblib")
@@ -100,7 +106,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def rendered() -> tuple[DeployConfig, dict[str, Any]]:
     config = DeployConfig.model_validate(
-        yaml.safe_load((ROOT / "deploy" / "examples" / "iris-http-shadow.yaml").read_text()))
+        yaml.safe_load((ROOT / "deploy" / "examples" / "iris-http-shadow.yaml").read_text())
+    )
     (trigger,) = [d for d in eventing_documents(config) if d["kind"] == "Trigger"]
     return config, trigger
 
@@ -110,7 +117,7 @@ def predictor_flags(config: DeployConfig, isvc: str) -> list[str]:
     (doc,) = [d for d in kserve_documents(config) if d["metadata"]["name"] == isvc]
     args: list[str] = doc["spec"]["predictor"]["containers"][0]["args"]
     at = args.index("--logger-url")
-    return args[at:at + 4]
+    return args[at : at + 4]
 
 
 @pytest.fixture()
@@ -122,16 +129,28 @@ def shadowed(models: dict[str, Any], tmp_path: Path) -> Iterator[tuple[Relay, Se
     for role, isvc in (("baseline", config.name), ("candidate", f"{config.name}-candidate")):
         flags = predictor_flags(config, isvc)
         assert flags[0] == "--logger-url" and flags[2] == "--logger-namespace"
-        servers[role] = ["--predictor", "sklearn", "--model-dir", str(models["root"] / role),
-                         "--model-name", config.served_model, "--model-version", role,
-                         "--logger-url", relay.url, "--logger-namespace", flags[3]]
+        servers[role] = [
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            str(models["root"] / role),
+            "--model-name",
+            config.served_model,
+            "--model-version",
+            role,
+            "--logger-url",
+            relay.url,
+            "--logger-namespace",
+            flags[3],
+        ]
         # Knative sets K_SERVICE; the logger names the InferenceService after it.
         envs[role] = server_env(tmp_path, K_SERVICE=f"{isvc}-predictor")
     started: dict[str, ServerProcess] = {}
     try:
         for role, args in servers.items():
             started[role] = ServerProcess(args, envs[role], tmp_path / f"{role}.log").start(
-                timeout=120)
+                timeout=120
+            )
         subscriber = trigger["spec"]["subscriber"]
         assert subscriber["ref"]["name"] == f"{config.name}-candidate-predictor"
         relay.deliver_to = started["candidate"].url + subscriber["uri"]
@@ -149,16 +168,25 @@ def wait(condition: Any, timeout: float = 30.0) -> None:
 
 
 def test_the_candidate_answers_a_copy_of_each_request_joined_by_requestid(
-        shadowed: tuple[Relay, ServerProcess], models: dict[str, Any]) -> None:
+    shadowed: tuple[Relay, ServerProcess], models: dict[str, Any]
+) -> None:
     relay, baseline = shadowed
     config, _ = rendered()
     rows = models["features"][::5]  # 30 rows, on which the two models disagree in places
     fitted = models["fitted"]
     answers = []
     for start in range(0, len(rows), 3):
-        chunk = rows[start:start + 3]
-        body = {"inputs": [{"name": "input-0", "shape": list(chunk.shape), "datatype": "FP64",
-                            "data": chunk.ravel().tolist()}]}
+        chunk = rows[start : start + 3]
+        body = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": list(chunk.shape),
+                    "datatype": "FP64",
+                    "data": chunk.ravel().tolist(),
+                }
+            ]
+        }
         reply = httpx.post(f"{baseline.url}/v2/models/iris/infer", json=body, timeout=30)
         assert reply.status_code == 200, reply.text
         answers.append(reply.json())

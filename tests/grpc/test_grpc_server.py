@@ -20,8 +20,9 @@ def stub(iris_server):
 
 def infer_request(rows=ROWS, datatype="FP64", name="input-0", model="iris", outputs=()):
     flat = [v for row in rows for v in row]
-    tensor = pb.ModelInferRequest.InferInputTensor(name=name, datatype=datatype,
-                                                   shape=[len(rows), len(rows[0])])
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype=datatype, shape=[len(rows), len(rows[0])]
+    )
     if datatype == "FP64":
         tensor.contents.fp64_contents.extend(flat)
     elif datatype == "FP32":
@@ -29,7 +30,9 @@ def infer_request(rows=ROWS, datatype="FP64", name="input-0", model="iris", outp
     elif datatype == "INT64":
         tensor.contents.int64_contents.extend(int(v) for v in flat)
     return pb.ModelInferRequest(
-        model_name=model, id="g-1", inputs=[tensor],
+        model_name=model,
+        id="g-1",
+        inputs=[tensor],
         outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=o) for o in outputs],
     )
 
@@ -59,8 +62,11 @@ def test_infer_matches_estimator(stub, iris_estimator):
 def test_raw_input_contents(stub, iris_estimator):
     features = np.asarray(ROWS, dtype=np.float32)
     tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32", shape=[2, 4])
-    reply = stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor],
-                                                 raw_input_contents=[features.tobytes()]))
+    reply = stub.ModelInfer(
+        pb.ModelInferRequest(
+            model_name="iris", inputs=[tensor], raw_input_contents=[features.tobytes()]
+        )
+    )
     labels = np.frombuffer(reply.raw_output_contents[0], dtype=np.int64)
     assert labels.tolist() == iris_estimator.predict(features.astype(np.float64)).tolist()
 
@@ -68,32 +74,63 @@ def test_raw_input_contents(stub, iris_estimator):
 @pytest.mark.parametrize(
     ("request_", "code", "message"),
     [
-        (infer_request(model="nope"), grpc.StatusCode.NOT_FOUND,
-         "model 'nope' not found; GET /v1/models lists the served models"),
-        (infer_request(rows=[[1.0, 2.0, 3.0]]), grpc.StatusCode.INVALID_ARGUMENT,
-         "input 'input-0' has shape [1, 3]; expected [-1, 4] (-1 is any size)"),
+        (
+            infer_request(model="nope"),
+            grpc.StatusCode.NOT_FOUND,
+            "model 'nope' not found; GET /v1/models lists the served models",
+        ),
+        (
+            infer_request(rows=[[1.0, 2.0, 3.0]]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'input-0' has shape [1, 3]; expected [-1, 4] (-1 is any size)",
+        ),
         (infer_request(datatype="INT64", rows=[[1, 2, 3, 4]]), grpc.StatusCode.OK, ""),
-        (infer_request(datatype="INT64", rows=[[1, 2, 3, 4]], name="a"),
-         grpc.StatusCode.INVALID_ARGUMENT, "unknown input 'a'; model 'iris' takes input-0"),
-        (infer_request(outputs=("nope",)), grpc.StatusCode.INVALID_ARGUMENT,
-         "unknown output(s) nope; model 'iris' has predict, predict_proba"),
-        (pb.ModelInferRequest(
-            model_name="iris",
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP32",
-                                                          shape=[2, 4])],
-            raw_input_contents=[b"\x00" * 12]),
-         grpc.StatusCode.INVALID_ARGUMENT,
-         "input 'input-0': data does not match shape [2, 4] and datatype FP32 (cannot reshape "
-         "array of size 3 into shape (2,4))"),
-        (pb.ModelInferRequest(
-            model_name="iris",
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                          shape=[1, 4])]),
-         grpc.StatusCode.INVALID_ARGUMENT,
-         "input 'input-0' has no 'contents' (and the request has no raw_input_contents)"),
+        (
+            infer_request(datatype="INT64", rows=[[1, 2, 3, 4]], name="a"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown input 'a'; model 'iris' takes input-0",
+        ),
+        (
+            infer_request(outputs=("nope",)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown output(s) nope; model 'iris' has predict, predict_proba",
+        ),
+        (
+            pb.ModelInferRequest(
+                model_name="iris",
+                inputs=[
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="input-0", datatype="FP32", shape=[2, 4]
+                    )
+                ],
+                raw_input_contents=[b"\x00" * 12],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'input-0': data does not match shape [2, 4] and datatype FP32 (cannot reshape "
+            "array of size 3 into shape (2,4))",
+        ),
+        (
+            pb.ModelInferRequest(
+                model_name="iris",
+                inputs=[
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="input-0", datatype="FP64", shape=[1, 4]
+                    )
+                ],
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'input-0' has no 'contents' (and the request has no raw_input_contents)",
+        ),
     ],
-    ids=["unknown-model", "wrong-features", "int64-ok", "renamed-input", "unknown-output",
-         "short-raw-bytes", "no-data"],
+    ids=[
+        "unknown-model",
+        "wrong-features",
+        "int64-ok",
+        "renamed-input",
+        "unknown-output",
+        "short-raw-bytes",
+        "no-data",
+    ],
 )
 def test_errors_use_matching_status(stub, request_, code, message):
     if code == grpc.StatusCode.OK:
@@ -122,4 +159,5 @@ def test_the_served_version_answers_and_another_is_not_found(stub, iris_server):
         stub.ModelInfer(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert caught.value.details() == (
-        f"model 'iris' has no version 'nope'; this server serves version '{version}'")
+        f"model 'iris' has no version 'nope'; this server serves version '{version}'"
+    )

@@ -23,10 +23,16 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from starlette.testclient import TestClient
 
-GOOD = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                    "data": [5.1, 3.5, 1.4, 0.2]}]}
-GOOD_ANSWER = {"model_name": "iris", "model_version": "1",
-               "outputs": [{"name": "predict", "datatype": "INT64", "shape": [1], "data": [0]}]}
+GOOD = {
+    "inputs": [
+        {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}
+    ]
+}
+GOOD_ANSWER = {
+    "model_name": "iris",
+    "model_version": "1",
+    "outputs": [{"name": "predict", "datatype": "INT64", "shape": [1], "data": [0]}],
+}
 MAX_BODY = 2048
 
 
@@ -54,8 +60,9 @@ def client_for(dataplane: Any, tmp_path: Path, **settings: Any) -> TestClient:
     from kninfer.http.app import build_app
     from kninfer.settings import ServeSettings
 
-    app = build_app(dataplane, ServeSettings(cache_dir=tmp_path, max_body_bytes=MAX_BODY,
-                                             **settings))
+    app = build_app(
+        dataplane, ServeSettings(cache_dir=tmp_path, max_body_bytes=MAX_BODY, **settings)
+    )
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -82,8 +89,17 @@ ROUTES = [
     ("GET", "/", None, 200, {"status": "alive"}),  # KServe's ModelServer answer
     ("GET", "/v2/health/live", None, 200, {"live": True}),
     ("GET", "/v2/health/ready", None, 503, {"ready": False}),  # "cold" is not ready
-    ("GET", "/v2", None, 200, {"name": "kninfer", "version": __version__,
-                               "extensions": ["binary_tensor_data", "cloudevents"]}),
+    (
+        "GET",
+        "/v2",
+        None,
+        200,
+        {
+            "name": "kninfer",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "cloudevents"],
+        },
+    ),
     ("GET", "/v2/models/iris/ready", None, 200, {"name": "iris", "ready": True}),
     ("GET", "/v2/models/iris/versions/1/ready", None, 200, {"name": "iris", "ready": True}),
     ("GET", "/v2/models/cold/ready", None, 503, {"name": "cold", "ready": False}),
@@ -95,42 +111,98 @@ ROUTES = [
     ("POST", "/v2/models/iris/infer", GOOD, 200, GOOD_ANSWER),
     ("POST", "/v2/models/iris/versions/1/infer", GOOD, 200, GOOD_ANSWER),
     # The served version is 1 (--model-version); another is a 404 (KServe answers 501).
-    ("POST", "/v2/models/iris/versions/7/infer", GOOD, 404,
-     error("model 'iris' has no version '7'; this server serves version '1'")),
-    ("GET", "/v2/models/iris/versions/7", None, 404,
-     error("model 'iris' has no version '7'; this server serves version '1'")),  # Starlette's route
+    (
+        "POST",
+        "/v2/models/iris/versions/7/infer",
+        GOOD,
+        404,
+        error("model 'iris' has no version '7'; this server serves version '1'"),
+    ),
+    (
+        "GET",
+        "/v2/models/iris/versions/7",
+        None,
+        404,
+        error("model 'iris' has no version '7'; this server serves version '1'"),
+    ),  # Starlette's route
     ("POST", "/v2/models/cold/infer", GOOD, 503, error(NOT_READY)),
     ("POST", "/v2/models/nosuch/infer", GOOD, 404, error(NOT_FOUND)),
-    ("POST", "/v2/models/iris/infer", b"{", 400,
-     error("request body is not valid JSON (unexpected end of data: line 1 column 2 (char 1))")),
-    ("POST", "/v2/models/iris/infer", {"inputs": []}, 400, error(
-        "'inputs' must be a non-empty list; expected a V2 inference request: {\"inputs\": "
-        "[{\"name\": ..., \"shape\": [...], \"datatype\": \"FP32\", \"data\": [...]}]}")),
-    ("POST", "/v2/models/iris/infer", b"[" + b" " * MAX_BODY + b"]", 413, error(
-        f"request body is {MAX_BODY + 2} bytes; the limit is {MAX_BODY} "
-        "(KNINFER_MAX_BODY_BYTES)")),
-    ("POST", "/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, 200,
-     {"predictions": [0]}),
-    ("POST", "/v1/models/iris:predict", {"rows": []}, 400,
-     error('request has no "instances"; expected {"instances": [[...], ...]}')),
+    (
+        "POST",
+        "/v2/models/iris/infer",
+        b"{",
+        400,
+        error("request body is not valid JSON (unexpected end of data: line 1 column 2 (char 1))"),
+    ),
+    (
+        "POST",
+        "/v2/models/iris/infer",
+        {"inputs": []},
+        400,
+        error(
+            "'inputs' must be a non-empty list; expected a V2 inference request: {\"inputs\": "
+            '[{"name": ..., "shape": [...], "datatype": "FP32", "data": [...]}]}'
+        ),
+    ),
+    (
+        "POST",
+        "/v2/models/iris/infer",
+        b"[" + b" " * MAX_BODY + b"]",
+        413,
+        error(
+            f"request body is {MAX_BODY + 2} bytes; the limit is {MAX_BODY} "
+            "(KNINFER_MAX_BODY_BYTES)"
+        ),
+    ),
+    (
+        "POST",
+        "/v1/models/iris:predict",
+        {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+        200,
+        {"predictions": [0]},
+    ),
+    (
+        "POST",
+        "/v1/models/iris:predict",
+        {"rows": []},
+        400,
+        error('request has no "instances"; expected {"instances": [[...], ...]}'),
+    ),
     ("POST", "/v1/models/cold:predict", {"instances": [[1, 2, 3, 4]]}, 503, error(NOT_READY)),
-    ("GET", "/v2/models/iris/infer", None, 405,
-     error("method not allowed: GET /v2/models/iris/infer")),
+    (
+        "GET",
+        "/v2/models/iris/infer",
+        None,
+        405,
+        error("method not allowed: GET /v2/models/iris/infer"),
+    ),
     ("GET", "/no/such/route", None, 404, error("no such route: GET /no/such/route")),
-    ("POST", "/", {"inputs": []}, 415, error(
-        "POST / takes CloudEvents only: binary mode (ce-* headers) or structured mode "
-        "(content-type application/cloudevents+json); plain V2 requests go to "
-        "POST /v2/models/{name}/infer")),
+    (
+        "POST",
+        "/",
+        {"inputs": []},
+        415,
+        error(
+            "POST / takes CloudEvents only: binary mode (ce-* headers) or structured mode "
+            "(content-type application/cloudevents+json); plain V2 requests go to "
+            "POST /v2/models/{name}/infer"
+        ),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "expected"), ROUTES,
-                         ids=[f"{m} {p} {s}" for m, p, _, s, _ in ROUTES])
-def test_route(client: TestClient, method: str, path: str, body: Any, status: int,
-               expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "expected"),
+    ROUTES,
+    ids=[f"{m} {p} {s}" for m, p, _, s, _ in ROUTES],
+)
+def test_route(
+    client: TestClient, method: str, path: str, body: Any, status: int, expected: Any
+) -> None:
     if isinstance(body, bytes):
-        reply = client.request(method, path, content=body,
-                               headers={"content-type": "application/json"})
+        reply = client.request(
+            method, path, content=body, headers={"content-type": "application/json"}
+        )
     else:
         reply = client.request(method, path, json=body)
     assert reply.status_code == status, reply.text
@@ -143,21 +215,34 @@ def test_model_metadata_comes_from_the_dataplane(client: TestClient) -> None:
     reply = client.get("/v2/models/iris")
     assert reply.status_code == 200
     assert reply.json() == {
-        "name": "iris", "versions": ["1"], "platform": "kninfer-sklearn",
+        "name": "iris",
+        "versions": ["1"],
+        "platform": "kninfer-sklearn",
         "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}],
-        "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1]},
-                    {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}]}
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1]},
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+        ],
+    }
     assert client.get("/v2/models/iris/versions/1").json()["versions"] == ["1"]
     # A bare kserve.Model has no metadata() of its own: the dataplane states what it can.
     assert client.get("/v2/models/cold").json() == {
-        "name": "cold", "versions": [], "platform": "", "inputs": [], "outputs": []}
+        "name": "cold",
+        "versions": [],
+        "platform": "",
+        "inputs": [],
+        "outputs": [],
+    }
 
 
-def test_draining_turns_readiness_off_and_keeps_answering(client: TestClient,
-                                                          dataplane: Any) -> None:
+def test_draining_turns_readiness_off_and_keeps_answering(
+    client: TestClient, dataplane: Any
+) -> None:
     dataplane.draining = True
-    assert (client.get("/v2/models/iris/ready").status_code,
-            client.get("/v2/models/iris/ready").json()) == (503, {"name": "iris", "ready": False})
+    assert (
+        client.get("/v2/models/iris/ready").status_code,
+        client.get("/v2/models/iris/ready").json(),
+    ) == (503, {"name": "iris", "ready": False})
     assert client.get("/ping").status_code == 503  # MLflow's readiness, likewise
     assert_still_serving(client)  # in-flight and queued work is still answered while draining
     # One rule for every inference route: V1 and MLflow's /invocations are served too.
@@ -170,8 +255,13 @@ def test_draining_turns_readiness_off_and_keeps_answering(client: TestClient,
 def test_a_binary_cloudevent_on_v2_infer_gets_a_reply_event(client: TestClient) -> None:
     import orjson
 
-    headers = {"ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "tests/http",
-               "ce-type": "dev.kninfer.inference.request", "content-type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "e-1",
+        "ce-source": "tests/http",
+        "ce-type": "dev.kninfer.inference.request",
+        "content-type": "application/json",
+    }
     reply = client.post("/v2/models/iris/infer", content=orjson.dumps(GOOD), headers=headers)
     assert reply.status_code == 200, reply.text
     assert reply.headers["ce-type"] == "dev.kninfer.inference.response"
@@ -181,17 +271,27 @@ def test_a_binary_cloudevent_on_v2_infer_gets_a_reply_event(client: TestClient) 
     # The same event again (a redelivery) is answered from the dedupe cache, identically.
     again = client.post("/v2/models/iris/infer", content=orjson.dumps(GOOD), headers=headers)
     assert (again.status_code, again.json(), again.headers["ce-id"]) == (
-        200, GOOD_ANSWER, reply.headers["ce-id"])
+        200,
+        GOOD_ANSWER,
+        reply.headers["ce-id"],
+    )
 
 
 def test_an_event_naming_no_served_model_is_a_400(client: TestClient) -> None:
-    headers = {"ce-specversion": "1.0", "ce-id": "e-2", "ce-source": "tests/http",
-               "ce-type": "dev.kninfer.inference.request", "ce-kninfermodel": "nosuch",
-               "content-type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "e-2",
+        "ce-source": "tests/http",
+        "ce-type": "dev.kninfer.inference.request",
+        "ce-kninfermodel": "nosuch",
+        "content-type": "application/json",
+    }
     reply = client.post("/", json=GOOD, headers=headers)
     assert reply.status_code == 400
-    assert reply.json() == error("CloudEvent extension kninfermodel='nosuch' names a model this "
-                                 "server does not serve; it serves: iris, cold")
+    assert reply.json() == error(
+        "CloudEvent extension kninfermodel='nosuch' names a model this "
+        "server does not serve; it serves: iris, cold"
+    )
     assert_still_serving(client)
 
 
@@ -203,7 +303,9 @@ def test_mlflow_scoring_routes_unless_turned_off(dataplane: Any, tmp_path: Path)
         assert (answer.status_code, answer.json()) == (200, {"predictions": [0]})
         refused = client.post("/invocations", content=b"a,b", headers={"content-type": "x/y"})
         assert refused.status_code == 415
-        assert refused.text == ("This predictor only supports the following content types: "
-                                "application/json, text/csv. Got 'x/y'.")
+        assert refused.text == (
+            "This predictor only supports the following content types: "
+            "application/json, text/csv. Got 'x/y'."
+        )
     with client_for(dataplane, tmp_path, scoring_protocol=False) as client:
         assert client.get("/ping").status_code == 404  # --no-scoring-protocol: not served

@@ -20,21 +20,26 @@ LIMIT = 65536
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("body-limit")
-    proc = ServerProcess(["--max-body-bytes", str(LIMIT)], server_env(tmp),
-                         tmp / "server.log").start(timeout=120)
+    proc = ServerProcess(
+        ["--max-body-bytes", str(LIMIT)], server_env(tmp), tmp / "server.log"
+    ).start(timeout=120)
     yield proc
     assert proc.stop() == 0, proc.log()
 
 
 @pytest.mark.parametrize("size", [LIMIT + 1, 4 * 1024 * 1024])
 def test_urllib_reads_the_413(server: ServerProcess, size: int) -> None:
-    request = urllib.request.Request(f"{server.url}/v2/models/iris/infer", data=b" " * size,
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/iris/infer",
+        data=b" " * size,
+        headers={"content-type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 413
     assert json.loads(caught.value.read()) == {
-        "error": f"request body is {size} bytes; the limit is {LIMIT} (KNINFER_MAX_BODY_BYTES)"}
+        "error": f"request body is {size} bytes; the limit is {LIMIT} (KNINFER_MAX_BODY_BYTES)"
+    }
 
 
 def test_a_chunked_body_over_the_limit_is_a_413_for_urllib(server: ServerProcess) -> None:
@@ -42,16 +47,31 @@ def test_a_chunked_body_over_the_limit_is_a_413_for_urllib(server: ServerProcess
         for _ in range(64):
             yield b" " * 65536
 
-    request = urllib.request.Request(f"{server.url}/v2/models/iris/infer", data=chunks(),
-                                     headers={"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/iris/infer",
+        data=chunks(),
+        headers={"content-type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=30)
     assert caught.value.code == 413
     assert json.loads(caught.value.read()) == {
-        "error": f"request body exceeds the limit of {LIMIT} bytes (KNINFER_MAX_BODY_BYTES)"}
+        "error": f"request body exceeds the limit of {LIMIT} bytes (KNINFER_MAX_BODY_BYTES)"
+    }
 
 
 def test_the_server_answers_after_refusing(server: ServerProcess) -> None:
-    reply = httpx.post(f"{server.url}/v2/models/iris/infer", json={"inputs": [
-        {"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]})
+    reply = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "data": [5.1, 3.5, 1.4, 0.2],
+                }
+            ]
+        },
+    )
     assert reply.status_code == 200, reply.text

@@ -48,8 +48,9 @@ def test_rest_v2_client(iris_server: ServerProcess, iris_estimator: Any) -> None
     response = asyncio.run(rest("v2", "infer", base, v2_request(), "iris"))
     outputs = {o.name: o.as_numpy() for o in response.outputs}
     assert outputs["predict"].tolist() == iris_estimator.predict(ROWS).tolist()
-    np.testing.assert_allclose(outputs["predict_proba"], iris_estimator.predict_proba(ROWS),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        outputs["predict_proba"], iris_estimator.predict_proba(ROWS), rtol=1e-12
+    )
 
 
 def test_rest_v2_client_sees_a_client_mistake_as_a_400(iris_server: ServerProcess) -> None:
@@ -62,15 +63,20 @@ def test_rest_v2_client_sees_a_client_mistake_as_a_400(iris_server: ServerProces
         asyncio.run(rest("v2", "infer", iris_server.url, bad, "iris"))
     assert caught.value.response.status_code == 400
     assert caught.value.response.json() == {
-        "error": "input 'input-0' has shape [1, 3]; expected [-1, 4] (-1 is any size)"}
+        "error": "input 'input-0' has shape [1, 3]; expected [-1, 4] (-1 is any size)"
+    }
 
 
 def test_grpc_client(iris_server: ServerProcess, iris_estimator: Any) -> None:
     async def calls() -> tuple[bool, bool, bool, Any]:
         client = InferenceGRPCClient(iris_server.grpc_target, timeout=30)
         try:
-            return (await client.is_server_live(), await client.is_server_ready(),
-                    await client.is_model_ready("iris"), await client.infer(v2_request()))
+            return (
+                await client.is_server_live(),
+                await client.is_server_ready(),
+                await client.is_model_ready("iris"),
+                await client.infer(v2_request()),
+            )
         finally:
             await client.close()
 
@@ -78,5 +84,6 @@ def test_grpc_client(iris_server: ServerProcess, iris_estimator: Any) -> None:
     assert (live, ready, model_ready) == (True, True, True)
     outputs = {o.name: o.as_numpy() for o in response.outputs}
     assert outputs["predict"].tolist() == iris_estimator.predict(ROWS).tolist()
-    np.testing.assert_allclose(outputs["predict_proba"], iris_estimator.predict_proba(ROWS),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        outputs["predict_proba"], iris_estimator.predict_proba(ROWS), rtol=1e-12
+    )

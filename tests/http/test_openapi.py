@@ -28,8 +28,9 @@ from kninfer.http.openapi import document
 
 DOCUMENT = json.loads(document())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
-schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
-                                deterministic=True)
+schema.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], deterministic=True
+)
 CHECKS = [not_a_server_error, content_type_conformance, response_schema_conformance]
 
 
@@ -54,17 +55,22 @@ def test_document_covers_every_route() -> None:
     from kninfer.http.routes import V2Routes
 
     routes = [r for r in V2Routes(DataPlane(None), 1).routes() if isinstance(r, Route)]
-    served = {(r.path, m.lower())
-              for r in routes for m in (r.methods or ()) if m != "HEAD"}
+    served = {(r.path, m.lower()) for r in routes for m in (r.methods or ()) if m != "HEAD"}
     served.add(("/", "post"))  # CloudEvents (kninfer.http.events)
     documented = {(path, method) for path, ops in DOCUMENT["paths"].items() for method in ops}
     assert documented == served
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_fuzz_no_server_errors(case: schemathesis.Case, server: ServerProcess) -> None:
     response = case.call(base_url=server.url, timeout=30)
     case.validate_response(response, checks=CHECKS)
@@ -72,9 +78,15 @@ def test_fuzz_no_server_errors(case: schemathesis.Case, server: ServerProcess) -
 
 @pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=500, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=500,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
 def test_fuzz_long(case: schemathesis.Case, server: ServerProcess) -> None:
     response = case.call(base_url=server.url, timeout=30)
     case.validate_response(response, checks=CHECKS)
@@ -89,8 +101,11 @@ def test_document_refs_and_path_parameters_resolve() -> None:
         for key in ref.removeprefix("#/").split("/"):
             node = node[key]
     for path, ops in DOCUMENT["paths"].items():
-        wanted = {seg[1:-1].split("}")[0] for seg in path.replace(":", "/").split("/")
-                  if seg.startswith("{")}
+        wanted = {
+            seg[1:-1].split("}")[0]
+            for seg in path.replace(":", "/").split("/")
+            if seg.startswith("{")
+        }
         for op in ops.values():
             declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert declared == wanted, path

@@ -23,7 +23,7 @@ from tests.conftest import ServerProcess, server_env, triton_infer
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 
-MIXED_MODEL = textwrap.dedent('''
+MIXED_MODEL = textwrap.dedent("""
     import mlflow
     import pandas as pd
 
@@ -39,15 +39,20 @@ MIXED_MODEL = textwrap.dedent('''
 
 
     mlflow.models.set_model(Mixed())
-''')
+""")
 
 
 def frame() -> Any:
     import pandas as pd
 
-    return pd.DataFrame({"name": ["ada", "bob", "cy"],
-                         "count": np.array([3, 5, 7], dtype=np.int64),
-                         "weight": [0.5, 1.25, 2.0], "active": [True, False, True]})
+    return pd.DataFrame(
+        {
+            "name": ["ada", "bob", "cy"],
+            "count": np.array([3, 5, 7], dtype=np.int64),
+            "weight": [0.5, 1.25, 2.0],
+            "active": [True, False, True],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,17 +67,23 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     example = frame()
     output = pd.DataFrame({"score": [1.5, 0.0, 14.0], "tag": ["ada", "bob", "cy"]})
     path = root / "mixed"
-    mlflow.pyfunc.save_model(path, python_model=str(code), pip_requirements=["pandas"],
-                             signature=infer_signature(example, output,
-                                                       params={"scale": 1.0, "suffix": ""}))
+    mlflow.pyfunc.save_model(
+        path,
+        python_model=str(code),
+        pip_requirements=["pandas"],
+        signature=infer_signature(example, output, params={"scale": 1.0, "suffix": ""}),
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("scoring-server")
-    proc = ServerProcess(["--predictor", "mlflow", "--model-dir", str(model_dir),
-                          "--model-name", "mixed"], server_env(tmp), tmp / "server.log")
+    proc = ServerProcess(
+        ["--predictor", "mlflow", "--model-dir", str(model_dir), "--model-name", "mixed"],
+        server_env(tmp),
+        tmp / "server.log",
+    )
     proc.start(timeout=180)
     yield proc
     assert proc.stop() == 0, proc.log()
@@ -96,8 +107,9 @@ def test_scoring_client_unchanged(server: ServerProcess, loaded: Any) -> None:
     expected = loaded.predict(frame()).to_dict("records")
     assert client.invoke(frame())["predictions"] == expected
     with_params = loaded.predict(frame(), params={"scale": 2.5, "suffix": "!"}).to_dict("records")
-    assert client.invoke(frame(), params={"scale": 2.5, "suffix": "!"})["predictions"] == \
-        with_params
+    assert (
+        client.invoke(frame(), params={"scale": 2.5, "suffix": "!"})["predictions"] == with_params
+    )
 
 
 def test_invocations_payload_forms_and_csv(server: ServerProcess, loaded: Any) -> None:
@@ -106,10 +118,12 @@ def test_invocations_payload_forms_and_csv(server: ServerProcess, loaded: Any) -
     expected = loaded.predict(frame()).to_dict("records")
     url = f"{server.url}/invocations"
     split = json.loads(frame().to_json(orient="split", index=False))
-    for body in ({"dataframe_split": split},
-                 {"dataframe_records": frame().to_dict("records")},
-                 {"instances": frame().to_dict("records")},
-                 {"inputs": {c: frame()[c].tolist() for c in frame().columns}}):
+    for body in (
+        {"dataframe_split": split},
+        {"dataframe_records": frame().to_dict("records")},
+        {"instances": frame().to_dict("records")},
+        {"inputs": {c: frame()[c].tolist() for c in frame().columns}},
+    ):
         reply = httpx.post(url, json=body)
         assert reply.status_code == 200, (body, reply.text)
         assert reply.json() == {"predictions": expected}, body
@@ -118,27 +132,52 @@ def test_invocations_payload_forms_and_csv(server: ServerProcess, loaded: Any) -
     assert csv.json() == {"predictions": expected}
 
 
-@pytest.mark.parametrize(("content_type", "body", "status", "fragment"), [
-    ("application/json", b'{"dataframe_split": ', 400, "request body is not valid JSON"),
-    ("application/json", b'{"rows": []}', 400,
-     "exactly one of the input fields dataframe_split, dataframe_records, instances, inputs"),
-    ("application/json", b'{"dataframe_records": [{"name": "a"}]}', 400,
-     "column 'count' is missing in record 0"),
-    ("application/json", b'{"dataframe_records": [{"name": "a", "count": 1, "weight": 1.0, '
-     b'"active": true}], "params": {"scale": "big"}}', 400, "scale"),
-    ("application/json", b'{"dataframe_records": [{"name": "a", "count": 1, "weight": 1.0, '
-     b'"active": true}], "params": {"speed": 1}}', 400,
-     "unknown param(s) speed; model 'mixed' takes scale, suffix"),
-    ("text/csv", b"name,count,weight,active\nada,three,0.5,true\n", 400,
-     "column 'count' (INT64): 'three' is not a number"),
-    ("text/plain", b"name\nada\n", 415, "only supports the following content types"),
-    ("application/json; charset=latin-1", b"{}", 415, "only supports UTF-8"),
-])
-def test_invocations_errors_as_mlflow_answers_them(server: ServerProcess, content_type: str,
-                                                   body: bytes, status: int,
-                                                   fragment: str) -> None:
-    reply = httpx.post(f"{server.url}/invocations", content=body,
-                       headers={"content-type": content_type})
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "fragment"),
+    [
+        ("application/json", b'{"dataframe_split": ', 400, "request body is not valid JSON"),
+        (
+            "application/json",
+            b'{"rows": []}',
+            400,
+            "exactly one of the input fields dataframe_split, dataframe_records, instances, inputs",
+        ),
+        (
+            "application/json",
+            b'{"dataframe_records": [{"name": "a"}]}',
+            400,
+            "column 'count' is missing in record 0",
+        ),
+        (
+            "application/json",
+            b'{"dataframe_records": [{"name": "a", "count": 1, "weight": 1.0, '
+            b'"active": true}], "params": {"scale": "big"}}',
+            400,
+            "scale",
+        ),
+        (
+            "application/json",
+            b'{"dataframe_records": [{"name": "a", "count": 1, "weight": 1.0, '
+            b'"active": true}], "params": {"speed": 1}}',
+            400,
+            "unknown param(s) speed; model 'mixed' takes scale, suffix",
+        ),
+        (
+            "text/csv",
+            b"name,count,weight,active\nada,three,0.5,true\n",
+            400,
+            "column 'count' (INT64): 'three' is not a number",
+        ),
+        ("text/plain", b"name\nada\n", 415, "only supports the following content types"),
+        ("application/json; charset=latin-1", b"{}", 415, "only supports UTF-8"),
+    ],
+)
+def test_invocations_errors_as_mlflow_answers_them(
+    server: ServerProcess, content_type: str, body: bytes, status: int, fragment: str
+) -> None:
+    reply = httpx.post(
+        f"{server.url}/invocations", content=body, headers={"content-type": content_type}
+    )
     assert reply.status_code == status, reply.text
     if status == 415:
         assert reply.headers["content-type"].startswith("text/plain")
@@ -155,11 +194,16 @@ def test_metadata_states_params_schema(server: ServerProcess) -> None:
         {"name": "suffix", "type": "string", "default": ""},
     ]
     assert [(i["name"], i["datatype"]) for i in doc["inputs"]] == [
-        ("name", "BYTES"), ("count", "INT64"), ("weight", "FP64"), ("active", "BOOL")]
+        ("name", "BYTES"),
+        ("count", "INT64"),
+        ("weight", "FP64"),
+        ("active", "BOOL"),
+    ]
 
 
-def test_tritonclient_grpc_float_param_reaches_the_model(server: ServerProcess,
-                                                         loaded: Any) -> None:
+def test_tritonclient_grpc_float_param_reaches_the_model(
+    server: ServerProcess, loaded: Any
+) -> None:
     data = frame()
     inputs = [
         {"name": "name", "datatype": "BYTES", "shape": [3], "data": data["name"].tolist()},
@@ -169,14 +213,29 @@ def test_tritonclient_grpc_float_param_reaches_the_model(server: ServerProcess,
     ]
     expected = loaded.predict(data, params={"scale": 0.5, "suffix": "?"})
     for protocol, url in (("grpc", server.grpc_target), ("http", f"127.0.0.1:{server.http_port}")):
-        answer = triton_infer({"protocol": protocol, "url": url, "model": "mixed",
-                               "inputs": inputs, "outputs": ["score", "tag"],
-                               "parameters": {"scale": 0.5, "suffix": "?"}})
-        assert answer == {"outputs": {"score": expected["score"].tolist(),
-                                      "tag": expected["tag"].tolist()}}, protocol
-    wrong = triton_infer({"protocol": "grpc", "url": server.grpc_target, "model": "mixed",
-                          "inputs": inputs, "outputs": ["score"],
-                          "parameters": {"scale": "big"}})
+        answer = triton_infer(
+            {
+                "protocol": protocol,
+                "url": url,
+                "model": "mixed",
+                "inputs": inputs,
+                "outputs": ["score", "tag"],
+                "parameters": {"scale": 0.5, "suffix": "?"},
+            }
+        )
+        assert answer == {
+            "outputs": {"score": expected["score"].tolist(), "tag": expected["tag"].tolist()}
+        }, protocol
+    wrong = triton_infer(
+        {
+            "protocol": "grpc",
+            "url": server.grpc_target,
+            "model": "mixed",
+            "inputs": inputs,
+            "outputs": ["score"],
+            "parameters": {"scale": "big"},
+        }
+    )
     assert wrong["status"] == "StatusCode.INVALID_ARGUMENT", wrong
     assert "scale" in str(wrong["error"])
 
@@ -201,12 +260,15 @@ def test_scoring_client_sends_nan_for_missing_values(tmp_path: Path) -> None:
     labels = (train["age"] + train["income"] > 90).astype(int)
     model = make_pipeline(SimpleImputer(), LogisticRegression()).fit(train, labels)
     path = tmp_path / "imputed"
-    mlflow.sklearn.save_model(model, path, serialization_format="cloudpickle",
-                              signature=infer_signature(train, labels))
+    mlflow.sklearn.save_model(
+        model, path, serialization_format="cloudpickle", signature=infer_signature(train, labels)
+    )
     query = pd.DataFrame({"age": [35.0, math.nan, 61.0], "income": [math.nan, 70.0, 20.0]})
-    proc = ServerProcess(["--predictor", "mlflow", "--model-dir", str(path), "--model-name",
-                          "imputed"],
-                         server_env(tmp_path), tmp_path / "server.log").start(timeout=180)
+    proc = ServerProcess(
+        ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", "imputed"],
+        server_env(tmp_path),
+        tmp_path / "server.log",
+    ).start(timeout=180)
     try:
         client = ScoringServerClient("127.0.0.1", proc.http_port)
         client.wait_server_ready(timeout=30)
@@ -214,13 +276,23 @@ def test_scoring_client_sends_nan_for_missing_values(tmp_path: Path) -> None:
         assert client.invoke(query)["predictions"] == expected
         # The body really holds the bare token (what made kninfer answer 400 before).
         body = b'{"dataframe_split": {"columns": ["age", "income"], "data": [[NaN, 70.0]]}}'
-        reply = httpx.post(f"{proc.url}/invocations", content=body,
-                           headers={"content-type": "application/json"})
-        assert (reply.status_code, reply.json()) == (200, {"predictions": mlflow.pyfunc.load_model(
-            str(path)).predict(pd.DataFrame({"age": [math.nan], "income": [70.0]})).tolist()})
+        reply = httpx.post(
+            f"{proc.url}/invocations", content=body, headers={"content-type": "application/json"}
+        )
+        assert (reply.status_code, reply.json()) == (
+            200,
+            {
+                "predictions": mlflow.pyfunc.load_model(str(path))
+                .predict(pd.DataFrame({"age": [math.nan], "income": [70.0]}))
+                .tolist()
+            },
+        )
         # V2 stays strict JSON: the token is a 400 there, as the docs say.
-        v2 = httpx.post(f"{proc.url}/v2/models/imputed/infer", content=b'{"inputs": [{"name": '
-                        b'"age", "shape": [1], "datatype": "FP64", "data": [NaN]}]}')
+        v2 = httpx.post(
+            f"{proc.url}/v2/models/imputed/infer",
+            content=b'{"inputs": [{"name": '
+            b'"age", "shape": [1], "datatype": "FP64", "data": [NaN]}]}',
+        )
         assert v2.status_code == 400 and "not valid JSON" in v2.text, v2.text
     finally:
         assert proc.stop() == 0, proc.log()
@@ -232,8 +304,9 @@ def test_invocation_decoding_takes_pythons_non_finite_tokens() -> None:
     from kninfer.errors import InvalidInput
     from kninfer.protocol.mlflow_scoring import decode_invocation
 
-    payload = decode_invocation(b'{"instances": [[NaN, Infinity, -Infinity, 1.5]]}',
-                                "application/json")
+    payload = decode_invocation(
+        b'{"instances": [[NaN, Infinity, -Infinity, 1.5]]}', "application/json"
+    )
     row = payload["instances"][0]
     assert math.isnan(row[0]) and row[1:] == [math.inf, -math.inf, 1.5]
     with pytest.raises(InvalidInput, match="request body is not valid JSON"):

@@ -54,12 +54,18 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # ---- the model, its data, the server ----------------------------------------------------------
 
-def sample(rows: int, seed: int, shift: float = 0.0,
-           shares: tuple[float, ...] = TRAIN_SHARES) -> pd.DataFrame:
+
+def sample(
+    rows: int, seed: int, shift: float = 0.0, shares: tuple[float, ...] = TRAIN_SHARES
+) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x1": rng.normal(0.0, 1.0, rows) + shift,
-                         "x2": rng.normal(5.0, 2.0, rows),
-                         "color": rng.choice(COLORS, rows, p=list(shares))})
+    return pd.DataFrame(
+        {
+            "x1": rng.normal(0.0, 1.0, rows) + shift,
+            "x2": rng.normal(5.0, 2.0, rows),
+            "color": rng.choice(COLORS, rows, p=list(shares)),
+        }
+    )
 
 
 def fit_pipeline(frame: pd.DataFrame) -> Any:
@@ -71,15 +77,24 @@ def fit_pipeline(frame: pd.DataFrame) -> Any:
 
     target = ((frame["x1"] + (frame["color"] == "red")) > 0.5).astype(int)
     return make_pipeline(
-        ColumnTransformer([
-            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["x1", "x2"]),
-            ("cat", OneHotEncoder(handle_unknown="ignore"), ["color"])]),
-        LogisticRegression()).fit(frame, target)
+        ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["x1", "x2"]),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["color"]),
+            ]
+        ),
+        LogisticRegression(),
+    ).fit(frame, target)
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kninfer", "profile", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "kninfer", "profile", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +113,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     done = run_cli(str(model_dir), "--data", str(root / "train.csv"))
     assert done.returncode == 0, done.stderr
     print(done.stdout)
-    return {"dir": model_dir, "train": train, "pipeline": pipeline, "cli": done,
-            "profile": json.loads((model_dir / PROFILE_FILE).read_text())}
+    return {
+        "dir": model_dir,
+        "train": train,
+        "pipeline": pipeline,
+        "cli": done,
+        "profile": json.loads((model_dir / PROFILE_FILE).read_text()),
+    }
 
 
 @pytest.fixture(scope="module")
-def server(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[ServerProcess]:
+def server(
+    trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("drift-server")
-    process = ServerProcess(["--predictor", "sklearn", "--model-dir", str(trained["dir"]),
-                             "--model-name", MODEL], server_env(tmp), tmp / "server.log")
+    process = ServerProcess(
+        ["--predictor", "sklearn", "--model-dir", str(trained["dir"]), "--model-name", MODEL],
+        server_env(tmp),
+        tmp / "server.log",
+    )
     process.start(timeout=120)
     yield process
     process.stop()
@@ -115,19 +139,29 @@ def server(trained: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 
 def v2_body(frame: pd.DataFrame) -> dict[str, Any]:
     rows = len(frame)
-    return {"inputs": [
-        {"name": "x1", "shape": [rows], "datatype": "FP64", "data": frame["x1"].tolist()},
-        {"name": "x2", "shape": [rows], "datatype": "FP64", "data": frame["x2"].tolist()},
-        {"name": "color", "shape": [rows], "datatype": "BYTES",
-         "data": frame["color"].tolist()}]}
+    return {
+        "inputs": [
+            {"name": "x1", "shape": [rows], "datatype": "FP64", "data": frame["x1"].tolist()},
+            {"name": "x2", "shape": [rows], "datatype": "FP64", "data": frame["x2"].tolist()},
+            {
+                "name": "color",
+                "shape": [rows],
+                "datatype": "BYTES",
+                "data": frame["color"].tolist(),
+            },
+        ]
+    }
 
 
 def send(server: ServerProcess, frame: pd.DataFrame, batch: int = 100) -> list[Any]:
     """V2 JSON requests of `batch` rows; the predicted labels, in order."""
     labels: list[Any] = []
     for start in range(0, len(frame), batch):
-        reply = httpx.post(f"{server.url}/v2/models/{MODEL}/infer",
-                           json=v2_body(frame.iloc[start:start + batch]), timeout=60)
+        reply = httpx.post(
+            f"{server.url}/v2/models/{MODEL}/infer",
+            json=v2_body(frame.iloc[start : start + batch]),
+            timeout=60,
+        )
         assert reply.status_code == 200, reply.text
         labels.extend(reply.json()["outputs"][0]["data"])
     return labels
@@ -135,8 +169,11 @@ def send(server: ServerProcess, frame: pd.DataFrame, batch: int = 100) -> list[A
 
 def scrape(url: str) -> Samples:
     text = httpx.get(f"{url}/metrics", timeout=30).text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def drift_values(samples: Samples, name: str, feature: str) -> dict[str, float]:
@@ -150,15 +187,22 @@ def drift_values(samples: Samples, name: str, feature: str) -> dict[str, float]:
 
 
 def psi(samples: Samples) -> dict[str, float]:
-    return {dict(labels)["feature"]: value for (name, labels), value in samples.items()
-            if name == "kninfer_drift_psi" and dict(labels).get("model") == MODEL}
+    return {
+        dict(labels)["feature"]: value
+        for (name, labels), value in samples.items()
+        if name == "kninfer_drift_psi" and dict(labels).get("model") == MODEL
+    }
 
 
 def expected_bins(feature: dict[str, Any], values: list[Any]) -> dict[str, int]:
     """The count per bin, binned here independently of kninfer: a number's bin is how many
     edges lie below it (bins are right-closed), a category's is its own or __other__."""
-    counts = dict.fromkeys(feature["bins"] if feature["kind"] == "categorical" else
-                           [str(i) for i in range(len(feature["bins"]))], 0)
+    counts = dict.fromkeys(
+        feature["bins"]
+        if feature["kind"] == "categorical"
+        else [str(i) for i in range(len(feature["bins"]))],
+        0,
+    )
     if feature["kind"] == "numeric":
         edges = np.asarray(feature["edges"])
         x = np.asarray(values, dtype=float)
@@ -176,6 +220,7 @@ def feature_doc(profile: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # ---- building the profile ---------------------------------------------------------------------
+
 
 def test_cli_and_python_function_build_the_same_profile(trained: dict[str, Any]) -> None:
     """`kninfer profile` (a subprocess, the model loaded by the sklearn family from its
@@ -212,14 +257,24 @@ def test_a_matrix_model_is_profiled_by_its_served_columns(tmp_path: Path) -> Non
     model_dir = tmp_path / "m"
     model_dir.mkdir()
     joblib.dump(LinearRegression().fit(matrix, matrix @ [1.0, 2.0]), model_dir / "model.joblib")
-    pd.DataFrame(matrix, columns=["a", "b"]).assign(y=0.0).to_csv(tmp_path / "d.csv",
-                                                                  index=False)
-    done = run_cli(str(model_dir), "--data", str(tmp_path / "d.csv"), "--drop", "y",
-                   "--window", "200", "--min-rows", "100")
+    pd.DataFrame(matrix, columns=["a", "b"]).assign(y=0.0).to_csv(tmp_path / "d.csv", index=False)
+    done = run_cli(
+        str(model_dir),
+        "--data",
+        str(tmp_path / "d.csv"),
+        "--drop",
+        "y",
+        "--window",
+        "200",
+        "--min-rows",
+        "100",
+    )
     assert done.returncode == 0, done.stderr
     profile = read_profile(model_dir / PROFILE_FILE)
     assert [(f.name, f.tensor, f.column) for f in profile.features] == [
-        ("input-0[0]", "input-0", 0), ("input-0[1]", "input-0", 1)]
+        ("input-0[0]", "input-0", 0),
+        ("input-0[1]", "input-0", 1),
+    ]
     assert profile.features[0].bins == 10 and profile.features[1].edges == (0.0, 1.0, 2.0)
     (output,) = profile.outputs
     assert output.name == "output:predict" and output.kind == "numeric"  # a regressor
@@ -229,17 +284,22 @@ def test_a_matrix_model_is_profiled_by_its_served_columns(tmp_path: Path) -> Non
 
 
 def test_mlflow_model_without_data_profiles_its_input_example_with_a_warning(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
     train = sample(200, seed=2)
     pipeline = fit_pipeline(train)
     path = tmp_path / "mlflow-model"
-    mlflow.sklearn.save_model(pipeline, path, pip_requirements=["scikit-learn", "pandas"],
-                              serialization_format="cloudpickle",
-                              signature=infer_signature(train, pipeline.predict(train)),
-                              input_example=train.head(5))
+    mlflow.sklearn.save_model(
+        pipeline,
+        path,
+        pip_requirements=["scikit-learn", "pandas"],
+        serialization_format="cloudpickle",
+        signature=infer_signature(train, pipeline.predict(train)),
+        input_example=train.head(5),
+    )
     done = run_cli(str(path))
     assert done.returncode == 0, done.stderr
     assert "no --data" in done.stderr and "weak reference" in done.stderr
@@ -261,16 +321,17 @@ def test_cli_refuses_what_it_cannot_profile(tmp_path: Path, trained: dict[str, A
         assert done.returncode == 2 and "pyarrow" in done.stderr
     missing = tmp_path / "missing.csv"
     trained["train"].drop(columns=["color"]).to_csv(missing, index=False)
-    done = run_cli(str(trained["dir"]), "--data", str(missing), "--out",
-                   str(tmp_path / "p.json"))
+    done = run_cli(str(trained["dir"]), "--data", str(missing), "--out", str(tmp_path / "p.json"))
     assert done.returncode == 2 and "color" in done.stderr
     assert not (tmp_path / "p.json").exists()
 
 
 # ---- in the server ----------------------------------------------------------------------------
 
+
 def test_psi_low_on_the_training_distribution_high_on_the_shifted_features_only(
-        server: ServerProcess, trained: dict[str, Any]) -> None:
+    server: ServerProcess, trained: dict[str, Any]
+) -> None:
     """(a) 1,100 fresh rows of the training distribution, then (b) 1,100 rows with x1 shifted
     by +2 standard deviations and the colours re-weighted from 50/30/20 % to 10/30/60 %
     (x2 unchanged). 1,100 = the 1,000-row window plus one 100-row block, so whatever came
@@ -292,8 +353,9 @@ def test_psi_low_on_the_training_distribution_high_on_the_shifted_features_only(
     print(f"PSI of the output (labels): {after['output:predict']:.3f}")
 
 
-def test_counters_count_exactly_what_was_sent(server: ServerProcess,
-                                              trained: dict[str, Any]) -> None:
+def test_counters_count_exactly_what_was_sent(
+    server: ServerProcess, trained: dict[str, Any]
+) -> None:
     """Every bin's counter rises by exactly the values sent into it (binned here by hand),
     over V2 and V1; values outside the training range, unknown colours and missing values
     have their own counters."""
@@ -302,33 +364,38 @@ def test_counters_count_exactly_what_was_sent(server: ServerProcess,
     frame.loc[:4, "x1"] = -50.0  # 5 below the training minimum
     frame.loc[5:8, "x2"] = 80.0  # 4 above the training maximum
     frame.loc[9:14, "color"] = "purple"  # 6 colours training never saw
-    v1_rows = [{"x1": 0.25, "x2": None, "color": "red"},  # 3 missing x2, over V1
-               {"x1": 1.5, "x2": None, "color": "blue"},
-               {"x1": -0.5, "x2": None, "color": "green"}]
+    v1_rows = [
+        {"x1": 0.25, "x2": None, "color": "red"},  # 3 missing x2, over V1
+        {"x1": 1.5, "x2": None, "color": "blue"},
+        {"x1": -0.5, "x2": None, "color": "green"},
+    ]
     before = scrape(server.url)
     labels = send(server, frame, batch=50)
-    reply = httpx.post(f"{server.url}/v1/models/{MODEL}:predict",
-                       json={"instances": v1_rows}, timeout=60)
+    reply = httpx.post(
+        f"{server.url}/v1/models/{MODEL}:predict", json={"instances": v1_rows}, timeout=60
+    )
     assert reply.status_code == 200, reply.text
     labels += reply.json()["predictions"]
     after = scrape(server.url)
 
-    sent = {"x1": [*frame["x1"], *(r["x1"] for r in v1_rows)],
-            "x2": [*frame["x2"], *(np.nan for _ in v1_rows)],
-            "color": [*frame["color"], *(r["color"] for r in v1_rows)],
-            "output:predict": labels}
+    sent = {
+        "x1": [*frame["x1"], *(r["x1"] for r in v1_rows)],
+        "x2": [*frame["x2"], *(np.nan for _ in v1_rows)],
+        "color": [*frame["color"], *(r["color"] for r in v1_rows)],
+        "output:predict": labels,
+    }
     figures = {}
     for name, values in sent.items():
         doc = feature_doc(profile, name)
-        grown = {b: after_value - drift_values(before, "kninfer_drift_bin_total", name).get(b, 0)
-                 for b, after_value in
-                 drift_values(after, "kninfer_drift_bin_total", name).items()}
+        grown = {
+            b: after_value - drift_values(before, "kninfer_drift_bin_total", name).get(b, 0)
+            for b, after_value in drift_values(after, "kninfer_drift_bin_total", name).items()
+        }
         assert grown == expected_bins(doc, values), name
         figures[name] = grown
 
     def rise(metric: str, feature: str) -> float:
-        return drift_values(after, metric, feature)[""] - \
-            drift_values(before, metric, feature)[""]
+        return drift_values(after, metric, feature)[""] - drift_values(before, metric, feature)[""]
 
     def outside(name: str) -> int:
         x = np.asarray(sent[name], dtype=float)
@@ -343,21 +410,27 @@ def test_counters_count_exactly_what_was_sent(server: ServerProcess,
     assert rise("kninfer_drift_missing_total", "x2") == 3
     assert rise("kninfer_drift_missing_total", "x1") == 0
     assert sum(figures["x2"].values()) == 300  # missing values are in no bin
-    print(f"\nbin counts seen: {figures}; out of range x1 {outside('x1')}, "
-          f"x2 {outside('x2')}")
+    print(f"\nbin counts seen: {figures}; out of range x1 {outside('x1')}, x2 {outside('x2')}")
     reference = drift_values(after, "kninfer_drift_reference_ratio", "color")
-    assert reference == pytest.approx(dict(zip(feature_doc(profile, "color")["bins"],
-                                               feature_doc(profile, "color")["proportions"],
-                                               strict=True)), abs=1e-6)
+    assert reference == pytest.approx(
+        dict(
+            zip(
+                feature_doc(profile, "color")["bins"],
+                feature_doc(profile, "color")["proportions"],
+                strict=True,
+            )
+        ),
+        abs=1e-6,
+    )
 
 
 def test_a_model_without_a_profile_exports_no_drift_metric(
-        start_server: Any, trained: dict[str, Any], tmp_path: Path) -> None:
+    start_server: Any, trained: dict[str, Any], tmp_path: Path
+) -> None:
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(trained["dir"] / "model.joblib", bare / "model.joblib")
-    server = start_server("--predictor", "sklearn", "--model-dir", str(bare), "--model-name",
-                          MODEL)
+    server = start_server("--predictor", "sklearn", "--model-dir", str(bare), "--model-name", MODEL)
     send(server, sample(20, seed=31))
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert "kninfer_requests_total" in text and "kninfer_drift" not in text
@@ -374,17 +447,28 @@ def text_model_with_an_unusable_profile(model_dir: Path) -> None:
 
     texts = ["good film", "great story", "bad film", "awful plot"] * 5
     model_dir.mkdir()
-    joblib.dump(make_pipeline(CountVectorizer(), LogisticRegression()).fit(
-        texts, [1, 1, 0, 0] * 5), model_dir / "model.joblib")
+    joblib.dump(
+        make_pipeline(CountVectorizer(), LogisticRegression()).fit(texts, [1, 1, 0, 0] * 5),
+        model_dir / "model.joblib",
+    )
     build_profile(np.array([[0.0], [1.0], [2.0], [3.0]])).write(model_dir)
 
 
 def test_a_request_the_hook_cannot_count_is_answered(start_server: Any, tmp_path: Path) -> None:
     text_model_with_an_unusable_profile(tmp_path / "text")
-    server = start_server("--predictor", "sklearn", "--model-dir", str(tmp_path / "text"),
-                          "--model-name", MODEL)
-    body = {"inputs": [{"name": "input-0", "shape": [2], "datatype": "BYTES",
-                        "data": ["good story", "awful film"]}]}
+    server = start_server(
+        "--predictor", "sklearn", "--model-dir", str(tmp_path / "text"), "--model-name", MODEL
+    )
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [2],
+                "datatype": "BYTES",
+                "data": ["good story", "awful film"],
+            }
+        ]
+    }
 
     def answered() -> None:
         for _ in range(3):
@@ -402,8 +486,17 @@ def test_a_request_the_hook_cannot_count_is_answered(start_server: Any, tmp_path
 
 
 def test_counters_add_up_across_workers(start_server: Any, trained: dict[str, Any]) -> None:
-    multi = start_server("--predictor", "sklearn", "--model-dir", str(trained["dir"]),
-                         "--model-name", MODEL, "--workers", "2", timeout=180)
+    multi = start_server(
+        "--predictor",
+        "sklearn",
+        "--model-dir",
+        str(trained["dir"]),
+        "--model-name",
+        MODEL,
+        "--workers",
+        "2",
+        timeout=180,
+    )
     frame = sample(210, seed=41)
     send(multi, frame, batch=7)  # 30 requests, a new connection each: spread over workers
     names = ("x1", "x2", "color", "output:predict")
@@ -412,8 +505,9 @@ def test_counters_add_up_across_workers(start_server: Any, trained: dict[str, An
     deadline = time.monotonic() + 10 * FLUSH_SECONDS + 5
     while True:
         samples = scrape(multi.url)
-        totals = [sum(drift_values(samples, "kninfer_drift_bin_total", name).values())
-                  for name in names]
+        totals = [
+            sum(drift_values(samples, "kninfer_drift_bin_total", name).values()) for name in names
+        ]
         if totals == [210] * len(names) or time.monotonic() > deadline:
             break
         time.sleep(FLUSH_SECONDS)
@@ -422,6 +516,7 @@ def test_counters_add_up_across_workers(start_server: Any, trained: dict[str, An
 
 
 # ---- the counting, in process -------------------------------------------------------------
+
 
 def sample_value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -437,25 +532,31 @@ def test_binning_matches_an_independent_binning() -> None:
     for _ in range(50):
         x = rng.normal(0, 3, 64)
         x[rng.random(64) < 0.1] = np.nan
-        x[:6] = [feature.minimum, feature.maximum, feature.edges[0], feature.edges[-1],
-                 np.nextafter(feature.minimum, -np.inf), np.nextafter(feature.maximum, np.inf)]
+        x[:6] = [
+            feature.minimum,
+            feature.maximum,
+            feature.edges[0],
+            feature.edges[-1],
+            np.nextafter(feature.minimum, -np.inf),
+            np.nextafter(feature.maximum, np.inf),
+        ]
         index, outside = feature.assign(x)
         tally, tally_outside = feature.tally(x)
         assert (np.bincount(index, minlength=feature.bins + 1) == tally).all()
         by_hand = expected_bins(doc, list(x))
         assert list(tally[:-1]) == [by_hand[str(i)] for i in range(feature.bins)]
         assert tally[-1] == np.isnan(x).sum()
-        assert outside == tally_outside == \
-            np.sum(x < feature.minimum) + np.sum(x > feature.maximum)
+        assert outside == tally_outside == np.sum(x < feature.minimum) + np.sum(x > feature.maximum)
 
 
 def test_psi_is_evidentlys_formula_over_the_window() -> None:
     """PSI = sum((p_live - p_ref) * ln(p_live / p_ref)), an empty bin's proportion (live or
     reference) taken as 0.0001; exported only once the window holds min_rows, and computed over
     the last `rows` rows only (the window slides)."""
-    reference = Profile((Feature("c", "c", None, "categorical", (50, 30, 20, 0),
-                                 categories=("a", "b", "c")),),
-                        window=Window(rows=100, min_rows=50, blocks=10))
+    reference = Profile(
+        (Feature("c", "c", None, "categorical", (50, 30, 20, 0), categories=("a", "b", "c")),),
+        window=Window(rows=100, min_rows=50, blocks=10),
+    )
     monitor = DriftMonitor(reference, "psi-unit", "v1")
 
     def feed(values: list[str]) -> None:
@@ -472,12 +573,17 @@ def test_psi_is_evidentlys_formula_over_the_window() -> None:
     live_e, ref_e = np.where(live == 0, 1e-4, live), np.where(ref == 0, 1e-4, ref)
     expected = float(np.sum((live_e - ref_e) * np.log(live_e / ref_e)))
     assert monitor.last_psi["c"] == pytest.approx(expected, rel=1e-12)
-    assert sample_value("kninfer_drift_psi", model="psi-unit", version="v1",
-                        feature="c") == pytest.approx(expected, rel=1e-12)
+    assert sample_value(
+        "kninfer_drift_psi", model="psi-unit", version="v1", feature="c"
+    ) == pytest.approx(expected, rel=1e-12)
     feed(["d"] * 100)  # an unknown category: all in __other__, which the reference lacks
     assert monitor.last_psi["c"] > 5
-    assert sample_value("kninfer_drift_unknown_category_total", model="psi-unit",
-                        version="v1", feature="c") == 100
+    assert (
+        sample_value(
+            "kninfer_drift_unknown_category_total", model="psi-unit", version="v1", feature="c"
+        )
+        == 100
+    )
 
 
 def test_deferred_counting_equals_counting_each_request() -> None:
@@ -487,17 +593,22 @@ def test_deferred_counting_equals_counting_each_request() -> None:
     the output)."""
     rng = np.random.default_rng(11)
     frame = pd.DataFrame({"n": rng.normal(size=400), "c": rng.choice(["a", "b"], 400)})
-    reference = build_profile(frame, outputs=np.where(frame["n"] > 0, "p", "q"),
-                              window_rows=100, min_rows=50, window_blocks=4)
+    reference = build_profile(
+        frame,
+        outputs=np.where(frame["n"] > 0, "p", "q"),
+        window_rows=100,
+        min_rows=50,
+        window_blocks=4,
+    )
     at_once = DriftMonitor(reference, "each-request", "v1")
     deferred = DriftMonitor(reference, "deferred", "v1")
     requests = []
     for size in rng.integers(1, 40, 30).tolist():
-        rows = pd.DataFrame({"n": rng.normal(0.5, 1, size),
-                             "c": rng.choice(["a", "b", "z"], size)})
+        rows = pd.DataFrame({"n": rng.normal(0.5, 1, size), "c": rng.choice(["a", "b", "z"], size)})
         outputs = {} if size % 3 else {"predict": np.where(rows["n"] > 0, "p", "q")}
-        requests.append(({"n": rows["n"].to_numpy(), "c": rows["c"].to_numpy(dtype=object)},
-                         outputs))
+        requests.append(
+            ({"n": rows["n"].to_numpy(), "c": rows["c"].to_numpy(dtype=object)}, outputs)
+        )
     for inputs, outputs in requests:
         assert at_once.observe(inputs, outputs)
 
@@ -511,17 +622,28 @@ def test_deferred_counting_equals_counting_each_request() -> None:
     assert deferred.window_rows == at_once.window_rows
     assert deferred.last_psi == pytest.approx(at_once.last_psi, rel=1e-12)
     for feature in ("n", "c", "output:predict"):
-        ours = {s.labels.get("bin"): s.value for m in REGISTRY.collect() for s in m.samples
-                if s.name == "kninfer_drift_bin_total" and s.labels["feature"] == feature
-                and s.labels["model"] == "deferred"}
-        theirs = {s.labels.get("bin"): s.value for m in REGISTRY.collect() for s in m.samples
-                  if s.name == "kninfer_drift_bin_total" and s.labels["feature"] == feature
-                  and s.labels["model"] == "each-request"}
+        ours = {
+            s.labels.get("bin"): s.value
+            for m in REGISTRY.collect()
+            for s in m.samples
+            if s.name == "kninfer_drift_bin_total"
+            and s.labels["feature"] == feature
+            and s.labels["model"] == "deferred"
+        }
+        theirs = {
+            s.labels.get("bin"): s.value
+            for m in REGISTRY.collect()
+            for s in m.samples
+            if s.name == "kninfer_drift_bin_total"
+            and s.labels["feature"] == feature
+            and s.labels["model"] == "each-request"
+        }
         assert ours == theirs and sum(ours.values()) > 0, feature
     for name in ("kninfer_drift_out_of_range_total", "kninfer_drift_unknown_category_total"):
         feature = "n" if "range" in name else "c"
-        assert sample_value(name, model="deferred", version="v1", feature=feature) == \
-            sample_value(name, model="each-request", version="v1", feature=feature)
+        assert sample_value(name, model="deferred", version="v1", feature=feature) == sample_value(
+            name, model="each-request", version="v1", feature=feature
+        )
 
 
 def test_the_matrix_form_counts_into_the_column_features() -> None:
@@ -538,14 +660,23 @@ def test_the_matrix_form_counts_into_the_column_features() -> None:
     for feature in ("a", "b"):
         for b in range(10):
             labels = {"version": "v", "feature": feature, "bin": str(b)}
-            assert sample_value("kninfer_drift_bin_total", model="cols", **labels) == \
-                sample_value("kninfer_drift_bin_total", model="matrix", **labels)
-    assert sum(sample_value("kninfer_drift_bin_total", model="matrix", version="v",
-                            feature="a", bin=str(b)) for b in range(10)) == 64
+            assert sample_value("kninfer_drift_bin_total", model="cols", **labels) == sample_value(
+                "kninfer_drift_bin_total", model="matrix", **labels
+            )
+    assert (
+        sum(
+            sample_value(
+                "kninfer_drift_bin_total", model="matrix", version="v", feature="a", bin=str(b)
+            )
+            for b in range(10)
+        )
+        == 64
+    )
 
 
 def test_an_error_while_counting_stops_counting_and_raises_nothing(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     monitor = DriftMonitor(build_profile(pd.DataFrame({"n": [1.0, 2.0, 3.0]})), "broken", "v")
     with caplog.at_level(logging.ERROR, logger="kninfer"):
         assert not monitor.observe({"n": np.array(["text"])}, {})
@@ -554,10 +685,12 @@ def test_an_error_while_counting_stops_counting_and_raises_nothing(
 
 
 def test_an_unusable_profile_is_logged_and_the_model_served_without(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     assert load_monitor(tmp_path, "none", "v") is None  # no profile: nothing, no log
-    (tmp_path / PROFILE_FILE).write_text('{"format": "kninfer-drift-profile", '
-                                         '"format_version": 1, "features": [{"name": "x"}]}')
+    (tmp_path / PROFILE_FILE).write_text(
+        '{"format": "kninfer-drift-profile", "format_version": 1, "features": [{"name": "x"}]}'
+    )
     with caplog.at_level(logging.ERROR, logger="kninfer"):
         assert load_monitor(tmp_path, "bad", "v") is None
     assert "serving without drift monitoring" in caplog.text

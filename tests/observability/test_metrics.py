@@ -51,8 +51,16 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def ce(event_id: str, **extensions: str) -> CloudEvent:
-    return CloudEvent({"type": REQUEST_TYPE, "source": "tests/metrics", "id": event_id,
-                       "datacontenttype": "application/json", **extensions}, V2)
+    return CloudEvent(
+        {
+            "type": REQUEST_TYPE,
+            "source": "tests/metrics",
+            "id": event_id,
+            "datacontenttype": "application/json",
+            **extensions,
+        },
+        V2,
+    )
 
 
 def access_lines(server: ServerProcess, count: int, **match: Any) -> list[dict[str, Any]]:
@@ -62,7 +70,7 @@ def access_lines(server: ServerProcess, count: int, **match: Any) -> list[dict[s
         found = []
         text = server.log()
         # Whole lines only: the server may be writing the last one as we read.
-        for line in text[:text.rfind("\n") + 1].splitlines():
+        for line in text[: text.rfind("\n") + 1].splitlines():
             if line.startswith("{"):
                 entry = json.loads(line)
                 if all(entry.get(k) == v for k, v in match.items()):
@@ -80,11 +88,15 @@ def test_rest_and_cloudevents_counted_by_protocol_model_and_status(server: Serve
     reply = httpx.post(f"{server.url}/v2/models/iris/infer", json=bad)
     assert reply.status_code == 400
     assert reply.json() == {"error": "input 'input-0': 'data' has 4 values but shape needs 3"}
-    assert httpx.post(f"{server.url}/v1/models/iris:predict",
-                      json={"instances": [ROW]}).status_code == 200
+    assert (
+        httpx.post(f"{server.url}/v1/models/iris:predict", json={"instances": [ROW]}).status_code
+        == 200
+    )
     # An unknown model is counted under "_unknown": URL text never becomes a label value.
-    assert httpx.post(f"{server.url}/v2/models/no-such-{uuid.uuid4().hex}/infer",
-                      json=V2).status_code == 404
+    assert (
+        httpx.post(f"{server.url}/v2/models/no-such-{uuid.uuid4().hex}/infer", json=V2).status_code
+        == 404
+    )
     headers, body = to_binary(ce(str(uuid.uuid4())))
     assert httpx.post(f"{server.url}/", headers=headers, content=body).status_code == 200
     after = scrape(server.url)
@@ -102,12 +114,17 @@ def test_rest_and_cloudevents_counted_by_protocol_model_and_status(server: Serve
     assert delta(errors, protocol="rest_v2", model="iris", version=v, status="400") == 1
     assert delta(errors, protocol="rest_v2", model="_unknown", version="", status="404") == 1
     assert value(after, errors, protocol="rest_v2", model="iris", version=v, status="200") == 0
-    assert delta("kninfer_request_duration_seconds_count", protocol="rest_v2", model="iris",
-                 version=v) == 2
+    assert (
+        delta("kninfer_request_duration_seconds_count", protocol="rest_v2", model="iris", version=v)
+        == 2
+    )
     # KServe's own latency histogram still runs for every model call (V2, V1, CloudEvent).
     # (kninfer.predictors.base.Predictor.__call__ observes all three, as KServe's __call__ does.)
-    for histogram in ("request_preprocess_seconds", "request_predict_seconds",
-                      "request_postprocess_seconds"):
+    for histogram in (
+        "request_preprocess_seconds",
+        "request_predict_seconds",
+        "request_postprocess_seconds",
+    ):
         assert delta(f"{histogram}_count", model_name="iris") == 3
     assert value(after, "kninfer_requests_in_flight", protocol="rest_v2") == 0
 
@@ -119,8 +136,10 @@ def test_grpc_infer_counted_with_grpc_status(server: ServerProcess) -> None:
     wrong.contents.fp64_contents.extend(ROW)
     before = scrape(server.url)
     with grpc_stub(server.grpc_target) as stub:
-        traced = stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor]),
-                                 metadata=[("traceparent", TRACE)])
+        traced = stub.ModelInfer(
+            pb.ModelInferRequest(model_name="iris", inputs=[tensor]),
+            metadata=[("traceparent", TRACE)],
+        )
         assert traced.outputs[0].name == "predict"
         with pytest.raises(grpc.RpcError) as failed:
             stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[wrong]))
@@ -142,13 +161,16 @@ def test_grpc_infer_counted_with_grpc_status(server: ServerProcess) -> None:
 def test_cold_start_and_model_load_are_exported(server: ServerProcess) -> None:
     samples = scrape(server.url)
     assert value(samples, "kninfer_model_load_seconds", model="iris") > 0
-    phases = {dict(labels)["phase"]: v for (name, labels), v in samples.items()
-              if name == "kninfer_cold_start_seconds"}
+    phases = {
+        dict(labels)["phase"]: v
+        for (name, labels), v in samples.items()
+        if name == "kninfer_cold_start_seconds"
+    }
     assert {"imports", "model_load", "warmup", "ready"} <= set(phases)
     assert phases["ready"] >= phases["model_load"] > 0
     # The same numbers are in the one `cold start {...}` log line.
     line = next(x for x in server.log().splitlines() if "cold start {" in x)
-    logged = json.loads(line[line.index("{"):])
+    logged = json.loads(line[line.index("{") :])
     assert phases["ready"] == pytest.approx(logged["ready_ms"] / 1000)
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert "# TYPE kninfer_batch_size histogram" in text
@@ -156,16 +178,35 @@ def test_cold_start_and_model_load_are_exported(server: ServerProcess) -> None:
 
 def test_one_json_access_log_line_per_request(server: ServerProcess) -> None:
     request_id = f"req-{uuid.uuid4().hex}"
-    reply = httpx.post(f"{server.url}/v2/models/iris/infer", json=V2,
-                       headers={"x-request-id": request_id, "traceparent": TRACE,
-                                "x-forwarded-for": "10.0.3.7"})
+    reply = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        json=V2,
+        headers={"x-request-id": request_id, "traceparent": TRACE, "x-forwarded-for": "10.0.3.7"},
+    )
     assert reply.status_code == 200
     (line,) = access_lines(server, 1, request_id=request_id)
-    assert {k: line[k] for k in ("method", "path", "status", "protocol", "model", "trace_id",
-                                 "ce_id", "forwarded_for")} == {
-        "method": "POST", "path": "/v2/models/iris/infer", "status": 200, "protocol": "rest_v2",
-        "model": "iris", "trace_id": TRACE.split("-")[1], "ce_id": None,
-        "forwarded_for": "10.0.3.7"}
+    assert {
+        k: line[k]
+        for k in (
+            "method",
+            "path",
+            "status",
+            "protocol",
+            "model",
+            "trace_id",
+            "ce_id",
+            "forwarded_for",
+        )
+    } == {
+        "method": "POST",
+        "path": "/v2/models/iris/infer",
+        "status": 200,
+        "protocol": "rest_v2",
+        "model": "iris",
+        "trace_id": TRACE.split("-")[1],
+        "ce_id": None,
+        "forwarded_for": "10.0.3.7",
+    }
     assert line["client"].startswith("127.0.0.1:")  # the TCP peer, not rewritten
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] > 0
 
@@ -173,18 +214,30 @@ def test_one_json_access_log_line_per_request(server: ServerProcess) -> None:
     headers, body = to_binary(ce(binary_id))
     assert httpx.post(f"{server.url}/", headers=headers, content=body).status_code == 200
     headers, body = to_structured(ce(structured_id))
-    assert httpx.post(f"{server.url}/v2/models/iris/infer", headers=headers,
-                      content=body).status_code == 200
+    assert (
+        httpx.post(f"{server.url}/v2/models/iris/infer", headers=headers, content=body).status_code
+        == 200
+    )
     (binary,) = access_lines(server, 1, ce_id=binary_id)
     (structured,) = access_lines(server, 1, ce_id=structured_id)
     assert (binary["protocol"], binary["model"], binary["status"], binary["request_id"]) == (
-        "cloudevents", "iris", 200, binary_id)
+        "cloudevents",
+        "iris",
+        200,
+        binary_id,
+    )
     # Structured mode: the id is in the body; the events route hands it to the log.
     assert (structured["protocol"], structured["model"], structured["path"]) == (
-        "cloudevents", "iris", "/v2/models/iris/infer")
+        "cloudevents",
+        "iris",
+        "/v2/models/iris/infer",
+    )
 
-    bad = httpx.post(f"{server.url}/v2/models/iris/infer", content=b"{not json",
-                     headers={"x-request-id": f"{request_id}-bad"})
+    bad = httpx.post(
+        f"{server.url}/v2/models/iris/infer",
+        content=b"{not json",
+        headers={"x-request-id": f"{request_id}-bad"},
+    )
     assert bad.status_code == 400
     (failed,) = access_lines(server, 1, request_id=f"{request_id}-bad")
     assert failed["status"] == 400
@@ -193,8 +246,7 @@ def test_one_json_access_log_line_per_request(server: ServerProcess) -> None:
 def test_reply_events_carry_the_trace_context(server: ServerProcess) -> None:
     # Binary mode with the HTTP traceparent header (what a Broker forwards).
     headers, body = to_binary(ce(str(uuid.uuid4())))
-    reply = httpx.post(f"{server.url}/", headers={**headers, "traceparent": TRACE},
-                       content=body)
+    reply = httpx.post(f"{server.url}/", headers={**headers, "traceparent": TRACE}, content=body)
     assert reply.status_code == 200
     assert reply.headers["ce-traceparent"] == TRACE
     # Structured mode with the trace only in the event (distributed-tracing extension).
@@ -213,26 +265,49 @@ def test_reply_events_carry_the_trace_context(server: ServerProcess) -> None:
 def test_traceparent_reaches_the_predictor_through_a_transformer(
     server: ServerProcess, start_server: Any
 ) -> None:
-    transformer = start_server("--transformer", "passthrough", "--predictor-host",
-                               f"127.0.0.1:{server.http_port}", "--model-name", "iris",
-                               timeout=180)
+    transformer = start_server(
+        "--transformer",
+        "passthrough",
+        "--predictor-host",
+        f"127.0.0.1:{server.http_port}",
+        "--model-name",
+        "iris",
+        timeout=180,
+    )
     trace = f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01"
-    reply = httpx.post(f"{transformer.url}/v2/models/iris/infer", json=V2,
-                       headers={"traceparent": trace}, timeout=60)
+    reply = httpx.post(
+        f"{transformer.url}/v2/models/iris/infer",
+        json=V2,
+        headers={"traceparent": trace},
+        timeout=60,
+    )
     assert reply.status_code == 200
     (line,) = access_lines(server, 1, trace_id=trace.split("-")[1])
     assert (line["path"], line["status"], line["protocol"]) == (
-        "/v2/models/iris/infer", 200, "rest_v2")
+        "/v2/models/iris/infer",
+        200,
+        "rest_v2",
+    )
 
 
 def test_metrics_add_up_across_workers(start_server: Any) -> None:
     multi = start_server("--workers", "2", timeout=180)
     for _ in range(20):  # a new connection each time: SO_REUSEPORT spreads them over workers
-        assert httpx.post(f"{multi.url}/v2/models/iris/infer", json=V2,
-                          timeout=60).status_code == 200
+        assert (
+            httpx.post(f"{multi.url}/v2/models/iris/infer", json=V2, timeout=60).status_code == 200
+        )
     samples = scrape(multi.url)
-    assert value(samples, "kninfer_requests_total", protocol="rest_v2", model="iris",
-                 version=served_version(multi), status="200") == 20
+    assert (
+        value(
+            samples,
+            "kninfer_requests_total",
+            protocol="rest_v2",
+            model="iris",
+            version=served_version(multi),
+            status="200",
+        )
+        == 20
+    )
     assert value(samples, "request_predict_seconds_count", model_name="iris") == 20
 
 

@@ -53,6 +53,7 @@ NAMESPACE = "ml"
 
 # ---- the receiver ---------------------------------------------------------------------------
 
+
 @dataclass
 class Received:
     headers: dict[str, str]
@@ -147,6 +148,7 @@ def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 # ---- one server logging to one receiver --------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sink() -> Iterator[Sink]:
     receiver = Sink()
@@ -158,16 +160,26 @@ def sink() -> Iterator[Sink]:
 def server(sink: Sink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("payload-log")
     # Header names in another letter case than the requests send them.
-    process = ServerProcess(["--logger-url", sink.url, "--logger-headers", "X-TEST-ID, x-Tenant",
-                             "--logger-namespace", NAMESPACE], server_env(tmp),
-                            tmp / "server.log")
+    process = ServerProcess(
+        [
+            "--logger-url",
+            sink.url,
+            "--logger-headers",
+            "X-TEST-ID, x-Tenant",
+            "--logger-namespace",
+            NAMESPACE,
+        ],
+        server_env(tmp),
+        tmp / "server.log",
+    )
     process.start(timeout=180)
     yield process
     process.stop()
 
 
-def check_pair(request: Received, response: Received, server: ServerProcess,
-               status: int = 200) -> None:
+def check_pair(
+    request: Received, response: Received, server: ServerProcess, status: int = 200
+) -> None:
     """The attributes a KServe logger consumer reads, and kninfer's additions."""
     for event in (request, response):
         assert event.headers["ce-specversion"] == "1.0"  # binary content mode
@@ -195,49 +207,89 @@ def check_pair(request: Received, response: Received, server: ServerProcess,
 
 # ---- every transport ------------------------------------------------------------------------
 
+
 def test_every_transport_logs_one_request_and_one_response_event(
-        server: ServerProcess, sink: Sink) -> None:
+    server: ServerProcess, sink: Sink
+) -> None:
     url = server.url
     answers: dict[str, Any] = {}
     # Every field of the V2 request object (required_api.md) comes back in the log.
     full = {"id": "rest-1", "parameters": {"note": "x"}, **V2, "outputs": [{"name": "predict"}]}
-    answers["v2"] = httpx.post(f"{url}/v2/models/iris/infer", json=full, headers={
-        "x-test-id": "t-v2", "traceparent": TRACE, "X-Tenant": "acme"}).json()
+    answers["v2"] = httpx.post(
+        f"{url}/v2/models/iris/infer",
+        json=full,
+        headers={"x-test-id": "t-v2", "traceparent": TRACE, "X-Tenant": "acme"},
+    ).json()
     assert answers["v2"]["id"] == "rest-1"
     # The binary tensor data extension: logged as V2 JSON, the data inline.
-    header = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                                     "parameters": {"binary_data_size": 32}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "shape": [1, 4],
+                    "datatype": "FP64",
+                    "parameters": {"binary_data_size": 32},
+                }
+            ]
+        }
+    ).encode()
     answers["binary"] = httpx.post(
-        f"{url}/v2/models/iris/infer", content=header + struct.pack("<4d", *ROW),
-        headers={"inference-header-content-length": str(len(header)),
-                 "content-type": "application/octet-stream", "x-test-id": "t-binary"}).json()
-    answers["v1"] = httpx.post(f"{url}/v1/models/iris:predict", json=V1,
-                               headers={"x-test-id": "t-v1"}).json()
-    answers["mlflow"] = httpx.post(f"{url}/invocations", json=V1,
-                                   headers={"x-test-id": "t-mlflow"}).json()
-    reply = httpx.post(f"{url}/", json=V2, headers={
-        "ce-specversion": "1.0", "ce-id": "event-1", "ce-source": "tests/payload-log",
-        "ce-type": "dev.kninfer.inference.request", "ce-traceparent": TRACE_EVENT,
-        "x-test-id": "t-event"})
+        f"{url}/v2/models/iris/infer",
+        content=header + struct.pack("<4d", *ROW),
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+            "x-test-id": "t-binary",
+        },
+    ).json()
+    answers["v1"] = httpx.post(
+        f"{url}/v1/models/iris:predict", json=V1, headers={"x-test-id": "t-v1"}
+    ).json()
+    answers["mlflow"] = httpx.post(
+        f"{url}/invocations", json=V1, headers={"x-test-id": "t-mlflow"}
+    ).json()
+    reply = httpx.post(
+        f"{url}/",
+        json=V2,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "event-1",
+            "ce-source": "tests/payload-log",
+            "ce-type": "dev.kninfer.inference.request",
+            "ce-traceparent": TRACE_EVENT,
+            "x-test-id": "t-event",
+        },
+    )
     assert reply.status_code == 200, reply.text
     answers["event"] = reply.json()
     with grpc_stub(server.grpc_target) as stub:
         tensor = pb.ModelInferRequest.InferInputTensor(
-            name="input-0", datatype="FP64", shape=[1, 4],
-            contents=pb.InferTensorContents(fp64_contents=ROW))
+            name="input-0",
+            datatype="FP64",
+            shape=[1, 4],
+            contents=pb.InferTensorContents(fp64_contents=ROW),
+        )
         grpc_answer = stub.ModelInfer(
             pb.ModelInferRequest(model_name="iris", id="grpc-1", inputs=[tensor]),
-            metadata=(("x-test-id", "t-grpc"), ("traceparent", TRACE_GRPC)), timeout=30)
-        raw = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                    shape=[1, 4])
-        stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[raw],
-                                             raw_input_contents=[struct.pack("<4d", *ROW)]),
-                        metadata=(("x-test-id", "t-grpcraw"),), timeout=30)
+            metadata=(("x-test-id", "t-grpc"), ("traceparent", TRACE_GRPC)),
+            timeout=30,
+        )
+        raw = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64", shape=[1, 4])
+        stub.ModelInfer(
+            pb.ModelInferRequest(
+                model_name="iris", inputs=[raw], raw_input_contents=[struct.pack("<4d", *ROW)]
+            ),
+            metadata=(("x-test-id", "t-grpcraw"),),
+            timeout=30,
+        )
 
     events = sink.wait_for(14, prefix="t-")
     assert len(events) == 14, [e.test_id for e in events]
-    logged = {name: pair(events, f"t-{name}")
-              for name in ("v2", "binary", "v1", "mlflow", "event", "grpc", "grpcraw")}
+    logged = {
+        name: pair(events, f"t-{name}")
+        for name in ("v2", "binary", "v1", "mlflow", "event", "grpc", "grpcraw")
+    }
     for request, response in logged.values():
         check_pair(request, response, server)
     assert len({e["id"] for e in events}) == 14
@@ -259,47 +311,74 @@ def test_every_transport_logs_one_request_and_one_response_event(
     (output,) = grpc_answer.outputs
     data = np.frombuffer(grpc_answer.raw_output_contents[0], "<i8").tolist()
     assert response.event.data == {
-        "model_name": grpc_answer.model_name, "model_version": grpc_answer.model_version,
-        "id": "grpc-1", "outputs": [{"name": output.name, "datatype": output.datatype,
-                                     "shape": list(output.shape), "data": data}]}
+        "model_name": grpc_answer.model_name,
+        "model_version": grpc_answer.model_version,
+        "id": "grpc-1",
+        "outputs": [
+            {
+                "name": output.name,
+                "datatype": output.datatype,
+                "shape": list(output.shape),
+                "data": data,
+            }
+        ],
+    }
 
     # Trace context: the client's, wherever it came in (header, gRPC metadata, event extension).
     assert logged["v2"][0]["traceparent"] == TRACE
     assert logged["grpc"][0]["traceparent"] == TRACE_GRPC
     assert logged["event"][0]["traceparent"] == TRACE_EVENT
     # Allow-listed headers, matched in any letter case, under Go's canonical names (as KServe's).
-    assert json.loads(logged["v2"][0]["metadata"]) == {"X-Test-Id": ["t-v2"],
-                                                       "X-Tenant": ["acme"]}
+    assert json.loads(logged["v2"][0]["metadata"]) == {"X-Test-Id": ["t-v2"], "X-Tenant": ["acme"]}
     assert json.loads(logged["v1"][1]["metadata"]) == {"X-Test-Id": ["t-v1"]}
 
 
 def test_model_errors_are_logged_with_their_status_and_refusals_before_it_are_not(
-        server: ServerProcess, sink: Sink) -> None:
+    server: ServerProcess, sink: Sink
+) -> None:
     url = server.url
     wrong_input = {"inputs": [{**V2["inputs"][0], "name": "nope"}]}
-    answer = httpx.post(f"{url}/v2/models/iris/infer", json=wrong_input,
-                        headers={"x-test-id": "e-model"})
+    answer = httpx.post(
+        f"{url}/v2/models/iris/infer", json=wrong_input, headers={"x-test-id": "e-model"}
+    )
     assert answer.status_code == 400
     # Refused before the data plane: not JSON (400), an unknown model (404).
-    assert httpx.post(f"{url}/v2/models/iris/infer", content=b"{not json",
-                      headers={"x-test-id": "e-json"}).status_code == 400
-    assert httpx.post(f"{url}/v2/models/nope/infer", json=V2,
-                      headers={"x-test-id": "e-unknown"}).status_code == 404
+    assert (
+        httpx.post(
+            f"{url}/v2/models/iris/infer", content=b"{not json", headers={"x-test-id": "e-json"}
+        ).status_code
+        == 400
+    )
+    assert (
+        httpx.post(
+            f"{url}/v2/models/nope/infer", json=V2, headers={"x-test-id": "e-unknown"}
+        ).status_code
+        == 404
+    )
     with grpc_stub(server.grpc_target) as stub:
         tensor = pb.ModelInferRequest.InferInputTensor(
-            name="nope", datatype="FP64", shape=[1, 4],
-            contents=pb.InferTensorContents(fp64_contents=ROW))
+            name="nope",
+            datatype="FP64",
+            shape=[1, 4],
+            contents=pb.InferTensorContents(fp64_contents=ROW),
+        )
         with pytest.raises(Exception, match="INVALID_ARGUMENT"):
-            stub.ModelInfer(pb.ModelInferRequest(model_name="iris", inputs=[tensor]),
-                            metadata=(("x-test-id", "e-grpc"),), timeout=30)
+            stub.ModelInfer(
+                pb.ModelInferRequest(model_name="iris", inputs=[tensor]),
+                metadata=(("x-test-id", "e-grpc"),),
+                timeout=30,
+            )
 
     events = sink.wait_for(4, prefix="e-")
     assert sorted(e.test_id for e in events) == ["e-grpc", "e-grpc", "e-model", "e-model"]
     request, response = pair(events, "e-model")
     check_pair(request, response, server, status=400)
     assert request.event.data == wrong_input
-    assert response.event.data == answer.json() == {
-        "error": "unknown input 'nope'; model 'iris' takes input-0"}
+    assert (
+        response.event.data
+        == answer.json()
+        == {"error": "unknown input 'nope'; model 'iris' takes input-0"}
+    )
     request, response = pair(events, "e-grpc")
     check_pair(request, response, server, status=400)
     assert response.event.data == answer.json()
@@ -309,10 +388,12 @@ def test_counts_match_exactly_under_bounded_load(server: ServerProcess, sink: Si
     def call(n: int) -> int:
         headers = {"x-test-id": f"load-{n}"}
         if n % 2:
-            return httpx.post(f"{server.url}/v1/models/iris:predict", json=V1, headers=headers,
-                              timeout=30).status_code
-        return httpx.post(f"{server.url}/v2/models/iris/infer", json=V2, headers=headers,
-                          timeout=30).status_code
+            return httpx.post(
+                f"{server.url}/v1/models/iris:predict", json=V1, headers=headers, timeout=30
+            ).status_code
+        return httpx.post(
+            f"{server.url}/v2/models/iris/infer", json=V2, headers=headers, timeout=30
+        ).status_code
 
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(call, range(200)))
@@ -333,14 +414,26 @@ def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: st
 
 # ---- a sink that is down, slow or failing -----------------------------------------------------
 
+
 @pytest.mark.parametrize("behaviour", ["down", "slow", "failing"])
 def test_a_bad_sink_never_delays_or_fails_an_inference(behaviour: str, tmp_path: Path) -> None:
     bad = None if behaviour == "down" else Sink(behaviour)
     url = f"http://127.0.0.1:{free_port()}/" if bad is None else bad.url  # down: nothing listens
     grace = 2.0
-    server = ServerProcess(["--logger-url", url, "--logger-queue-size", "8",
-                            "--grace-period-s", str(grace), "--drain-window-s", "0.2"],
-                           server_env(tmp_path), tmp_path / "server.log")
+    server = ServerProcess(
+        [
+            "--logger-url",
+            url,
+            "--logger-queue-size",
+            "8",
+            "--grace-period-s",
+            str(grace),
+            "--drain-window-s",
+            "0.2",
+        ],
+        server_env(tmp_path),
+        tmp_path / "server.log",
+    )
     try:
         server.start(timeout=180)
         started = time.monotonic()
@@ -352,8 +445,11 @@ def test_a_bad_sink_never_delays_or_fails_an_inference(behaviour: str, tmp_path:
                 assert answer.status_code == 200, answer.text
                 # The sink would take 10 s (slow) or ~1 s of retries (down, failing) per event.
                 assert took < 1.0, (n, took)
-        dropped = {dict(labels)["reason"]: v for (name, labels), v in scrape(server.url).items()
-                   if name == "kninfer_payload_log_dropped_total"}
+        dropped = {
+            dict(labels)["reason"]: v
+            for (name, labels), v in scrape(server.url).items()
+            if name == "kninfer_payload_log_dropped_total"
+        }
         assert dropped["queue_full"] > 0, dropped
         if bad is not None:
             assert bad.posts > 0  # it was tried
@@ -376,21 +472,27 @@ def test_a_bad_sink_never_delays_or_fails_an_inference(behaviour: str, tmp_path:
             bad.close()
 
 
-def test_queued_events_are_flushed_on_sigterm_and_k_sink_is_the_default_url(
-        tmp_path: Path) -> None:
+def test_queued_events_are_flushed_on_sigterm_and_k_sink_is_the_default_url(tmp_path: Path) -> None:
     sink = Sink(delay=0.3)  # 4 senders: about 13 events a second
     # K_SINK, as a Knative SinkBinding sets it, instead of --logger-url; K_SERVICE and
     # K_REVISION as Knative Serving sets them.
-    server = ServerProcess(["--drain-window-s", "0.2"],
-                           server_env(tmp_path, K_SINK=sink.url, K_SERVICE="iris-predictor",
-                                      K_REVISION="iris-predictor-00002"),
-                           tmp_path / "server.log")
+    server = ServerProcess(
+        ["--drain-window-s", "0.2"],
+        server_env(
+            tmp_path, K_SINK=sink.url, K_SERVICE="iris-predictor", K_REVISION="iris-predictor-00002"
+        ),
+        tmp_path / "server.log",
+    )
     try:
         server.start(timeout=180)
         with httpx.Client(base_url=server.url, timeout=30) as client:
             for n in range(20):
-                assert client.post("/v2/models/iris/infer", json=V2,
-                                   headers={"x-request-id": f"f-{n}"}).status_code == 200
+                assert (
+                    client.post(
+                        "/v2/models/iris/infer", json=V2, headers={"x-request-id": f"f-{n}"}
+                    ).status_code
+                    == 200
+                )
         assert len(sink.events()) < 40  # still queued when the signal comes
         assert server.process is not None
         server.signal()
@@ -408,19 +510,29 @@ def test_queued_events_are_flushed_on_sigterm_and_k_sink_is_the_default_url(
 
 # ---- off ------------------------------------------------------------------------------------
 
+
 def test_logger_off_imports_and_registers_nothing(iris_server: ServerProcess) -> None:
     assert "kninfer_payload_log" not in httpx.get(f"{iris_server.url}/metrics").text
-    code = ("import sys\n"
-            "import kninfer.server.lifecycle, kninfer.http.app, kninfer.grpc.servicer\n"
-            "from kninfer.dataplane import DataPlane\n"
-            "assert DataPlane(None).payload_log is None\n"
-            "assert 'kninfer.observability.payload_log' not in sys.modules\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    code = (
+        "import sys\n"
+        "import kninfer.server.lifecycle, kninfer.http.app, kninfer.grpc.servicer\n"
+        "from kninfer.dataplane import DataPlane\n"
+        "assert DataPlane(None).payload_log is None\n"
+        "assert 'kninfer.observability.payload_log' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
 # ---- pure parts -----------------------------------------------------------------------------
+
 
 def test_names_headers_and_flush_budget() -> None:
     assert inference_service_of("iris-predictor", "flowers") == "iris"
@@ -435,8 +547,7 @@ def test_names_headers_and_flush_budget() -> None:
     assert flush_budget(30, 31) == 0.0
 
 
-def test_k_sink_is_read_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_k_sink_is_read_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from kninfer.settings import ServeSettings
 
     monkeypatch.setenv("K_SINK", "http://broker-ingress.knative-eventing.svc.cluster.local/a/b")
@@ -448,6 +559,7 @@ def test_k_sink_is_read_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch,
 
 # ---- kninfer render ---------------------------------------------------------------------------
 
+
 def config(**values: object) -> DeployConfig:
     return DeployConfig.model_validate({"name": "iris", "namespace": NAMESPACE, **values})
 
@@ -457,8 +569,9 @@ def serve_settings(args: list[str]) -> Any:
     from kninfer.settings import ServeSettings
 
     options = build_parser().parse_args(args)
-    return ServeSettings(**{k: v for k, v in vars(options).items()
-                            if k not in ("command", "handler")})
+    return ServeSettings(
+        **{k: v for k, v in vars(options).items() if k not in ("command", "handler")}
+    )
 
 
 def test_render_passes_the_logger_flags_with_the_namespace_broker_by_default() -> None:
@@ -467,28 +580,40 @@ def test_render_passes_the_logger_flags_with_the_namespace_broker_by_default() -
     args = service["spec"]["template"]["spec"]["containers"][0]["args"]
     settings = serve_settings(args)
     assert (settings.logger_url, settings.logger_namespace, settings.logger_mode) == (
-        f"{broker}/{NAMESPACE}/default", NAMESPACE, "all")
-    (isvc,) = kserve_documents(config(logger={"mode": "response", "headers": ["X-Request-Id"]},
-                                      eventing={"broker": "events"}))
+        f"{broker}/{NAMESPACE}/default",
+        NAMESPACE,
+        "all",
+    )
+    (isvc,) = kserve_documents(
+        config(
+            logger={"mode": "response", "headers": ["X-Request-Id"]}, eventing={"broker": "events"}
+        )
+    )
     args = isvc["spec"]["predictor"]["containers"][0]["args"]
     settings = serve_settings(args)
     assert (settings.logger_url, settings.logger_mode, settings.logger_headers) == (
-        f"{broker}/{NAMESPACE}/events", "response", "X-Request-Id")
+        f"{broker}/{NAMESPACE}/events",
+        "response",
+        "X-Request-Id",
+    )
     (service,) = knative_documents(config(logger={"url": "http://sink.ml/"}))
-    assert serve_settings(service["spec"]["template"]["spec"]["containers"][0]["args"]) \
-        .logger_url == "http://sink.ml/"
+    assert (
+        serve_settings(service["spec"]["template"]["spec"]["containers"][0]["args"]).logger_url
+        == "http://sink.ml/"
+    )
     (service,) = knative_documents(config())
     assert "--logger-url" not in service["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_render_puts_the_logger_flags_on_the_isvc_not_the_shared_runtime() -> None:
-    runtime, isvc = kserve_documents(config(storage_uri="gs://b/iris", kserve="runtime",
-                                            logger={}))
+    runtime, isvc = kserve_documents(config(storage_uri="gs://b/iris", kserve="runtime", logger={}))
     assert "--logger-url" not in runtime["spec"]["containers"][0]["args"]
     assert isvc["spec"]["predictor"]["model"]["args"] == [
         "--logger-url",
         f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/default",
-        "--logger-namespace", NAMESPACE]
+        "--logger-namespace",
+        NAMESPACE,
+    ]
 
 
 def test_render_refuses_a_logger_url_that_is_not_http() -> None:

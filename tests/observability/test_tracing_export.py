@@ -36,19 +36,30 @@ from tests.conftest import ROOT, ServerProcess, free_port, grpc_stub, server_env
 
 otlp = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-    reason="opentelemetry-proto is not installed (the otel extra)")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http",
-                    reason="the otel extra is not installed")
+    reason="opentelemetry-proto is not installed (the otel extra)",
+)
+pytest.importorskip(
+    "opentelemetry.exporter.otlp.proto.http", reason="the otel extra is not installed"
+)
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-V2_BODY = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
-                       "data": [v for row in ROWS for v in row]}]}
+V2_BODY = {
+    "inputs": [
+        {
+            "name": "input-0",
+            "shape": [2, 4],
+            "datatype": "FP64",
+            "data": [v for row in ROWS for v in row],
+        }
+    ]
+}
 SERVER, CLIENT = 2, 3  # opentelemetry.proto.trace.v1.Span.SpanKind
 STATUS_ERROR = 2  # Status.StatusCode
 
 
 # ---- the receiver -----------------------------------------------------------------------------
+
 
 @dataclass
 class Span:
@@ -64,8 +75,9 @@ class Span:
 
 
 def _value(any_value: Any) -> Any:
-    return getattr(any_value, any_value.WhichOneof("value")) if any_value.WhichOneof("value") \
-        else None
+    return (
+        getattr(any_value, any_value.WhichOneof("value")) if any_value.WhichOneof("value") else None
+    )
 
 
 @dataclass
@@ -91,19 +103,27 @@ class Receiver:
                 resource = {a.key: _value(a.value) for a in resource_spans.resource.attributes}
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        self.spans.append(Span(
-                            str(resource.get("service.name")), span.trace_id.hex(),
-                            span.span_id.hex(), span.parent_span_id.hex(), span.name, span.kind,
-                            {a.key: _value(a.value) for a in span.attributes},
-                            span.status.code,
-                            [(link.trace_id.hex(), link.span_id.hex()) for link in span.links]))
+                        self.spans.append(
+                            Span(
+                                str(resource.get("service.name")),
+                                span.trace_id.hex(),
+                                span.span_id.hex(),
+                                span.parent_span_id.hex(),
+                                span.name,
+                                span.kind,
+                                {a.key: _value(a.value) for a in span.attributes},
+                                span.status.code,
+                                [(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                            )
+                        )
 
     def trace(self, trace_id: str) -> list[Span]:
         with self.lock:
             return [s for s in self.spans if s.trace_id == trace_id]
 
-    def wait_for(self, trace_id: str, done: Callable[[list[Span]], bool],
-                 timeout: float = 20.0) -> list[Span]:
+    def wait_for(
+        self, trace_id: str, done: Callable[[list[Span]], bool], timeout: float = 20.0
+    ) -> list[Span]:
         deadline = time.monotonic() + timeout
         while True:
             spans = self.trace(trace_id)
@@ -149,6 +169,7 @@ class Receiver:
 
 # ---- the servers ------------------------------------------------------------------------------
 
+
 def otel_env(tmp: Path, receiver: Receiver, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in server_env(tmp).items() if not k.startswith("OTEL_")}
     env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="100")
@@ -171,12 +192,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Receiver().running() as receiver:
         predictor = ServerProcess(
             ["--batching", "--logger-url", f"{receiver.endpoint}/sink"],
-            otel_env(tmp, receiver, OTEL_SERVICE_NAME="iris-predictor"), tmp / "predictor.log")
+            otel_env(tmp, receiver, OTEL_SERVICE_NAME="iris-predictor"),
+            tmp / "predictor.log",
+        )
         predictor.start(wait=False)
         transformer = ServerProcess(
-            ["--transformer", "iris", "--predictor-host", f"127.0.0.1:{predictor.http_port}",
-             "--predictor-protocol", "v2"],
-            otel_env(tmp, receiver), tmp / "transformer.log")
+            [
+                "--transformer",
+                "iris",
+                "--predictor-host",
+                f"127.0.0.1:{predictor.http_port}",
+                "--predictor-protocol",
+                "v2",
+            ],
+            otel_env(tmp, receiver),
+            tmp / "transformer.log",
+        )
         transformer.start(wait=False)
         try:
             predictor.wait_ready(120)
@@ -211,18 +242,30 @@ def names_of(traceparent: str) -> tuple[str, str]:
 
 # ---- the tests --------------------------------------------------------------------------------
 
+
 def test_v2_rest_request_span_and_children(stack: Stack) -> None:
     trace_id, caller, traceparent = new_trace()
-    answer = httpx.post(f"{stack.predictor.url}/v2/models/iris/infer", json=V2_BODY,
-                        headers={"traceparent": traceparent}, timeout=30)
+    answer = httpx.post(
+        f"{stack.predictor.url}/v2/models/iris/infer",
+        json=V2_BODY,
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     spans = stack.receiver.wait_for(
-        trace_id, lambda s: len([x for x in s if x.name == "payload log"]) == 2)
+        trace_id, lambda s: len([x for x in s if x.name == "payload log"]) == 2
+    )
     request = named(spans, "POST /v2/models/{name}/infer")
     assert request.kind == SERVER and request.service == "iris-predictor"
     assert request.parent_id == caller  # the incoming traceparent's span
-    assert children(spans, request) == ["decode", "encode", "payload log", "payload log",
-                                        "predict", "queue"]
+    assert children(spans, request) == [
+        "decode",
+        "encode",
+        "payload log",
+        "payload log",
+        "predict",
+        "queue",
+    ]
     attributes = request.attributes
     assert attributes["http.request.method"] == "POST"
     assert attributes["url.path"] == "/v2/models/iris/infer"
@@ -232,10 +275,13 @@ def test_v2_rest_request_span_and_children(stack: Stack) -> None:
     assert attributes["kninfer.model_version"] == answer.json()["model_version"]
     assert request.status != STATUS_ERROR
     assert named(spans, "predict").attributes["kninfer.batch_rows"] >= 2
-    events = sorted(s.attributes["cloudevents.event_type"] for s in spans
-                    if s.name == "payload log")
-    assert events == ["org.kubeflow.serving.inference.request",
-                      "org.kubeflow.serving.inference.response"]
+    events = sorted(
+        s.attributes["cloudevents.event_type"] for s in spans if s.name == "payload log"
+    )
+    assert events == [
+        "org.kubeflow.serving.inference.request",
+        "org.kubeflow.serving.inference.response",
+    ]
     # The answer names the request span.
     assert names_of(answer.headers["traceparent"]) == (trace_id, request.span_id)
 
@@ -251,22 +297,32 @@ def test_a_request_without_traceparent_starts_a_trace(stack: Stack) -> None:
 
 def test_v1_request_span_and_children(stack: Stack) -> None:
     trace_id, caller, traceparent = new_trace()
-    answer = httpx.post(f"{stack.predictor.url}/v1/models/iris:predict",
-                        json={"instances": ROWS}, headers={"traceparent": traceparent},
-                        timeout=30)
+    answer = httpx.post(
+        f"{stack.predictor.url}/v1/models/iris:predict",
+        json={"instances": ROWS},
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     spans = stack.receiver.wait_for(trace_id, lambda s: len(s) >= 7)
     request = named(spans, "POST /v1/models/{name}:predict")
     assert request.parent_id == caller
     assert request.attributes["http.route"] == "/v1/models/{name}:predict"
-    assert children(spans, request) == ["decode", "encode", "payload log", "payload log",
-                                        "predict", "queue"]
+    assert children(spans, request) == [
+        "decode",
+        "encode",
+        "payload log",
+        "payload log",
+        "predict",
+        "queue",
+    ]
     assert names_of(answer.headers["traceparent"]) == (trace_id, request.span_id)
 
 
 def grpc_request(model: str = "iris") -> Any:
-    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                   shape=[len(ROWS), 4])
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="input-0", datatype="FP64", shape=[len(ROWS), 4]
+    )
     tensor.contents.fp64_contents.extend(v for row in ROWS for v in row)
     return pb.ModelInferRequest(model_name=model, inputs=[tensor])
 
@@ -274,8 +330,9 @@ def grpc_request(model: str = "iris") -> Any:
 def test_grpc_request_span_and_children(stack: Stack) -> None:
     trace_id, caller, traceparent = new_trace()
     with grpc_stub(stack.predictor.grpc_target) as stub:
-        _, call = stub.ModelInfer.with_call(grpc_request(), metadata=(("traceparent",
-                                                                       traceparent),))
+        _, call = stub.ModelInfer.with_call(
+            grpc_request(), metadata=(("traceparent", traceparent),)
+        )
     spans = stack.receiver.wait_for(trace_id, lambda s: len(s) >= 7)
     request = named(spans, "inference.GRPCInferenceService/ModelInfer")
     assert request.kind == SERVER and request.parent_id == caller
@@ -283,8 +340,14 @@ def test_grpc_request_span_and_children(stack: Stack) -> None:
     assert request.attributes["rpc.method"] == "ModelInfer"
     assert request.attributes["rpc.grpc.status_code"] == "OK"
     assert request.attributes["kninfer.model"] == "iris"
-    assert children(spans, request) == ["decode", "encode", "payload log", "payload log",
-                                        "predict", "queue"]
+    assert children(spans, request) == [
+        "decode",
+        "encode",
+        "payload log",
+        "payload log",
+        "predict",
+        "queue",
+    ]
     trailing = dict(call.trailing_metadata() or ())
     assert names_of(trailing["traceparent"]) == (trace_id, request.span_id)
 
@@ -307,11 +370,17 @@ def test_cloudevent_joins_the_events_trace(stack: Stack) -> None:
     deliver it): the request span is its child, and the reply event names the request span."""
     trace_id, caller, traceparent = new_trace()
     event_id = str(uuid.uuid4())
-    headers = {"ce-specversion": "1.0", "ce-id": event_id, "ce-source": "tests/otel",
-               "ce-type": "dev.kninfer.inference.request", "ce-traceparent": traceparent,
-               "content-type": "application/json"}
-    answer = httpx.post(f"{stack.predictor.url}/", content=json.dumps(V2_BODY),
-                        headers=headers, timeout=30)
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "tests/otel",
+        "ce-type": "dev.kninfer.inference.request",
+        "ce-traceparent": traceparent,
+        "content-type": "application/json",
+    }
+    answer = httpx.post(
+        f"{stack.predictor.url}/", content=json.dumps(V2_BODY), headers=headers, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     spans = stack.receiver.wait_for(trace_id, lambda s: len(s) >= 7)
     request = named(spans, "POST /")
@@ -319,8 +388,14 @@ def test_cloudevent_joins_the_events_trace(stack: Stack) -> None:
     assert request.attributes["kninfer.protocol"] == "cloudevents"
     assert request.attributes["cloudevents.event_id"] == event_id
     assert request.attributes["cloudevents.event_type"] == "dev.kninfer.inference.request"
-    assert children(spans, request) == ["decode", "event reply", "payload log", "payload log",
-                                        "predict", "queue"]
+    assert children(spans, request) == [
+        "decode",
+        "event reply",
+        "payload log",
+        "payload log",
+        "predict",
+        "queue",
+    ]
     assert names_of(answer.headers["ce-traceparent"]) == (trace_id, request.span_id)
 
 
@@ -328,11 +403,21 @@ def test_structured_cloudevent_links_its_trace(stack: Stack) -> None:
     """Structured mode: the event's traceparent is in the body, read after the request span
     began, so it is a link."""
     trace_id, caller, traceparent = new_trace()
-    event = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "tests/otel",
-             "type": "dev.kninfer.inference.request", "traceparent": traceparent,
-             "datacontenttype": "application/json", "data": V2_BODY}
-    answer = httpx.post(f"{stack.predictor.url}/", content=json.dumps(event),
-                        headers={"content-type": "application/cloudevents+json"}, timeout=30)
+    event = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "tests/otel",
+        "type": "dev.kninfer.inference.request",
+        "traceparent": traceparent,
+        "datacontenttype": "application/json",
+        "data": V2_BODY,
+    }
+    answer = httpx.post(
+        f"{stack.predictor.url}/",
+        content=json.dumps(event),
+        headers={"content-type": "application/cloudevents+json"},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     reply_trace, request_id = names_of(answer.json()["traceparent"])
     spans = stack.receiver.wait_for(reply_trace, lambda s: len(s) >= 7)
@@ -343,13 +428,21 @@ def test_structured_cloudevent_links_its_trace(stack: Stack) -> None:
 
 def test_transformer_call_is_the_predictors_parent(stack: Stack) -> None:
     trace_id, caller, traceparent = new_trace()
-    answer = httpx.post(f"{stack.transformer.url}/v2/models/iris/infer",
-                        json={"inputs": [{"name": "records", "shape": [len(ROWS)],
-                                          "datatype": "BYTES",
-                                          "data": [json.dumps(dict(zip(FIELDS, row,
-                                                                       strict=True)))
-                                                   for row in ROWS]}]},
-                        headers={"traceparent": traceparent}, timeout=30)
+    answer = httpx.post(
+        f"{stack.transformer.url}/v2/models/iris/infer",
+        json={
+            "inputs": [
+                {
+                    "name": "records",
+                    "shape": [len(ROWS)],
+                    "datatype": "BYTES",
+                    "data": [json.dumps(dict(zip(FIELDS, row, strict=True))) for row in ROWS],
+                }
+            ]
+        },
+        headers={"traceparent": traceparent},
+        timeout=30,
+    )
     assert answer.status_code == 200, answer.text
     spans = stack.receiver.wait_for(trace_id, lambda s: len(s) >= 12)
     servers = [s for s in spans if s.name == "POST /v2/models/{name}/infer"]
@@ -368,14 +461,22 @@ def test_transformer_call_is_the_predictors_parent(stack: Stack) -> None:
 
 # ---- the sampler, and tracing off -------------------------------------------------------------
 
+
 def test_sampler_always_off_exports_no_spans(tmp_path: Path) -> None:
     with Receiver().running() as receiver:
-        server = ServerProcess([], otel_env(tmp_path, receiver, OTEL_TRACES_SAMPLER="always_off"),
-                               tmp_path / "server.log").start(timeout=120)
+        server = ServerProcess(
+            [],
+            otel_env(tmp_path, receiver, OTEL_TRACES_SAMPLER="always_off"),
+            tmp_path / "server.log",
+        ).start(timeout=120)
         try:
             trace_id, _, traceparent = new_trace()
-            answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=V2_BODY,
-                                headers={"traceparent": traceparent}, timeout=30)
+            answer = httpx.post(
+                f"{server.url}/v2/models/iris/infer",
+                json=V2_BODY,
+                headers={"traceparent": traceparent},
+                timeout=30,
+            )
             assert answer.status_code == 200
             # Still an answer naming a (non-recorded) span of the caller's trace.
             assert names_of(answer.headers["traceparent"])[0] == trace_id
@@ -409,12 +510,19 @@ def test_tracing_off_imports_no_opentelemetry(tmp_path: Path) -> None:
     either). kserve imported whole (`make test-eager`) imports FastAPI, whose telemetry module
     imports OpenTelemetry's API when it is installed; the SDK and kninfer's exporter never."""
     env = {k: v for k, v in server_env(tmp_path).items() if not k.startswith("OTEL_")}
-    done = subprocess.run([sys.executable, "-c", SERVE_MODULES, str(free_port()),
-                           str(free_port())], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_MODULES, str(free_port()), str(free_port())],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    modules = set(json.loads(next(line for line in done.stdout.splitlines()
-                                  if line.startswith("["))))
+    modules = set(
+        json.loads(next(line for line in done.stdout.splitlines() if line.startswith("[")))
+    )
     packages = {module.split(".")[0] for module in modules}
     assert "kninfer" in packages and "uvicorn" in packages
     assert not {"opentelemetry.sdk", "kninfer.observability.otel"} & modules
@@ -422,18 +530,22 @@ def test_tracing_off_imports_no_opentelemetry(tmp_path: Path) -> None:
         assert "opentelemetry" not in packages
 
 
-@pytest.mark.parametrize(("env", "on"), [
-    ({}, False),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
-    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "TRUE"}, False),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "no"}, True),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "KNINFER_OTEL": "0"}, False),
-    ({"KNINFER_OTEL": "1"}, True),
-])
-def test_settings_turn_tracing_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                  env: dict[str, str], on: bool) -> None:
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "TRUE"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "no"}, True),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "KNINFER_OTEL": "0"}, False),
+        ({"KNINFER_OTEL": "1"}, True),
+    ],
+)
+def test_settings_turn_tracing_on(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], on: bool
+) -> None:
     from kninfer.settings import ServeSettings
 
     for name in list(os.environ):
@@ -452,8 +564,13 @@ def test_traces_endpoint_is_derived_as_the_sdk_does(tmp_path: Path) -> None:
 
     assert endpoint(otel_exporter_otlp_endpoint="http://c:4318") == "http://c:4318/v1/traces"
     assert endpoint(otel_exporter_otlp_endpoint="http://c:4318/") == "http://c:4318/v1/traces"
-    assert endpoint(otel_exporter_otlp_endpoint="http://c:4318",
-                    otel_exporter_otlp_traces_endpoint="http://t:1/x") == "http://t:1/x"
+    assert (
+        endpoint(
+            otel_exporter_otlp_endpoint="http://c:4318",
+            otel_exporter_otlp_traces_endpoint="http://t:1/x",
+        )
+        == "http://t:1/x"
+    )
     assert endpoint() is None
 
 
@@ -461,12 +578,19 @@ def test_drain_flushes_spans(tmp_path: Path) -> None:
     """SIGTERM: spans still buffered (a schedule delay far longer than the test) are exported
     before the process exits."""
     with Receiver().running() as receiver:
-        server = ServerProcess([], otel_env(tmp_path, receiver, OTEL_BSP_SCHEDULE_DELAY="600000"),
-                               tmp_path / "server.log").start(timeout=120)
+        server = ServerProcess(
+            [],
+            otel_env(tmp_path, receiver, OTEL_BSP_SCHEDULE_DELAY="600000"),
+            tmp_path / "server.log",
+        ).start(timeout=120)
         trace_id, _, traceparent = new_trace()
         try:
-            answer = httpx.post(f"{server.url}/v2/models/iris/infer", json=V2_BODY,
-                                headers={"traceparent": traceparent}, timeout=30)
+            answer = httpx.post(
+                f"{server.url}/v2/models/iris/infer",
+                json=V2_BODY,
+                headers={"traceparent": traceparent},
+                timeout=30,
+            )
             assert answer.status_code == 200
             assert receiver.trace(trace_id) == []
             server.signal(signal.SIGTERM)
@@ -509,8 +633,12 @@ def test_http_status_sets_the_span_status(status: int, error: bool) -> None:
         return {"type": "http.request", "body": b""}
 
     trace_id, caller, traceparent = new_trace()
-    scope = {"type": "http", "method": "POST", "path": "/v2/models/iris/infer",
-             "headers": [(b"traceparent", traceparent.encode())]}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/models/iris/infer",
+        "headers": [(b"traceparent", traceparent.encode())],
+    }
     tracing.use_otel(Otel(provider))
     try:
         asyncio.run(InstrumentedApp(app, "iris")(scope, receive, send))

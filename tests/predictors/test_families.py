@@ -28,13 +28,16 @@ def test_unknown_family_lists_the_choices() -> None:
 
     with pytest.raises(ModelLoadError) as caught:
         predictor_class("xgboost")
-    assert str(caught.value) == ("unknown predictor 'xgboost'; choose one of sklearn, mlflow, "
-                                 "pytorch or give package.module:Class")
+    assert str(caught.value) == (
+        "unknown predictor 'xgboost'; choose one of sklearn, mlflow, "
+        "pytorch or give package.module:Class"
+    )
 
 
 def test_a_class_that_is_no_predictor_is_refused() -> None:
     from kninfer.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="'kninfer.errors:InvalidInput' is not a subclass "
-                       "of kninfer.Predictor"):
+    with pytest.raises(
+        ModelLoadError, match="'kninfer.errors:InvalidInput' is not a subclass of kninfer.Predictor"
+    ):
         predictor_class("kninfer.errors:InvalidInput")

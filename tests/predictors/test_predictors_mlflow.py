@@ -70,35 +70,61 @@ def save_models(root: Path) -> dict[str, Path]:
     frame.columns = FEATURES
     frame["site"] = np.where(np.arange(len(frame)) % 2, "north", "south")
     pipeline = make_pipeline(
-        ColumnTransformer([("num", StandardScaler(), FEATURES),
-                           ("cat", OneHotEncoder(handle_unknown="ignore"), ["site"])]),
+        ColumnTransformer(
+            [
+                ("num", StandardScaler(), FEATURES),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["site"]),
+            ]
+        ),
         LogisticRegression(max_iter=1000),
     ).fit(frame, target)
     paths = {name: root / name for name in ("columns", "tensor", "custom", "nosig")}
-    mlflow.sklearn.save_model(pipeline, paths["columns"], pip_requirements=reqs,
-                              signature=infer_signature(frame, pipeline.predict(frame)))
+    mlflow.sklearn.save_model(
+        pipeline,
+        paths["columns"],
+        pip_requirements=reqs,
+        signature=infer_signature(frame, pipeline.predict(frame)),
+    )
 
     matrix = frame[FEATURES].to_numpy(np.float32)
     logistic = LogisticRegression(max_iter=1000).fit(matrix, target)
     # MLflow 3 saves scikit-learn models with skops by default (the `columns` model above);
     # these two use cloudpickle, the other format users have, which also keeps the suite fast:
     # importing skops.io walks every sklearn module, and that imports torch when it is installed.
-    mlflow.sklearn.save_model(logistic, paths["tensor"], pip_requirements=reqs,
-                              serialization_format="cloudpickle",
-                              signature=infer_signature(matrix))  # inputs only
-    mlflow.sklearn.save_model(logistic, paths["nosig"], pip_requirements=reqs,
-                              serialization_format="cloudpickle")
+    mlflow.sklearn.save_model(
+        logistic,
+        paths["tensor"],
+        pip_requirements=reqs,
+        serialization_format="cloudpickle",
+        signature=infer_signature(matrix),
+    )  # inputs only
+    mlflow.sklearn.save_model(
+        logistic, paths["nosig"], pip_requirements=reqs, serialization_format="cloudpickle"
+    )
 
     code = root / "words_model.py"
     code.write_text(CUSTOM_MODEL)
-    example = pd.DataFrame({"text": ["a", "bc"], "repeat": np.array([1, 2], dtype=np.int64),
-                            "stamp": pd.to_datetime(["2024-05-01", "1999-12-31T23:59:00"],
-                                                     format="ISO8601")})
-    output = pd.DataFrame({"length": np.array([1, 4], dtype=np.int64), "shout": ["A", "BC"],
-                           "year": np.array([2024, 1999], dtype=np.int64)})
-    mlflow.pyfunc.save_model(paths["custom"], python_model=str(code), pip_requirements=reqs,
-                             signature=infer_signature(example, output, params={"times": 1}),
-                             input_example=example)
+    example = pd.DataFrame(
+        {
+            "text": ["a", "bc"],
+            "repeat": np.array([1, 2], dtype=np.int64),
+            "stamp": pd.to_datetime(["2024-05-01", "1999-12-31T23:59:00"], format="ISO8601"),
+        }
+    )
+    output = pd.DataFrame(
+        {
+            "length": np.array([1, 4], dtype=np.int64),
+            "shout": ["A", "BC"],
+            "year": np.array([2024, 1999], dtype=np.int64),
+        }
+    )
+    mlflow.pyfunc.save_model(
+        paths["custom"],
+        python_model=str(code),
+        pip_requirements=reqs,
+        signature=infer_signature(example, output, params={"times": 1}),
+        input_example=example,
+    )
     return paths
 
 
@@ -108,12 +134,15 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def servers(model_paths: dict[str, Path],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
+def servers(
+    model_paths: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServerProcess]]:
     tmp = tmp_path_factory.mktemp("mlflow-servers")
     # Started together: mlflow's import is the slow part of each.
-    commands = {name: ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", name]
-                for name, path in model_paths.items()}
+    commands = {
+        name: ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", name]
+        for name, path in model_paths.items()
+    }
     with servers_started(commands, tmp, timeout=180) as started:
         yield started
 
@@ -134,16 +163,25 @@ def infer(servers: dict[str, ServerProcess], name: str, body: dict[str, Any]) ->
     return httpx.post(url(servers, name, f"/v2/models/{name}/infer"), json=body, timeout=30)
 
 
-def predict_v1(servers: dict[str, ServerProcess], name: str,
-               body: dict[str, Any]) -> httpx.Response:
+def predict_v1(
+    servers: dict[str, ServerProcess], name: str, body: dict[str, Any]
+) -> httpx.Response:
     return httpx.post(url(servers, name, f"/v1/models/{name}:predict"), json=body, timeout=30)
 
 
 def column_inputs(rows: list[list[Any]] = ROWS) -> list[dict[str, Any]]:
-    inputs = [{"name": name, "datatype": "FP64", "shape": [len(rows)],
-               "data": [row[i] for row in rows]} for i, name in enumerate(FEATURES)]
-    inputs.append({"name": "site", "datatype": "BYTES", "shape": [len(rows)],
-                   "data": [row[4] for row in rows]})
+    inputs = [
+        {"name": name, "datatype": "FP64", "shape": [len(rows)], "data": [row[i] for row in rows]}
+        for i, name in enumerate(FEATURES)
+    ]
+    inputs.append(
+        {
+            "name": "site",
+            "datatype": "BYTES",
+            "shape": [len(rows)],
+            "data": [row[4] for row in rows],
+        }
+    )
     return inputs
 
 
@@ -178,7 +216,9 @@ def test_column_v2_matches_loaded_model(servers, loaded):
     reply = infer(servers, "columns", {"id": "r1", "inputs": inputs})
     assert reply.status_code == 200, reply.text
     assert reply.json() == {
-        "model_name": "columns", "id": "r1", "model_version": served_version(servers["columns"]),
+        "model_name": "columns",
+        "id": "r1",
+        "model_version": served_version(servers["columns"]),
         "outputs": [{"name": "predict", "datatype": "INT64", "shape": [3], "data": expected}],
     }
 
@@ -186,25 +226,41 @@ def test_column_v2_matches_loaded_model(servers, loaded):
 @pytest.mark.parametrize(
     ("change", "error"),
     [
-        (lambda inputs: inputs.pop(1),
-         "missing input(s) sepal_width for model 'columns'"),
-        (lambda inputs: inputs[4].update(datatype="FP64", data=[1, 2, 3]),
-         "input 'site' has datatype FP64; expected one of BYTES"),
-        (lambda inputs: inputs[0].update(datatype="INT64", data=[5, 6, 7]),
-         "input does not match the model's MLflow signature: Incompatible input types for "
-         "column sepal_length. Can not safely convert int64 to float64."),
-        (lambda inputs: inputs[2].update(shape=[2], data=[1.4, 5.2]),
-         "columns must have the same number of rows: 'sepal_length' has 3, 'sepal_width' has 3, "
-         "'petal_length' has 2, 'petal_width' has 3, 'site' has 3"),
-        (lambda inputs: inputs[3].update(shape=[1, 3]),
-         "input 'petal_width' is a column: shape must be [-1] or [-1, 1]; got [1, 3]"),
-        (lambda inputs: inputs.append({"name": "colour", "datatype": "FP64", "shape": [3],
-                                       "data": [1, 2, 3]}),
-         "unknown input 'colour'; model 'columns' takes the columns sepal_length, sepal_width, "
-         "petal_length, petal_width, site"),
+        (lambda inputs: inputs.pop(1), "missing input(s) sepal_width for model 'columns'"),
+        (
+            lambda inputs: inputs[4].update(datatype="FP64", data=[1, 2, 3]),
+            "input 'site' has datatype FP64; expected one of BYTES",
+        ),
+        (
+            lambda inputs: inputs[0].update(datatype="INT64", data=[5, 6, 7]),
+            "input does not match the model's MLflow signature: Incompatible input types for "
+            "column sepal_length. Can not safely convert int64 to float64.",
+        ),
+        (
+            lambda inputs: inputs[2].update(shape=[2], data=[1.4, 5.2]),
+            "columns must have the same number of rows: 'sepal_length' has 3, 'sepal_width' has 3, "
+            "'petal_length' has 2, 'petal_width' has 3, 'site' has 3",
+        ),
+        (
+            lambda inputs: inputs[3].update(shape=[1, 3]),
+            "input 'petal_width' is a column: shape must be [-1] or [-1, 1]; got [1, 3]",
+        ),
+        (
+            lambda inputs: inputs.append(
+                {"name": "colour", "datatype": "FP64", "shape": [3], "data": [1, 2, 3]}
+            ),
+            "unknown input 'colour'; model 'columns' takes the columns sepal_length, sepal_width, "
+            "petal_length, petal_width, site",
+        ),
     ],
-    ids=["missing-column", "wrong-datatype", "mlflow-enforcement", "ragged", "not-a-column",
-         "unknown-column"],
+    ids=[
+        "missing-column",
+        "wrong-datatype",
+        "mlflow-enforcement",
+        "ragged",
+        "not-a-column",
+        "unknown-column",
+    ],
 )
 def test_column_v2_client_mistakes_are_400(servers, change, error):
     inputs = column_inputs()
@@ -232,25 +288,43 @@ def test_column_v1_rows_records_and_mlflow_payloads(servers, loaded):
 @pytest.mark.parametrize(
     ("body", "error"),
     [
-        ({"instances": [{**dict(zip(FEATURES, ROWS[0][:4], strict=True)), "site": "n",
-                         "colour": 1}]},
-         "unknown column(s) colour; model 'columns' takes sepal_length, sepal_width, "
-         "petal_length, petal_width, site"),
-        ({"instances": [[5.1, 3.5, 1.4, "north"]]},
-         "row 0 must be a list of 5 values (columns sepal_length, sepal_width, petal_length, "
-         "petal_width, site)"),
-        ({"instances": [["a", 3.5, 1.4, 0.2, "north"]]},
-         "input does not match the model's MLflow signature: Failed to convert column "
-         "sepal_length from type object to DataType.double."),
-        ({"instances": [dict(zip(FEATURES, ROWS[0][:4], strict=True))]},
-         "column 'site' is missing in record 0"),
-        ({"dataframe_split": {"columns": FEATURES}},
-         "'dataframe_split' must be {\"columns\": [...], \"data\": [[...], ...]}"),
-        ({"rows": []},
-         "request has no \"instances\"; expected {\"instances\": [[...], ...]}"),
+        (
+            {
+                "instances": [
+                    {**dict(zip(FEATURES, ROWS[0][:4], strict=True)), "site": "n", "colour": 1}
+                ]
+            },
+            "unknown column(s) colour; model 'columns' takes sepal_length, sepal_width, "
+            "petal_length, petal_width, site",
+        ),
+        (
+            {"instances": [[5.1, 3.5, 1.4, "north"]]},
+            "row 0 must be a list of 5 values (columns sepal_length, sepal_width, petal_length, "
+            "petal_width, site)",
+        ),
+        (
+            {"instances": [["a", 3.5, 1.4, 0.2, "north"]]},
+            "input does not match the model's MLflow signature: Failed to convert column "
+            "sepal_length from type object to DataType.double.",
+        ),
+        (
+            {"instances": [dict(zip(FEATURES, ROWS[0][:4], strict=True))]},
+            "column 'site' is missing in record 0",
+        ),
+        (
+            {"dataframe_split": {"columns": FEATURES}},
+            '\'dataframe_split\' must be {"columns": [...], "data": [[...], ...]}',
+        ),
+        ({"rows": []}, 'request has no "instances"; expected {"instances": [[...], ...]}'),
     ],
-    ids=["unknown-column", "short-row", "bad-value", "missing-column", "split-without-data",
-         "no-instances"],
+    ids=[
+        "unknown-column",
+        "short-row",
+        "bad-value",
+        "missing-column",
+        "split-without-data",
+        "no-instances",
+    ],
 )
 def test_column_v1_client_mistakes_are_400(servers, body, error):
     reply = predict_v1(servers, "columns", body)
@@ -271,8 +345,16 @@ def test_tensor_metadata_and_predictions(servers, loaded):
     matrix = np.asarray([row[:4] for row in ROWS], dtype=np.float32)
     expected = loaded["tensor"].predict(matrix).tolist()
     for datatype in ("FP32", "FP16"):  # FP16 is cast up: numpy calls that cast safe
-        body = {"inputs": [{"name": "input-0", "datatype": datatype, "shape": [3, 4],
-                            "data": matrix.ravel().tolist()}]}
+        body = {
+            "inputs": [
+                {
+                    "name": "input-0",
+                    "datatype": datatype,
+                    "shape": [3, 4],
+                    "data": matrix.ravel().tolist(),
+                }
+            ]
+        }
         reply = infer(servers, "tensor", body)
         assert reply.status_code == 200, reply.text
         assert reply.json()["outputs"] == [
@@ -284,17 +366,22 @@ def test_tensor_metadata_and_predictions(servers, loaded):
     reply = predict_v1(servers, "tensor", {"instances": [[1.0, 2.0]]})
     assert reply.status_code == 400
     assert reply.json() == {
-        "error": "input 'input-0' has shape [1, 2]; expected [-1, 4] (-1 is any size)"}
+        "error": "input 'input-0' has shape [1, 2]; expected [-1, 4] (-1 is any size)"
+    }
 
 
 @pytest.mark.parametrize(
     ("tensor", "error"),
     [
-        ({"datatype": "FP64", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]},
-         "input 'input-0' has datatype FP64; expected one of FP32, FP16, INT16, INT8, "
-         "UINT16, UINT8"),
-        ({"datatype": "FP32", "shape": [2, 2], "data": [1.0, 2.0, 3.0, 4.0]},
-         "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)"),
+        (
+            {"datatype": "FP64", "shape": [1, 4], "data": [1.0, 2.0, 3.0, 4.0]},
+            "input 'input-0' has datatype FP64; expected one of FP32, FP16, INT16, INT8, "
+            "UINT16, UINT8",
+        ),
+        (
+            {"datatype": "FP32", "shape": [2, 2], "data": [1.0, 2.0, 3.0, 4.0]},
+            "input 'input-0' has shape [2, 2]; expected [-1, 4] (-1 is any size)",
+        ),
     ],
     ids=["narrowing-datatype", "wrong-shape"],
 )
@@ -309,29 +396,39 @@ def test_tensor_client_mistakes_are_400(servers, tensor, error):
 
 def test_custom_model_metadata(servers):
     meta = httpx.get(url(servers, "custom", "/v2/models/custom")).json()
-    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]},
-                              {"name": "repeat", "datatype": "INT64", "shape": [-1]},
-                              {"name": "stamp", "datatype": "BYTES", "shape": [-1]}]
-    assert meta["outputs"] == [{"name": "length", "datatype": "INT64", "shape": [-1]},
-                               {"name": "shout", "datatype": "BYTES", "shape": [-1]},
-                               {"name": "year", "datatype": "INT64", "shape": [-1]}]
+    assert meta["inputs"] == [
+        {"name": "text", "datatype": "BYTES", "shape": [-1]},
+        {"name": "repeat", "datatype": "INT64", "shape": [-1]},
+        {"name": "stamp", "datatype": "BYTES", "shape": [-1]},
+    ]
+    assert meta["outputs"] == [
+        {"name": "length", "datatype": "INT64", "shape": [-1]},
+        {"name": "shout", "datatype": "BYTES", "shape": [-1]},
+        {"name": "year", "datatype": "INT64", "shape": [-1]},
+    ]
 
 
 def test_custom_model_v2_strings_and_requested_outputs(servers, loaded):
     import pandas as pd
 
     stamps = ["2031-02-03T04:05:06", "1970-01-01T00:00:00"]
-    frame = pd.DataFrame({"text": ["héllo", "ab"], "repeat": np.array([2, 3], dtype=np.int64),
-                          "stamp": pd.to_datetime(stamps)})
+    frame = pd.DataFrame(
+        {
+            "text": ["héllo", "ab"],
+            "repeat": np.array([2, 3], dtype=np.int64),
+            "stamp": pd.to_datetime(stamps),
+        }
+    )
     expected = loaded["custom"].predict(frame)
-    inputs = [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]},
-              {"name": "repeat", "datatype": "INT64", "shape": [2], "data": [2, 3]},
-              {"name": "stamp", "datatype": "BYTES", "shape": [2], "data": stamps}]
+    inputs = [
+        {"name": "text", "datatype": "BYTES", "shape": [2], "data": ["héllo", "ab"]},
+        {"name": "repeat", "datatype": "INT64", "shape": [2], "data": [2, 3]},
+        {"name": "stamp", "datatype": "BYTES", "shape": [2], "data": stamps},
+    ]
     reply = infer(servers, "custom", {"inputs": inputs})
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"] == [
-        {"name": "length", "datatype": "INT64", "shape": [2],
-         "data": expected["length"].tolist()},
+        {"name": "length", "datatype": "INT64", "shape": [2], "data": expected["length"].tolist()},
         {"name": "shout", "datatype": "BYTES", "shape": [2], "data": ["HÉLLO", "AB"]},
         {"name": "year", "datatype": "INT64", "shape": [2], "data": [2031, 1970]},
     ]
@@ -342,54 +439,67 @@ def test_custom_model_v2_strings_and_requested_outputs(servers, loaded):
     inputs[2].update(data=["2031-02-03", "yesterday"])
     reply = infer(servers, "custom", {"inputs": inputs})
     assert reply.status_code == 400
-    assert reply.json() == {"error": "column 'stamp' must hold ISO-8601 datetimes (Time data "
-                            "yesterday is not ISO8601 format, at position 1)"}
+    assert reply.json() == {
+        "error": "column 'stamp' must hold ISO-8601 datetimes (Time data "
+        "yesterday is not ISO8601 format, at position 1)"
+    }
 
     inputs[2].update(data=stamps)
     inputs[1].update(datatype="FP64", data=[2.5, 3.0])
     reply = infer(servers, "custom", {"inputs": inputs})
     assert reply.status_code == 400
-    assert reply.json() == {"error": "input does not match the model's MLflow signature: "
-                            "Incompatible input types for column repeat. Can not safely "
-                            "convert float64 to int64."}
+    assert reply.json() == {
+        "error": "input does not match the model's MLflow signature: "
+        "Incompatible input types for column repeat. Can not safely "
+        "convert float64 to int64."
+    }
 
 
 def test_custom_model_v1_answers_records(servers):
-    reply = predict_v1(servers, "custom", {"instances": [
-        {"text": "hi", "repeat": 3, "stamp": "2020-06-01"},
-        {"text": "yo", "repeat": 1, "stamp": "2021-06-01T12:00:00"}]})
+    reply = predict_v1(
+        servers,
+        "custom",
+        {
+            "instances": [
+                {"text": "hi", "repeat": 3, "stamp": "2020-06-01"},
+                {"text": "yo", "repeat": 1, "stamp": "2021-06-01T12:00:00"},
+            ]
+        },
+    )
     assert reply.status_code == 200
-    assert reply.json() == {"predictions": [{"length": 6, "shout": "HI", "year": 2020},
-                                            {"length": 2, "shout": "YO", "year": 2021}]}
+    assert reply.json() == {
+        "predictions": [
+            {"length": 6, "shout": "HI", "year": 2020},
+            {"length": 2, "shout": "YO", "year": 2021},
+        ]
+    }
 
 
 def test_custom_model_over_grpc(servers):
     with grpc_stub(servers["custom"].grpc_target) as stub:
         text = pb.ModelInferRequest.InferInputTensor(name="text", datatype="BYTES", shape=[2])
         text.contents.bytes_contents.extend([b"grpc", b"ok"])
-        repeat = pb.ModelInferRequest.InferInputTensor(name="repeat", datatype="INT64",
-                                                       shape=[2])
+        repeat = pb.ModelInferRequest.InferInputTensor(name="repeat", datatype="INT64", shape=[2])
         repeat.contents.int64_contents.extend([1, 2])
         stamp = pb.ModelInferRequest.InferInputTensor(name="stamp", datatype="BYTES", shape=[2])
         stamp.contents.bytes_contents.extend([b"2001-01-01", b"2002-02-02"])
-        reply = stub.ModelInfer(pb.ModelInferRequest(model_name="custom",
-                                                     inputs=[text, repeat, stamp]))
+        reply = stub.ModelInfer(
+            pb.ModelInferRequest(model_name="custom", inputs=[text, repeat, stamp])
+        )
         assert [o.name for o in reply.outputs] == ["length", "shout", "year"]
         assert np.frombuffer(reply.raw_output_contents[0], dtype=np.int64).tolist() == [4, 4]
         # BYTES raw contents: each element is a 4-byte little-endian length, then the bytes.
         assert reply.raw_output_contents[1] == b"\x04\x00\x00\x00GRPC\x02\x00\x00\x00OK"
-        assert np.frombuffer(reply.raw_output_contents[2], dtype=np.int64).tolist() == [
-            2001, 2002]
+        assert np.frombuffer(reply.raw_output_contents[2], dtype=np.int64).tolist() == [2001, 2002]
 
         repeat.contents.int64_contents[:] = [1]
         repeat.shape[:] = [1]
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ModelInfer(pb.ModelInferRequest(model_name="custom",
-                                                 inputs=[text, repeat, stamp]))
+            stub.ModelInfer(pb.ModelInferRequest(model_name="custom", inputs=[text, repeat, stamp]))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert caught.value.details() == (
-            "columns must have the same number of rows: 'text' has 2, 'repeat' has 1, "
-            "'stamp' has 2")
+            "columns must have the same number of rows: 'text' has 2, 'repeat' has 1, 'stamp' has 2"
+        )
 
 
 def test_custom_model_params_from_v2_parameters_v1_params_and_grpc(servers, loaded):
@@ -413,18 +523,32 @@ def test_custom_model_params_from_v2_parameters_v1_params_and_grpc(servers, load
     import pandas as pd
 
     reference = loaded["custom"].predict(
-        pd.DataFrame({**frame, "stamp": pd.to_datetime(frame["stamp"])}), params={"times": 3})
+        pd.DataFrame({**frame, "stamp": pd.to_datetime(frame["stamp"])}), params={"times": 3}
+    )
     assert reference["length"].tolist() == [6, 6]
 
-    reply = predict_v1(servers, "custom", {"dataframe_split": {
-        "columns": list(frame), "data": [list(r) for r in zip(*frame.values(), strict=True)]},
-        "params": {"times": 5}})
+    reply = predict_v1(
+        servers,
+        "custom",
+        {
+            "dataframe_split": {
+                "columns": list(frame),
+                "data": [list(r) for r in zip(*frame.values(), strict=True)],
+            },
+            "params": {"times": 5},
+        },
+    )
     assert reply.status_code == 200, reply.text
     assert [row["length"] for row in reply.json()["predictions"]] == [10, 10]
 
-    reply = predict_v1(servers, "custom", {"dataframe_records": [{"text": "ab", "repeat": 1,
-                                                                  "stamp": "2001-01-01"}],
-                                           "params": {"times": 2, "speed": 9}})
+    reply = predict_v1(
+        servers,
+        "custom",
+        {
+            "dataframe_records": [{"text": "ab", "repeat": 1, "stamp": "2001-01-01"}],
+            "params": {"times": 2, "speed": 9},
+        },
+    )
     assert reply.status_code == 400
     assert reply.json() == {"error": "unknown param(s) speed; model 'custom' takes times"}
 
@@ -434,15 +558,17 @@ def test_custom_model_params_from_v2_parameters_v1_params_and_grpc(servers, load
     # validate type and shape for 'times': long (default: 1), error: Can not safely convert
     # `<class 'str'>` to `DataType.long` for value `many`")}"); its wording is MLflow's to change.
     error = reply.json()["error"]
-    assert error.startswith("input does not match the model's MLflow signature: Invalid "
-                            "parameters found: {('times', ")
+    assert error.startswith(
+        "input does not match the model's MLflow signature: Invalid parameters found: {('times', "
+    )
     assert "`many`" in error
 
     with grpc_stub(servers["custom"].grpc_target) as stub:
         tensors = []
         for item in inputs:
-            tensor = pb.ModelInferRequest.InferInputTensor(name=item["name"],
-                                                           datatype=item["datatype"], shape=[2])
+            tensor = pb.ModelInferRequest.InferInputTensor(
+                name=item["name"], datatype=item["datatype"], shape=[2]
+            )
             if item["datatype"] == "INT64":
                 tensor.contents.int64_contents.extend(item["data"])
             else:
@@ -467,8 +593,7 @@ def test_model_without_signature_serves_and_says_so(servers, loaded):
 
     matrix = [row[:4] for row in ROWS]
     expected = loaded["nosig"].predict(np.asarray(matrix)).tolist()
-    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [3, 4],
-                        "data": matrix}]}
+    body = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [3, 4], "data": matrix}]}
     reply = infer(servers, "nosig", body)
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"] == [
@@ -480,8 +605,10 @@ def test_model_without_signature_serves_and_says_so(servers, loaded):
     body["inputs"][0].update(shape=[3, 3], data=[row[:3] for row in matrix])
     reply = infer(servers, "nosig", body)
     assert reply.status_code == 400
-    assert reply.json() == {"error": "model rejected the input: X has 3 features, but "
-                            "LogisticRegression is expecting 4 features as input."}
+    assert reply.json() == {
+        "error": "model rejected the input: X has 3 features, but "
+        "LogisticRegression is expecting 4 features as input."
+    }
     # The process keeps serving after any client mistake.
     assert httpx.get(url(servers, "nosig", "/v2/health/ready")).status_code == 200
 
@@ -491,11 +618,16 @@ def test_model_without_signature_serves_and_says_so(servers, loaded):
 
 def test_directory_without_mlmodel_fails_to_start(tmp_path):
     (tmp_path / "empty").mkdir()
-    server = ServerProcess(["--predictor", "mlflow", "--model-dir", str(tmp_path / "empty"),
-                            "--model-name", "broken"], server_env(tmp_path), tmp_path / "log")
+    server = ServerProcess(
+        ["--predictor", "mlflow", "--model-dir", str(tmp_path / "empty"), "--model-name", "broken"],
+        server_env(tmp_path),
+        tmp_path / "log",
+    )
     server.start(wait=False)
     assert server.process is not None
     assert server.process.wait(timeout=60) == 1
     server.stop()
-    assert (f"model failed to load: no MLflow model in {tmp_path / 'empty'}: expected an "
-            "MLmodel file (the directory mlflow.<flavor>.save_model writes)") in server.log()
+    assert (
+        f"model failed to load: no MLflow model in {tmp_path / 'empty'}: expected an "
+        "MLmodel file (the directory mlflow.<flavor>.save_model writes)"
+    ) in server.log()

@@ -57,13 +57,24 @@ class Built:
 
 def churn_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"age": rng.uniform(18, 80, n), "city": rng.choice(CITIES, n),
-                         "income": rng.normal(40_000, 12_000, n)})
+    return pd.DataFrame(
+        {
+            "age": rng.uniform(18, 80, n),
+            "city": rng.choice(CITIES, n),
+            "income": rng.normal(40_000, 12_000, n),
+        }
+    )
 
 
 def compile_dir(model_dir: Path, *extra: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert (model_dir / "model.onnx").is_file() and (model_dir / "compile.json").is_file()
 
@@ -82,12 +93,16 @@ def build(root: Path) -> Built:
     labels = np.where((frame.age > 40) & (frame.city != "Oslo"), "leave", "stay")
     estimators = {
         "iris": LogisticRegression(max_iter=1000).fit(iris.data, iris.target),
-        "forest": RandomForestClassifier(n_estimators=25, random_state=0).fit(iris.data,
-                                                                              species),
+        "forest": RandomForestClassifier(n_estimators=25, random_state=0).fit(iris.data, species),
         "churn": make_pipeline(
-            ColumnTransformer([("num", StandardScaler(), ["age", "income"]),
-                               ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]),
-            GradientBoostingClassifier(n_estimators=30, random_state=0)).fit(frame, labels),
+            ColumnTransformer(
+                [
+                    ("num", StandardScaler(), ["age", "income"]),
+                    ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                ]
+            ),
+            GradientBoostingClassifier(n_estimators=30, random_state=0),
+        ).fit(frame, labels),
     }
     dirs = {name: root / name for name in MODELS}
     for name, estimator in estimators.items():
@@ -96,8 +111,11 @@ def build(root: Path) -> Built:
     sample = root / "iris.csv"
     np.savetxt(sample, iris.data, delimiter=",")  # a linear model's rows cannot be made up
     with ThreadPoolExecutor(3) as pool:  # each compile imports scikit-learn and skl2onnx
-        jobs = [pool.submit(compile_dir, dirs["iris"], "--sample", str(sample)),
-                pool.submit(compile_dir, dirs["forest"]), pool.submit(compile_dir, dirs["churn"])]
+        jobs = [
+            pool.submit(compile_dir, dirs["iris"], "--sample", str(sample)),
+            pool.submit(compile_dir, dirs["forest"]),
+            pool.submit(compile_dir, dirs["churn"]),
+        ]
         for job in jobs:
             job.result()
     rng = np.random.default_rng(3)
@@ -111,16 +129,18 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 @pytest.fixture(scope="module")
-def servers(built: Built,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
+def servers(
+    built: Built, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, ServerProcess]]:
     """`NAME-onnx` (as is: model.onnx is there) and `NAME-native` for each model; the iris
     graph also batches concurrent requests."""
     tmp = tmp_path_factory.mktemp("onnx-servers")
     commands: dict[str, list[str]] = {}
     for name, model_dir in built.dirs.items():
         base = ["--predictor", "sklearn", "--model-dir", str(model_dir), "--model-name", name]
-        commands[f"{name}-onnx"] = base + (["--batching", "--max-latency-ms", "20"]
-                                           if name == "iris" else [])
+        commands[f"{name}-onnx"] = base + (
+            ["--batching", "--max-latency-ms", "20"] if name == "iris" else []
+        )
         commands[f"{name}-native"] = [*base, "--runtime", "native"]
     with servers_started(commands, tmp, timeout=180) as started:
         yield started
@@ -131,15 +151,30 @@ def servers(built: Built,
 # ---- requests -------------------------------------------------------------------------------
 
 
-def v2_body(name: str, rows: Any, outputs: tuple[str, ...] = ("predict", "predict_proba"),
-            ) -> dict[str, Any]:
+def v2_body(
+    name: str,
+    rows: Any,
+    outputs: tuple[str, ...] = ("predict", "predict_proba"),
+) -> dict[str, Any]:
     if isinstance(rows, pd.DataFrame):
-        inputs = [{"name": c, "shape": [len(rows)],
-                   "datatype": "BYTES" if rows[c].dtype == object else "FP64",
-                   "data": rows[c].tolist()} for c in rows.columns]
+        inputs = [
+            {
+                "name": c,
+                "shape": [len(rows)],
+                "datatype": "BYTES" if rows[c].dtype == object else "FP64",
+                "data": rows[c].tolist(),
+            }
+            for c in rows.columns
+        ]
     else:
-        inputs = [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
-                   "data": rows.reshape(-1).tolist()}]
+        inputs = [
+            {
+                "name": "input-0",
+                "shape": list(rows.shape),
+                "datatype": "FP64",
+                "data": rows.reshape(-1).tolist(),
+            }
+        ]
     return {"inputs": inputs, "outputs": [{"name": o} for o in outputs]}
 
 
@@ -155,19 +190,23 @@ def grpc_request(name: str, rows: Any) -> pb.ModelInferRequest:
         for column in rows.columns:
             strings = rows[column].dtype == object
             tensor = pb.ModelInferRequest.InferInputTensor(
-                name=column, datatype="BYTES" if strings else "FP64", shape=[len(rows)])
+                name=column, datatype="BYTES" if strings else "FP64", shape=[len(rows)]
+            )
             if strings:
                 tensor.contents.bytes_contents.extend(v.encode() for v in rows[column])
             else:
                 tensor.contents.fp64_contents.extend(rows[column].tolist())
             tensors.append(tensor)
     else:
-        tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                       shape=list(rows.shape))
+        tensor = pb.ModelInferRequest.InferInputTensor(
+            name="input-0", datatype="FP64", shape=list(rows.shape)
+        )
         tensor.contents.fp64_contents.extend(rows.reshape(-1).tolist())
         tensors.append(tensor)
-    wanted = [pb.ModelInferRequest.InferRequestedOutputTensor(name=o)
-              for o in ("predict", "predict_proba")]
+    wanted = [
+        pb.ModelInferRequest.InferRequestedOutputTensor(name=o)
+        for o in ("predict", "predict_proba")
+    ]
     return pb.ModelInferRequest(model_name=name, inputs=tensors, outputs=wanted)
 
 
@@ -176,7 +215,7 @@ def raw_strings(raw: bytes) -> list[str]:
     values, at = [], 0
     while at < len(raw):
         (size,) = struct.unpack_from("<I", raw, at)
-        values.append(raw[at + 4:at + 4 + size].decode())
+        values.append(raw[at + 4 : at + 4 + size].decode())
         at += 4 + size
     return values
 
@@ -186,11 +225,14 @@ def raw_strings(raw: bytes) -> list[str]:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_metadata_is_the_native_metadata_but_the_platform(
-        servers: dict[str, ServerProcess], name: str) -> None:
+    servers: dict[str, ServerProcess], name: str
+) -> None:
     onnx = httpx.get(f"{servers[f'{name}-onnx'].url}/v2/models/{name}").json()
     native = httpx.get(f"{servers[f'{name}-native'].url}/v2/models/{name}").json()
-    assert (onnx.pop("platform"), native.pop("platform")) == ("kninfer-sklearn-onnx",
-                                                              "kninfer-sklearn")
+    assert (onnx.pop("platform"), native.pop("platform")) == (
+        "kninfer-sklearn-onnx",
+        "kninfer-sklearn",
+    )
     assert onnx == native
     log = servers[f"{name}-onnx"].log()
     assert "serving model.onnx through ONNX Runtime" in log
@@ -201,18 +243,23 @@ def test_metadata_is_the_native_metadata_but_the_platform(
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_v2_json_answers_what_the_estimator_does(built: Built, servers: dict[str, ServerProcess],
-                                                 name: str) -> None:
-    reply = httpx.post(f"{servers[f'{name}-onnx'].url}/v2/models/{name}/infer",
-                       json=v2_body(name, built.rows[name]), timeout=30)
+def test_v2_json_answers_what_the_estimator_does(
+    built: Built, servers: dict[str, ServerProcess], name: str
+) -> None:
+    reply = httpx.post(
+        f"{servers[f'{name}-onnx'].url}/v2/models/{name}/infer",
+        json=v2_body(name, built.rows[name]),
+        timeout=30,
+    )
     assert reply.status_code == 200, reply.text
     outputs = {o["name"]: o for o in reply.json()["outputs"]}
     labels, proba = expected(built, name)
     assert outputs["predict"]["datatype"] == ("INT64" if name == "iris" else "BYTES")
     assert outputs["predict"]["data"] == labels
     assert outputs["predict_proba"]["shape"] == list(proba.shape)
-    np.testing.assert_allclose(np.reshape(outputs["predict_proba"]["data"], proba.shape), proba,
-                               **TOLERANCE)
+    np.testing.assert_allclose(
+        np.reshape(outputs["predict_proba"]["data"], proba.shape), proba, **TOLERANCE
+    )
     # Without `outputs`, only `predict`: predict_proba is optional, as on the native server.
     plain = v2_body(name, built.rows[name])
     del plain["outputs"]
@@ -224,25 +271,46 @@ def test_v2_binary_tensors(built: Built, servers: dict[str, ServerProcess]) -> N
     rows = built.rows["churn"]
     raw = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for v in rows["city"])
     doc = v2_body("churn", rows, ("predict",))
-    doc["inputs"][1] = {"name": "city", "shape": [len(rows)], "datatype": "BYTES",
-                        "parameters": {"binary_data_size": len(raw)}}
+    doc["inputs"][1] = {
+        "name": "city",
+        "shape": [len(rows)],
+        "datatype": "BYTES",
+        "parameters": {"binary_data_size": len(raw)},
+    }
     doc["inputs"].append(doc["inputs"].pop(1))  # the binary tensor last
     header = json.dumps(doc).encode()
-    reply = httpx.post(f"{servers['churn-onnx'].url}/v2/models/churn/infer", content=header + raw,
-                       headers={"inference-header-content-length": str(len(header)),
-                                "content-type": "application/octet-stream"})
+    reply = httpx.post(
+        f"{servers['churn-onnx'].url}/v2/models/churn/infer",
+        content=header + raw,
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
+    )
     assert reply.status_code == 200, reply.text
     assert reply.json()["outputs"][0]["data"] == expected(built, "churn")[0]
 
     iris = np.ascontiguousarray(built.rows["iris"])
-    doc = {"inputs": [{"name": "input-0", "shape": list(iris.shape), "datatype": "FP64",
-                       "parameters": {"binary_data_size": iris.nbytes}}],
-           "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}
+    doc = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(iris.shape),
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": iris.nbytes},
+            }
+        ],
+        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
+    }
     header = json.dumps(doc).encode()
-    reply = httpx.post(f"{servers['iris-onnx'].url}/v2/models/iris/infer",
-                       content=header + iris.tobytes(),
-                       headers={"inference-header-content-length": str(len(header)),
-                                "content-type": "application/octet-stream"})
+    reply = httpx.post(
+        f"{servers['iris-onnx'].url}/v2/models/iris/infer",
+        content=header + iris.tobytes(),
+        headers={
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        },
+    )
     assert reply.status_code == 200, reply.text
     length = int(reply.headers["inference-header-content-length"])
     labels = np.frombuffer(reply.content[length:], dtype=np.int64)
@@ -250,15 +318,18 @@ def test_v2_binary_tensors(built: Built, servers: dict[str, ServerProcess]) -> N
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_v1_answers_what_the_estimator_does(built: Built, servers: dict[str, ServerProcess],
-                                            name: str) -> None:
+def test_v1_answers_what_the_estimator_does(
+    built: Built, servers: dict[str, ServerProcess], name: str
+) -> None:
     url = f"{servers[f'{name}-onnx'].url}/v1/models/{name}:predict"
     rows = built.rows[name]
     labels = expected(built, name)[0]
     if isinstance(rows, pd.DataFrame):
-        bodies = [{"instances": rows.to_dict("records")},
-                  {"instances": rows.to_numpy(dtype=object).tolist()},
-                  {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}]
+        bodies = [
+            {"instances": rows.to_dict("records")},
+            {"instances": rows.to_numpy(dtype=object).tolist()},
+            {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))},
+        ]
     else:
         bodies = [{"instances": rows.tolist()}]
     for body in bodies:
@@ -267,18 +338,23 @@ def test_v1_answers_what_the_estimator_does(built: Built, servers: dict[str, Ser
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_grpc_answers_what_the_estimator_does(built: Built, servers: dict[str, ServerProcess],
-                                              name: str) -> None:
+def test_grpc_answers_what_the_estimator_does(
+    built: Built, servers: dict[str, ServerProcess], name: str
+) -> None:
     with grpc_stub(servers[f"{name}-onnx"].grpc_target) as stub:
         reply = stub.ModelInfer(grpc_request(name, built.rows[name]), timeout=30)
     assert [o.name for o in reply.outputs] == ["predict", "predict_proba"]
     labels, proba = expected(built, name)
     raw_labels, raw_proba = reply.raw_output_contents
-    got = np.frombuffer(raw_labels, dtype=np.int64).tolist() if name == "iris" \
+    got = (
+        np.frombuffer(raw_labels, dtype=np.int64).tolist()
+        if name == "iris"
         else raw_strings(raw_labels)
+    )
     assert got == labels
-    np.testing.assert_allclose(np.frombuffer(raw_proba, dtype=np.float64).reshape(proba.shape),
-                               proba, **TOLERANCE)
+    np.testing.assert_allclose(
+        np.frombuffer(raw_proba, dtype=np.float64).reshape(proba.shape), proba, **TOLERANCE
+    )
 
 
 def test_mlflow_scoring_and_cloudevents(built: Built, servers: dict[str, ServerProcess]) -> None:
@@ -286,29 +362,41 @@ def test_mlflow_scoring_and_cloudevents(built: Built, servers: dict[str, ServerP
     split = json.loads(rows.to_json(orient="split", index=False))
     scored = httpx.post(f"{servers['churn-onnx'].url}/invocations", json={"dataframe_split": split})
     assert scored.json() == {"predictions": expected(built, "churn")[0]}
-    csv = httpx.post(f"{servers['churn-onnx'].url}/invocations",
-                     content=rows.to_csv(index=False), headers={"content-type": "text/csv"})
+    csv = httpx.post(
+        f"{servers['churn-onnx'].url}/invocations",
+        content=rows.to_csv(index=False),
+        headers={"content-type": "text/csv"},
+    )
     assert csv.json() == {"predictions": expected(built, "churn")[0]}
     body = v2_body("forest", built.rows["forest"], ("predict",))
-    event = httpx.post(f"{servers['forest-onnx'].url}/", json=body,
-                       headers={"ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "/tests",
-                                "ce-type": "dev.kninfer.inference.request"})
+    event = httpx.post(
+        f"{servers['forest-onnx'].url}/",
+        json=body,
+        headers={
+            "ce-specversion": "1.0",
+            "ce-id": "e-1",
+            "ce-source": "/tests",
+            "ce-type": "dev.kninfer.inference.request",
+        },
+    )
     assert event.status_code == 200, event.text
     assert event.headers["ce-type"] == "dev.kninfer.inference.response"
     assert event.json()["outputs"][0]["data"] == expected(built, "forest")[0]
 
 
-def test_concurrent_requests_share_batches(built: Built, servers: dict[str, ServerProcess]
-                                           ) -> None:
+def test_concurrent_requests_share_batches(built: Built, servers: dict[str, ServerProcess]) -> None:
     """The iris graph is served with --batching: one-row requests sent together run as batches
     and each still gets its own row's answer."""
     rows = np.random.default_rng(11).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (24, 4))
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=servers["iris-onnx"].url, timeout=60) as client:
-            return await asyncio.gather(*(
-                client.post("/v2/models/iris/infer", json=v2_body("iris", row[None, :]))
-                for row in rows))
+            return await asyncio.gather(
+                *(
+                    client.post("/v2/models/iris/infer", json=v2_body("iris", row[None, :]))
+                    for row in rows
+                )
+            )
 
     labels, proba = expected(built, "iris", rows)
     for i, reply in enumerate(asyncio.run(fire())):
@@ -319,47 +407,81 @@ def test_concurrent_requests_share_batches(built: Built, servers: dict[str, Serv
 
 
 def test_nan_the_graph_cannot_follow_scikit_learn_on_is_refused(
-        built: Built, servers: dict[str, ServerProcess]) -> None:
+    built: Built, servers: dict[str, ServerProcess]
+) -> None:
     """A forest routes NaN by what it learnt (scikit-learn >= 1.4); the converted trees do not,
     and would answer such a row differently. The compiled runtime refuses it as the native one
     refuses NaN for a model that takes none; the native forest answers."""
     row = np.asarray([[5.1, np.nan, 1.4, 0.2]])
-    doc = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
-                       "parameters": {"binary_data_size": row.nbytes}}]}
+    doc = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [1, 4],
+                "datatype": "FP64",
+                "parameters": {"binary_data_size": row.nbytes},
+            }
+        ]
+    }
     header = json.dumps(doc).encode()
     headers = {"inference-header-content-length": str(len(header))}
-    native = httpx.post(f"{servers['forest-native'].url}/v2/models/forest/infer",
-                        content=header + row.tobytes(), headers=headers)
+    native = httpx.post(
+        f"{servers['forest-native'].url}/v2/models/forest/infer",
+        content=header + row.tobytes(),
+        headers=headers,
+    )
     assert native.json()["outputs"][0]["data"] == expected(built, "forest", row)[0]
-    onnx = httpx.post(f"{servers['forest-onnx'].url}/v2/models/forest/infer",
-                      content=header + row.tobytes(), headers=headers)
+    onnx = httpx.post(
+        f"{servers['forest-onnx'].url}/v2/models/forest/infer",
+        content=header + row.tobytes(),
+        headers=headers,
+    )
     assert onnx.status_code == 400, onnx.text
-    assert onnx.json() == {"error": "input 'input-0' contains NaN or infinity; "
-                                    "RandomForestClassifier needs finite numbers"}
+    assert onnx.json() == {
+        "error": "input 'input-0' contains NaN or infinity; "
+        "RandomForestClassifier needs finite numbers"
+    }
 
 
 # ---- choosing the runtime -------------------------------------------------------------------
 
 
-def test_runtime_native_serves_the_joblib_beside_a_graph(built: Built,
-                                                         servers: dict[str, ServerProcess]
-                                                         ) -> None:
+def test_runtime_native_serves_the_joblib_beside_a_graph(
+    built: Built, servers: dict[str, ServerProcess]
+) -> None:
     for name in MODELS:
         assert (built.dirs[name] / "model.onnx").is_file()
         server = servers[f"{name}-native"]
         assert httpx.get(f"{server.url}/v2/models/{name}").json()["platform"] == "kninfer-sklearn"
         assert "ONNX Runtime" not in server.log()
-        reply = httpx.post(f"{server.url}/v2/models/{name}/infer",
-                           json=v2_body(name, built.rows[name]))
+        reply = httpx.post(
+            f"{server.url}/v2/models/{name}/infer", json=v2_body(name, built.rows[name])
+        )
         assert reply.json()["outputs"][0]["data"] == expected(built, name)[0]
 
 
 def run_serve(tmp_path: Path, *args: str) -> tuple[int, str]:
     """`kninfer serve` expected to fail at load: (exit status, its output)."""
-    done = subprocess.run([sys.executable, "-m", "kninfer", "serve", "--host", "127.0.0.1",
-                           "--http-port", "0", "--grpc-port", "0", *args],
-                          env=server_env(tmp_path), capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            *args,
+        ],
+        env=server_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -367,14 +489,17 @@ def test_runtime_onnx_without_a_graph_does_not_start(built: Built, tmp_path: Pat
     model_dir = tmp_path / "plain"
     model_dir.mkdir()
     shutil.copy(built.dirs["iris"] / "model.joblib", model_dir)
-    code, output = run_serve(tmp_path, "--predictor", "sklearn", "--model-dir", str(model_dir),
-                             "--runtime", "onnx")
+    code, output = run_serve(
+        tmp_path, "--predictor", "sklearn", "--model-dir", str(model_dir), "--runtime", "onnx"
+    )
     assert code == 1, output
     errors = [line for line in output.splitlines() if "model failed to load" in line]
     assert len(errors) == 1, output
-    assert f"no model.onnx in {model_dir.resolve()}: --runtime onnx serves a model compiled " \
-           f"with `kninfer compile {model_dir.resolve()}`; compile it first, or serve the " \
-           "scikit-learn file with --runtime auto or native" in errors[0]
+    assert (
+        f"no model.onnx in {model_dir.resolve()}: --runtime onnx serves a model compiled "
+        f"with `kninfer compile {model_dir.resolve()}`; compile it first, or serve the "
+        "scikit-learn file with --runtime auto or native" in errors[0]
+    )
 
 
 def test_a_graph_of_another_model_file_does_not_start(built: Built, tmp_path: Path) -> None:
@@ -386,8 +511,10 @@ def test_a_graph_of_another_model_file_does_not_start(built: Built, tmp_path: Pa
     code, output = run_serve(tmp_path, "--predictor", "sklearn", "--model-dir", str(model_dir))
     assert code == 1, output
     assert "model.onnx was compiled from model.joblib with sha256 " in output
-    assert f"run `kninfer compile {model_dir.resolve()}` again, or serve model.joblib with " \
-           "--runtime native" in output
+    assert (
+        f"run `kninfer compile {model_dir.resolve()}` again, or serve model.joblib with "
+        "--runtime native" in output
+    )
 
 
 def load_in_process(model_dir: Path, **settings: Any) -> Any:
@@ -412,8 +539,10 @@ def test_a_graph_without_its_record_does_not_load(built: Built, tmp_path: Path) 
         load_in_process(model_dir)
     record["onnx"]["sha256"] = "0" * 64
     (model_dir / "compile.json").write_text(json.dumps(record))
-    with pytest.raises(ModelLoadError, match=f"compile.json describes another graph \\(sha256 "
-                                             f"{'0' * 64}\\), not this model.onnx"):
+    with pytest.raises(
+        ModelLoadError,
+        match=f"compile.json describes another graph \\(sha256 {'0' * 64}\\), not this model.onnx",
+    ):
         load_in_process(model_dir)
     # --runtime native never reads either.
     assert type(load_in_process(model_dir, runtime="native")).__name__ == "SklearnPredictor"
@@ -440,8 +569,7 @@ def test_an_all_numeric_column_model_takes_its_columns_or_one_matrix(tmp_path: P
         predictor.check_arrays(arrays)
         answer = predictor.run(arrays, ["predict", "predict_proba"])
         assert answer["predict"].tolist() == model.predict(rows).tolist()
-        np.testing.assert_allclose(answer["predict_proba"], model.predict_proba(rows),
-                                   **TOLERANCE)
+        np.testing.assert_allclose(answer["predict_proba"], model.predict_proba(rows), **TOLERANCE)
     from kninfer.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match=r"input 'input-0', column 1 \('income'\) contains NaN"):
@@ -493,8 +621,14 @@ print(type(predictor).__name__, answer["predict"].shape,
 
 @pytest.mark.parametrize("name", MODELS)
 def test_a_compiled_model_loads_and_runs_without_scikit_learn(built: Built, name: str) -> None:
-    done = subprocess.run([sys.executable, "-c", NO_SKLEARN, str(built.dirs[name])], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_SKLEARN, str(built.dirs[name])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["OnnxSklearnPredictor", "(1,)", "[]"]
 
@@ -518,18 +652,30 @@ sys.exit(serve(settings, time.perf_counter(), on_ready=ready))
 
 @pytest.mark.parametrize("name", ["iris", "churn"])
 def test_serving_a_compiled_model_imports_neither_scikit_learn_nor_scipy(
-        built: Built, tmp_path: Path, name: str) -> None:
+    built: Built, tmp_path: Path, name: str
+) -> None:
     """The real start-up path (kninfer.server.startup.serve) up to ready: with a model.onnx in
     --model-dir nothing scikit-learn is preloaded, and the graph's load imports none of it."""
     from tests.conftest import free_port
 
-    done = subprocess.run([sys.executable, "-c", SERVE_MODULES, str(built.dirs[name]),
-                           str(free_port()), str(free_port())], cwd=ROOT,
-                          env=server_env(tmp_path), capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVE_MODULES,
+            str(built.dirs[name]),
+            str(free_port()),
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        env=server_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    packages = json.loads(next(line for line in done.stdout.splitlines()
-                               if line.startswith("[")))
+    packages = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("[")))
     assert "onnxruntime" in packages
     # kserve imported whole (`make test-eager`, or a kserve version kninfer's import deferral
     # was not written for) imports pandas itself; scikit-learn and scipy it never imports.
@@ -544,7 +690,8 @@ def mapped_libraries(server: ServerProcess) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux's /proc")
 def test_a_served_compiled_model_maps_neither_scikit_learn_nor_scipy(
-        servers: dict[str, ServerProcess]) -> None:
+    servers: dict[str, ServerProcess],
+) -> None:
     """The served process itself: scikit-learn and scipy import compiled extension modules, so
     a process that imported them maps their files. The native server, which does, shows that
     the check sees them."""
@@ -559,17 +706,21 @@ def test_a_served_compiled_model_maps_neither_scikit_learn_nor_scipy(
 # ---- the session and the graph ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("files", "limit"), [
-    ({"cpu.max": "200000 100000\n"}, 2),
-    ({"cpu.max": "150000 100000\n"}, 1),  # whole CPUs, rounded down
-    ({"cpu.max": "20000 100000\n"}, 1),  # at least one
-    ({"cpu.max": "max 100000\n"}, None),  # no limit
-    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({}, None),
-])
-def test_threads_follow_the_containers_cpu_limit(tmp_path: Path, files: dict[str, str],
-                                                  limit: int | None) -> None:
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "200000 100000\n"}, 2),
+        ({"cpu.max": "150000 100000\n"}, 1),  # whole CPUs, rounded down
+        ({"cpu.max": "20000 100000\n"}, 1),  # at least one
+        ({"cpu.max": "max 100000\n"}, None),  # no limit
+        ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 3),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_threads_follow_the_containers_cpu_limit(
+    tmp_path: Path, files: dict[str, str], limit: int | None
+) -> None:
     import os
 
     from kninfer.predictors.onnx_runtime import container_cpus
@@ -578,8 +729,7 @@ def test_threads_follow_the_containers_cpu_limit(tmp_path: Path, files: dict[str
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     schedulable = len(os.sched_getaffinity(0))
-    assert container_cpus(tmp_path) == (schedulable if limit is None
-                                        else min(limit, schedulable))
+    assert container_cpus(tmp_path) == (schedulable if limit is None else min(limit, schedulable))
 
 
 def test_graph_facts_of_the_compiled_pipeline(built: Built) -> None:

@@ -24,16 +24,32 @@ from tests.conftest import server_env
 
 def infer(server, rows, outputs=None, model="m"):
     flat = np.asarray(rows, dtype=np.float64)
-    body = {"inputs": [{"name": "input-0", "shape": list(flat.shape), "datatype": "FP64",
-                        "data": flat.reshape(-1).tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(flat.shape),
+                "datatype": "FP64",
+                "data": flat.reshape(-1).tolist(),
+            }
+        ]
+    }
     if outputs:
         body["outputs"] = [{"name": o} for o in outputs]
     return httpx.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=30)
 
 
 def serve_dir(start_server, model_dir: Path, *extra: str, env=None):
-    return start_server("--predictor", "sklearn", "--model-dir", str(model_dir),
-                        "--model-name", "m", *extra, env=env)
+    return start_server(
+        "--predictor",
+        "sklearn",
+        "--model-dir",
+        str(model_dir),
+        "--model-name",
+        "m",
+        *extra,
+        env=env,
+    )
 
 
 def test_regressor_pipeline_metadata_and_predictions(start_server, tmp_path):
@@ -68,17 +84,30 @@ def test_string_labels_skops_and_any_file_name(start_server, tmp_path):
     predict, proba = reply.json()["outputs"]
     assert predict["data"] == model.predict(data.data[[0, 60, 120]]).tolist()
     assert proba["shape"] == [3, 3]
-    v1 = httpx.post(f"{server.url}/v1/models/m:predict",
-                    json={"instances": data.data[[0]].tolist()})
+    v1 = httpx.post(
+        f"{server.url}/v1/models/m:predict", json={"instances": data.data[[0]].tolist()}
+    )
     assert v1.json() == {"predictions": ["setosa"]}
 
 
 def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     """`kninfer serve` expected to fail at load: returns (exit code, combined output)."""
     result = subprocess.run(
-        [sys.executable, "-m", "kninfer", "serve", "--host", "127.0.0.1", "--http-port", "0",
-         *args],
-        env=server_env(tmp_path, **(env or {})), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            *args,
+        ],
+        env=server_env(tmp_path, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return result.returncode, result.stdout + result.stderr
 
@@ -94,8 +123,7 @@ def test_untrusted_skops_types_refused(tmp_path):
             return x
 
     sio.dump(Custom(), tmp_path / "u" / "model.skops")
-    code, output = run_serve(tmp_path, "--predictor", "sklearn", "--model-dir",
-                             str(tmp_path / "u"))
+    code, output = run_serve(tmp_path, "--predictor", "sklearn", "--model-dir", str(tmp_path / "u"))
     assert code == 1
     assert "contains types skops does not trust" in output
     assert "KNINFER_SKOPS_TRUSTED" in output
@@ -135,8 +163,15 @@ def test_model_dir_outside_root_refused(tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     (root / "escape").symlink_to(outside)
-    code, output = run_serve(tmp_path, "--model-dir", str(root / "escape"),
-                             "--model-root", str(root), "--predictor", "sklearn")
+    code, output = run_serve(
+        tmp_path,
+        "--model-dir",
+        str(root / "escape"),
+        "--model-root",
+        str(root),
+        "--predictor",
+        "sklearn",
+    )
     assert code == 1
     assert "outside the configured model root" in output
 
@@ -156,8 +191,9 @@ def test_storage_uri_file_scheme_and_remote_without_extra(start_server, tmp_path
     model_dir = tmp_path / "by-uri"
     model_dir.mkdir()
     joblib.dump(iris_estimator, model_dir / "model.pkl")
-    server = start_server("--predictor", "sklearn", "--storage-uri", f"file://{model_dir}",
-                          "--model-name", "m")
+    server = start_server(
+        "--predictor", "sklearn", "--storage-uri", f"file://{model_dir}", "--model-name", "m"
+    )
     assert infer(server, [[5.1, 3.5, 1.4, 0.2]]).json()["outputs"][0]["data"] == [0]
     code, output = run_serve(tmp_path, "--storage-uri", "gs://bucket/model")
     assert code == 1
@@ -236,13 +272,28 @@ def test_audited_skops_model_loads_pinned_joblib_and_refuses_a_swap(start_server
     model_dir = tmp_path / "forest"
     model_dir.mkdir()
     sio.dump(forest, model_dir / "model.skops")
-    refused = subprocess.run([sys.executable, "-m", "kninfer", "audit", str(model_dir)],
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "kninfer", "audit", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 1
     assert "contains types skops does not trust: sklearn.tree._tree.Tree" in refused.stderr
-    done = subprocess.run([sys.executable, "-m", "kninfer", "audit", str(model_dir),
-                           "--skops-trusted", "sklearn.tree._tree.Tree"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "audit",
+            str(model_dir),
+            "--skops-trusted",
+            "sklearn.tree._tree.Tree",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     digest = done.stdout.split("sha256 ", 1)[1].split()[0]
     assert (model_dir / "model.audited.joblib").is_file() and len(digest) == 64
@@ -252,19 +303,37 @@ def test_audited_skops_model_loads_pinned_joblib_and_refuses_a_swap(start_server
     assert reply.json()["outputs"][0]["data"] == forest.predict(data.data[:5]).tolist()
     server.stop()
 
-    joblib.dump(LogisticRegression().fit(data.data, data.target),
-                model_dir / "model.audited.joblib")  # swapped in storage
-    proc = subprocess.run([sys.executable, "-m", "kninfer", "serve", "--predictor", "sklearn",
-                           "--model-dir", str(model_dir), "--model-sha256", digest,
-                           "--http-port", "0"], capture_output=True, text=True, timeout=120,
-                          env=server_env(tmp_path))
+    joblib.dump(
+        LogisticRegression().fit(data.data, data.target), model_dir / "model.audited.joblib"
+    )  # swapped in storage
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            str(model_dir),
+            "--model-sha256",
+            digest,
+            "--http-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=server_env(tmp_path),
+    )
     assert proc.returncode == 1
     assert "model.audited.joblib has sha256 " in proc.stderr
     assert f"not the pinned {digest} (--model-sha256); refusing to load it" in proc.stderr
 
 
-def test_v1_message_for_a_model_of_unknown_width_shows_no_wildcard(start_server: Any,
-                                                                   tmp_path: Path) -> None:
+def test_v1_message_for_a_model_of_unknown_width_shows_no_wildcard(
+    start_server: Any, tmp_path: Path
+) -> None:
     """An estimator that does not state n_features_in_ (as older pickles do) is served as
     [-1, -1]; a V1 body it cannot take says "rows of numbers", never "rows of -1 numbers"."""
     data = load_iris()
@@ -282,4 +351,5 @@ def test_v1_message_for_a_model_of_unknown_width_shows_no_wildcard(start_server:
         reply = httpx.post(url, json={"instances": instances})
         assert reply.status_code == 400
         assert reply.json() == {
-            "error": "'instances' must be a list of rows of numbers for input 'input-0'"}
+            "error": "'instances' must be a list of rows of numbers for input 'input-0'"
+        }

@@ -30,10 +30,12 @@ from sklearn.linear_model import LogisticRegression
 from tests.conftest import grpc_stub, server_env
 
 ROWS = load_iris().data[[0, 60, 120, 75]]
-CHANGED = ("model 'm' is not ready: its file model.joblib changed under the server since it was "
-           "loaded, and its arrays are memory-mapped from that file; kninfer answers nothing "
-           "from a changed file: roll out a new revision (or restart the server) to serve the "
-           "new model")
+CHANGED = (
+    "model 'm' is not ready: its file model.joblib changed under the server since it was "
+    "loaded, and its arrays are memory-mapped from that file; kninfer answers nothing "
+    "from a changed file: roll out a new revision (or restart the server) to serve the "
+    "new model"
+)
 
 
 def fitted(kind: str) -> LogisticRegression:
@@ -46,14 +48,23 @@ def fitted(kind: str) -> LogisticRegression:
     noisy = data.data + np.random.default_rng(0).normal(0, 0.8, data.data.shape)
     if kind == "same-hyperparameters":
         return LogisticRegression(max_iter=500).fit(noisy, data.target)
-    return LogisticRegression(C=0.05, class_weight={0: 1.0, 1: 2.0, 2: 1.0},
-                              max_iter=2000).fit(noisy, data.target)
+    return LogisticRegression(C=0.05, class_weight={0: 1.0, 1: 2.0, 2: 1.0}, max_iter=2000).fit(
+        noisy, data.target
+    )
 
 
 def proba_request(server: Any) -> httpx.Response:
-    body = {"inputs": [{"name": "input-0", "shape": list(ROWS.shape), "datatype": "FP64",
-                        "data": ROWS.reshape(-1).tolist()}],
-            "outputs": [{"name": "predict_proba"}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(ROWS.shape),
+                "datatype": "FP64",
+                "data": ROWS.reshape(-1).tolist(),
+            }
+        ],
+        "outputs": [{"name": "predict_proba"}],
+    }
     return httpx.post(f"{server.url}/v2/models/m/infer", json=body, timeout=30)
 
 
@@ -64,8 +75,9 @@ def served_proba(server: Any) -> np.ndarray:
 
 
 def serve(start_server: Any, model_dir: Path, *extra: str) -> Any:
-    return start_server("--predictor", "sklearn", "--model-dir", str(model_dir),
-                        "--model-name", "m", *extra)
+    return start_server(
+        "--predictor", "sklearn", "--model-dir", str(model_dir), "--model-name", "m", *extra
+    )
 
 
 def model_dir_with(tmp_path: Path, model: Any) -> Path:
@@ -86,20 +98,25 @@ def write_in_place(target: Path, source: Path, how: str) -> None:
     assert target.stat().st_ino == inode
 
 
-@pytest.mark.parametrize(("retrained", "how"), [
-    ("same-hyperparameters", "r+b"),
-    ("other-hyperparameters", "r+b"),
-    ("other-hyperparameters", "copyfile"),
-])
-def test_a_memory_mapped_file_rewritten_in_place_is_refused(start_server: Any, tmp_path: Path,
-                                                            retrained: str, how: str) -> None:
+@pytest.mark.parametrize(
+    ("retrained", "how"),
+    [
+        ("same-hyperparameters", "r+b"),
+        ("other-hyperparameters", "r+b"),
+        ("other-hyperparameters", "copyfile"),
+    ],
+)
+def test_a_memory_mapped_file_rewritten_in_place_is_refused(
+    start_server: Any, tmp_path: Path, retrained: str, how: str
+) -> None:
     served, new = fitted("served"), fitted(retrained)
     model_dir = model_dir_with(tmp_path, served)
     joblib.dump(new, tmp_path / "new.joblib")
     if retrained == "same-hyperparameters":
         # The case that silently switched weights: a file of the same size.
-        assert (tmp_path / "new.joblib").stat().st_size == \
-            (model_dir / "model.joblib").stat().st_size
+        assert (tmp_path / "new.joblib").stat().st_size == (
+            model_dir / "model.joblib"
+        ).stat().st_size
     server = serve(start_server, model_dir)
     np.testing.assert_allclose(served_proba(server), served.predict_proba(ROWS), rtol=1e-12)
     mapped = joblib.load(model_dir / "model.joblib", mmap_mode="r")  # as the server holds it
@@ -116,8 +133,9 @@ def test_a_memory_mapped_file_rewritten_in_place_is_refused(start_server: Any, t
     assert (reply.status_code, reply.json()) == (503, {"error": CHANGED})
     v1 = httpx.post(f"{server.url}/v1/models/m:predict", json={"instances": ROWS.tolist()})
     assert (v1.status_code, v1.json()) == (503, {"error": CHANGED})
-    tensor = pb.ModelInferRequest.InferInputTensor(name="input-0", datatype="FP64",
-                                                   shape=list(ROWS.shape))
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="input-0", datatype="FP64", shape=list(ROWS.shape)
+    )
     tensor.contents.fp64_contents.extend(ROWS.reshape(-1).tolist())
     with grpc_stub(server.grpc_target) as stub, pytest.raises(grpc.RpcError) as caught:
         stub.ModelInfer(pb.ModelInferRequest(model_name="m", inputs=[tensor]), timeout=30)
@@ -130,8 +148,9 @@ def test_a_memory_mapped_file_rewritten_in_place_is_refused(start_server: Any, t
     assert len(logged) == 1, server.log()
 
 
-def test_a_new_file_renamed_over_the_path_keeps_the_loaded_model(start_server: Any,
-                                                                 tmp_path: Path) -> None:
+def test_a_new_file_renamed_over_the_path_keeps_the_loaded_model(
+    start_server: Any, tmp_path: Path
+) -> None:
     """Write-then-rename leaves the mapped inode as it was: the loaded model answers on."""
     served, new = fitted("served"), fitted("other-hyperparameters")
     model_dir = model_dir_with(tmp_path, served)
@@ -145,8 +164,9 @@ def test_a_new_file_renamed_over_the_path_keeps_the_loaded_model(start_server: A
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
-def test_a_model_copied_into_memory_is_untouched_by_later_writes(start_server: Any,
-                                                                 tmp_path: Path) -> None:
+def test_a_model_copied_into_memory_is_untouched_by_later_writes(
+    start_server: Any, tmp_path: Path
+) -> None:
     """--no-joblib-mmap reads the whole file at load: a rename over it and a write into it both
     leave the loaded model answering as it does in process."""
     served = fitted("served")
@@ -172,17 +192,41 @@ def test_nan_probabilities_are_a_500_never_a_200(start_server: Any, tmp_path: Pa
     assert np.isnan(model.predict_proba(ROWS)).any()  # what the server would have sent as nulls
     server = serve(start_server, model_dir_with(tmp_path, model), "--no-warmup")
     reply = proba_request(server)
-    assert (reply.status_code, reply.json()) == (500, {"error": (
-        "model 'm' produced non-finite probabilities (NaN or infinity) in 'predict_proba'; "
-        "its weights are broken")})
+    assert (reply.status_code, reply.json()) == (
+        500,
+        {
+            "error": (
+                "model 'm' produced non-finite probabilities (NaN or infinity) in 'predict_proba'; "
+                "its weights are broken"
+            )
+        },
+    )
 
 
 def test_nan_probabilities_fail_the_warm_up(tmp_path: Path) -> None:
     model_dir = model_dir_with(tmp_path, broken_weights())
     done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "serve", "--host", "127.0.0.1", "--http-port", "0",
-         "--predictor", "sklearn", "--model-dir", str(model_dir), "--model-name", "m"],
-        env=server_env(tmp_path), capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--predictor",
+            "sklearn",
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            "m",
+        ],
+        env=server_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     assert "produced non-finite probabilities (NaN or infinity) in 'predict_proba'" in output
@@ -203,6 +247,8 @@ def test_nan_class_labels_are_a_server_fault(tmp_path: Path) -> None:
     with pytest.raises(Exception) as caught:
         predictor.run({"input-0": ROWS}, ["predict"])
     assert status_of(caught.value) == 500
-    assert str(caught.value) == ("model 'm' produced non-finite class labels (NaN or infinity) "
-                                 "in 'predict'; its weights are broken")
+    assert str(caught.value) == (
+        "model 'm' produced non-finite class labels (NaN or infinity) "
+        "in 'predict'; its weights are broken"
+    )
     assert predictor.run({"input-0": ROWS[:1]}, ["predict"])["predict"].tolist() == [0.0]

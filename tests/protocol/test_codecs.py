@@ -37,8 +37,9 @@ def test_a_grpc_input_without_contents_says_so() -> None:
 def test_v1_bodies() -> None:
     payload = decode_v1_request(b'{"instances": [[1, 2], [3, 4]]}')
     assert v1_rows(payload).instance_list("no rows") == [[1, 2], [3, 4]]
-    split = v1_rows(decode_v1_request(b'{"dataframe_split": {"columns": ["a", "b"], '
-                                      b'"data": [[1, 2]]}}'))
+    split = v1_rows(
+        decode_v1_request(b'{"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}')
+    )
     assert (split.form, split.columns, split.rows) == ("dataframe_split", ["a", "b"], [[1, 2]])
     for bad, message in ((b"[1, 2]", "JSON object"), (b"{", "not valid JSON")):
         with pytest.raises(InvalidInput, match=message):
@@ -50,26 +51,33 @@ def test_v1_bodies() -> None:
 
 
 def test_v1_instances_keyed_by_input() -> None:
-    split = instances_by_input([{"x": [1, 2], "mask": [1, 0]}, {"x": [3, 4], "mask": [0, 1]}],
-                               ["x", "mask"])
+    split = instances_by_input(
+        [{"x": [1, 2], "mask": [1, 0]}, {"x": [3, 4], "mask": [0, 1]}], ["x", "mask"]
+    )
     assert split == {"x": [[1, 2], [3, 4]], "mask": [[1, 0], [0, 1]]}
     with pytest.raises(InvalidInput, match="mask"):
         instances_by_input([{"x": [1, 2]}], ["x", "mask"])
 
 
-@pytest.mark.parametrize(("path", "v2", "v2_any", "v1"), [
-    ("/v2/models/iris/infer", "iris", "iris", None),
-    ("/v2/models/iris/versions/1/infer", None, "iris", None),
-    ("/v2/models/iris/versions/infer", None, None, None),
-    ("/v2/models//infer", None, None, None),
-    ("/v2/models/a/b/infer", None, None, None),
-    ("/v2/models/iris/versions/1/x/infer", None, None, None),
-    ("/v1/models/iris:predict", None, None, "iris"),
-    ("/v1/models/a/b:predict", None, None, None),
-    ("/v2/models/iris", None, None, None),
-])
+@pytest.mark.parametrize(
+    ("path", "v2", "v2_any", "v1"),
+    [
+        ("/v2/models/iris/infer", "iris", "iris", None),
+        ("/v2/models/iris/versions/1/infer", None, "iris", None),
+        ("/v2/models/iris/versions/infer", None, None, None),
+        ("/v2/models//infer", None, None, None),
+        ("/v2/models/a/b/infer", None, None, None),
+        ("/v2/models/iris/versions/1/x/infer", None, None, None),
+        ("/v1/models/iris:predict", None, None, "iris"),
+        ("/v1/models/a/b:predict", None, None, None),
+        ("/v2/models/iris", None, None, None),
+    ],
+)
 def test_route_paths_name_the_model_as_starlette_matches_it(path, v2, v2_any, v1) -> None:
     from kninfer.protocol.paths import v1_predict_model, v2_any_infer_model, v2_infer_model
 
     assert (v2_infer_model(path), v2_any_infer_model(path), v1_predict_model(path)) == (
-        v2, v2_any, v1)
+        v2,
+        v2_any,
+        v1,
+    )

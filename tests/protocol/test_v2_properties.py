@@ -30,8 +30,7 @@ from kninfer.protocol.v1 import decode_v1_request
 from kninfer.protocol.v2 import BINARY_HEADER, decode_v2_request, encode_v2_response, to_output
 
 NUMERIC = [d for d in V2_TO_NUMPY if d != "BYTES"]
-SETTINGS = settings(max_examples=100, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5)
 
@@ -61,8 +60,11 @@ def json_data(array: np.ndarray, nested: bool) -> Any:
 
 
 def as_list(array: np.ndarray) -> list[Any]:
-    return [bytes(v) for v in array.reshape(-1)] if array.dtype == object else \
-        array.reshape(-1).tolist()
+    return (
+        [bytes(v) for v in array.reshape(-1)]
+        if array.dtype == object
+        else array.reshape(-1).tolist()
+    )
 
 
 def same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -82,8 +84,16 @@ def raw_bytes(datatype: str, array: np.ndarray) -> bytes:
 @given(tensors(finite=True), st.booleans())
 def test_json_request_round_trip(tensor: tuple[str, np.ndarray], nested: bool) -> None:
     datatype, array = tensor
-    doc = {"inputs": [{"name": "x", "shape": list(array.shape), "datatype": datatype,
-                       "data": json_data(array, nested)}]}
+    doc = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(array.shape),
+                "datatype": datatype,
+                "data": json_data(array, nested),
+            }
+        ]
+    }
     request = decode_v2_request(orjson.dumps(doc), {}, "m")
     (decoded,) = request.inputs
     assert decoded.datatype == datatype and decoded.shape == list(array.shape)
@@ -97,12 +107,17 @@ def test_binary_request_round_trip(items: list[tuple[str, np.ndarray]]) -> None:
     inputs, chunks = [], []
     for n, (datatype, array) in enumerate(items):
         raw = raw_bytes(datatype, array)
-        inputs.append({"name": f"x{n}", "shape": list(array.shape), "datatype": datatype,
-                       "parameters": {"binary_data_size": len(raw)}})
+        inputs.append(
+            {
+                "name": f"x{n}",
+                "shape": list(array.shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
         chunks.append(raw)
     header = orjson.dumps({"inputs": inputs})
-    request = decode_v2_request(header + b"".join(chunks),
-                                {BINARY_HEADER: str(len(header))}, "m")
+    request = decode_v2_request(header + b"".join(chunks), {BINARY_HEADER: str(len(header))}, "m")
     assert [i.name for i in request.inputs] == [f"x{n}" for n in range(len(items))]
     for decoded, (_, array) in zip(request.inputs, items, strict=True):
         assert same(decoded.data, array)
@@ -124,7 +139,7 @@ def _client_decode(payload: bytes, headers: dict[str, str]) -> dict[str, np.ndar
             arrays[output["name"]] = flat.reshape(shape)
             continue
         size = output["parameters"]["binary_data_size"]
-        raw = payload[offset:offset + size]
+        raw = payload[offset : offset + size]
         offset += size
         if datatype == "BYTES":
             from kserve.protocol.infer_type import deserialize_bytes_tensor
@@ -138,13 +153,18 @@ def _client_decode(payload: bytes, headers: dict[str, str]) -> dict[str, np.ndar
 
 @SETTINGS
 @given(st.lists(tensors(finite=True), min_size=1, max_size=3), st.booleans(), st.booleans())
-def test_response_round_trip(items: list[tuple[str, np.ndarray]], binary_all: bool,
-                             binary_first: bool) -> None:
+def test_response_round_trip(
+    items: list[tuple[str, np.ndarray]], binary_all: bool, binary_first: bool
+) -> None:
     outputs = [to_output(f"y{n}", array) for n, (_, array) in enumerate(items)]
     requested = [RequestedOutput(name="y0", parameters={"binary_data": binary_first})]
-    request = InferRequest(model_name="m", infer_inputs=[], request_id="r-1",
-                           parameters={"binary_data_output": binary_all},
-                           request_outputs=requested)
+    request = InferRequest(
+        model_name="m",
+        infer_inputs=[],
+        request_id="r-1",
+        parameters={"binary_data_output": binary_all},
+        request_outputs=requested,
+    )
     response = InferResponse(response_id="r-1", model_name="m", infer_outputs=outputs)
     payload, headers = encode_v2_response(response, request)
     decoded = _client_decode(payload, headers)
@@ -157,10 +177,14 @@ def test_response_round_trip(items: list[tuple[str, np.ndarray]], binary_all: bo
 # ---- robustness: arbitrary input is a 400 or a success, never another exception -----------------
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False) | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                 max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=6),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -181,12 +205,12 @@ def assert_well_formed(request: InferRequest) -> None:
 def mutated_requests(draw: st.DrawFn) -> dict[str, Any]:
     """A valid-looking V2 request with some fields replaced by arbitrary JSON."""
     tensor: dict[str, Any] = {
-        "name": "x", "datatype": draw(st.sampled_from([*V2_TO_NUMPY, "FP128"])),
+        "name": "x",
+        "datatype": draw(st.sampled_from([*V2_TO_NUMPY, "FP128"])),
         "shape": draw(st.lists(st.integers(-3, 6), max_size=3)),
         "data": draw(st.lists(json_values, max_size=6)),
     }
-    for key in draw(st.sets(st.sampled_from(["name", "datatype", "shape", "data",
-                                             "parameters"]))):
+    for key in draw(st.sets(st.sampled_from(["name", "datatype", "shape", "data", "parameters"]))):
         tensor[key] = draw(json_values)
     doc: dict[str, Any] = {"inputs": [tensor]}
     for key in draw(st.sets(st.sampled_from(["id", "parameters", "outputs", "inputs"]))):
@@ -205,8 +229,10 @@ def test_decoding_any_document_is_success_or_invalid_input(doc: dict[str, Any]) 
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.binary(max_size=200), st.one_of(st.none(), st.integers(-5, 250).map(str),
-                                          st.text(max_size=4)))
+@given(
+    st.binary(max_size=200),
+    st.one_of(st.none(), st.integers(-5, 250).map(str), st.text(max_size=4)),
+)
 def test_decoding_any_bytes_is_success_or_invalid_input(body: bytes, header: str | None) -> None:
     headers = {} if header is None else {BINARY_HEADER: header}
     try:
@@ -221,8 +247,9 @@ def test_decoding_any_bytes_is_success_or_invalid_input(body: bytes, header: str
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_requests(), st.binary(max_size=64))
-def test_decoding_any_binary_body_is_success_or_invalid_input(doc: dict[str, Any],
-                                                              tail: bytes) -> None:
+def test_decoding_any_binary_body_is_success_or_invalid_input(
+    doc: dict[str, Any], tail: bytes
+) -> None:
     header = json.dumps(doc).encode()  # stdlib: it writes integers beyond 64 bits too
     try:
         request = decode_v2_request(header + tail, {BINARY_HEADER: str(len(header))}, "m")

@@ -34,16 +34,36 @@ if TYPE_CHECKING:
         read_profile,
     )
 
-_LAZY = {"DriftMonitor": "monitor", "Feature": "profile", "Profile": "profile",
-         "ProfileError": "profile", "Window": "profile", "build_profile": "profile",
-         "read_profile": "profile"}
+_LAZY = {
+    "DriftMonitor": "monitor",
+    "Feature": "profile",
+    "Profile": "profile",
+    "ProfileError": "profile",
+    "Window": "profile",
+    "build_profile": "profile",
+    "read_profile": "profile",
+}
 
-__all__ = ["PROFILE_FILE", "DriftMonitor", "Feature", "Profile", "ProfileError", "Window",
-           "build_profile", "load_monitor", "read_profile"]
+__all__ = [
+    "PROFILE_FILE",
+    "DriftMonitor",
+    "Feature",
+    "Profile",
+    "ProfileError",
+    "Window",
+    "build_profile",
+    "load_monitor",
+    "read_profile",
+]
 
 
-def load_monitor(model_dir: Path, model: str, version: str, inputs: Collection[str] = (),
-                 outputs: Collection[str] = ()) -> DriftMonitor | None:
+def load_monitor(
+    model_dir: Path,
+    model: str,
+    version: str,
+    inputs: Collection[str] = (),
+    outputs: Collection[str] = (),
+) -> DriftMonitor | None:
     """The monitor for MODEL_DIR/drift_profile.json, or None without one
     (kninfer.observability.drift.monitor.load_monitor)."""
     if not (model_dir / PROFILE_FILE).is_file():

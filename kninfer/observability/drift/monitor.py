@@ -88,26 +88,53 @@ def drift_metrics() -> DriftMetrics:
     from kninfer.observability.prometheus import _get_or_create
 
     return DriftMetrics(
-        bins=_get_or_create("kninfer_drift_bin", lambda: Counter(
-            "kninfer_drift_bin", "Values served per reference-profile bin (drift_profile.json)",
-            [*LABELS, "bin"])),
-        out_of_range=_get_or_create("kninfer_drift_out_of_range", lambda: Counter(
+        bins=_get_or_create(
+            "kninfer_drift_bin",
+            lambda: Counter(
+                "kninfer_drift_bin",
+                "Values served per reference-profile bin (drift_profile.json)",
+                [*LABELS, "bin"],
+            ),
+        ),
+        out_of_range=_get_or_create(
             "kninfer_drift_out_of_range",
-            "Numeric values served below the training minimum or above its maximum", LABELS)),
-        unknown=_get_or_create("kninfer_drift_unknown_category", lambda: Counter(
+            lambda: Counter(
+                "kninfer_drift_out_of_range",
+                "Numeric values served below the training minimum or above its maximum",
+                LABELS,
+            ),
+        ),
+        unknown=_get_or_create(
             "kninfer_drift_unknown_category",
-            "Categorical values served that the training data never held", LABELS)),
-        missing=_get_or_create("kninfer_drift_missing", lambda: Counter(
-            "kninfer_drift_missing", "Missing values served (NaN, None)", LABELS)),
-        reference=_get_or_create("kninfer_drift_reference_ratio", lambda: Gauge(
+            lambda: Counter(
+                "kninfer_drift_unknown_category",
+                "Categorical values served that the training data never held",
+                LABELS,
+            ),
+        ),
+        missing=_get_or_create(
+            "kninfer_drift_missing",
+            lambda: Counter("kninfer_drift_missing", "Missing values served (NaN, None)", LABELS),
+        ),
+        reference=_get_or_create(
             "kninfer_drift_reference_ratio",
-            "Share of the reference data's values in each bin (drift_profile.json)",
-            [*LABELS, "bin"], multiprocess_mode="max")),
+            lambda: Gauge(
+                "kninfer_drift_reference_ratio",
+                "Share of the reference data's values in each bin (drift_profile.json)",
+                [*LABELS, "bin"],
+                multiprocess_mode="max",
+            ),
+        ),
         # Each worker process has its own window: the highest PSI among live workers.
-        psi=_get_or_create("kninfer_drift_psi", lambda: Gauge(
+        psi=_get_or_create(
             "kninfer_drift_psi",
-            "Population stability index of the recent window against the reference profile",
-            LABELS, multiprocess_mode="livemax")),
+            lambda: Gauge(
+                "kninfer_drift_psi",
+                "Population stability index of the recent window against the reference profile",
+                LABELS,
+                multiprocess_mode="livemax",
+            ),
+        ),
     )
 
 
@@ -148,8 +175,7 @@ class DriftMonitor:
         self._slot = 0
         self._full_blocks = 0
         self._in_bins = np.ones(total, dtype=bool)
-        self._in_bins[[o + w - 1 for o, w in zip(self._offsets, self._widths, strict=True)]] = \
-            False
+        self._in_bins[[o + w - 1 for o, w in zip(self._offsets, self._widths, strict=True)]] = False
         self._bin_starts = np.cumsum([0, *[f.bins for f in features[:-1]]])
         self._bin_sizes = np.asarray([f.bins for f in features])
         reference = np.concatenate([f.proportions for f in features])
@@ -170,8 +196,9 @@ class DriftMonitor:
             if feature.kind == "numeric":
                 self._outside.append(metrics.out_of_range.labels(*labels))
             else:
-                self._outside.append(metrics.unknown.labels(*labels)
-                                     if feature.unknown_counted else None)
+                self._outside.append(
+                    metrics.unknown.labels(*labels) if feature.unknown_counted else None
+                )
             for label, share in zip(feature.bin_labels(), feature.proportions, strict=True):
                 metrics.reference.labels(*labels, label).set(float(share))
         self._psi: dict[int, Any] = {}
@@ -182,8 +209,7 @@ class DriftMonitor:
 
     # ---- counting ------------------------------------------------------------------------
 
-    def observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
-                ) -> bool:
+    def observe(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> bool:
         """Take one answered request's arrays for counting; False once counting has stopped
         (the caller then drops the monitor). Never raises.
 
@@ -221,15 +247,21 @@ class DriftMonitor:
                 self._count(pending)
             except Exception as exc:
                 self._stopped = True
-                logger.error("model '%s': drift monitoring stopped: a request could not be "
-                             "counted into the bins of %s (%s: %s); requests are answered as "
-                             "before, and the drift metrics stay as they were", self.model,
-                             PROFILE_FILE, type(exc).__name__, exc)
+                logger.error(
+                    "model '%s': drift monitoring stopped: a request could not be "
+                    "counted into the bins of %s (%s: %s); requests are answered as "
+                    "before, and the drift metrics stay as they were",
+                    self.model,
+                    PROFILE_FILE,
+                    type(exc).__name__,
+                    exc,
+                )
                 return False
         return True
 
-    def _count(self, pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
-               ) -> None:
+    def _count(
+        self, pending: list[tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+    ) -> None:
         """Consecutive requests that carry the same profiled tensors (a V2 request may ask for
         some outputs only) are counted together: each tensor concatenated over the requests
         (as rows of a 2-D array, so [N] and [N, 1] forms of one input mix), then each feature
@@ -243,8 +275,7 @@ class DriftMonitor:
             if request[0].keys() >= input_names and request[1].keys() >= output_names:
                 key = every  # the usual request: all of them
             else:
-                key = tuple((side, tensor) for side, tensor in every
-                            if tensor in request[side])
+                key = tuple((side, tensor) for side, tensor in every if tensor in request[side])
             if key != run_key:
                 self._count_run(run_key, run)
                 run_key, run = key, [[] for _ in key]
@@ -261,8 +292,9 @@ class DriftMonitor:
             merged[side][tensor] = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self._count_rows(self._found(*merged))
 
-    def _found(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
-               ) -> list[tuple[int, np.ndarray]]:
+    def _found(
+        self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> list[tuple[int, np.ndarray]]:
         """(feature, its 1-D values) for every profiled feature the request carries."""
         found: list[tuple[int, np.ndarray]] = []
         for source, where in ((inputs, self._inputs), (outputs, self._outputs)):
@@ -279,8 +311,9 @@ class DriftMonitor:
         rows = len(found[0][1])
         for i, values in found:
             if len(values) != rows:
-                raise ValueError(f"'{self._features[i].name}' has {len(values)} values for "
-                                 f"{rows} rows")
+                raise ValueError(
+                    f"'{self._features[i].name}' has {len(values)} values for {rows} rows"
+                )
         if not rows:
             return
         width = len(self._block)
@@ -291,8 +324,9 @@ class DriftMonitor:
         for i, values in found:
             index, outside[i] = self._features[i].assign(values)
             slots.append(row_block + (index + self._offsets[i]))
-        per_block = np.bincount(np.concatenate(slots), minlength=blocks * width
-                                ).reshape(blocks, width)
+        per_block = np.bincount(np.concatenate(slots), minlength=blocks * width).reshape(
+            blocks, width
+        )
         closed = False
         first = 0
         ring = len(self._ring)
@@ -347,7 +381,8 @@ class DriftMonitor:
             gauge = self._psi.get(i)
             if gauge is None:
                 gauge = self._psi[i] = self._metrics.psi.labels(
-                    self.model, self.version, self._features[i].name)
+                    self.model, self.version, self._features[i].name
+                )
             value = float(psi[i])
             gauge.set(value)
             self.last_psi[self._features[i].name] = value
@@ -358,8 +393,13 @@ class DriftMonitor:
         return self._full_blocks * self._block_rows
 
 
-def load_monitor(model_dir: Path, model: str, version: str, inputs: Collection[str] = (),
-                 outputs: Collection[str] = ()) -> DriftMonitor | None:
+def load_monitor(
+    model_dir: Path,
+    model: str,
+    version: str,
+    inputs: Collection[str] = (),
+    outputs: Collection[str] = (),
+) -> DriftMonitor | None:
     """The monitor for the profile beside the model (MODEL_DIR/drift_profile.json), or None
     when there is none. A profile that cannot be read or used is logged and the model served
     without drift monitoring: the profile is an aid to operators, never a reason not to
@@ -372,17 +412,31 @@ def load_monitor(model_dir: Path, model: str, version: str, inputs: Collection[s
         profile = read_profile(path)
         monitor = DriftMonitor(profile, model, version)
     except (OSError, ProfileError) as exc:
-        logger.error("model '%s': %s not used (%s); serving without drift monitoring",
-                     model, path, exc)
+        logger.error(
+            "model '%s': %s not used (%s); serving without drift monitoring", model, path, exc
+        )
         return None
-    stray = sorted({f.tensor for f in profile.features if inputs and f.tensor not in inputs} |
-                   {f.tensor for f in profile.outputs if outputs and f.tensor not in outputs})
+    stray = sorted(
+        {f.tensor for f in profile.features if inputs and f.tensor not in inputs}
+        | {f.tensor for f in profile.outputs if outputs and f.tensor not in outputs}
+    )
     if stray:
-        logger.warning("model '%s': %s names %s, which the model does not declare (a "
-                       "profile of another model?); only requests carrying them are counted",
-                       model, PROFILE_FILE, ", ".join(stray))
+        logger.warning(
+            "model '%s': %s names %s, which the model does not declare (a "
+            "profile of another model?); only requests carrying them are counted",
+            model,
+            PROFILE_FILE,
+            ", ".join(stray),
+        )
     window = profile.window
-    logger.info("model '%s': drift monitoring on (%s: %d features, %d output(s); PSI over the "
-                "last %d rows, from %d rows)", model, PROFILE_FILE, len(profile.features),
-                len(profile.outputs), window.size, window.threshold)
+    logger.info(
+        "model '%s': drift monitoring on (%s: %d features, %d output(s); PSI over the "
+        "last %d rows, from %d rows)",
+        model,
+        PROFILE_FILE,
+        len(profile.features),
+        len(profile.outputs),
+        window.size,
+        window.threshold,
+    )
     return monitor

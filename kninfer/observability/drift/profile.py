@@ -75,11 +75,14 @@ class Window:
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.blocks < 1:
-            raise ProfileError(f"window: rows ({self.rows}) and blocks ({self.blocks}) must be "
-                               "at least 1")
+            raise ProfileError(
+                f"window: rows ({self.rows}) and blocks ({self.blocks}) must be at least 1"
+            )
         if not 1 <= self.min_rows <= self.rows:
-            raise ProfileError(f"window: min_rows ({self.min_rows}) must be between 1 and the "
-                               f"window's rows ({self.rows})")
+            raise ProfileError(
+                f"window: min_rows ({self.min_rows}) must be between 1 and the "
+                f"window's rows ({self.rows})"
+            )
 
     @property
     def block_rows(self) -> int:
@@ -130,15 +133,18 @@ class Feature:
 
     def __post_init__(self) -> None:
         if len(self.counts) != self.bins:
-            raise ProfileError(f"feature '{self.name}': {len(self.counts)} counts for "
-                               f"{self.bins} bins")
+            raise ProfileError(
+                f"feature '{self.name}': {len(self.counts)} counts for {self.bins} bins"
+            )
         if sum(self.counts) <= 0 or min(self.counts) < 0:
             raise ProfileError(f"feature '{self.name}': no reference values")
         edges = np.asarray(self.edges, dtype=np.float64)
-        if self.kind == "numeric" and (self.minimum is None or self.maximum is None or
-                                       bool((np.diff(edges) <= 0).any())):
-            raise ProfileError(f"feature '{self.name}': needs increasing edges, a minimum and "
-                               "a maximum")
+        if self.kind == "numeric" and (
+            self.minimum is None or self.maximum is None or bool((np.diff(edges) <= 0).any())
+        ):
+            raise ProfileError(
+                f"feature '{self.name}': needs increasing edges, a minimum and a maximum"
+            )
         object.__setattr__(self, "_edges", edges)
         if self.kind == "numeric":
             assert self.minimum is not None and self.maximum is not None
@@ -159,8 +165,9 @@ class Feature:
             int_bins = np.asarray([min(i, top) for i in by_value], dtype=np.intp)
         object.__setattr__(self, "_sorted_ints", ints)
         object.__setattr__(self, "_int_bins", int_bins)
-        object.__setattr__(self, "_sorted_bins",
-                           np.asarray([i if i < top else top for i in order], dtype=np.intp))
+        object.__setattr__(
+            self, "_sorted_bins", np.asarray([i if i < top else top for i in order], dtype=np.intp)
+        )
 
     @property
     def bins(self) -> int:
@@ -196,8 +203,10 @@ class Feature:
             flat = values.reshape(-1)
             at = np.minimum(np.searchsorted(known_ints, flat), len(known_ints) - 1)
             found = known_ints[at] == flat
-            return (np.where(found, int_bins[at], self.bins - 1),
-                    int(np.count_nonzero(~found)) if self.unknown_counted else 0)
+            return (
+                np.where(found, int_bins[at], self.bins - 1),
+                int(np.count_nonzero(~found)) if self.unknown_counted else 0,
+            )
         strings, missing = category_values(values)
         index = np.full(len(missing), self.bins, dtype=np.intp)
         if not len(strings):
@@ -227,18 +236,23 @@ class Feature:
         above = int(found[k + 2])
         missing = int(np.count_nonzero(np.isnan(x))) if above else 0
         counts = np.empty(k + 2, dtype=np.int64)
-        counts[:k + 1] = found[1:k + 2]
+        counts[: k + 1] = found[1 : k + 2]
         counts[0] += found[0]
         counts[k] += above - missing
         counts[k + 1] = missing
         return counts, int(found[0]) + above - missing
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"name": self.name, "tensor": self.tensor, "column": self.column,
-                               "kind": self.kind, "bins": self.bins_json(),
-                               "counts": list(self.counts),
-                               "proportions": [round(float(p), 6) for p in self.proportions],
-                               "missing": self.missing}
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "tensor": self.tensor,
+            "column": self.column,
+            "kind": self.kind,
+            "bins": self.bins_json(),
+            "counts": list(self.counts),
+            "proportions": [round(float(p), 6) for p in self.proportions],
+            "missing": self.missing,
+        }
         if self.kind == "numeric":
             doc.update(edges=list(self.edges), min=self.minimum, max=self.maximum)
         else:
@@ -250,8 +264,10 @@ class Feature:
         if self.kind == "categorical":
             return self.bin_labels()
         bounds = [-math.inf, *self.edges, math.inf]
-        return [f"({bounds[i]:g}, {bounds[i + 1]:g}{')' if i == len(self.edges) else ']'}"
-                for i in range(self.bins)]
+        return [
+            f"({bounds[i]:g}, {bounds[i + 1]:g}{')' if i == len(self.edges) else ']'}"
+            for i in range(self.bins)
+        ]
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Feature:
@@ -260,24 +276,36 @@ class Feature:
             if kind not in ("numeric", "categorical"):
                 raise ProfileError(f"feature '{doc.get('name')}': unknown kind {kind!r}")
             common: dict[str, Any] = dict(
-                name=str(doc["name"]), tensor=str(doc["tensor"]),
-                column=None if doc.get("column") is None else int(doc["column"]), kind=kind,
-                counts=tuple(int(c) for c in doc["counts"]), missing=float(doc["missing"]))
+                name=str(doc["name"]),
+                tensor=str(doc["tensor"]),
+                column=None if doc.get("column") is None else int(doc["column"]),
+                kind=kind,
+                counts=tuple(int(c) for c in doc["counts"]),
+                missing=float(doc["missing"]),
+            )
             if kind == "numeric":
-                return cls(**common, edges=tuple(float(e) for e in doc["edges"]),
-                           minimum=float(doc["min"]), maximum=float(doc["max"]))
+                return cls(
+                    **common,
+                    edges=tuple(float(e) for e in doc["edges"]),
+                    minimum=float(doc["min"]),
+                    maximum=float(doc["max"]),
+                )
             # Categories are the bins' labels less OTHER (kept once, in `bins`).
             categories = [str(c) for c in doc["bins"]]
             if not categories or categories[-1] != OTHER:
                 raise ProfileError(f"feature '{doc['name']}': the last bin must be {OTHER}")
-            return cls(**common, categories=tuple(categories[:-1]),
-                       other_known=tuple(str(c) for c in doc.get("other_known", ())),
-                       unknown_counted=bool(doc.get("unknown_counted", True)))
+            return cls(
+                **common,
+                categories=tuple(categories[:-1]),
+                other_known=tuple(str(c) for c in doc.get("other_known", ())),
+                unknown_counted=bool(doc.get("unknown_counted", True)),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ProfileError):
                 raise
-            raise ProfileError(f"a feature entry is malformed ({type(exc).__name__}: {exc})") \
-                from None
+            raise ProfileError(
+                f"a feature entry is malformed ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -307,14 +335,24 @@ class Profile:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "created": self.created,
-            "source": self.source, "rows": self.rows,
-            "statistic": {"name": "psi", "epsilon": EPSILON,
-                          "definition": "sum((p_live - p_ref) * ln(p_live / p_ref))"},
-            "window": {"rows": self.window.rows, "min_rows": self.window.min_rows,
-                       "blocks": self.window.blocks},
-            "matrix": None if self.matrix is None else
-            {"tensor": self.matrix[0], "features": list(self.matrix[1])},
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": self.created,
+            "source": self.source,
+            "rows": self.rows,
+            "statistic": {
+                "name": "psi",
+                "epsilon": EPSILON,
+                "definition": "sum((p_live - p_ref) * ln(p_live / p_ref))",
+            },
+            "window": {
+                "rows": self.window.rows,
+                "min_rows": self.window.min_rows,
+                "blocks": self.window.blocks,
+            },
+            "matrix": None
+            if self.matrix is None
+            else {"tensor": self.matrix[0], "features": list(self.matrix[1])},
             "features": [f.to_json() for f in self.features],
             "outputs": [f.to_json() for f in self.outputs],
         }
@@ -333,8 +371,9 @@ class Profile:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ProfileError(f"not a {FORMAT} document")
         if doc.get("format_version") != FORMAT_VERSION:
-            raise ProfileError(f"format_version {doc.get('format_version')!r}; this kninfer "
-                               f"reads {FORMAT_VERSION}")
+            raise ProfileError(
+                f"format_version {doc.get('format_version')!r}; this kninfer reads {FORMAT_VERSION}"
+            )
         try:
             window = doc.get("window") or {}
             rows = int(window.get("rows", DEFAULT_WINDOW_ROWS))
@@ -342,12 +381,18 @@ class Profile:
             return cls(
                 features=tuple(Feature.from_json(f) for f in doc.get("features", ())),
                 outputs=tuple(Feature.from_json(f) for f in doc.get("outputs", ())),
-                matrix=None if not matrix else
-                (str(matrix["tensor"]), tuple(str(n) for n in matrix["features"])),
-                window=Window(rows, int(window.get("min_rows", rows)),
-                              int(window.get("blocks", DEFAULT_WINDOW_BLOCKS))),
-                rows=int(doc.get("rows", 0)), source=str(doc.get("source", "")),
-                created=str(doc.get("created", "")))
+                matrix=None
+                if not matrix
+                else (str(matrix["tensor"]), tuple(str(n) for n in matrix["features"])),
+                window=Window(
+                    rows,
+                    int(window.get("min_rows", rows)),
+                    int(window.get("blocks", DEFAULT_WINDOW_BLOCKS)),
+                ),
+                rows=int(doc.get("rows", 0)),
+                source=str(doc.get("source", "")),
+                created=str(doc.get("created", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ProfileError):
                 raise
@@ -364,6 +409,7 @@ def read_profile(path: Path) -> Profile:
 
 
 # ---- values: the same conversions for the reference and the live requests ----------------------
+
 
 def numeric_values(values: np.ndarray) -> np.ndarray:
     """1-D float64, NaN where a value is missing (NaN, or None in an object array)."""
@@ -398,8 +444,10 @@ def category_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- building --------------------------------------------------------------------------------
 
-def numeric_feature(name: str, tensor: str, column: int | None, values: np.ndarray,
-                    bins: int = DEFAULT_BINS) -> Feature:
+
+def numeric_feature(
+    name: str, tensor: str, column: int | None, values: np.ndarray, bins: int = DEFAULT_BINS
+) -> Feature:
     """Quantile bins of `values`: interior edges at the 1/bins, 2/bins, ... quantiles
     (numpy.quantile, linear interpolation), duplicates removed."""
     x = numeric_values(values)
@@ -410,14 +458,26 @@ def numeric_feature(name: str, tensor: str, column: int | None, values: np.ndarr
         raise ProfileError(f"feature '{name}': has infinite values")
     edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
     counts = np.bincount(np.searchsorted(edges, present, side="left"), minlength=len(edges) + 1)
-    return Feature(name, tensor, column, "numeric", tuple(int(c) for c in counts),
-                   missing=_share(len(x) - len(present), len(x)),
-                   edges=tuple(float(e) for e in edges), minimum=float(present.min()),
-                   maximum=float(present.max()))
+    return Feature(
+        name,
+        tensor,
+        column,
+        "numeric",
+        tuple(int(c) for c in counts),
+        missing=_share(len(x) - len(present), len(x)),
+        edges=tuple(float(e) for e in edges),
+        minimum=float(present.min()),
+        maximum=float(present.max()),
+    )
 
 
-def categorical_feature(name: str, tensor: str, column: int | None, values: np.ndarray,
-                        top_categories: int = DEFAULT_TOP_CATEGORIES) -> Feature:
+def categorical_feature(
+    name: str,
+    tensor: str,
+    column: int | None,
+    values: np.ndarray,
+    top_categories: int = DEFAULT_TOP_CATEGORIES,
+) -> Feature:
     """The `top_categories` most frequent values (ties by value) and OTHER for the rest."""
     strings, missing = category_values(values)
     if not len(strings):
@@ -426,12 +486,17 @@ def categorical_feature(name: str, tensor: str, column: int | None, values: np.n
     order = np.lexsort((unique, -counts))
     top, rest = order[:top_categories], order[top_categories:]
     complete = len(unique) <= MAX_KNOWN_CATEGORIES
-    return Feature(name, tensor, column, "categorical",
-                   (*(int(counts[i]) for i in top), int(counts[rest].sum())),
-                   missing=_share(int(missing.sum()), len(missing)),
-                   categories=tuple(str(unique[i]) for i in top),
-                   other_known=tuple(str(unique[i]) for i in rest) if complete else (),
-                   unknown_counted=complete)
+    return Feature(
+        name,
+        tensor,
+        column,
+        "categorical",
+        (*(int(counts[i]) for i in top), int(counts[rest].sum())),
+        missing=_share(int(missing.sum()), len(missing)),
+        categories=tuple(str(unique[i]) for i in top),
+        other_known=tuple(str(unique[i]) for i in rest) if complete else (),
+        unknown_counted=complete,
+    )
 
 
 def _is_int_text(text: str) -> bool:
@@ -453,9 +518,13 @@ def output_values(array: np.ndarray) -> tuple[np.ndarray, int | None]:
         return array.reshape(-1), None
     if array.ndim > 2:
         raise ProfileError(f"an output of shape {list(array.shape)} cannot be profiled")
-    if array.shape[1] == 2 and array.dtype.kind == "f" and len(array) and \
-            bool(((array >= 0) & (array <= 1)).all()) and \
-            bool(np.allclose(array.sum(axis=1), 1.0, atol=1e-6)):
+    if (
+        array.shape[1] == 2
+        and array.dtype.kind == "f"
+        and len(array)
+        and bool(((array >= 0) & (array <= 1)).all())
+        and bool(np.allclose(array.sum(axis=1), 1.0, atol=1e-6))
+    ):
         return array[:, 1], 1
     return array[:, 0], 0
 
@@ -468,13 +537,23 @@ def column_of(array: np.ndarray, column: int | None) -> np.ndarray:
     return array[:, column]
 
 
-def build_profile(data: Any, *, outputs: Any = None, model: Any = None,
-                  output_name: str = "predict", output_kind: Kind | None = None,
-                  bins: int = DEFAULT_BINS, top_categories: int = DEFAULT_TOP_CATEGORIES,
-                  categorical: Collection[str] = (), input_name: str = MATRIX_INPUT,
-                  matrix_alias: bool = True, window_rows: int = DEFAULT_WINDOW_ROWS,
-                  min_rows: int | None = None, window_blocks: int = DEFAULT_WINDOW_BLOCKS,
-                  source: str = "") -> Profile:
+def build_profile(
+    data: Any,
+    *,
+    outputs: Any = None,
+    model: Any = None,
+    output_name: str = "predict",
+    output_kind: Kind | None = None,
+    bins: int = DEFAULT_BINS,
+    top_categories: int = DEFAULT_TOP_CATEGORIES,
+    categorical: Collection[str] = (),
+    input_name: str = MATRIX_INPUT,
+    matrix_alias: bool = True,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
+    min_rows: int | None = None,
+    window_blocks: int = DEFAULT_WINDOW_BLOCKS,
+    source: str = "",
+) -> Profile:
     """A reference profile of `data`, the model's training data (or a fair sample of it).
 
     `data`: a pandas DataFrame (one feature per column, named by the column, as kninfer serves a
@@ -508,12 +587,15 @@ def build_profile(data: Any, *, outputs: Any = None, model: Any = None,
         for name, values in columns.items():
             tensor, column = tensor_of[name]
             if name in forced or values.dtype.kind not in "iuf":
-                features.append(categorical_feature(name, tensor, column, values,
-                                                    top_categories))
+                features.append(categorical_feature(name, tensor, column, values, top_categories))
             else:
                 features.append(numeric_feature(name, tensor, column, values, bins))
-        if matrix_alias and _is_frame(data) and features and \
-                all(f.kind == "numeric" for f in features):
+        if (
+            matrix_alias
+            and _is_frame(data)
+            and features
+            and all(f.kind == "numeric" for f in features)
+        ):
             matrix = (input_name, tuple(f.name for f in features))
     if outputs is None and model is not None:
         outputs = model.predict(data)
@@ -527,20 +609,30 @@ def build_profile(data: Any, *, outputs: Any = None, model: Any = None,
         values, column = output_values(array)
         name = OUTPUT_PREFIX + output_name + ("" if column is None else f"[{column}]")
         kind = output_kind or ("numeric" if values.dtype.kind == "f" else "categorical")
-        found.append(numeric_feature(name, output_name, column, values, bins)
-                     if kind == "numeric" else
-                     categorical_feature(name, output_name, column, values, top_categories))
+        found.append(
+            numeric_feature(name, output_name, column, values, bins)
+            if kind == "numeric"
+            else categorical_feature(name, output_name, column, values, top_categories)
+        )
         rows = rows or len(array)
-    return Profile(tuple(features), tuple(found), matrix, window, rows, source,
-                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return Profile(
+        tuple(features),
+        tuple(found),
+        matrix,
+        window,
+        rows,
+        source,
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def _is_frame(data: Any) -> bool:
     return hasattr(data, "columns") and hasattr(data, "dtypes")
 
 
-def _columns(data: Any, input_name: str
-             ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, int | None]], int]:
+def _columns(
+    data: Any, input_name: str
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, int | None]], int]:
     """The 1-D values per feature, the tensor (and column) each is read from, the row count."""
     if _is_frame(data):
         import pandas as pd
@@ -548,8 +640,9 @@ def _columns(data: Any, input_name: str
         columns: dict[str, np.ndarray] = {}
         for key in data.columns:
             series = data[key]
-            if pd.api.types.is_bool_dtype(series.dtype) or \
-                    not pd.api.types.is_numeric_dtype(series.dtype):
+            if pd.api.types.is_bool_dtype(series.dtype) or not pd.api.types.is_numeric_dtype(
+                series.dtype
+            ):
                 # Strings, categoricals, booleans: objects, missing as None.
                 columns[str(key)] = series.astype(object).where(series.notna(), None).to_numpy()
             else:
@@ -565,5 +658,8 @@ def _columns(data: Any, input_name: str
     if array.ndim != 2:
         raise ProfileError(f"data of shape {list(array.shape)}: a DataFrame or a 2-D array")
     names = [f"{input_name}[{j}]" for j in range(array.shape[1])]
-    return ({n: array[:, j] for j, n in enumerate(names)},
-            {n: (input_name, j) for j, n in enumerate(names)}, len(array))
+    return (
+        {n: array[:, j] for j, n in enumerate(names)},
+        {n: (input_name, j) for j, n in enumerate(names)},
+        len(array),
+    )
