@@ -54,13 +54,8 @@ class InferenceServicer(GRPCInferenceServiceServicer):  # type: ignore[misc]
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         headers = {key: value for key, value in (context.invocation_metadata() or ())}
         model = self.dataplane.ready_model(request.model_name, request.model_version or None)
-        otel = tracing.OTEL
-        if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
-            with otel.span(tracing.DECODE):
-                infer_request = decode_grpc_request(request)
-            response, _ = await self.dataplane.infer(model, infer_request, headers)
-            with otel.span(tracing.ENCODE):
-                return encode_grpc_response(response)
-        infer_request = decode_grpc_request(request)
+        with tracing.step(tracing.DECODE):
+            infer_request = decode_grpc_request(request)
         response, _ = await self.dataplane.infer(model, infer_request, headers)
-        return encode_grpc_response(response)
+        with tracing.step(tracing.ENCODE):
+            return encode_grpc_response(response)

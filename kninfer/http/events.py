@@ -115,15 +115,11 @@ class EventEndpoint:
             model_headers[REQUEST_ID_HEADER] = str(request_id)
 
         async def run() -> Reply:
-            if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
-                with otel.span(tracing.DECODE):
-                    infer_request = decode_request(event, name)
-                response, _ = await self.dataplane.infer(model, infer_request, model_headers)
-                with otel.span(tracing.EVENT_REPLY):
-                    return reply_of(response)
-            infer_request = decode_request(event, name)
+            with tracing.step(tracing.DECODE):
+                infer_request = decode_request(event, name)
             response, _ = await self.dataplane.infer(model, infer_request, model_headers)
-            return reply_of(response)
+            with tracing.step(tracing.EVENT_REPLY):
+                return reply_of(response)
 
         def reply_of(response: Any) -> Reply:
             # Replies carry JSON data: a Broker keeps only ce-* headers and the body, so the

@@ -72,20 +72,12 @@ class V2Routes:
             # A CloudEvent (binary or structured mode) gets a reply event (kninfer.http.events).
             return await events.respond(request, name)
         model = self.dataplane.ready_model(name, request.path_params.get("version"))
-        otel = tracing.OTEL
-        if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
-            with otel.span(tracing.DECODE):
-                body = await read_body(request, self.max_body_bytes)
-                infer_request = decode_v2_request(body, headers, name)
-            response, response_headers = await self.dataplane.infer(model, infer_request, headers)
-            with otel.span(tracing.ENCODE):
-                payload, wire_headers = encode_v2_response(response, infer_request)
-                wire_headers.update(response_headers)
-                return Response(payload, headers=wire_headers)
-        body = await read_body(request, self.max_body_bytes)
-        infer_request = decode_v2_request(body, headers, name)
+        with tracing.step(tracing.DECODE):
+            body = await read_body(request, self.max_body_bytes)
+            infer_request = decode_v2_request(body, headers, name)
         response, response_headers = await self.dataplane.infer(model, infer_request, headers)
-        payload, wire_headers = encode_v2_response(response, infer_request)
+        with tracing.step(tracing.ENCODE):
+            payload, wire_headers = encode_v2_response(response, infer_request)
         wire_headers.update(response_headers)
         return Response(payload, headers=wire_headers)
 
@@ -98,20 +90,13 @@ class V2Routes:
 
     async def v1_predict(self, request: Request) -> Response:
         model = self.dataplane.ready_model(request.path_params["name"])
-        otel = tracing.OTEL
-        if otel is not None:  # the same steps, each in its span (kninfer.observability.otel)
-            with otel.span(tracing.DECODE):
-                payload = decode_v1_request(await read_body(request, self.max_body_bytes))
-            response, response_headers = await self.dataplane.infer(
-                model, payload, request_headers(request)
-            )
-            with otel.span(tracing.ENCODE):
-                return json_response(response, headers=response_headers or None)
-        body = await read_body(request, self.max_body_bytes)
+        with tracing.step(tracing.DECODE):
+            payload = decode_v1_request(await read_body(request, self.max_body_bytes))
         response, response_headers = await self.dataplane.infer(
-            model, decode_v1_request(body), request_headers(request)
+            model, payload, request_headers(request)
         )
-        return json_response(response, headers=response_headers or None)
+        with tracing.step(tracing.ENCODE):
+            return json_response(response, headers=response_headers or None)
 
     async def metrics(self, request: Request) -> Response:
         from kninfer.observability.prometheus import render

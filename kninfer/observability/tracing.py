@@ -8,18 +8,21 @@ extension, CloudEvents distributed-tracing extension).
 
 With tracing off (the default) kninfer records no spans, so it forwards the header unchanged, as
 section 3.2 asks of a non-participating hop; a request without one gets a fresh trace id only
-when something asks for it. With tracing on (`start_otel`, docs/observability.md "Traces"),
-`OTEL` is the tracer (kninfer.observability.otel) and the request's trace context names the
-request's server span instead. The hot path asks `tracing.OTEL is not None` and nothing else
-when tracing is off; `opentelemetry` is imported only when tracing is on.
+when something asks for it. With tracing on (kninfer.observability.otel.start; docs/
+observability.md, "Traces"), `OTEL` is the tracer (kninfer.observability.otel) and the request's
+trace context names the request's server span instead. With tracing off the hot path asks `tracing.OTEL is not None`,
+or enters `step`'s shared no-op context, and nothing else; `opentelemetry` is imported only
+when tracing is on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import re
 import uuid
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -50,6 +53,18 @@ PREDICTOR_CALL = "predictor call"
 
 # The OpenTelemetry tracer while tracing is on (set once, before the ports open); None: off.
 OTEL: Otel | None = None
+
+
+# What `step` gives with tracing off: one shared context that does nothing (nullcontext keeps no
+# state, so every request may enter it at once).
+_NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
+
+
+def step(name: str) -> AbstractContextManager[object]:
+    """A step of the request (`DECODE`, `ENCODE`, `EVENT_REPLY`) as a child span of the request's
+    span with tracing on; with it off, the shared no-op context."""
+    otel = OTEL
+    return _NO_SPAN if otel is None else otel.span(name)
 
 
 def use_otel(otel: Otel | None) -> None:
