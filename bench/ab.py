@@ -65,10 +65,8 @@ def throughput(
     run = load.start(spec, work)
     try:
         load.wait_first_inference(run, bodies[1].read_bytes(), 120)
-        results = {}
-        for batch, body in bodies.items():
-            load.wrk(wrk_path, run.http_port, body, 8, 1)  # warm the connections and caches
-            results[batch] = load.wrk(wrk_path, run.http_port, body, 8, seconds)
+        # One second of warm-up per batch size: the connections and caches.
+        results, _ = load.wrk_batches(run, wrk_path, bodies, seconds, 1)
         return results
     finally:
         load.stop(run)

@@ -94,13 +94,11 @@ def throughput(
     run = load.start(spec, work)
     try:
         load.wait_first_inference(run, bodies[1].read_bytes(), 120)
-        results = {}
+        results, every = load.wrk_batches(run, wrk_path, bodies, seconds, warm_s)
         rows = 1.0  # wait_first_inference's one successful batch-1 request
         slack = 0.0
-        for batch, body in bodies.items():
-            runs = [load.wrk(wrk_path, run.http_port, body, 8, warm_s)] if warm_s > 0 else []
-            results[batch] = load.wrk(wrk_path, run.http_port, body, 8, seconds)
-            for result in (*runs, results[batch]):
+        for batch, runs in every.items():
+            for result in runs:
                 rows += batch * (result["requests"] - result["non_2xx"])
                 slack += batch * 8
         return results, drift_counted(run.http_port), rows, rows + slack

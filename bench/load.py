@@ -189,3 +189,18 @@ def wrk(
     raise RuntimeError(
         f"wrk printed no result (rc {out.returncode}): {(out.stdout + out.stderr)[-2000:]}"
     )
+
+
+def wrk_batches(
+    run: Running, wrk_path: str, bodies: dict[int, Path], seconds: float, warm_s: float
+) -> tuple[dict[int, dict], dict[int, list[dict]]]:
+    """wrk with 8 connections for `seconds` per batch size, each after `warm_s` of warm-up (none
+    at 0): the measured run per batch size, and every run per batch size (warm-up included), so
+    a bench can count what the server answered."""
+    measured: dict[int, dict] = {}
+    every: dict[int, list[dict]] = {}
+    for batch, body in bodies.items():
+        runs = [wrk(wrk_path, run.http_port, body, 8, warm_s)] if warm_s > 0 else []
+        measured[batch] = wrk(wrk_path, run.http_port, body, 8, seconds)
+        every[batch] = [*runs, measured[batch]]
+    return measured, every

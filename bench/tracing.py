@@ -168,13 +168,8 @@ def throughput(
     run = load.start(spec, work)
     try:
         load.wait_first_inference(run, bodies[1].read_bytes(), 120)
-        results = {}
-        answered = 1.0
-        for batch, body in bodies.items():
-            runs = [load.wrk(wrk_path, run.http_port, body, 8, warm_s)] if warm_s > 0 else []
-            results[batch] = load.wrk(wrk_path, run.http_port, body, 8, seconds)
-            for result in (*runs, results[batch]):
-                answered += result["requests"] - result["non_2xx"]
+        results, every = load.wrk_batches(run, wrk_path, bodies, seconds, warm_s)
+        answered = 1.0 + sum(r["requests"] - r["non_2xx"] for runs in every.values() for r in runs)
         return results, answered
     finally:
         load.stop(run)  # SIGTERM: the drain flushes the spans still buffered
