@@ -10,9 +10,9 @@ With tracing off (the default) kninfer records no spans, so it forwards the head
 section 3.2 asks of a non-participating hop; a request without one gets a fresh trace id only
 when something asks for it. With tracing on (kninfer.observability.otel.start; docs/
 observability.md, "Traces"), `OTEL` is the tracer (kninfer.observability.otel) and the request's
-trace context names the request's server span instead. With tracing off the hot path asks `tracing.OTEL is not None`,
-or enters `step`'s shared no-op context, and nothing else; `opentelemetry` is imported only
-when tracing is on.
+trace context names the request's server span instead. With tracing off the hot path asks
+`tracing.OTEL is not None`, or enters `step`'s shared no-op context, and nothing else;
+`opentelemetry` is imported only when tracing is on.
 """
 
 from __future__ import annotations
