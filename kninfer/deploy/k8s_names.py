@@ -8,6 +8,8 @@ schema strictifier (deploy.strict) and the admission-webhook rules (deploy.webho
   Service name.
 - Names Knative reserves in a revision's container (knative/serving
   pkg/apis/serving/k8s_validation.go): environment variables and ports.
+- The labels every rendered object carries: Kubernetes "Recommended Labels"
+  (app.kubernetes.io/*).
 """
 
 from __future__ import annotations
@@ -20,3 +22,13 @@ MAX_LABEL = 63
 
 KNATIVE_RESERVED_ENV = ("PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION")
 KNATIVE_RESERVED_PORTS = (8012, 8013, 8022, 8008, 9090, 9091)
+
+
+def recommended_labels(config_name: str, component: str) -> dict[str, str]:
+    """The app.kubernetes.io labels of an object `kninfer render` writes for a config."""
+    return {
+        "app.kubernetes.io/name": config_name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "kninfer",
+        "app.kubernetes.io/managed-by": "kninfer-render",
+    }

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kninfer.deploy.config import DeployConfig, Mesh
+from kninfer.deploy.k8s_names import recommended_labels
 
 Doc = dict[str, Any]
 
@@ -198,12 +199,7 @@ def authorization_policy(config: DeployConfig, workload: Workload, variant: str)
         "metadata": {
             "name": workload.service,
             "namespace": config.namespace,
-            "labels": {
-                "app.kubernetes.io/name": config.name,
-                "app.kubernetes.io/component": "authorization-policy",
-                "app.kubernetes.io/part-of": "kninfer",
-                "app.kubernetes.io/managed-by": "kninfer-render",
-            },
+            "labels": recommended_labels(config.name, "authorization-policy"),
         },
         "spec": {
             "action": "ALLOW",

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 
 from kninfer.deploy.config import DeployConfig, Monitoring
+from kninfer.deploy.k8s_names import recommended_labels
 
 Doc = dict[str, Any]
 
@@ -78,13 +79,7 @@ def _services(config: DeployConfig) -> list[str]:
 
 
 def _meta(config: DeployConfig, name: str, monitoring: Monitoring) -> Doc:
-    labels = {
-        "app.kubernetes.io/name": config.name,
-        "app.kubernetes.io/component": "monitoring",
-        "app.kubernetes.io/part-of": "kninfer",
-        "app.kubernetes.io/managed-by": "kninfer-render",
-        **monitoring.labels,
-    }
+    labels = {**recommended_labels(config.name, "monitoring"), **monitoring.labels}
     return {"name": name, "namespace": config.namespace, "labels": labels}
 
 

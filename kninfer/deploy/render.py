@@ -38,6 +38,7 @@ from kninfer.cloudevents.contract import (
     reply_source,
 )
 from kninfer.deploy.config import DeployConfig, Eventing, Resources, Sink
+from kninfer.deploy.k8s_names import recommended_labels
 from kninfer.deploy.mesh import RELAY_NAMESPACES, mesh_documents
 from kninfer.deploy.monitoring import monitoring_documents
 
@@ -96,12 +97,7 @@ def entry_service(config: DeployConfig) -> str:
 
 
 def _labels(config: DeployConfig, component: str) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/name": config.name,
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/part-of": "kninfer",
-        "app.kubernetes.io/managed-by": "kninfer-render",
-    }
+    return recommended_labels(config.name, component)
 
 
 def _meta(
