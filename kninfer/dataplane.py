@@ -6,18 +6,19 @@ for health, readiness and metadata (Open Inference Protocol, required_api.md "He
 "Server Metadata", "Model Metadata"). So model lookup, readiness and draining are decided once;
 the input checks live in the codecs (kninfer.protocol) and the models (kninfer.predictors,
 kninfer.transformers), the statuses in kninfer.errors; a transport only decodes, calls and
-encodes. Models are `kserve.Model` objects in a registry: nothing here knows a model family.
+encodes. Models are `kserve.Model` objects (`ServedModel`) in KServe's registry
+(`ModelRegistry`): nothing here knows a model family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kninfer import __version__
 from kninfer.errors import ModelNotFound, ModelNotReady, VersionNotFound
-from kninfer.protocol.tensor import model_metadata
+from kninfer.protocol.tensor import DeclaresTensors, model_metadata, served_version
 
 if TYPE_CHECKING:  # imported only when payload logging is on (kninfer.server.lifecycle)
     from kninfer.observability.payload_log import PayloadLogger
@@ -25,11 +26,42 @@ if TYPE_CHECKING:  # imported only when payload logging is on (kninfer.server.li
 SERVER_EXTENSIONS = ("binary_tensor_data", "cloudevents")
 
 
+class ServedModel(Protocol):
+    """What the dataplane and the transports use of a served model: `kserve.Model`'s contract.
+
+    kninfer's predictors and transformers are `kserve.Model`s that also state their tensors and
+    version (kninfer.protocol.tensor.DeclaresTensors); a bare `kserve.Model` is served too, with
+    KServe's defaults for those.
+    """
+
+    name: str
+    ready: bool
+
+    async def __call__(
+        self, body: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[Any, dict[str, str] | None]:
+        """preprocess, predict, postprocess (`kserve.Model.__call__`): the answer and the
+        headers the model adds."""
+        ...
+
+    def get_input_types(self) -> list[dict[str, Any]]: ...
+
+    def get_output_types(self) -> list[dict[str, Any]]: ...
+
+
+class ModelRegistry(Protocol):
+    """The served models by name: KServe's `kserve.model_repository.ModelRepository`."""
+
+    def get_model(self, name: str) -> ServedModel | None: ...
+
+    def get_models(self) -> Mapping[str, ServedModel]: ...
+
+
 @dataclass
 class DataPlane:
     """The served models and whether the server is draining, for every transport."""
 
-    registry: Any  # kserve.model_repository.ModelRepository
+    registry: ModelRegistry
     draining: bool = False
     extensions: list[str] = field(default_factory=lambda: list(SERVER_EXTENSIONS))
     # --logger-url: every inference's request and response as CloudEvents; None: off.
@@ -46,17 +78,17 @@ class DataPlane:
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "kninfer", "version": __version__, "extensions": list(self.extensions)}
 
-    def models(self) -> list[Any]:
+    def models(self) -> list[ServedModel]:
         return list(self.registry.get_models().values())
 
-    def model(self, name: str, version: str | None = None) -> Any:
+    def model(self, name: str, version: str | None = None) -> ServedModel:
         """The model called `name`; ModelNotFound (404, NOT_FOUND) if none is served, and
         VersionNotFound (404) when `version` is given and is not the one it serves."""
         model = self.registry.get_model(name)
         if model is None:
             raise ModelNotFound(name)
         if version:
-            served = getattr(model, "version", "") or ""
+            served = served_version(model)
             if version != served:
                 raise VersionNotFound(name, version, served)
         return model
@@ -66,24 +98,24 @@ class DataPlane:
 
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         model = self.model(name, version)
-        if hasattr(model, "metadata"):  # kninfer's models (kninfer.protocol.tensor)
-            return model.metadata()  # type: ignore[no-any-return]
+        if isinstance(model, DeclaresTensors):  # kninfer's models: platform and version too
+            return model.metadata()
         return model_metadata(model.name, "", model.get_input_types(), model.get_output_types())
 
     # ---- inference ---------------------------------------------------------------------------
 
-    def ready_model(self, name: str, version: str | None = None) -> Any:
+    def ready_model(self, name: str, version: str | None = None) -> ServedModel:
         """The model to run a request on: ModelNotReady (503, UNAVAILABLE) until it is loaded."""
         model = self.model(name, version)
         if not model.ready:
             # A model that stopped being ready says why (kninfer.predictors.sklearn: its file
             # changed); one still loading has no reason to give.
-            why = getattr(model, "not_ready_reason", None)
+            why = model.not_ready_reason if isinstance(model, DeclaresTensors) else None
             raise ModelNotReady(name, why) if why else ModelNotReady(name)
         return model
 
     async def infer(
-        self, model: Any, request: Any, headers: Mapping[str, str] | None = None
+        self, model: ServedModel, request: Any, headers: Mapping[str, str] | None = None
     ) -> tuple[Any, dict[str, str]]:
         """Run one decoded request (a V2 `InferRequest`, or a V1 payload dict) on `model`.
 

@@ -1,5 +1,5 @@
-"""Every workaround for a library's internals, in one place, gated on the version it was written
-for: KServe's here and in the modules named below, uvicorn's in `uvicorn_connections`.
+"""Every workaround for a library's internals or shortcomings, in one place, gated on the version
+it was written for: KServe's here and in the modules named below, uvicorn's in `uvicorn_server`.
 
 kninfer leans on KServe 0.21 for its `Model` contract, `InferRequest`/`InferResponse` types,
 model registry and gRPC stubs. A few things it does go below KServe's public surface, for cold
@@ -11,10 +11,12 @@ start or for speed; each lives in this package and asks `fenced()` first:
   (kserve/model_server.py), so kninfer hides its own flags from it;
 - `model_call`: the lean `kserve.Model.__call__` for predictors (the same histograms, a tenth
   of a batch-1 request less);
-- `infer_types`: reading a gRPC-decoded `InferInput` without decoding it twice.
+- `infer_types`: reading a gRPC-decoded `InferInput` without decoding it twice;
+- `kserve_grpc`: Triton's double/uint64 request parameters, which KServe's proto lacks, and
+  numpy outputs through `InferResponse.to_grpc` (public APIs only, so not gated).
 
-`uvicorn_connections` reads uvicorn's open connections for the SIGTERM drain; it has its own
-`fenced()`, on uvicorn's version.
+`uvicorn_server` leaves signals to kninfer, closes listeners early and reads uvicorn's open
+connections for the SIGTERM drain; it has its own `fenced()`, on uvicorn's version.
 
 On a KServe version other than `WRITTEN_FOR`, `fenced()` is False: kninfer then imports kserve
 eagerly and takes KServe's own code paths, slower but correct, and logs one warning saying so.

@@ -14,14 +14,12 @@ The payload reaches the model through the dataplane as a V1 request, the path
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from kninfer import __version__
-from kninfer.dataplane import DataPlane
+from kninfer.dataplane import DataPlane, ServedModel
 from kninfer.errors import (
     ModelNotFound,
     UnsupportedMediaType,
@@ -77,7 +75,7 @@ class ScoringRoutes:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
 
-    def _model(self) -> Any:
+    def _model(self) -> ServedModel:
         models = self.dataplane.models()
         if not models:
             raise ModelNotFound("(none)")

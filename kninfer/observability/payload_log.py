@@ -61,12 +61,14 @@ from kninfer.errors import message_of, status_of
 from kninfer.observability import tracing
 from kninfer.observability.prometheus import payload_log_dropped_counter
 from kninfer.observability.tracing import current_traceparent, trace_context
+from kninfer.protocol.tensor import served_version
 from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
 from kninfer.protocol.v2 import input_array, parameter_value
 
 if TYPE_CHECKING:
     import httpx
 
+    from kninfer.dataplane import ServedModel
     from kninfer.settings import ServeSettings
 
 logger = logging.getLogger("kninfer")
@@ -453,7 +455,9 @@ class PayloadLogger:
 
     # ---- the request path ------------------------------------------------------------------
 
-    def begin(self, model: Any, request: Any, headers: Mapping[str, Any] | None) -> Inference:
+    def begin(
+        self, model: ServedModel, request: Any, headers: Mapping[str, Any] | None
+    ) -> Inference:
         """Record the request and queue its event (mode all or request)."""
         context = trace_context()
         metadata: dict[str, list[str]] = {}
@@ -469,7 +473,7 @@ class PayloadLogger:
         inference = Inference(
             own_id,
             model.name,
-            str(getattr(model, "version", "") or ""),
+            served_version(model),
             # The request's own, else a fresh one kept for the request, so a transformer's call
             # to its predictor and a reply event carry the same (kninfer.observability.tracing).
             current_traceparent(),

@@ -13,7 +13,7 @@ kninfer adds, for every inference request whatever the transport:
   (kninfer.deploy.monitoring), as Prometheus adds `namespace` and `pod`;
 - `kninfer_requests_in_flight{protocol}` (gauge);
 - `kninfer_model_load_seconds{model}` and `kninfer_cold_start_seconds{phase}` (gauges, set once);
-- `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; get-or-create here, so
+- `kninfer_batch_size{model}` (histogram, observed by kninfer.batching; made on first use here, so
   whichever module touches it first registers it). CloudEvents redeliveries answered from the
   dedupe cache are `kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events);
   payload-log events not delivered are `kninfer_payload_log_dropped_total{reason}`
@@ -120,21 +120,23 @@ COLD_START = Gauge(
 )
 
 
-def _get_or_create(name: str, factory: Callable[[], Any]) -> Any:
-    """One collector per name per process, whichever module asks first (no double register)."""
-    names = getattr(REGISTRY, "_names_to_collectors", {})
-    existing = names.get(name)
-    if existing is not None:
-        return existing
-    try:
-        return factory()
-    except ValueError:  # registered meanwhile under the same name
-        return REGISTRY._names_to_collectors[name]  # type: ignore[attr-defined]
+# The collectors made on first use, by name: prometheus_client's registry has no public lookup
+# by name, so the one instance per process is kept here (and registering a name twice raises).
+_made_on_first_use: dict[str, Any] = {}
+
+
+def made_on_first_use(name: str, factory: Callable[[], Any]) -> Any:
+    """The collector `name`, made by `factory` (which registers it) the first time any module
+    asks for it in this process, the same instance after."""
+    collector = _made_on_first_use.get(name)
+    if collector is None:
+        collector = _made_on_first_use[name] = factory()
+    return collector
 
 
 def batch_size_histogram() -> Any:
     """`kninfer_batch_size{model}`: rows per model call (same definition as kninfer.batching)."""
-    return _get_or_create(
+    return made_on_first_use(
         "kninfer_batch_size",
         lambda: Histogram(
             "kninfer_batch_size",
@@ -147,7 +149,7 @@ def batch_size_histogram() -> Any:
 
 def cloudevent_replays_counter() -> Any:
     """`kninfer_cloudevent_replays_total{model_name}` (kninfer.http.events)."""
-    return _get_or_create(
+    return made_on_first_use(
         "kninfer_cloudevent_replays",
         lambda: Counter(
             "kninfer_cloudevent_replays",
@@ -160,7 +162,7 @@ def cloudevent_replays_counter() -> Any:
 
 def payload_log_dropped_counter() -> Any:
     """`kninfer_payload_log_dropped_total{reason}` (kninfer.observability.payload_log)."""
-    return _get_or_create(
+    return made_on_first_use(
         "kninfer_payload_log_dropped",
         lambda: Counter(
             "kninfer_payload_log_dropped",

@@ -640,16 +640,28 @@ class SklearnPredictor(Predictor):
         return pd.DataFrame({str(n): inputs[str(n)] for n in names}, columns=names)
 
 
+# The public scikit-learn estimators whose trees compare X in float32 (sklearn.tree's `DTYPE`),
+# named as sklearn exports them, so subclasses match and no private module path is read.
+_FLOAT32_TREES = frozenset(
+    {
+        "BaseDecisionTree",  # DecisionTree*, ExtraTree*
+        "RandomForestClassifier",
+        "RandomForestRegressor",
+        "ExtraTreesClassifier",
+        "ExtraTreesRegressor",
+        "RandomTreesEmbedding",
+        "GradientBoostingClassifier",
+        "GradientBoostingRegressor",
+        "IsolationForest",
+    }
+)
+
+
 def _computes_in_float32(estimator: Any) -> bool:
-    """Tree ensembles cast X to float32 (sklearn.tree._tree.DTYPE): a finite float64 above
-    float32's range becomes infinity there. Only for a bare estimator: in a Pipeline the
-    trees see transformed values."""
-    module = type(estimator).__module__
-    return module.startswith(
-        (
-            "sklearn.tree",
-            "sklearn.ensemble._forest",
-            "sklearn.ensemble._gb",
-            "sklearn.ensemble._iforest",
-        )
+    """Tree ensembles cast X to float32: a finite float64 above float32's range becomes
+    infinity there. Only for a bare estimator: in a Pipeline the trees see transformed
+    values."""
+    return any(
+        cls.__name__ in _FLOAT32_TREES and cls.__module__.startswith("sklearn.")
+        for cls in type(estimator).__mro__
     )

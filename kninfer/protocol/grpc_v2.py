@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from kserve import InferRequest, InferResponse
 
+from kninfer._compat.kserve_grpc import response_to_grpc
 from kninfer.errors import InvalidInput
 from kninfer.protocol.v2 import checked_datatype, checked_shape
 
@@ -47,21 +47,14 @@ def decode_grpc_request(request: Any) -> InferRequest:
 
 
 def encode_grpc_response(response: Any) -> Any:
-    """The model's answer as a `ModelInferResponse`.
-
-    Numpy outputs travel as `raw_output_contents`: KServe 0.21's `InferResponse.to_grpc`
-    evaluates an output's `data` for truth when it is not raw, which raises for a numpy array of
-    more than one element; raw bytes are what it would produce for them anyway.
-    """
+    """The model's answer as a `ModelInferResponse`; numpy outputs travel as
+    `raw_output_contents` (kninfer._compat.kserve_grpc)."""
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
     if isinstance(response, pb.ModelInferResponse):
         return response
     if isinstance(response, InferResponse):
-        for output in response.outputs:
-            if isinstance(output.data, np.ndarray):
-                output.set_data_from_numpy(output.data, binary_data=True)
-        return response.to_grpc()
+        return response_to_grpc(response)
     return pb.ModelInferResponse(
         id=response["id"], model_name=response["model_name"], outputs=response["outputs"]
     )

@@ -119,6 +119,8 @@ class DeclaresTensors:
     outputs: list[TensorSpec]
     # The version this server serves ("" when it states none): metadata, responses, routes.
     version: str = ""
+    # Why a model that was ready stopped being so (its file changed under it), for the 503.
+    not_ready_reason: str | None = None
 
     @property
     def platform(self) -> str:
@@ -134,3 +136,9 @@ class DeclaresTensors:
         return model_metadata(
             self.name, self.platform, self.get_input_types(), self.get_output_types(), self.version
         )
+
+
+def served_version(model: object) -> str:
+    """The version a served model states (DeclaresTensors.version), else "": a bare
+    `kserve.Model`, or no model, states none."""
+    return model.version if isinstance(model, DeclaresTensors) else ""

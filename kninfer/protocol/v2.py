@@ -18,7 +18,6 @@ Specs implemented:
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +27,7 @@ from kserve import InferInput, InferRequest, InferResponse
 from kserve.protocol.infer_type import RequestedOutput
 
 from kninfer._compat.infer_types import decoded_array
+from kninfer._compat.kserve_grpc import unknown_parameter_value
 from kninfer.errors import InvalidInput
 from kninfer.protocol.jsonio import JSON_CONTENT_TYPE, loads_json
 from kninfer.protocol.tensor import V2_TO_NUMPY, v2_datatype_of
@@ -402,28 +402,16 @@ def input_array(infer_input: InferInput) -> np.ndarray:
 
 def parameter_value(value: Any) -> Any:
     """A V2 request parameter as Python. REST gives JSON values as they are; gRPC gives an
-    `InferParameter`, a oneof of bool/int64/string in KServe's proto and also double/uint64 in
-    Triton's (triton-inference-server/common grpc_service.proto: `double_param = 4`,
-    `uint64_param = 5`), which tritonclient sends for a Python float or a large int. KServe
-    0.21's generated classes lack those two fields, so protobuf keeps them as unknown fields:
-    read them from there (wire type 1 is 64-bit fixed, 0 a varint; protobuf encoding spec).
-    None: the parameter holds no value."""
+    `InferParameter`, whose oneof may hold a value KServe's generated class does not know
+    (Triton's double and uint64 parameters: kninfer._compat.kserve_grpc). None: the parameter
+    holds no value."""
     which = getattr(value, "WhichOneof", None)
     if which is None:
         return value
     field = which("parameter_choice")
     if field:
         return getattr(value, field)
-    try:
-        from google.protobuf.unknown_fields import UnknownFieldSet
-    except ImportError:  # protobuf < 4.22 has no public unknown-field reader
-        return None
-    for unknown in UnknownFieldSet(value):
-        if unknown.field_number == 4 and unknown.wire_type == 1:
-            return float(struct.unpack("<d", struct.pack("<Q", unknown.data))[0])
-        if unknown.field_number == 5 and unknown.wire_type == 0:
-            return int(unknown.data)
-    return None
+    return unknown_parameter_value(value)
 
 
 def to_output(name: str, array: np.ndarray) -> Any:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
 
-from kninfer._compat import uvicorn_connections
+from kninfer._compat import uvicorn_server
 from kninfer.dataplane import DataPlane
 
 
-class DrainingUvicorn(uvicorn.Server):
+class DrainingUvicorn(uvicorn_server.QuietSignalsServer):
     """uvicorn that leaves signal handling to KninferServer (uvicorn would re-raise SIGTERM
     after shutdown, turning a clean drain into exit status 143), and drains keep-alive
     connections instead of cutting them.
@@ -36,11 +34,7 @@ class DrainingUvicorn(uvicorn.Server):
 
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
-        uvicorn_connections.fenced()  # a drain that will be off is said at start-up, not at SIGTERM
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+        uvicorn_server.fenced()  # a drain that will be off is said at start-up, not at SIGTERM
 
     def close_listeners(self) -> None:
         """Refuse new connections from now on. Called in the same step that starts the drain,
@@ -49,8 +43,7 @@ class DrainingUvicorn(uvicorn.Server):
         tick (up to 0.1 s later) let such clients connect in between, into the listen backlog,
         which the close then reset: a transformer under 8 keep-alive clients lost a request
         that way (tests/test_reliability_drain.py)."""
-        for server in getattr(self, "servers", []):
-            server.close()
+        super().close_listeners()
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         self.close_listeners()
@@ -61,15 +54,13 @@ class DrainingUvicorn(uvicorn.Server):
         idle_since: dict[int, float] = {}
         # uvicorn's connection set is an internal: None on a uvicorn it was not read from, and
         # the drain is left to uvicorn's shutdown.
-        while (
-            connections := uvicorn_connections.open_connections(self)
-        ) and loop.time() < deadline:
+        while (connections := uvicorn_server.open_connections(self)) and loop.time() < deadline:
             now = loop.time()
             for connection in connections:
-                if not uvicorn_connections.is_idle(connection):
+                if not uvicorn_server.is_idle(connection):
                     idle_since.pop(id(connection), None)
                 elif now - idle_since.setdefault(id(connection), now) >= self.QUIET_S:
-                    uvicorn_connections.close(connection)
+                    uvicorn_server.close(connection)
             await asyncio.sleep(0.05)
         await super().shutdown(sockets=sockets)
 

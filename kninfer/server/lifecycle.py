@@ -28,6 +28,7 @@ from kserve import ModelServer
 
 from kninfer.dataplane import DataPlane
 from kninfer.http.app import build_app
+from kninfer.protocol.tensor import served_version
 from kninfer.server.draining import CloseWhenDraining, DrainingUvicorn
 from kninfer.settings import ServeSettings
 
@@ -88,8 +89,7 @@ class KninferServer(ModelServer):
 
     def _served_version(self, name: str) -> str:
         """The version label of a model's request metrics: its served version, or ""."""
-        model = self.dataplane.registry.get_model(name)
-        return str(getattr(model, "version", "") or "") if model is not None else ""
+        return served_version(self.dataplane.registry.get_model(name))
 
     def build_app(self) -> Any:
         from kninfer.observability.access_log import configure_access_log

@@ -35,15 +35,14 @@ def exported_metrics() -> set[str]:
     ensure_registered()
     drift_metrics()
     names = set()
-    for collector in list(REGISTRY._names_to_collectors.values()):
-        for metric in collector.describe() if hasattr(collector, "describe") else ():
-            names |= {
-                metric.name,
-                *(
-                    f"{metric.name}{suffix}"
-                    for suffix in ("_total", "_bucket", "_sum", "_count", "_created")
-                ),
-            }
+    for metric in REGISTRY.collect():
+        names |= {
+            metric.name,
+            *(
+                f"{metric.name}{suffix}"
+                for suffix in ("_total", "_bucket", "_sum", "_count", "_created")
+            ),
+        }
     return {n for n in names if n.startswith("kninfer_")}
 
 

@@ -82,13 +82,13 @@ class DriftMetrics:
 
 def drift_metrics() -> DriftMetrics:
     """The drift collectors, registered on first use (kninfer.observability.prometheus's
-    get-or-create), so a server without a profile exports none of them."""
+    made_on_first_use), so a server without a profile exports none of them."""
     from prometheus_client import Counter, Gauge
 
-    from kninfer.observability.prometheus import _get_or_create
+    from kninfer.observability.prometheus import made_on_first_use
 
     return DriftMetrics(
-        bins=_get_or_create(
+        bins=made_on_first_use(
             "kninfer_drift_bin",
             lambda: Counter(
                 "kninfer_drift_bin",
@@ -96,7 +96,7 @@ def drift_metrics() -> DriftMetrics:
                 [*LABELS, "bin"],
             ),
         ),
-        out_of_range=_get_or_create(
+        out_of_range=made_on_first_use(
             "kninfer_drift_out_of_range",
             lambda: Counter(
                 "kninfer_drift_out_of_range",
@@ -104,7 +104,7 @@ def drift_metrics() -> DriftMetrics:
                 LABELS,
             ),
         ),
-        unknown=_get_or_create(
+        unknown=made_on_first_use(
             "kninfer_drift_unknown_category",
             lambda: Counter(
                 "kninfer_drift_unknown_category",
@@ -112,11 +112,11 @@ def drift_metrics() -> DriftMetrics:
                 LABELS,
             ),
         ),
-        missing=_get_or_create(
+        missing=made_on_first_use(
             "kninfer_drift_missing",
             lambda: Counter("kninfer_drift_missing", "Missing values served (NaN, None)", LABELS),
         ),
-        reference=_get_or_create(
+        reference=made_on_first_use(
             "kninfer_drift_reference_ratio",
             lambda: Gauge(
                 "kninfer_drift_reference_ratio",
@@ -126,7 +126,7 @@ def drift_metrics() -> DriftMetrics:
             ),
         ),
         # Each worker process has its own window: the highest PSI among live workers.
-        psi=_get_or_create(
+        psi=made_on_first_use(
             "kninfer_drift_psi",
             lambda: Gauge(
                 "kninfer_drift_psi",

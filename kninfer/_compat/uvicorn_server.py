@@ -1,18 +1,32 @@
-"""uvicorn's open HTTP connections, read for draining them on SIGTERM (server/draining.py).
+"""uvicorn's internals that the SIGTERM drain (kninfer.server.draining) relies on.
 
-uvicorn has no public way to ask which connections are open or whether one is between
-requests. Its `Server.server_state.connections` (the set of protocol instances) and each
-protocol's `cycle` (the request in progress, `response_complete` once answered; the same in the
-httptools and h11 protocols) are internals, checked from 0.30 to 0.54. On a uvicorn outside
-`WRITTEN_FOR`, `open_connections` answers None: the drain then leaves every connection to
-uvicorn's own shutdown (which closes idle keep-alive connections at once) and logs one warning.
+uvicorn has no public way to leave signals to its caller, to close its listeners early, to ask
+which connections are open or whether one is between requests. What is used instead, checked
+from 0.30 to 0.54:
+
+- `Server.capture_signals()` (a context manager `Server.serve` enters): uvicorn installs its own
+  SIGTERM/SIGINT handlers there and re-raises the signal after shutdown, which would turn a clean
+  drain into exit status 143; `QuietSignalsServer` makes it a no-op, as KninferServer handles
+  signals itself. On another uvicorn the override may not be reached: signals are uvicorn's.
+- `Server.servers` (the asyncio servers listening), closed by `close_listeners`.
+- `Server.server_state.connections` (the set of protocol instances) and each protocol's `cycle`
+  (the request in progress, `response_complete` once answered; the same in the httptools and h11
+  protocols).
+
+On a uvicorn outside `WRITTEN_FOR`, `open_connections` answers None: the drain then leaves every
+connection to uvicorn's own shutdown (which closes idle keep-alive connections at once) and logs
+one warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Any
+
+import uvicorn
 
 # [first, last) uvicorn series these internals were read from.
 WRITTEN_FOR = ((0, 30), (1, 0))
@@ -29,8 +43,6 @@ def _series(version: str) -> tuple[int, int] | None:
 @functools.cache
 def fenced() -> bool:
     """Whether the installed uvicorn is a series this module knows (said once when not)."""
-    import uvicorn
-
     return written_for(uvicorn.__version__)
 
 
@@ -72,3 +84,16 @@ def is_idle(connection: Any) -> bool:
 def close(connection: Any) -> None:
     """Close an idle connection as uvicorn's shutdown would (the protocol closes its transport)."""
     connection.shutdown()
+
+
+class QuietSignalsServer(uvicorn.Server):
+    """A `uvicorn.Server` that leaves SIGTERM and SIGINT to its caller."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def close_listeners(self) -> None:
+        """Stop accepting connections now (uvicorn closes its listeners only at shutdown)."""
+        for server in getattr(self, "servers", []):
+            server.close()

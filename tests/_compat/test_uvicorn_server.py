@@ -1,4 +1,4 @@
-"""kninfer._compat.uvicorn_connections: uvicorn's open connections, read only on a uvicorn series
+"""kninfer._compat.uvicorn_server: uvicorn's open connections, read only on a uvicorn series
 they were read from; on another, the SIGTERM drain is off, start-up says so once, and a server
 still answers and exits 0 on SIGTERM (uvicorn's own shutdown)."""
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
-from kninfer._compat import uvicorn_connections
+from kninfer._compat import uvicorn_server
 from tests.conftest import ServerProcess, server_env
 
 WARNING = (
@@ -26,7 +26,7 @@ WARNING = (
 @pytest.mark.parametrize("version", ["0.30.0", "0.54.0", "0.99.1"])
 def test_known_series_are_fenced_in(version: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="kninfer"):
-        assert uvicorn_connections.written_for(version) is True
+        assert uvicorn_server.written_for(version) is True
     assert caplog.messages == []
 
 
@@ -35,22 +35,22 @@ def test_other_versions_turn_the_drain_off_and_say_so(
     version: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="kninfer"):
-        assert uvicorn_connections.written_for(version) is False
+        assert uvicorn_server.written_for(version) is False
     assert caplog.messages == [WARNING.format(version)]
 
 
 def test_the_installed_uvicorn_is_one_known_here() -> None:
-    assert uvicorn_connections.fenced() is True, uvicorn.__version__
+    assert uvicorn_server.fenced() is True, uvicorn.__version__
 
 
 def test_open_connections_of_a_real_server() -> None:
     server = uvicorn.Server(uvicorn.Config(app=lambda *_: None))
     first, second = object(), object()
     server.server_state.connections.update({first, second})
-    assert set(uvicorn_connections.open_connections(server) or []) == {first, second}
-    assert uvicorn_connections.open_connections(server, version="1.2.0") is None
+    assert set(uvicorn_server.open_connections(server) or []) == {first, second}
+    assert uvicorn_server.open_connections(server, version="1.2.0") is None
     # A server without uvicorn's state (a renamed attribute) reads as unknown, not as empty.
-    assert uvicorn_connections.open_connections(SimpleNamespace()) is None
+    assert uvicorn_server.open_connections(SimpleNamespace()) is None
 
 
 @pytest.mark.parametrize(
@@ -64,7 +64,7 @@ def test_open_connections_of_a_real_server() -> None:
     ],
 )
 def test_idle_connections(connection: object, idle: bool) -> None:
-    assert uvicorn_connections.is_idle(connection) is idle
+    assert uvicorn_server.is_idle(connection) is idle
 
 
 def test_a_server_on_an_unknown_uvicorn_serves_and_stops_cleanly(tmp_path: Path) -> None:
