@@ -76,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Start-up allocates a few hundred thousand objects that live as long as the process
     # (modules, the model), and the cyclic GC would walk them again and again while they are
-    # made: ~0.1 s of a ~1.2 s cold start here (A/B in docs/performance.md, "Where the cold
-    # start goes").
+    # made (measured: docs/performance.md#figures-behind-the-code).
     # Collection is off until `kninfer serve` starts serving (kninfer.server.startup turns it on
     # after gc.freeze()) or until any other command returns.
     gc.disable()

@@ -130,7 +130,9 @@ class Runtime(_Strict):
     name: str | None = None  # default kninfer-<family>[-gpu]
 
 
-class Transformer(_Strict):
+class TransformerConfig(_Strict):
+    """The `transformer:` section (not kninfer.Transformer, the class a transformer subclasses)."""
+
     # `kninfer serve --transformer NAME`: tabular, iris (tabular with the embedded iris spec),
     # passthrough, or package.module:Class baked into your image.
     name: str = "tabular"
@@ -330,7 +332,7 @@ class DeployConfig(_Strict):
     # (Cluster)ServingRuntime declares the container; the ISVC names model format and storage URI.
     kserve: Literal["container", "runtime"] = "container"
     runtime: Runtime = Field(default_factory=lambda: Runtime())
-    transformer: Transformer | None = None
+    transformer: TransformerConfig | None = None
     scale: Scale = Field(default_factory=lambda: Scale())
     # Knative bounds: container-concurrency-max-limit 1000, max-revision-timeout-seconds 600.
     container_concurrency: int = Field(default=8, ge=0, le=1000)

@@ -4,7 +4,7 @@
 other directory works too (`kubectl get crd NAME -o yaml > DIR/NAME.yaml`, or a v1 List of
 several). Every served version with an `openAPIV3Schema` is kept.
 
-Parsing the 2 MB InferenceService CRD takes ~0.5 s even with PyYAML's C loader, so what is
+Parsing the 2 MB InferenceService CRD is slow even with PyYAML's C loader, so what is
 extracted from each file is cached as JSON under $XDG_CACHE_HOME/kninfer/crd-schemas, keyed by
 the file's content hash, which loads far faster than the YAML parses. A validator is built from
 a schema on first use (kninfer.deploy.strict). Core kinds
@@ -85,8 +85,9 @@ def _cache_dir() -> Path:
 
 def _extract(path: Path) -> list[dict[str, Any]]:
     """[{group, version, kind, scope, schema}] for every served version of every CRD in a file.
-    Parsing the 2 MB ISVC CRD takes ~0.5 s even with the C loader, so the extraction is cached
-    as JSON keyed by the file's content hash (~10 ms to load)."""
+    Parsing the 2 MB ISVC CRD is slow even with the C loader, so the extraction is cached
+    as JSON keyed by the file's content hash (the figures:
+    docs/performance.md#figures-behind-the-code)."""
     import yaml
 
     raw = path.read_bytes()

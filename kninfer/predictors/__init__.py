@@ -43,8 +43,8 @@ def predictor_class(
     the model directory, searched first when given). Given the model directory and the
     settings, the sklearn family's runtime is chosen for it (`sklearn_runtime`)."""
     from kninfer.errors import ModelLoadError
-    from kninfer.loading import import_class
     from kninfer.predictors.base import Predictor
+    from kninfer.references import import_class
 
     target = FAMILIES.get(family, family)  # type: ignore[call-overload]
     if ":" not in target:

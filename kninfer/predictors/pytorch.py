@@ -60,12 +60,12 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.loading import import_class
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
 from kninfer.protocol.v1 import instances_by_input
 from kninfer.protocol.v2 import has_bool
+from kninfer.references import import_class
 from kninfer.storage import model_file
 
 logger = logging.getLogger("kninfer")
@@ -294,7 +294,7 @@ class PytorchPredictor(Predictor):
         cls = import_class(module_path, "--torch-module", search_path=self.model_dir)
         state = _read_state_dict(torch, weights)
         # The module's own random initialisation would be thrown away by the load: build it
-        # without (a 1 GB network spent most of its load there), then let the loaded tensors
+        # without (where a 1 GB network spent most of its load), then let the loaded tensors
         # become its parameters (assign=True) instead of copying them in. The tensors are
         # memory-mapped, so weights are read from the page cache as the warm-up touches them.
         with _skip_init(torch):
@@ -346,8 +346,8 @@ class PytorchPredictor(Predictor):
         # More warm-up only where something settles with it: TorchScript's profiling executor
         # specialises a graph after its first runs per shape, and CUDA sets up cuBLAS handles
         # and its caching allocator per batch size. An eager or exported module on the CPU has
-        # neither, and a batch of max_batch_size through a 1 GB network cost 2 s of a 3 s cold
-        # start here (bench/results/cold.md) for nothing.
+        # neither, and a batch of max_batch_size through a 1 GB network cost most of its cold
+        # start for nothing (docs/performance.md#figures-behind-the-code).
         if self.settings.warmup and (self.kind == "torchscript" or self.device.type == "cuda"):
             started = time.perf_counter()
             one = self.warmup_inputs()

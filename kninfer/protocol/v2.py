@@ -141,7 +141,7 @@ def _numeric_array(name: str, datatype: str, data: Any, size: int) -> np.ndarray
             raise InvalidInput(f"input '{name}': a value is out of range for {datatype}")
     elif target.kind == "f" and kind == "f" and target.itemsize < inferred.dtype.itemsize:
         # Common case first: every value within the narrower type's range (NaN and Inf compare
-        # False here and take the exact check below): 2.9 us instead of 7.1 at batch 1.
+        # False here and take the exact check below), under half the exact check's time.
         if float(np.abs(inferred).max()) <= _FLOAT_MAX[target.itemsize]:
             return inferred.astype(target).reshape(-1)
         finite = np.isfinite(inferred)

@@ -65,7 +65,6 @@ class KninferServer(ModelServer):
         self.dataplane = DataPlane(self.registered_models)
         self._http: DrainingUvicorn | None = None
         self._grpc: Any = None
-        self._stopping: asyncio.Event | None = None
         self._drain_started: float | None = None
         self.on_ready: list[Any] = []
 
@@ -91,7 +90,9 @@ class KninferServer(ModelServer):
         """The version label of a model's request metrics: its served version, or ""."""
         return served_version(self.dataplane.registry.get_model(name))
 
-    def build_app(self) -> Any:
+    def wrapped_app(self) -> Any:
+        """kninfer.http's app inside the server's wrappers: metrics and access log, then the
+        drain's `Connection: close`."""
         from kninfer.observability.access_log import configure_access_log
         from kninfer.observability.middleware import InstrumentedApp
         from kninfer.observability.prometheus import ensure_registered, request_counts
@@ -112,7 +113,6 @@ class KninferServer(ModelServer):
     async def serve(self) -> None:
         settings = self.settings
         loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_drain, sig)
         otel_on = settings.otel_on
@@ -133,14 +133,14 @@ class KninferServer(ModelServer):
             payload_log.start()
             self.dataplane.payload_log = payload_log
         config = uvicorn.Config(
-            self.build_app(),
+            self.wrapped_app(),
             host=settings.host,
             port=settings.http_port,
             log_config=None,
             access_log=False,
             lifespan="off",
             # No route speaks WebSocket: "none" spares the cold path uvicorn's websockets
-            # protocol import (7-28 ms here, `python -X importtime`).
+            # protocol import (docs/performance.md#figures-behind-the-code).
             ws="none",
             # Behind Knative every client address is the queue-proxy's; the access log reports
             # X-Forwarded-For itself (kninfer.observability), so uvicorn's ProxyHeadersMiddleware

@@ -158,9 +158,10 @@ def serve(
         server.on_ready.append(on_ready)
     # Everything imported and loaded so far lives as long as the process: move it out of the
     # cyclic GC's reach (gc.freeze, Python docs "gc"). Without this a full collection walks
-    # ~140k start-up objects (~100 ms here) every few thousand requests: the p99 spikes of
-    # docs/performance.md. No gc.collect() first: it would cost the same
-    # ~100 ms on the cold-start path, for a little start-up garbage kept.
+    # every start-up object every few thousand requests: the p99 spikes of
+    # docs/performance.md. No gc.collect() first: it would cost as much as one such
+    # collection on the cold-start path, for a little start-up garbage kept (the figures:
+    # docs/performance.md#figures-behind-the-code).
     if settings.gc_freeze:
         gc.freeze()
     gc.enable()  # off during start-up (kninfer.cli.main, kninfer.server.workers): serving needs it

@@ -22,7 +22,7 @@ BUILTIN: dict[str, str] = {
 def transformer_class(name: str) -> type[Transformer]:
     """The class `--transformer NAME` names: a built-in or `module:Class`."""
     from kninfer.errors import ModelLoadError
-    from kninfer.loading import import_class
+    from kninfer.references import import_class
     from kninfer.transformers.base import Transformer
 
     target = BUILTIN.get(name, name)
