@@ -122,6 +122,16 @@ class ServeSettings(BaseSettings):
 
     # Execution
     inference_threads: int = Field(4, description="threads running the model, off the event loop")
+    inline_below_us: float = Field(
+        200.0,
+        description="a compiled (ONNX) model whose warm-up calls each take less than this many "
+        "microseconds runs on the event loop instead of an inference thread, sparing the "
+        "thread hop (0: always a thread)",
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="the event loop: uvloop where it is installed (auto), or asyncio's own",
+    )
     max_inflight: int = Field(
         64,
         description="inferences in flight per model before new ones get 429",

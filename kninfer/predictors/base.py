@@ -59,6 +59,22 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kninfer")
 
+# Inline execution (Predictor.decide_inline): warm-up calls timed after the first, and slow
+# calls on the event loop before requests of that size go back to the threads.
+INLINE_PROBES = 5
+INLINE_STRIKES = 3
+# The batch of warm-up rows repeated that is timed too, for requests of more rows than warm-up.
+INLINE_WIDE = 64
+# A first call above this many times the limit is not probed further (a slow model).
+INLINE_FIRST_CALL_FACTOR = 20
+
+
+def rows_of(arrays: Arrays) -> int:
+    """The rows of a request: the first dimension of its first input (1 for a scalar)."""
+    for array in arrays.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
+
 
 class Predictor(DeclaresTensors, Model):
     """Base of kninfer's model families (a `kserve.Model`)."""
@@ -66,6 +82,10 @@ class Predictor(DeclaresTensors, Model):
     family: ClassVar[str] = "base"
     # Whether adaptive batching is on when the user does not say (--batching/--no-batching).
     batching_by_default: ClassVar[bool] = False
+    # Whether a fast model may run on the event loop (decide_inline): only where a call's time
+    # depends on its size alone. A pickled estimator, a torch module or an MLflow pyfunc can
+    # run any code (sleep, call out), which would stall every request and probe meanwhile.
+    inline_capable: ClassVar[bool] = False
 
     def __init__(self, name: str, model_dir: Path, settings: ServeSettings) -> None:
         super().__init__(name)
@@ -88,6 +108,9 @@ class Predictor(DeclaresTensors, Model):
         # Counts answered requests into the model's drift profile (`kninfer profile`); None
         # without one, and from the first request it could not count.
         self.drift: DriftMonitor | None = None
+        # Requests of up to this many rows run on the event loop (decide_inline); 0: none do.
+        self.inline_max_rows = 0
+        self._slow_inline_rows: list[int] = []
 
     def batch_cap(self) -> int:
         """The largest batch to build for this model: --max-batch-size, or fewer where the
@@ -219,8 +242,11 @@ class Predictor(DeclaresTensors, Model):
         warm = self.warmup_inputs()
         if not warm:
             return
+        names = [spec.name for spec in self.outputs]
         try:
-            self.run(warm, [spec.name for spec in self.outputs])
+            started = time.perf_counter()
+            self.run(warm, names)
+            self.decide_inline(warm, names, (time.perf_counter() - started) * 1e6)
         except Exception as exc:
             if not self.warmup_guessed:
                 raise WarmupFailed(
@@ -234,6 +260,65 @@ class Predictor(DeclaresTensors, Model):
                 type(exc).__name__,
                 exc,
             )
+
+    def decide_inline(self, warm: Arrays, names: list[str], first_us: float) -> None:
+        """Whether requests run on the event loop instead of an inference thread.
+
+        Handing a call to a thread and waking the loop when it is done costs tens of
+        microseconds of CPU per request (docs/performance.md#inline-models): more than a
+        compiled model takes to answer. An `inline_capable` model whose warm-up call and
+        INLINE_PROBES more each take under --inline-below-us runs inline, blocking the loop for
+        no longer than that; `run_inline` keeps checking. With adaptive batching on (the batcher
+        is attached after load), requests still go through the batcher (`execute`).
+        """
+        limit = self.settings.inline_below_us
+        # The first call may carry one-time set-up: a model well above the limit is not probed.
+        if not self.inline_capable or limit <= 0 or first_us > INLINE_FIRST_CALL_FACTOR * limit:
+            return
+        rows = rows_of(warm)
+        if self._slowest_us(warm, names, INLINE_PROBES) >= limit or rows == 0:
+            return
+        self.inline_max_rows = rows
+        # A batch costs more than a row: `INLINE_WIDE` times the warm-up rows are timed too.
+        if all(array.ndim for array in warm.values()):
+            wide = {name: np.repeat(array, INLINE_WIDE, axis=0) for name, array in warm.items()}
+            if self._slowest_us(wide, names, 2) < limit:
+                self.inline_max_rows = rows * INLINE_WIDE
+        logger.info(
+            "model '%s' runs requests of up to %d row(s) on the event loop (each call timed at "
+            "start-up took under %g us; --inline-below-us 0 turns this off)",
+            self.name,
+            self.inline_max_rows,
+            limit,
+        )
+
+    def _slowest_us(self, arrays: Arrays, names: list[str], times: int) -> float:
+        slowest = 0.0
+        for _ in range(times):
+            started = time.perf_counter()
+            self.run(arrays, names)
+            slowest = max(slowest, (time.perf_counter() - started) * 1e6)
+        return slowest
+
+    def run_inline(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
+        """`run` on the event loop, timed: after INLINE_STRIKES calls over --inline-below-us,
+        requests of as many rows as the smallest of them go to the inference threads again."""
+        started = time.perf_counter()
+        result = self.run(arrays, outputs)
+        if (time.perf_counter() - started) * 1e6 > self.settings.inline_below_us:
+            self._slow_inline_rows.append(rows_of(arrays))
+            if len(self._slow_inline_rows) >= INLINE_STRIKES:
+                self.inline_max_rows = min(self._slow_inline_rows) - 1
+                self._slow_inline_rows.clear()
+                logger.warning(
+                    "model '%s': %d calls took over %g us on the event loop; requests of more "
+                    "than %d row(s) run on inference threads from now on",
+                    self.name,
+                    INLINE_STRIKES,
+                    self.settings.inline_below_us,
+                    self.inline_max_rows,
+                )
+        return result
 
     async def __call__(  # type: ignore[override]
         self,
@@ -362,11 +447,26 @@ class Predictor(DeclaresTensors, Model):
                 f"{self._inflight} inferences in flight for model '{self.name}' "
                 f"(limit {self.settings.max_inflight}); retry later"
             )
-        loop = asyncio.get_running_loop()
         # OpenTelemetry: the model call's `predict` span, recorded once the call is over (the
         # batcher records `queue` and `predict` itself); off, this one check.
         otel = tracing.OTEL
         began = time.time_ns() if otel is not None else 0
+        if (
+            self.inline_max_rows
+            and self.batcher is None
+            and not params
+            and rows_of(arrays) <= self.inline_max_rows
+        ):
+            try:
+                result: Arrays = self.run_inline(arrays, outputs)
+            except Exception as exc:
+                if otel is not None:
+                    otel.record(tracing.PREDICT, began, error=exc)
+                raise
+            if otel is not None:
+                otel.record(tracing.PREDICT, began)
+            return self.observed(arrays, result)
+        loop = asyncio.get_running_loop()
         if self.batcher is not None and not params:
             otel = None  # kninfer.batching records the spans
             work: asyncio.Future[Arrays] = asyncio.ensure_future(
@@ -424,7 +524,10 @@ class Predictor(DeclaresTensors, Model):
             otel.record(
                 tracing.PREDICT, began, error=None if work.cancelled() else work.exception()
             )
-        result: Arrays = work.result()
+        return self.observed(arrays, work.result())
+
+    def observed(self, arrays: Arrays, result: Arrays) -> Arrays:
+        """`result`, after the drift monitor counted the request (when there is one)."""
         drift = self.drift  # the validated inputs and the computed outputs, both at hand
         if drift is not None and not drift.observe(arrays, result):
             self.drift = None  # observe() logged why; the request is answered all the same

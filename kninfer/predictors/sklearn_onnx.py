@@ -84,6 +84,9 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class OnnxSklearnPredictor(SklearnPredictor):
     """A compiled scikit-learn model (model.onnx) through ONNX Runtime."""
 
+    # A graph of tree and linear operators runs no user code: its time grows with the rows and
+    # nothing else, so a fast one may run on the event loop (Predictor.decide_inline).
+    inline_capable = True
     session: Any = None
     record: dict[str, Any] | None = None
     # The graph's input names, in order, and the numpy dtype each takes.
