@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # its hashes, so two installs on different days are the same software.
 LOCK := requirements/dev.txt
 
-.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-drift bench-tracing bench-dashboard \
+.PHONY: serve test test-fast check-lock test-eager test-long test-latest lint lock docs docs-outputs bench bench-cold bench-compiled bench-torch-onnx bench-drift bench-tracing bench-dashboard \
 	bench-quick clean serve-pipeline image image-gpu deploy image-test
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -84,8 +84,10 @@ clean:
 # kninfer against KServe, MLServer, a FastAPI wrapper and a bare ASGI floor (docs/performance.md);
 # builds each peer's virtualenv under bench/.venvs and installs wrk if
 # missing. Writes bench/results/{latest.json,report.md,plot.png}. BENCH_ARGS adds options.
+# Then the compiled path (bench-compiled below).
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.compiled
 
 # The cold-start matrix (bench/cold.py): every family at a small and a real size, warm and cold
 # page cache, next to its floor and KServe's pattern. Writes bench/results/cold.{json,md}.
@@ -98,6 +100,11 @@ bench-cold: $(STAMP)
 # drift.{json,md}, drift-counting.{json,md} and tracing.{json,md}.
 bench-compiled: $(STAMP)
 	$(BIN)/python -m bench.compiled $(BENCH_ARGS)
+
+# PyTorch networks through ONNX Runtime against kninfer's eager and .pt2 paths, in process
+# (bench/torch_onnx.py; exports in bench/.venvs/torch-onnx-export). bench/results/torch-onnx.*
+bench-torch-onnx: $(STAMP)
+	$(BIN)/python -m bench.torch_onnx $(BENCH_ARGS)
 
 bench-drift: $(STAMP)
 	$(BIN)/python -m bench.drift --rounds 7 $(BENCH_ARGS)

@@ -44,6 +44,9 @@ VENV_REQUIREMENTS: dict[str, Callable[[], list[str]]] = {
     ],
     "fastapi": lambda: ["fastapi", "uvicorn[standard]", sklearn_pin(), "joblib", "orjson"],
     "report": lambda: ["matplotlib"],
+    # bench.torch_onnx: the dynamo ONNX exporter needs onnxscript, which kninfer does not ship;
+    # torch is the project's CPU build (pip finds it locally).
+    "torch-onnx-export": lambda: ["torch==2.13.0", "onnxscript==0.7.2", "onnx==1.23.2"],
 }
 
 
