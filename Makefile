@@ -55,7 +55,7 @@ test-fast: $(STAMP)
 # The serving tests again with kserve imported whole (--eager-imports): what kninfer does on a
 # kserve version its import deferral (kninfer/_compat) was not written for. CI runs it.
 SERVING_TESTS := tests/http tests/grpc tests/cloudevents tests/observability tests/predictors \
-	tests/transformers tests/test_smoke.py tests/test_reliability_inputs.py
+	tests/transformers tests/test_smoke.py tests/reliability/test_reliability_inputs.py
 test-eager: $(STAMP)
 	KNINFER_EAGER_IMPORTS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q $(SERVING_TESTS)
 

@@ -167,7 +167,7 @@ async def test_cancelled_callers_do_not_lose_the_others_results() -> None:
 
 @pytest.fixture(scope="module")
 def batching_iris(tmp_path_factory: pytest.TempPathFactory):
-    from conftest import ServerProcess, server_env
+    from tests.support.servers import ServerProcess, server_env
 
     tmp = tmp_path_factory.mktemp("iris-batching")
     server = ServerProcess(

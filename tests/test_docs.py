@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, free_port, server_env, servers_started
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, free_port, server_env, servers_started
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def build(root: Path, site: Path) -> subprocess.CompletedProcess[str]:

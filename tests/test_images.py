@@ -1,6 +1,6 @@
 """The pod contract, in a real container runtime: every rendered manifest's pods run from the built
-images (`make image-test` builds them first; tests/pods.py says how a container spec becomes a
-`podman run`, and what differs from a cluster).
+images (`make image-test` builds them first; tests/support/pods.py says how a container spec
+becomes a `podman run`, and what differs from a cluster).
 
 For each CPU manifest under kserve/ and knative/ (the GPU one needs a GPU node and the CUDA image;
 the eventing file's sinks are Knative's event-display image, not ours): start its containers,
@@ -29,8 +29,9 @@ import pytest
 import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ROOT, free_port, grpc_stub, server_env
-from tests.pods import Container, ContainerSpec, image_size, pod_containers, running
+from tests.support.paths import ROOT
+from tests.support.pods import Container, ContainerSpec, image_size, pod_containers, running
+from tests.support.servers import free_port, grpc_stub, server_env
 
 pytestmark = [pytest.mark.image, pytest.mark.xdist_group("images")]
 

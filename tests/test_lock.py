@@ -11,7 +11,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.conftest import ROOT, lock_checker
+from tests.support.paths import ROOT, lock_checker
 
 REQUIREMENTS = ROOT / "requirements"
 check = lock_checker()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import kninfer
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 SNAPSHOT = ROOT / "tests" / "public_api.json"
 

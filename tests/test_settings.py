@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 # prometheus_client's own contract: it reads PROMETHEUS_MULTIPROC_DIR when first imported, so
 # kninfer.observability sets it (for --workers) and asks it; it is not a kninfer setting.

@@ -42,7 +42,7 @@ class DrainingUvicorn(uvicorn_server.QuietSignalsServer):
         listener closed (refused, so it retries elsewhere). Closing it only at uvicorn's next
         tick (up to 0.1 s later) let such clients connect in between, into the listen backlog,
         which the close then reset: a transformer under 8 keep-alive clients lost a request
-        that way (tests/test_reliability_drain.py)."""
+        that way (tests/reliability/test_reliability_drain.py)."""
         super().close_listeners()
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:

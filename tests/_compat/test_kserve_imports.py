@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, ServerProcess
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -114,7 +115,7 @@ def _run(code: str, **env: str) -> str:
 def test_serve_path_leaves_deferred_modules_unloaded(tmp_path: Path) -> None:
     """The real `serve()` (embedded iris, sklearn preloads) up to ready: none of DEFERRED is in
     sys.modules, and the placeholders still bound are exactly EXPECTED_PLACEHOLDERS."""
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     code = f"""
 import json, os, signal, sys, time

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from kninfer._compat import uvicorn_server
-from tests.conftest import ServerProcess, server_env
+from tests.support.servers import ServerProcess, server_env
 
 WARNING = (
     "uvicorn {} is installed; kninfer's connection drain was written for uvicorn 0.30 to "

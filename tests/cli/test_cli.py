@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from tests.conftest import ServerProcess, free_port, server_env
+from tests.support.servers import ServerProcess, free_port, server_env
 
 
 def test_port_from_knative_env_and_name_from_kninfer_env(tmp_path):

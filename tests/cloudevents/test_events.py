@@ -28,7 +28,8 @@ from hypothesis import strategies as st
 
 from kninfer.cloudevents.binding import Reply
 from kninfer.cloudevents.dedupe import DedupeCache
-from tests.conftest import ROOT, ServerProcess, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, server_env
 
 REQUEST_TYPE = "dev.kninfer.inference.request"
 RESPONSE_TYPE = "dev.kninfer.inference.response"

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import server_env
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 CITIES = ["Lyon", "Oslo", "Porto", "Quito"]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SCHEMAS
 
 from kninfer.deploy.canary import (
     CanaryError,
@@ -26,6 +25,7 @@ from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.crd_store import SchemaStore
 from kninfer.deploy.render import inference_service
 from kninfer.deploy.validate import validate_document
+from tests.support.paths import ROOT, SCHEMAS
 
 NS = "kninfer"
 

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS, ServerProcess, server_env
 from test_deploy_canary import apply_json_patch
 from test_deploy_render import exact_match
 
@@ -34,6 +33,8 @@ from kninfer.deploy.render import (
     render,
 )
 from kninfer.deploy.validate import validate_document
+from tests.support.paths import ROOT, SCHEMAS
+from tests.support.servers import ServerProcess, server_env
 
 V2_BODY = {
     "inputs": [

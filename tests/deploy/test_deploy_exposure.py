@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
 
 from kninfer.deploy.config import DeployConfig, load_config
 from kninfer.deploy.render import exposures, knative_documents, kserve_documents, render
+from tests.support.paths import ROOT
 
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 KNATIVE_LABEL = "networking.knative.dev/visibility"

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port, lock_checker, server_env
+
+from tests.support.paths import ROOT, lock_checker
+from tests.support.servers import free_port, server_env
 
 DOCKERFILES = ("Dockerfile", "Dockerfile.gpu")
 

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS
 from pydantic import ValidationError
 
 from kninfer.deploy.config import DeployConfig, load_config
 from kninfer.deploy.mesh import mesh_documents
 from kninfer.deploy.render import policies, render
+from tests.support.paths import ROOT, SCHEMAS
 
 EXAMPLE = ROOT / "deploy" / "examples" / "iris-events-istio.yaml"
 RELAYS = {"source": {"namespaces": ["knative-serving", "istio-system"]}}

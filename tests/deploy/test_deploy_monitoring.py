@@ -15,11 +15,11 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
-from conftest import ROOT
 
 from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.monitoring import CONFIG_LABEL, dashboard, monitoring_documents
 from kninfer.deploy.render import PORT, render
+from tests.support.paths import ROOT
 
 RECORDED = {"kninfer:drift_psi_1h"}  # the rendered rule's own recording
 

@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS, ServerProcess, server_env
 
 from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.render import (
@@ -25,6 +24,8 @@ from kninfer.deploy.render import (
     kserve_documents,
     render,
 )
+from tests.support.paths import ROOT, SCHEMAS
+from tests.support.servers import ServerProcess, server_env
 
 EXAMPLES = sorted((ROOT / "deploy" / "examples").glob("*.yaml"))
 

@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 import yaml
 from cloudevents.http import from_http
-from conftest import ROOT, ServerProcess, server_env
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
 from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.render import eventing_documents, kserve_documents
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, server_env
 
 LOGGER_REQUEST = "org.kubeflow.serving.inference.request"
 LOGGER_RESPONSE = "org.kubeflow.serving.inference.response"

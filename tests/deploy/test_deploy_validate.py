@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, SCHEMAS, UPSTREAM_SCHEMAS
 
 from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.crd_store import SchemaStore
 from kninfer.deploy.render import eventing_documents, inference_service, knative_documents
 from kninfer.deploy.validate import Problem, validate_document, validate_file
+from tests.support.paths import ROOT, SCHEMAS, UPSTREAM_SCHEMAS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import grpc_stub
+from tests.support.servers import grpc_stub
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
@@ -145,7 +145,7 @@ def test_errors_use_matching_status(stub, request_, code, message):
 
 
 def test_the_served_version_answers_and_another_is_not_found(stub, iris_server):
-    from tests.conftest import served_version
+    from tests.support.servers import served_version
 
     version = served_version(iris_server)
     meta = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris"), timeout=10)

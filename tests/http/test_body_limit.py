@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ServerProcess, server_env
+
+from tests.support.servers import ServerProcess, server_env
 
 LIMIT = 65536
 

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from conftest import ServerProcess
 from hypothesis import HealthCheck, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
@@ -25,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from starlette.routing import Route
 
 from kninfer.http.openapi import document
+from tests.support.servers import ServerProcess
 
 DOCUMENT = json.loads(document())
 schema = schemathesis.openapi.from_dict(DOCUMENT)

@@ -8,7 +8,8 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import served_version
+
+from tests.support.servers import served_version
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [6.7, 3.0, 5.2, 2.3], [4.9, 3.0, 1.4, 0.2]]
 

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, server_env, triton_infer
+from tests.support.servers import ServerProcess, server_env, triton_infer
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 

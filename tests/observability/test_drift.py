@@ -39,7 +39,8 @@ from kninfer.observability.drift import (
 )
 from kninfer.observability.drift.monitor import FLUSH_SECONDS
 from kninfer.observability.drift.profile import OTHER, Feature
-from tests.conftest import ROOT, ServerProcess, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, server_env
 
 COLORS = ("red", "green", "blue")
 TRAIN_SHARES = (0.5, 0.3, 0.2)

@@ -19,7 +19,7 @@ from cloudevents.http import CloudEvent, from_http
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ServerProcess, grpc_stub, served_version, server_env
+from tests.support.servers import ServerProcess, grpc_stub, served_version, server_env
 
 REQUEST_TYPE = "dev.kninfer.inference.request"
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -36,7 +36,8 @@ from kninfer.observability.payload_log import (
     flush_budget,
     inference_service_of,
 )
-from tests.conftest import ROOT, ServerProcess, free_port, grpc_stub, served_version, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, free_port, grpc_stub, served_version, server_env
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 V2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}

@@ -32,7 +32,8 @@ import httpx
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ROOT, ServerProcess, free_port, grpc_stub, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, free_port, grpc_stub, server_env
 
 otlp = pytest.importorskip(
     "opentelemetry.proto.collector.trace.v1.trace_service_pb2",

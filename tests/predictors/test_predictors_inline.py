@@ -1,4 +1,4 @@
-"""Running a fast compiled model on the event loop (kninfer.predictors.base.decide_inline) and
+"""Running a fast compiled model on the event loop (kninfer.predictors.base._decide_inline) and
 the event loop the server runs on (kninfer.server.lifecycle.event_loop_factory).
 
 A logistic regression on iris is trained here and compiled by the real `kninfer compile`; the
@@ -21,7 +21,8 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, ServerProcess, grpc_stub, server_env
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 
 @pytest.fixture(scope="module")

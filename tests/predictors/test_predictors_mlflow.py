@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ServerProcess, grpc_stub, served_version, server_env, servers_started
+from tests.support.servers import (
+    ServerProcess,
+    grpc_stub,
+    served_version,
+    server_env,
+    servers_started,
+)
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 

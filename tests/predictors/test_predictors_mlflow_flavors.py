@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ServerProcess, server_env
+from tests.support.servers import ServerProcess, server_env
 
 pytest.importorskip("mlflow.pyfunc", reason="the mlflow extra is not installed")
 pytest.importorskip("lightgbm", reason="the lightgbm extra is not installed")

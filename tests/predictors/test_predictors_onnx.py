@@ -41,7 +41,8 @@ import pandas as pd
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ROOT, ServerProcess, grpc_stub, server_env, servers_started
+from tests.support.paths import ROOT
+from tests.support.servers import ServerProcess, grpc_stub, server_env, servers_started
 
 MODELS = ("iris", "forest", "churn")
 CITIES = ["Lyon", "Oslo", "Porto"]
@@ -656,7 +657,7 @@ def test_serving_a_compiled_model_imports_neither_scikit_learn_nor_scipy(
 ) -> None:
     """The real start-up path (kninfer.server.startup.serve) up to ready: with a model.onnx in
     --model-dir nothing scikit-learn is preloaded, and the graph's load imports none of it."""
-    from tests.conftest import free_port
+    from tests.support.servers import free_port
 
     done = subprocess.run(
         [

@@ -11,9 +11,12 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpc_stub, served_version, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from torch_models import (
+
+from kninfer.errors import ModelLoadError
+from kninfer.settings import ServeSettings
+from tests.support.servers import ServerProcess, grpc_stub, served_version, server_env
+from tests.support.torch_models import (
     MODULE,
     mlp_module,
     reference,
@@ -21,9 +24,6 @@ from torch_models import (
     save_export,
     save_torchscript,
 )
-
-from kninfer.errors import ModelLoadError
-from kninfer.settings import ServeSettings
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [-1.0, 0.0, 2.5, 10.0]]
 EAGER_SPEC = "[{name: x, datatype: FP32, shape: [-1, 4]}]"

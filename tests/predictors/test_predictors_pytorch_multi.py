@@ -2,7 +2,7 @@
 its batch dimension) and two named outputs (a returned dict): the torch.export program and the
 eager module, compared with the program's (or module's) own answers in this process, over V2
 REST, gRPC and V1 records; the program's batch constraints as 400s. Bad-input rows for the same
-program are in tests/test_reliability_inputs.py."""
+program are in tests/reliability/test_reliability_inputs.py."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpc_stub, served_version, servers_started
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
-from torch_models import (
+
+from kninfer.errors import InvalidInput, ModelLoadError
+from kninfer.settings import ServeSettings
+from tests.support.servers import ServerProcess, grpc_stub, served_version, servers_started
+from tests.support.torch_models import (
     MASKED_MAX_BATCH,
     MASKED_MODULE,
     MASKED_SPEC,
@@ -26,9 +29,6 @@ from torch_models import (
     save_masked_eager,
     save_masked_export,
 )
-
-from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.settings import ServeSettings
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(3, 8)).round(3).astype(np.float32)

@@ -19,7 +19,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tests.conftest import server_env
+from tests.support.servers import server_env
 
 
 def infer(server, rows, outputs=None, model="m"):

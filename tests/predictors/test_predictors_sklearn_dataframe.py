@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ServerProcess, servers_started, triton_infer
+from tests.support.servers import ServerProcess, servers_started, triton_infer
 
 CITIES = ["oslo", "rome", "lima"]
 PLANS = ["basic", "pro"]

@@ -27,7 +27,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import grpc_stub, server_env
+from tests.support.servers import grpc_stub, server_env
 
 ROWS = load_iris().data[[0, 60, 120, 75]]
 CHANGED = (

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.conftest import ServerProcess, grpc_stub, server_env, triton_infer
+from tests.support.servers import ServerProcess, grpc_stub, server_env, triton_infer
 
 DOCS = [
     "a good film with a great plot",

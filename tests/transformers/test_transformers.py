@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, free_port, server_env
+
+from tests.support.servers import ServerProcess, free_port, server_env
 
 SPECIES = ["setosa", "versicolor", "virginica"]
 FIELDS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]

@@ -20,10 +20,11 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-from reliability_models import SlowClassifier, model_env, save_model
+
+from tests.support.reliability_models import SlowClassifier, model_env, save_model
+from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 SLEEP_MS = 1500.0
 GRACE_S = 20.0

@@ -25,9 +25,10 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import ServerProcess, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from tests.support.servers import ServerProcess, server_env
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]  # setosa, virginica
 LABELS = [0, 2]

@@ -20,9 +20,10 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 # One shared server per module: keep the module on one xdist worker (--dist loadgroup).
 pytestmark = pytest.mark.xdist_group("reliability-inputs")
@@ -1021,7 +1022,7 @@ MASK_ROW = [1, 1, 0, 1, 0, 1, 1, 0]
 def masked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The two-input program, exported into a fresh directory (torch_models)."""
     pytest.importorskip("torch")
-    from torch_models import masked_module, save_masked_export
+    from tests.support.torch_models import masked_module, save_masked_export
 
     tmp = tmp_path_factory.mktemp("reliability-masked-model")
     return save_masked_export(masked_module(tmp / "src"), tmp / "model")
@@ -1090,7 +1091,7 @@ def records(count: int = 1, **overrides: object) -> dict[str, object]:
 @functools.cache
 def masked_answer(model_dir: Path) -> dict[str, np.ndarray]:
     """What the program itself answers for the good row (loaded once)."""
-    from torch_models import program_outputs
+    from tests.support.torch_models import program_outputs
 
     answer: dict[str, np.ndarray] = program_outputs(
         model_dir, np.asarray([X_ROW], np.float32), np.asarray([MASK_ROW], np.int64)
@@ -1704,7 +1705,7 @@ def compile_model(model_dir: Path, *extra: str) -> None:
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from tests.support.paths import ROOT
 
     done = subprocess.run(
         [sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
@@ -1857,7 +1858,7 @@ def clinic_servers(
     tmp_path_factory: pytest.TempPathFactory, clinic_dir: Path
 ) -> Iterator[dict[str, ServerProcess]]:
     """The same directory (joblib and model.onnx) served by each runtime."""
-    from conftest import servers_started
+    from tests.support.servers import servers_started
 
     base = ["--predictor", "sklearn", "--model-name", "clinic", "--model-dir", str(clinic_dir)]
     commands = {"native": [*base, "--runtime", "native"], "onnx": base}

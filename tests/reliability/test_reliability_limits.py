@@ -22,10 +22,11 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from conftest import ServerProcess, grpc_stub, server_env
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
-from reliability_models import BrokenClassifier, SlowClassifier, model_env, save_model
+
+from tests.support.reliability_models import BrokenClassifier, SlowClassifier, model_env, save_model
+from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 # One shared server per module: keep the module on one xdist worker (--dist loadgroup).
 pytestmark = pytest.mark.xdist_group("reliability-limits")

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+# The checkout's root: the server process imports this module as tests.support.reliability_models.
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class SlowClassifier:
@@ -54,4 +55,4 @@ def save_model(model_dir: Path, estimator: Any) -> Path:
 def model_env() -> dict[str, str]:
     """Environment that lets a server process unpickle the classes above."""
     existing = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(HERE), existing) if p)}
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), existing) if p)}
