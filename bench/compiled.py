@@ -22,8 +22,8 @@ so machine drift lands on all; read the ratios onnx / native and onnx / floor.
     .venv/bin/python -m bench.compiled [--rounds 3] [--seconds 8] [--cold-runs 3] [--trees 150]
     .venv/bin/python -m bench.compiled --quick --models iris-lr --out /tmp/compiled  # harness check
 
-Writes OUT/compiled.json (every sample), OUT/compiled.md (medians) and OUT/compiled.svg (the
-picture); OUT is bench/results.
+Writes OUT/compiled.json (every sample) and OUT/compiled.md (medians), OUT being bench/results,
+and then draws docs/img/compiled.svg.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from bench.harness import git_commit
 from bench.servers import BENCH, ROOT, ServerSpec
 
 RESULTS = BENCH / "results"
+PICTURE = ROOT / "docs" / "img" / "compiled.svg"
 PEERS = BENCH / "peers"
 MODELS = ("iris-lr", "forest", "churn-gbm")
 # kninfer's two runtimes, and the bare ONNX Runtime floor.
@@ -355,7 +356,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         "`predict` (bench/peers/bare_asgi.py), cold start only. Higher is better for "
         "throughput, lower for the rest.",
         "",
-        "![throughput and cold start](compiled.svg)",
+        "![throughput and cold start](../../docs/img/compiled.svg)",
         "",
         "| model | metric | onnx | native | floor | onnx / native | onnx / floor |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -429,9 +430,8 @@ def draw(doc: dict[str, Any], path: Path) -> None:
                     f'<rect x="{x0 + left}" y="{y}" width="{w:.1f}" height="{bar - 2}" '
                     f'fill="{colors[server]}"/>'
                 )
-                out.append(
-                    f'<text x="{x0 + left + w + 4:.1f}" y="{y + bar - 4}">{value:,.3g}</text>'
-                )
+                text = f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
+                out.append(f'<text x="{x0 + left + w + 4:.1f}" y="{y + bar - 4}">{text}</text>')
                 y += bar
             y += gap
         axis = "log scale" if log else "linear scale"
@@ -514,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "compiled.json").write_text(json.dumps(doc, indent=2) + "\n")
     write_markdown(doc, args.out / "compiled.md")
-    draw(doc, args.out / "compiled.svg")
+    # The picture is the docs' (docs/compile.md), drawn for the results of record only.
+    if args.out.resolve() == RESULTS.resolve():
+        draw(doc, PICTURE)
     print((args.out / "compiled.md").read_text())
     return 0
 

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kninfer")
 
-# Inline execution (Predictor.decide_inline): warm-up calls timed after the first, and slow
+# Inline execution (Predictor._decide_inline): warm-up calls timed after the first, and slow
 # calls on the event loop before requests of that size go back to the threads.
 INLINE_PROBES = 5
 INLINE_STRIKES = 3
@@ -82,7 +82,7 @@ class Predictor(DeclaresTensors, Model):
     family: ClassVar[str] = "base"
     # Whether adaptive batching is on when the user does not say (--batching/--no-batching).
     batching_by_default: ClassVar[bool] = False
-    # Whether a fast model may run on the event loop (decide_inline): only where a call's time
+    # Whether a fast model may run on the event loop (_decide_inline): only where a call's time
     # depends on its size alone. A pickled estimator, a torch module or an MLflow pyfunc can
     # run any code (sleep, call out), which would stall every request and probe meanwhile.
     inline_capable: ClassVar[bool] = False
@@ -108,7 +108,7 @@ class Predictor(DeclaresTensors, Model):
         # Counts answered requests into the model's drift profile (`kninfer profile`); None
         # without one, and from the first request it could not count.
         self.drift: DriftMonitor | None = None
-        # Requests of up to this many rows run on the event loop (decide_inline); 0: none do.
+        # Requests of up to this many rows run on the event loop (_decide_inline); 0: none do.
         self.inline_max_rows = 0
         self._slow_inline_rows: list[int] = []
 
@@ -246,7 +246,7 @@ class Predictor(DeclaresTensors, Model):
         try:
             started = time.perf_counter()
             self.run(warm, names)
-            self.decide_inline(warm, names, (time.perf_counter() - started) * 1e6)
+            self._decide_inline(warm, names, (time.perf_counter() - started) * 1e6)
         except Exception as exc:
             if not self.warmup_guessed:
                 raise WarmupFailed(
@@ -261,14 +261,14 @@ class Predictor(DeclaresTensors, Model):
                 exc,
             )
 
-    def decide_inline(self, warm: Arrays, names: list[str], first_us: float) -> None:
+    def _decide_inline(self, warm: Arrays, names: list[str], first_us: float) -> None:
         """Whether requests run on the event loop instead of an inference thread.
 
         Handing a call to a thread and waking the loop when it is done costs tens of
         microseconds of CPU per request (docs/performance.md#inline-models): more than a
         compiled model takes to answer. An `inline_capable` model whose warm-up call and
         INLINE_PROBES more each take under --inline-below-us runs inline, blocking the loop for
-        no longer than that; `run_inline` keeps checking. With adaptive batching on (the batcher
+        no longer than that; `_run_inline` keeps checking. With adaptive batching on (the batcher
         is attached after load), requests still go through the batcher (`execute`).
         """
         limit = self.settings.inline_below_us
@@ -300,7 +300,7 @@ class Predictor(DeclaresTensors, Model):
             slowest = max(slowest, (time.perf_counter() - started) * 1e6)
         return slowest
 
-    def run_inline(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
+    def _run_inline(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
         """`run` on the event loop, timed: after INLINE_STRIKES calls over --inline-below-us,
         requests of as many rows as the smallest of them go to the inference threads again."""
         started = time.perf_counter()
@@ -458,14 +458,14 @@ class Predictor(DeclaresTensors, Model):
             and rows_of(arrays) <= self.inline_max_rows
         ):
             try:
-                result: Arrays = self.run_inline(arrays, outputs)
+                result: Arrays = self._run_inline(arrays, outputs)
             except Exception as exc:
                 if otel is not None:
                     otel.record(tracing.PREDICT, began, error=exc)
                 raise
             if otel is not None:
                 otel.record(tracing.PREDICT, began)
-            return self.observed(arrays, result)
+            return self._observed(arrays, result)
         loop = asyncio.get_running_loop()
         if self.batcher is not None and not params:
             otel = None  # kninfer.batching records the spans
@@ -524,9 +524,9 @@ class Predictor(DeclaresTensors, Model):
             otel.record(
                 tracing.PREDICT, began, error=None if work.cancelled() else work.exception()
             )
-        return self.observed(arrays, work.result())
+        return self._observed(arrays, work.result())
 
-    def observed(self, arrays: Arrays, result: Arrays) -> Arrays:
+    def _observed(self, arrays: Arrays, result: Arrays) -> Arrays:
         """`result`, after the drift monitor counted the request (when there is one)."""
         drift = self.drift  # the validated inputs and the computed outputs, both at hand
         if drift is not None and not drift.observe(arrays, result):
