@@ -216,10 +216,10 @@ class ServeSettings(BaseSettings):
     )
     runtime: Literal["auto", "onnx", "native"] = Field(
         "auto",
-        description="how a scikit-learn model runs: auto (model.onnx from `kninfer compile` "
-        "through ONNX Runtime when the model directory has one, else the "
-        "scikit-learn file), onnx (model.onnx only) or native (the scikit-learn "
-        "file, model.onnx ignored)",
+        description="how a scikit-learn or MLflow model runs: auto (model.onnx from `kninfer "
+        "compile`, or an MLflow model of the onnx flavor, through ONNX Runtime; else the "
+        "scikit-learn file or mlflow.pyfunc), onnx (ONNX Runtime only) or native (the "
+        "scikit-learn file or mlflow.pyfunc, any graph ignored)",
     )
 
     # CloudEvents

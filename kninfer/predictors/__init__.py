@@ -33,6 +33,8 @@ FAMILIES: dict[PredictorFamily, str] = {
 ONNX_FILE = "model.onnx"
 COMPILE_RECORD = "compile.json"
 ONNX_PREDICTOR = "kninfer.predictors.sklearn_onnx:OnnxSklearnPredictor"
+# An MLflow model of the `onnx` flavor, through ONNX Runtime without MLflow.
+MLFLOW_ONNX_PREDICTOR = "kninfer.predictors.mlflow_onnx:OnnxMlflowPredictor"
 
 
 def predictor_class(
@@ -55,11 +57,13 @@ def predictor_class(
     if model_dir is not None and settings is not None:
         if family == "sklearn" and sklearn_runtime(model_dir, settings) == "onnx":
             target = ONNX_PREDICTOR
-        elif family != "sklearn" and settings.runtime == "onnx":
+        elif family == "mlflow" and mlflow_runtime(model_dir, settings) == "onnx":
+            target = MLFLOW_ONNX_PREDICTOR
+        elif family not in ("sklearn", "mlflow") and settings.runtime == "onnx":
             raise ModelLoadError(
-                f"--runtime onnx serves a scikit-learn model compiled by "
-                f"`kninfer compile` (--predictor sklearn); --predictor "
-                f"{family} has no ONNX runtime"
+                f"--runtime onnx serves a scikit-learn model compiled by `kninfer compile` "
+                f"(--predictor sklearn) or an MLflow model of the onnx flavor (--predictor "
+                f"mlflow); --predictor {family} has no ONNX runtime"
             )
     cls = import_class(target, "predictor")
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
@@ -83,6 +87,23 @@ def sklearn_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx",
         logger.info("%s is not the file --model-sha256 pins; serving the scikit-learn file", graph)
         return "native"
     return "onnx"
+
+
+def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
+    """How the mlflow family serves `model_dir`: an MLflow model of the `onnx` flavor through
+    ONNX Runtime (`auto`, `onnx`), anything else, or `native`, through `mlflow.pyfunc`. With
+    `--runtime onnx` a model of another flavor fails to load, saying so."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    from kninfer.errors import ModelLoadError
+    from kninfer.predictors.mlflow import find_mlmodel_dir
+    from kninfer.predictors.mlflow_onnx import onnx_graph_file
+
+    try:
+        graph = onnx_graph_file(find_mlmodel_dir(model_dir))
+    except ModelLoadError:
+        return "native"  # the pyfunc path says what is wrong with the directory
+    return "onnx" if graph is not None else "native"
 
 
 def serves_onnx(settings: ServeSettings) -> bool:

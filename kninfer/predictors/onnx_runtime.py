@@ -47,6 +47,17 @@ LOG_ERRORS = 3
 LOG_FATAL = 4
 
 
+# ONNX Runtime's type names (NodeArg.type) -> V2 datatypes.
+ORT_TYPES = {
+    "tensor(double)": "FP64",
+    "tensor(float)": "FP32",
+    "tensor(int64)": "INT64",
+    "tensor(int32)": "INT32",
+    "tensor(string)": "BYTES",
+    "tensor(bool)": "BOOL",
+}
+
+
 def container_cpus(root: Path = CGROUP) -> int:
     """Whole CPUs this process may use: the cgroup CPU quota rounded down, capped by the CPUs
     it may be scheduled on; at least 1."""

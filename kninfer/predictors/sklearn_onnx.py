@@ -43,6 +43,7 @@ from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors import COMPILE_RECORD, ONNX_FILE
 from kninfer.predictors.base import Arrays, model_rejected, result_array
 from kninfer.predictors.onnx_runtime import (
+    ORT_TYPES,
     container_cpus,
     graph_facts,
     inference_session,
@@ -59,15 +60,6 @@ from kninfer.storage import model_file, sha256_of
 logger = logging.getLogger("kninfer")
 
 PLATFORM = "kninfer-sklearn-onnx"
-# ONNX Runtime's type names (NodeArg.type) -> V2 datatypes.
-ORT_TYPES = {
-    "tensor(double)": "FP64",
-    "tensor(float)": "FP32",
-    "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32",
-    "tensor(string)": "BYTES",
-    "tensor(bool)": "BOOL",
-}
 OUTPUTS = ("predict", "predict_proba")
 # scikit-learn's tree models, which cast X to float32 (kninfer.predictors.sklearn
 # _computes_in_float32 tells them by module; compile.json names only the class).
