@@ -279,11 +279,15 @@ class Predictor(DeclaresTensors, Model):
         if self._slowest_us(warm, names, INLINE_PROBES) >= limit or rows == 0:
             return
         self.inline_max_rows = rows
-        # A batch costs more than a row: `INLINE_WIDE` times the warm-up rows are timed too.
-        if all(array.ndim for array in warm.values()):
+        # A batch costs more than a row: `INLINE_WIDE` times the warm-up rows are timed too,
+        # where the model takes that many (a graph exported for a fixed batch does not).
+        wide_rows = rows * INLINE_WIDE
+        if all(array.ndim for array in warm.values()) and (
+            self.max_batch_rows is None or wide_rows <= self.max_batch_rows
+        ):
             wide = {name: np.repeat(array, INLINE_WIDE, axis=0) for name, array in warm.items()}
             if self._slowest_us(wide, names, 2) < limit:
-                self.inline_max_rows = rows * INLINE_WIDE
+                self.inline_max_rows = wide_rows
         logger.info(
             "model '%s' runs requests of up to %d row(s) on the event loop (each call timed at "
             "start-up took under %g us; --inline-below-us 0 turns this off)",

@@ -95,8 +95,9 @@ def _cgroup_quota(root: Path) -> float | None:
     return None
 
 
-def inference_session(model: bytes, threads: int | None = None) -> Any:
-    """An onnxruntime.InferenceSession on the CPU for the serialized graph `model`."""
+def inference_session(model: bytes | str, threads: int | None = None) -> Any:
+    """An onnxruntime.InferenceSession on the CPU for the serialized graph `model`, or for the
+    graph file at path `model` (whose external data files ONNX Runtime reads beside it)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

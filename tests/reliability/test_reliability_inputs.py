@@ -5,7 +5,9 @@ same server still answers a good request correctly (the contract in DESIGN.md, "
 mistake is a 4xx and the process keeps serving). One server, with small limits so the limit cases
 stay cheap, is shared by the whole module; a second serves a two-input torch.export program (x and
 an integer mask sharing one batch dimension of at most 64 rows, a dict of two outputs) for the
-mistakes only a model of several inputs invites.
+mistakes only a model of several inputs invites, and a third the same module exported to ONNX as
+an MLflow model of the onnx flavor (`--predictor mlflow` through ONNX Runtime), for the same
+mistakes.
 """
 
 from __future__ import annotations
@@ -1345,6 +1347,121 @@ def test_masked_grpc_bad_input(
     assert caught.value.code() == code, caught.value.details()
     assert fragment in (caught.value.details() or ""), caught.value.details()
     masked_still_serving(masked_dir, masked_client, masked_stub)
+
+
+# ---- the same module as an MLflow model of the onnx flavor --------------------------------------
+#
+# The masked module exported by torch.onnx.export and saved by mlflow.onnx.save_model, served by
+# `--predictor mlflow` through ONNX Runtime (kninfer.predictors.mlflow_onnx) under the same model
+# name: every masked case gets the same status and message, except the batch range, which the
+# graph does not declare (its batch dimension is a free symbol). Its good answers are the
+# torch.export program's.
+
+MASKED_ONNX_SKIPPED = {"masked-v2-past-batch-range", "masked-v1-past-batch-range"}
+
+
+@pytest.fixture(scope="module")
+def masked_onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("torch")
+    pytest.importorskip("mlflow.onnx")
+    pytest.importorskip("onnxruntime")
+    from tests.support.torch_models import masked_module, save_masked_mlflow_onnx
+
+    tmp = tmp_path_factory.mktemp("reliability-masked-onnx-model")
+    return save_masked_mlflow_onnx(masked_module(tmp / "src"), tmp / "model")
+
+
+@pytest.fixture(scope="module")
+def masked_onnx_server(
+    tmp_path_factory: pytest.TempPathFactory, masked_onnx_dir: Path
+) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("reliability-masked-onnx")
+    proc = ServerProcess(
+        ["--predictor", "mlflow", "--model-name", "masked", "--model-dir", str(masked_onnx_dir)],
+        server_env(tmp),
+        tmp / "server.log",
+    ).start(timeout=180)
+    assert "through ONNX Runtime" in proc.log()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture(scope="module")
+def masked_onnx_client(masked_onnx_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=masked_onnx_server.url, timeout=30) as http:
+        yield http
+
+
+@pytest.fixture(scope="module")
+def masked_onnx_stub(masked_onnx_server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
+    with grpc_stub(masked_onnx_server.grpc_target) as stub:
+        yield stub
+
+
+def masked_onnx_still_serving(
+    masked_dir: Path, client: httpx.Client, stub: GRPCInferenceServiceStub
+) -> None:
+    """A good request on each transport answers what the torch.export program does; V1 answers
+    every output by name, as MLflow's scoring server answers its onnx pyfunc."""
+    want = masked_answer(masked_dir)
+    reply = client.post(MASKED_V2, json=masked())
+    assert reply.status_code == 200, reply.text
+    for output in reply.json()["outputs"]:
+        np.testing.assert_allclose([output["data"]], want[output["name"]], rtol=1e-5, atol=1e-6)
+    v1 = client.post(MASKED_V1, json=records())
+    assert v1.status_code == 200, v1.text
+    predictions = v1.json()["predictions"]
+    for name in ("logits", "probs"):
+        np.testing.assert_allclose(predictions[name], want[name], rtol=1e-5, atol=1e-6)
+    answer = stub.ModelInfer(masked_grpc())
+    assert [o.name for o in answer.outputs] == ["logits", "probs"]
+    np.testing.assert_allclose(
+        np.frombuffer(answer.raw_output_contents[1], dtype=np.float32),
+        want["probs"][0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status", "message"),
+    [case for case in MASKED_HTTP_CASES if case.id not in MASKED_ONNX_SKIPPED],
+)
+def test_masked_onnx_http_bad_input(
+    masked_dir: Path,
+    masked_onnx_client: httpx.Client,
+    masked_onnx_stub: GRPCInferenceServiceStub,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    message: str,
+) -> None:
+    reply = masked_onnx_client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+    masked_onnx_still_serving(masked_dir, masked_onnx_client, masked_onnx_stub)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "fragment"),
+    [case for case in MASKED_GRPC_CASES if case.id != "masked-past-batch-range"],
+)
+def test_masked_onnx_grpc_bad_input(
+    masked_dir: Path,
+    masked_onnx_client: httpx.Client,
+    masked_onnx_stub: GRPCInferenceServiceStub,
+    request_: pb.ModelInferRequest,
+    code: grpc.StatusCode,
+    fragment: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        masked_onnx_stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
+    masked_onnx_still_serving(masked_dir, masked_onnx_client, masked_onnx_stub)
 
 
 # ---- a text pipeline: one BYTES input of strings -----------------------------------------------

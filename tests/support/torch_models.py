@@ -108,6 +108,47 @@ def save_masked_export(model: Any, model_dir: Path) -> Path:
     return model_dir
 
 
+def onnx_export(model: Any, example: tuple[Any, ...], inputs: list[str], outputs: list[str]) -> Any:
+    """`model` as an onnx.ModelProto, exported by torch.onnx.export's TorchScript-based exporter
+    (`dynamo=False`: the dynamo exporter needs onnxscript, which is not installed), every input
+    and output of one dynamic first dimension named "batch"."""
+    import io
+
+    import onnx
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # torch 2.13 deprecates the TorchScript-based exporter
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            example,
+            buffer,
+            dynamo=False,
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
+            opset_version=17,
+        )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+def save_masked_mlflow_onnx(model: Any, model_dir: Path) -> Path:
+    """The masked module exported to ONNX and saved by mlflow.onnx.save_model: what
+    `--predictor mlflow` serves through ONNX Runtime."""
+    import mlflow.onnx
+    import torch
+
+    graph = onnx_export(
+        model,
+        (torch.zeros(2, 8), torch.ones(2, 8, dtype=torch.int64)),
+        ["x", "mask"],
+        ["logits", "probs"],
+    )
+    mlflow.onnx.save_model(graph, str(model_dir))
+    return model_dir
+
+
 def save_masked_eager(model: Any, model_dir: Path) -> Path:
     import torch
 
