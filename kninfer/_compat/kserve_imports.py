@@ -295,8 +295,11 @@ def _rebind_lazily(package: types.ModuleType) -> None:
 def _preload(name: str) -> None:
     try:
         importlib.import_module(name)
-    except ModuleNotFoundError as exc:  # e.g. sklearn.callback before scikit-learn 1.9
-        if exc.name != name:
+    except ModuleNotFoundError as exc:
+        # e.g. sklearn.callback before scikit-learn 1.9, or scikit-learn not installed at all
+        # (the onnx image: a --storage-uri model that turns out to be compiled needs none of it)
+        missing = exc.name or ""
+        if not (name == missing or name.startswith(missing + ".")):
             raise
 
 
@@ -309,7 +312,8 @@ def deferred_imports(*preload: str, eager: bool = False) -> Iterator[None]:
     preloads `sklearn.utils` here and pays for pandas only if a model really uses it; and
     `sklearn.callback` (imported by `sklearn.preprocessing`, hence by most estimators) imports
     rich only for its ProgressBar, so preloading it here leaves rich out. A preloaded module
-    that does not exist in the installed version is skipped.
+    that does not exist in the installed version, or whose package is not installed, is
+    skipped.
     """
     global _window_open
     if eager or "kserve" in sys.modules or not fenced():

@@ -65,11 +65,30 @@ def predictor_class(
                 f"(--predictor sklearn) or an MLflow model of the onnx flavor (--predictor "
                 f"mlflow); --predictor {family} has no ONNX runtime"
             )
+    if family == "sklearn" and target != ONNX_PREDICTOR:
+        require_sklearn(
+            "serving the scikit-learn model"
+            + (f" in {model_dir}" if model_dir is not None else ""),
+            f"compile it with `kninfer compile` and serve its {ONNX_FILE} (--runtime onnx), "
+            "which needs only ONNX Runtime",
+        )
     cls = import_class(target, "predictor")
     if not (isinstance(cls, type) and issubclass(cls, Predictor)):
         raise ModelLoadError(f"'{target}' is not a subclass of kninfer.Predictor")
     result: type[Predictor] = cls
     return result
+
+
+def require_sklearn(what: str, instead: str) -> None:
+    """Refuse, in one line that says what to do instead, what needs scikit-learn where it is not
+    installed (the onnx image carries ONNX Runtime and not scikit-learn): `what` needs it. Asks
+    the import system only (nothing is imported)."""
+    from importlib.util import find_spec
+
+    if find_spec("sklearn") is None:
+        from kninfer.errors import ModelLoadError
+
+        raise ModelLoadError(f"{what} needs scikit-learn, which is not installed here; {instead}")
 
 
 def sklearn_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:

@@ -37,6 +37,13 @@ def configure_logging(level: str) -> None:
 def resolve_model_dir(settings: ServeSettings) -> Path:
     if settings.serves_default_model:
         from kninfer.iris import ensure_iris_model
+        from kninfer.predictors import require_sklearn
+
+        require_sklearn(
+            "the embedded iris model",
+            "give --model-dir or --storage-uri: a model compiled by `kninfer compile` "
+            "(model.onnx) is served without it",
+        )
 
         return ensure_iris_model(settings.cache_dir)
     from kninfer.storage import local_model_dir

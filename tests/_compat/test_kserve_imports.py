@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.paths import ROOT
 from tests.support.servers import ServerProcess
@@ -278,3 +279,20 @@ print("ok")
         "they are off: kserve is imported eagerly and called through its own code paths (slower "
         "cold start and requests, same answers)"
     ]
+
+
+def test_a_preload_whose_package_is_not_installed_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scikit-learn is preloaded for a sklearn-family service whose directory is not known yet
+    (--storage-uri); where it is not installed (the onnx image) the preload is skipped, but a
+    module that fails on a missing import of its own still fails."""
+    from kninfer._compat.kserve_imports import _preload
+
+    _preload("kninfer_absent_package.utils")
+    _preload("kninfer_absent_package")
+    (tmp_path / "kninfer_broken_package").mkdir()
+    (tmp_path / "kninfer_broken_package" / "__init__.py").write_text("import kninfer_absent_dep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="kninfer_absent_dep"):
+        _preload("kninfer_broken_package.utils")

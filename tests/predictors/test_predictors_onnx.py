@@ -684,6 +684,108 @@ def test_serving_a_compiled_model_imports_neither_scikit_learn_nor_scipy(
     assert not ({"sklearn", "scipy"} | (set() if eager else {"pandas"})) & set(packages)
 
 
+# As if scikit-learn, scipy and skops were not installed, as in the onnx image (make lock leaves
+# them out of requirements/image-onnx.txt): `import sklearn` raises ModuleNotFoundError, and
+# importlib.util.find_spec answers None. A sitecustomize module runs before kninfer's code does.
+NOT_INSTALLED = """
+import sys
+for name in ("sklearn", "scipy", "skops"):
+    sys.modules[name] = None
+"""
+
+
+def without_scikit_learn(tmp_path: Path) -> dict[str, str]:
+    """server_env for a `kninfer serve` whose Python has no scikit-learn, scipy or skops."""
+    site = tmp_path / "no-sklearn"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NOT_INSTALLED)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    return server_env(tmp_path, PYTHONPATH=path)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        # The directory is only known after start-up began: scikit-learn's preload is skipped.
+        ("--storage-uri", "{dir}"),
+        ("--storage-uri", "{dir}", "--runtime", "onnx"),
+        ("--model-dir", "{dir}"),
+    ],
+    ids=["storage-uri-auto", "storage-uri-onnx", "model-dir-auto"],
+)
+def test_a_compiled_model_is_served_where_scikit_learn_is_not_installed(
+    built: Built, tmp_path: Path, how: tuple[str, ...]
+) -> None:
+    model_dir = str(built.dirs["churn"])
+    args = ["--predictor", "sklearn", *(a.format(dir=model_dir) for a in how)]
+    server = ServerProcess(
+        [*args, "--model-name", "churn"], without_scikit_learn(tmp_path), tmp_path / "serve.log"
+    )
+    try:
+        server.start(timeout=120)
+        reply = httpx.post(
+            f"{server.url}/v2/models/churn/infer",
+            json=v2_body("churn", built.rows["churn"]),
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        outputs = {o["name"]: o for o in reply.json()["outputs"]}
+        labels, proba = expected(built, "churn")
+        assert outputs["predict"]["data"] == labels
+        np.testing.assert_allclose(
+            np.reshape(outputs["predict_proba"]["data"], proba.shape), proba, **TOLERANCE
+        )
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.mark.parametrize("what", ["native", "default-model"])
+def test_without_scikit_learn_what_needs_it_is_refused_in_one_line(
+    built: Built, tmp_path: Path, what: str
+) -> None:
+    """The scikit-learn file (--runtime native, or a directory without model.onnx) and the
+    embedded iris model need scikit-learn: where it is not installed, start-up ends with one line
+    that says what to do instead, not a ModuleNotFoundError."""
+    model_dir = built.dirs["churn"]
+    args = {
+        "native": ["--model-dir", str(model_dir), "--runtime", "native"],
+        "default-model": ["--runtime", "onnx"],
+    }[what]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            "--predictor",
+            "sklearn",
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            *args,
+        ],
+        env=without_scikit_learn(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    (error,) = [ln for ln in done.stderr.splitlines() if "model failed to load" in ln]
+    expected_line = {
+        "native": f"serving the scikit-learn model in {model_dir.resolve()} needs scikit-learn, "
+        "which is not installed here; compile it with `kninfer compile` and serve its "
+        "model.onnx (--runtime onnx), which needs only ONNX Runtime",
+        "default-model": "the embedded iris model needs scikit-learn, which is not installed "
+        "here; give --model-dir or --storage-uri: a model compiled by `kninfer compile` "
+        "(model.onnx) is served without it",
+    }[what]
+    assert error.endswith(expected_line), error
+
+
 def mapped_libraries(server: ServerProcess) -> str:
     assert server.process is not None
     return Path(f"/proc/{server.process.pid}/maps").read_text()
