@@ -1,11 +1,14 @@
 # CPU images: `kninfer serve` as uid 1000. HTTP listens on $PORT (Knative's runtime contract sets
 # it; 8080 otherwise), gRPC on 8081. Build: `make image` (all families) or
-# `make image FAMILY=sklearn|mlflow|pytorch`; `make image-test` builds them here with podman.
+# `make image FAMILY=sklearn|mlflow|pytorch|onnx`; `make image-test` builds them here with podman.
 # Deployment args come from `kninfer render` (kserve/, knative/); the default CMD serves the
 # embedded iris model, trained at build time so a cold start reads one small file.
 #
 # FAMILY decides what the image carries, since image pull is part of a cold start on a fresh
-# node: sklearn (no torch, no mlflow), mlflow (no torch), pytorch (no mlflow), all.
+# node: sklearn (no torch, no mlflow), mlflow (no torch), pytorch (no mlflow), all, and onnx:
+# models compiled by `kninfer compile` (model.onnx) through ONNX Runtime, without scikit-learn,
+# scipy, torch or mlflow. The onnx image has no embedded model (nothing to train it with): it
+# serves the --model-dir or --storage-uri its manifest names.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # The GBs of dependencies are one layer that a change to kninfer's code leaves alone: `deps`
@@ -47,9 +50,9 @@ COPY requirements/image-*.txt /tmp/locks/
 RUN set -eu; . /etc/kninfer-pip-sources; \
     lock="/tmp/locks/image-$FAMILY.txt"; \
     case "$FAMILY" in \
-      sklearn|mlflow) torch_source="" ;; \
+      sklearn|mlflow|onnx) torch_source="" ;; \
       pytorch|all) torch_source="--extra-index-url $TORCH_INDEX_URL" ;; \
-      *) echo "FAMILY must be sklearn, mlflow, pytorch or all; got '$FAMILY'" >&2; exit 2 ;; \
+      *) echo "FAMILY must be sklearn, mlflow, pytorch, all or onnx; got '$FAMILY'" >&2; exit 2 ;; \
     esac; \
     if [ -n "$torch_source" ] && [ -n "$TORCH_FIND_LINKS" ]; then \
       torch_source="--find-links $TORCH_FIND_LINKS"; fi; \
@@ -82,7 +85,8 @@ ENV PATH=/opt/kninfer/bin:$PATH \
 LABEL dev.kninfer.family=${FAMILY}
 USER 1000:1000
 WORKDIR /home/kninfer
-RUN python -c "from pathlib import Path; from kninfer.iris import ensure_iris_model; ensure_iris_model(Path('/home/kninfer/.cache/kninfer'))"
+# The embedded iris model, trained by the image's scikit-learn (the onnx image has none).
+RUN python -c "import os; from pathlib import Path; from kninfer.iris import ensure_iris_model; os.environ['FAMILY'] == 'onnx' or ensure_iris_model(Path('/home/kninfer/.cache/kninfer'))"
 EXPOSE 8080 8081
 ENTRYPOINT ["kninfer"]
 CMD ["serve"]

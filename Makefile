@@ -147,7 +147,8 @@ CRDS ?=
 # kserve: apply the InferenceService; knative: apply the plain Knative Service (no KServe).
 VARIANT ?= kserve
 
-# FAMILY=sklearn|mlflow|pytorch builds that family's smaller image, tagged $(TAG)-$(FAMILY);
+# FAMILY=sklearn|mlflow|pytorch|onnx builds that family's smaller image, tagged $(TAG)-$(FAMILY)
+# (onnx: compiled models through ONNX Runtime, no scikit-learn);
 # BUILD_ARGS adds --build-arg INDEX_URL=... EXTRA_INDEX_URL=... CA_BUNDLE=... TORCH_INDEX_URL=...
 FAMILY ?= all
 IMAGE_TAG := $(TAG)$(if $(filter-out all,$(FAMILY)),-$(FAMILY))

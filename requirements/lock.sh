@@ -5,7 +5,9 @@
 #   dev.txt            what `make serve` and `make test` install (.venv): dev, pytorch, mlflow,
 #                      onnx, compile, lightgbm, xgboost, otel
 #   image-FAMILY.txt   what each CPU image installs (Dockerfile): sklearn, mlflow, pytorch, all
-#                      (each with storage and otel)
+#                      (each with storage and otel), and onnx: compiled models (model.onnx) through
+#                      ONNX Runtime, with storage and otel, and without scikit-learn (nor skops,
+#                      scipy and what only they need): the graph path imports none of them
 #   image-gpu.txt      the GPU image (Dockerfile.gpu): Ubuntu 24.04's Python 3.12, CUDA torch
 #
 # uv resolves (`uv pip compile`: for a stated Python and platform, so the GPU image's 3.12 lock is
@@ -38,20 +40,28 @@ mapfile -t all < <(extras dev pytorch mlflow storage onnx compile lightgbm xgboo
 compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" --upgrade
 mapfile -t dev < <(extras dev pytorch mlflow onnx compile lightgbm xgboost otel)
 compile dev.txt 3.11 pyproject.toml "${dev[@]}" "${torch_cpu[@]}" -c requirements/all.txt
-for family in sklearn mlflow pytorch all; do
+# scikit-learn and skops are core requirements of kninfer; the onnx image leaves them out of the
+# resolution (uv's --excludes), and scipy, threadpoolctl and the rest that only they need with them.
+# The image installs its lock with --no-deps, kninfer too, so nothing brings them back.
+onnx_excludes="$(mktemp)"
+trap 'rm -f "$onnx_excludes" requirements/.cpu-pins.txt' EXIT
+printf '%s\n' scikit-learn skops > "$onnx_excludes"
+for family in sklearn mlflow pytorch all onnx; do
+  leave_out=()
   case "$family" in
     sklearn) mapfile -t ex < <(extras storage otel) ;;
     mlflow) mapfile -t ex < <(extras mlflow storage otel) ;;
     pytorch) mapfile -t ex < <(extras pytorch storage otel) ;;
     all) mapfile -t ex < <(extras pytorch mlflow storage otel) ;;
+    onnx) mapfile -t ex < <(extras onnx storage otel); leave_out=(--excludes "$onnx_excludes") ;;
   esac
-  compile "image-$family.txt" 3.11 pyproject.toml "${ex[@]}" "${torch_cpu[@]}" -c requirements/all.txt
+  compile "image-$family.txt" 3.11 pyproject.toml "${ex[@]}" "${torch_cpu[@]}" \
+    -c requirements/all.txt "${leave_out[@]}"
 done
 # The GPU image: PyPI's torch 2.13.0 (a CUDA build, with NVIDIA's runtime wheels) for Python 3.12,
 # every other package at all.txt's version where that version serves 3.12.
 grep -vE '^(torch==|    )' requirements/all.txt | grep -E '^[A-Za-z0-9]' | sed 's/ \\$//' \
   > requirements/.cpu-pins.txt
-trap 'rm -f requirements/.cpu-pins.txt' EXIT
 mapfile -t gpu < <(extras pytorch storage)
 compile image-gpu.txt 3.12 pyproject.toml "${gpu[@]}" -c requirements/.cpu-pins.txt
 echo "locked: $(grep -c '==' requirements/all.txt) packages in requirements/all.txt"
