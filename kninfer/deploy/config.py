@@ -24,8 +24,10 @@ from kninfer.settings import PredictorFamily
 
 DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
 # `make image FAMILY=<family>` tags: each predictor pulls only its framework (docs/deploy.md,
-# "Images").
+# "Images"). A compiled model (`compiled: true`) gets the onnx family's: ONNX Runtime without
+# scikit-learn, scipy, torch or mlflow.
 FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
+COMPILED_FAMILY = "onnx"
 DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
 # Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
 # reply, so it can never feed events back into the broker.
@@ -284,7 +286,10 @@ class Candidate(_Strict):
 
     storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
     predictor: PredictorFamily | None = None  # None: the config's `predictor`
-    image: str | None = None  # None: the config's image for the same family, else the family's
+    # None: the config's `compiled` when the predictor is the config's, else false
+    compiled: bool | None = None
+    # None: the config's image for the same family and compiled, else the family's
+    image: str | None = None
 
 
 class Variant(Candidate):
@@ -324,7 +329,13 @@ class DeployConfig(_Strict):
     predictor: PredictorFamily = "sklearn"
     model_name: str | None = None  # default: `name`
     storage_uri: str | None = None  # None: the embedded iris model (sklearn only)
-    # None: the predictor family's image (FAMILY_IMAGE); a transformer gets the sklearn one.
+    # The model at storage_uri is compiled by `kninfer compile` (model.onnx and compile.json):
+    # served through ONNX Runtime (`--runtime onnx`, so a directory without model.onnx fails to
+    # start instead of reaching for scikit-learn) from the onnx image, which carries no
+    # scikit-learn. The sklearn predictor only.
+    compiled: bool = False
+    # None: the predictor family's image (FAMILY_IMAGE; `compiled`: the onnx one); a transformer
+    # gets the sklearn one.
     image: str | None = None
     accelerator: Literal["cpu", "gpu"] = "cpu"
     gpu: Gpu = Field(default_factory=lambda: Gpu())
@@ -399,6 +410,8 @@ class DeployConfig(_Strict):
             )
         if not LABEL_RE.match(self.namespace):
             raise ValueError(f"namespace {self.namespace!r} is not a DNS-1123 label")
+        if self.compiled:
+            self._check_compiled()
         if self.experiment is None:
             if self.storage_uri is None and self.predictor != "sklearn":
                 raise ValueError(
@@ -447,6 +460,23 @@ class DeployConfig(_Strict):
             assert shadow is not None
             self._check_runtime_images([self, shadow])
         return self
+
+    def _check_compiled(self) -> None:
+        if self.predictor != "sklearn":
+            raise ValueError(
+                "compiled: true serves a scikit-learn model compiled by `kninfer compile` "
+                f"(predictor sklearn), not predictor {self.predictor}"
+            )
+        if self.accelerator == "gpu":
+            raise ValueError(
+                "compiled: true runs on the CPU: the onnx image carries ONNX Runtime's CPU "
+                "build (use accelerator: cpu)"
+            )
+        if self.storage_uri is None and self.experiment is None:
+            raise ValueError(
+                "compiled: true needs storage_uri, the directory holding model.onnx and "
+                "compile.json (the onnx image has no embedded model)"
+            )
 
     def _check_http_shadow(self) -> None:
         # The candidate gets the predictor's payload-log request events from the Broker.
@@ -521,13 +551,21 @@ class DeployConfig(_Strict):
         """The config that serves `candidate` as <name>-<suffix>: this one's settings, the
         candidate's model, the same served model name, cluster-local, no experiment or events."""
         predictor = candidate.predictor or self.predictor
-        image = candidate.image or (self.image if predictor == self.predictor else None)
+        same_family = predictor == self.predictor
+        compiled = (
+            candidate.compiled
+            if candidate.compiled is not None
+            else (self.compiled and same_family)
+        )
+        same_image = same_family and compiled == self.compiled
+        image = candidate.image or (self.image if same_image else None)
         data = self.model_dump(exclude={"experiment", "shadow", "eventing", "canary_percent"})
         data.update(
             name=f"{self.name}-{suffix}",
             model_name=self.served_model,
             storage_uri=candidate.storage_uri,
             predictor=predictor,
+            compiled=compiled,
             image=image,
             exposure="cluster-local",
         )
@@ -549,7 +587,8 @@ class DeployConfig(_Strict):
     def runtime_name(self) -> str:
         """The (Cluster)ServingRuntime an InferenceService of this config names."""
         suffix = "-gpu" if self.gpu_enabled else ""
-        return self.runtime.name or f"kninfer-{self.predictor}{suffix}"
+        compiled = f"-{COMPILED_FAMILY}" if self.compiled else ""
+        return self.runtime.name or f"kninfer-{self.predictor}{compiled}{suffix}"
 
     @property
     def event_driven(self) -> bool:
@@ -557,7 +596,8 @@ class DeployConfig(_Strict):
 
     @property
     def cpu_image(self) -> str:
-        return self.image or FAMILY_IMAGE.format(family=self.predictor)
+        family = COMPILED_FAMILY if self.compiled else self.predictor
+        return self.image or FAMILY_IMAGE.format(family=family)
 
     @property
     def transformer_image(self) -> str:

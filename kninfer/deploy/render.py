@@ -220,6 +220,10 @@ def predictor_args(config: DeployConfig, *, storage: str, graph_step: bool = Fal
     itself, plain Knative) or `template` (ServingRuntime, model name from `{{.Name}}`).
     `graph_step`: an InferenceGraph calls this InferenceService (see `_model_name_args`)."""
     args = ["serve", "--predictor", config.predictor]
+    if config.compiled:
+        # model.onnx or nothing: a directory without one fails to start, saying so, rather than
+        # reaching for scikit-learn, which the onnx image does not carry.
+        args += ["--runtime", "onnx"]
     if config.storage_uri is not None:
         pvc = _pvc(config.storage_uri)
         if storage == "download" and pvc is not None:

@@ -90,10 +90,10 @@ def test_every_checked_in_manifest_validates_against_the_crds() -> None:
     result = kninfer("validate", "kserve", "knative", "--crds", str(SCHEMAS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert result.stderr == "51 document(s) in 22 file(s): valid\n"
+    assert result.stderr == "53 document(s) in 24 file(s): valid\n"
 
 
-def test_examples_cover_cpu_gpu_pipeline_canary_eventing_ab_shadow() -> None:
+def test_examples_cover_cpu_gpu_pipeline_canary_eventing_ab_shadow_compiled() -> None:
     kinds: dict[str, list[str]] = {}
     for path in sorted(ROOT.glob("kserve/*.yaml")) + sorted(ROOT.glob("knative/*.yaml")):
         kinds[path.relative_to(ROOT).as_posix()] = [
@@ -126,6 +126,9 @@ def test_examples_cover_cpu_gpu_pipeline_canary_eventing_ab_shadow() -> None:
         "Service",
         "Trigger",
     ]
+    compiled = docs_of((ROOT / "kserve" / "churn-compiled.yaml").read_text())[0]
+    container = compiled["spec"]["predictor"]["containers"][0]  # type: ignore[index]
+    assert container["image"].endswith("-onnx") and "--runtime" in container["args"]
     gpu = docs_of((ROOT / "kserve" / "classifier-gpu.yaml").read_text())[0]
     container = gpu["spec"]["predictor"]["containers"][0]  # type: ignore[index]
     assert container["image"].endswith("-cuda")
@@ -166,9 +169,9 @@ def test_every_rendered_serve_command_parses_into_settings() -> None:
                 settings = ServeSettings(**given)
                 assert settings.transformer or settings.predictor, (path, args)
                 checked += 1
-    # containers: 16 under kserve/ (runtime, A/B variants and shadows included), 13 under
+    # containers: 17 under kserve/ (runtime, A/B variants and shadows included), 14 under
     # knative/
-    assert checked == 29
+    assert checked == 31
 
 
 # --- InferenceService --------------------------------------------------------------------------
