@@ -1,12 +1,17 @@
 """What each CPU image weighs and what it carries, read from the images `make image-test` built.
 
     .venv/bin/python -m bench.image_sizes [--out bench/results]
+    .venv/bin/python -m bench.image_sizes --cold-start build/image-cold-start.json
 
 Per image (localhost/kninfer:dev-<family> and :dev): podman's size, the frameworks inside with
 their versions, the virtualenv's size and its largest packages, measured inside the image by
 its own Python. Image pull is part of a cold start on a fresh node, which is why each family has
 an image of its own. `make image-test` runs this after its builds; docs/deploy.md includes the
 report. Writes bench/results/images.{json,md}.
+
+`--cold-start FILE` measures nothing: it adds the cold starts that the pod tests measured
+(tests/test_images.py writes FILE; `make image-test` runs this after them) to the images.json
+already written, and writes images.md again.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from bench.servers import BENCH
 RESULTS = BENCH / "results"
 IMAGES = [
     ("sklearn", "localhost/kninfer:dev-sklearn"),
+    ("onnx", "localhost/kninfer:dev-onnx"),
     ("mlflow", "localhost/kninfer:dev-mlflow"),
     ("pytorch", "localhost/kninfer:dev-pytorch"),
     ("all", "localhost/kninfer:dev"),
 ]
-FRAMEWORKS = ("scikit-learn", "mlflow-skinny", "torch", "kserve")
+FRAMEWORKS = ("scikit-learn", "onnxruntime", "mlflow-skinny", "torch", "kserve")
 # Run by the image's Python with FRAMEWORKS as arguments: sizes of the venv and of each top-level
 # package in site-packages, and the frameworks' versions.
 INSIDE = """
@@ -109,13 +115,55 @@ def write_markdown(rows: list[dict[str, Any]], path: Path) -> None:
             + ", ".join(f"{name} {megabytes(size)}" for name, size in largest)
             + " |"
         )
+    colds = [(row["family"], row["cold_start"]) for row in rows if row.get("cold_start")]
+    if colds:
+        lines += [
+            "",
+            "**Cold start inside the image**: `podman run` to the first 200 on V2 infer, median "
+            "of 3, each image and its comparison started in turns (`make image-test`, "
+            "tests/test_images.py, on the machine that built the images); in brackets, the "
+            "image's time over the other's.",
+            "",
+            "| `FAMILY=` | model | cold start | next to it |",
+            "| --- | --- | ---: | --- |",
+        ]
+        for family, cold in colds:
+            others = "; ".join(
+                f"{what}: {seconds:.2f} s ({cold['image_s'] / seconds:.2f}x)"
+                for what, seconds in cold["compared"].items()
+            )
+            lines.append(f"| `{family}` | {cold['model']} | {cold['image_s']:.2f} s | {others} |")
     path.write_text("\n".join(lines) + "\n")
+
+
+def add_cold_starts(out: Path, measured: Path) -> None:
+    """Merge the pod tests' cold starts (family -> {model, image_s, compared}) into
+    out/images.json and write out/images.md again."""
+    rows = json.loads((out / "images.json").read_text())
+    cold = json.loads(measured.read_text())
+    unknown = sorted(set(cold) - {row["family"] for row in rows})
+    if unknown:
+        raise SystemExit(f"{measured}: no image measured for {', '.join(unknown)}")
+    for row in rows:
+        if row["family"] in cold:
+            row["cold_start"] = cold[row["family"]]
+    (out / "images.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_markdown(rows, out / "images.md")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cold-start",
+        type=Path,
+        help="add the cold starts tests/test_images.py wrote there; measure nothing",
+    )
     args = parser.parse_args(argv)
+    if args.cold_start is not None:
+        add_cold_starts(args.out, args.cold_start)
+        print((args.out / "images.md").read_text())
+        return 0
     rows = [{"family": family, **measure(tag)} for family, tag in IMAGES]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "images.json").write_text(json.dumps(rows, indent=2) + "\n")

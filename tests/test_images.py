@@ -8,6 +8,11 @@ pass the startup, readiness and liveness probes as the spec states them, answer 
 a CloudEvent, then SIGTERM inside the grace period: exit 0, and every request sent while it
 stops answered. The iris pipeline runs its transformer and predictor containers together.
 Cold start inside the image (podman run to the first 200) is measured next to the host's.
+
+The onnx image (models compiled by `kninfer compile`, no scikit-learn) runs the manifests of
+`compiled: true` configs with a realistic pipeline compiled here, and answers what scikit-learn
+answers in this process. The cold starts go to COLD_START, which `make image-test` adds to
+bench/results/images.{json,md} (`python -m bench.image_sizes --cold-start`).
 """
 
 from __future__ import annotations
@@ -29,23 +34,42 @@ import pytest
 import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+from tests.support.compiled_models import COLUMNS, Compiled, churn
 from tests.support.paths import ROOT
-from tests.support.pods import Container, ContainerSpec, image_size, pod_containers, running
+from tests.support.pods import (
+    RELEASE_IMAGE,
+    Container,
+    ContainerSpec,
+    image_size,
+    local_image,
+    pod_containers,
+    running,
+)
 from tests.support.servers import free_port, grpc_stub, server_env
 
 pytestmark = [pytest.mark.image, pytest.mark.xdist_group("images")]
 
-FAMILIES = ("sklearn", "mlflow", "pytorch")
+FAMILIES = ("sklearn", "mlflow", "pytorch", "onnx")
 ROW = [5.1, 3.5, 1.4, 0.2]
 V2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
+# What `make image-test` adds to bench/results/images.{json,md} after these tests.
+COLD_START = ROOT / "build" / "image-cold-start.json"
+TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
 
-def manifests() -> list[Path]:
+def compiled_manifest(path: Path) -> bool:
+    """A `compiled: true` config's manifest: its predictor runs from the onnx image."""
+    return f"image: {RELEASE_IMAGE}-onnx" in path.read_text()
+
+
+def manifests(compiled: bool = False) -> list[Path]:
     return [
         p
         for d in ("kserve", "knative")
         for p in sorted((ROOT / d).glob("*.yaml"))
-        if "gpu" not in p.name and not p.name.endswith("-eventing.yaml")
+        if "gpu" not in p.name
+        and not p.name.endswith("-eventing.yaml")
+        and compiled_manifest(p) == compiled
     ]
 
 
@@ -66,16 +90,36 @@ def images() -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """What KServe's storage initializer leaves at /mnt/models, readable by any UID."""
-    from kninfer.iris import ensure_iris_model
-
-    model_dir = ensure_iris_model(tmp_path_factory.mktemp("mnt-models") / "iris")
+def readable(model_dir: Path) -> Path:
+    """What KServe's storage initializer leaves at /mnt/models: readable by any UID."""
     model_dir.chmod(0o755)
     for path in model_dir.iterdir():
         path.chmod(0o644)
     return model_dir
+
+
+@pytest.fixture(scope="module")
+def iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from kninfer.iris import ensure_iris_model
+
+    return readable(ensure_iris_model(tmp_path_factory.mktemp("mnt-models") / "iris"))
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
+    """The churn pipeline (a string column, a gradient-boosting classifier), fitted and compiled
+    by `kninfer compile` on the host: model.joblib, model.onnx and compile.json."""
+    model = churn(tmp_path_factory.mktemp("mnt-models-compiled") / "churn")
+    readable(model.directory)
+    return model
+
+
+def record_cold_start(family: str, entry: dict[str, Any]) -> None:
+    """Keep one family's cold start in COLD_START, beside the others measured in this run."""
+    found = json.loads(COLD_START.read_text()) if COLD_START.is_file() else {}
+    found[family] = entry
+    COLD_START.parent.mkdir(parents=True, exist_ok=True)
+    COLD_START.write_text(json.dumps(found, indent=2) + "\n")
 
 
 def start(spec: ContainerSpec, iris_dir: Path, predictor_port: int | None = None) -> Container:
@@ -135,9 +179,13 @@ def check_traffic(container: Container, model: str) -> None:
     assert event.headers["ce-type"] == "dev.kninfer.inference.response"
 
 
-def stop_under_load(container: Container, model: str) -> tuple[int, list[int], list[str]]:
-    """SIGTERM while a client keeps sending; the exit code, the statuses it got, and the
-    requests that were accepted but never answered (read errors)."""
+def stop_under_load(
+    container: Container, model: str, body: dict[str, Any] | None = None
+) -> tuple[int, list[int], list[str]]:
+    """SIGTERM while a client keeps sending (`body`, default the role's iris request); the exit
+    code, the statuses it got, and the requests that were accepted but never answered (read
+    errors)."""
+    body = BODIES[container.spec.role] if body is None else body
     statuses: list[int] = []
     lost: list[str] = []
     stop = threading.Event()
@@ -147,10 +195,7 @@ def stop_under_load(container: Container, model: str) -> tuple[int, list[int], l
             while not stop.is_set():
                 try:
                     statuses.append(
-                        http.post(
-                            f"{container.url}/v2/models/{model}/infer",
-                            json=BODIES[container.spec.role],
-                        ).status_code
+                        http.post(f"{container.url}/v2/models/{model}/infer", json=body).status_code
                     )
                 except httpx.ConnectError:
                     return  # the listener is closed: refused, never accepted
@@ -225,8 +270,14 @@ def test_each_family_image_serves_as_an_arbitrary_uid(family: str, iris_dir: Pat
         "sklearn": "import sklearn, kninfer",
         "mlflow": "import mlflow, kninfer",
         "pytorch": "import torch, kninfer",
+        "onnx": "import onnxruntime, numpy, kninfer",
     }[family]
-    absent = {"sklearn": ("torch", "mlflow"), "mlflow": ("torch",), "pytorch": ("mlflow",)}
+    absent = {
+        "sklearn": ("torch", "mlflow"),
+        "mlflow": ("torch",),
+        "pytorch": ("mlflow",),
+        "onnx": ("sklearn", "scipy", "skops", "torch", "mlflow"),
+    }
     script = (
         probe
         + "; import importlib.util as u; print([m for m in "
@@ -261,6 +312,10 @@ def test_each_family_image_serves_as_an_arbitrary_uid(family: str, iris_dir: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"{family} image carries {done.stdout.strip()}"
     assert image_size(f"localhost/kninfer:dev-{family}") < image_size("localhost/kninfer:dev")
+    if family == "onnx":
+        assert image_size("localhost/kninfer:dev-onnx") < image_size(
+            "localhost/kninfer:dev-sklearn"
+        )
 
 
 def test_a_code_change_rebuilds_only_kninfers_own_layers(tmp_path: Path) -> None:
@@ -297,11 +352,11 @@ def test_a_code_change_rebuilds_only_kninfers_own_layers(tmp_path: Path) -> None
     )
 
 
-def _first_200(url: str, deadline_s: float = 120) -> None:
+def _first_200(url: str, deadline_s: float = 120, body: dict[str, Any] | None = None) -> None:
     end = time.perf_counter() + deadline_s
     while time.perf_counter() < end:
         try:
-            if httpx.post(url, json=V2, timeout=2).status_code == 200:
+            if httpx.post(url, json=V2 if body is None else body, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -355,11 +410,217 @@ def test_cold_start_in_the_image_next_to_the_host(
             process.wait(30)
     image, host = statistics.median(image_s), statistics.median(host_s)
     record_property("cold_start", {"image_s": image, "host_s": host, "ratio": image / host})
+    record_cold_start(
+        "sklearn",
+        {
+            "model": "iris, LogisticRegression (`kserve/iris-cpu.yaml`)",
+            "image_s": round(image, 3),
+            "compared": {"`kninfer serve` on the host": round(host, 3)},
+            "runs": len(image_s),
+        },
+    )
     print(
         f"\ncold start (spawn to first 200, iris, median of 3): image {image:.2f}s, "
         f"host {host:.2f}s, ratio {image / host:.2f}"
     )
     assert np.isfinite(image / host)
+
+
+# ---- the onnx image: compiled models -------------------------------------------------------
+
+
+def compiled_spec(manifest: Path) -> ContainerSpec:
+    (spec,) = [c for d in documents(manifest) for c in pod_containers(d, {})]
+    assert local_image(spec.spec["image"]) == "localhost/kninfer:dev-onnx", spec.spec["image"]
+    assert spec.spec["args"][1:5] == ["--predictor", "sklearn", "--runtime", "onnx"]
+    return spec
+
+
+@pytest.mark.parametrize(
+    "manifest", manifests(compiled=True), ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_a_compiled_model_in_the_onnx_image_answers_as_scikit_learn(
+    manifest: Path, compiled: Compiled
+) -> None:
+    """A `compiled: true` manifest's pod, with the compiled churn pipeline at /mnt/models: the
+    probes pass, V2 answers what the estimator answers in this process (labels exactly,
+    probabilities to 1e-5), gRPC answers, and SIGTERM under load loses nothing."""
+    spec = compiled_spec(manifest)
+    model = _model_name(spec.spec["args"])
+    container = Container(spec, free_port(), free_port(), compiled.directory)
+    with running(container):
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            container.probe(kind)
+        reply = httpx.post(
+            f"{container.url}/v2/models/{model}/infer",
+            json=compiled.v2_body(outputs=("predict", "predict_proba")),
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        outputs = {o["name"]: o for o in reply.json()["outputs"]}
+        rows = compiled.rows
+        assert outputs["predict"]["data"] == compiled.estimator.predict(rows).tolist()
+        proba = compiled.estimator.predict_proba(rows)
+        assert outputs["predict_proba"]["shape"] == list(proba.shape)
+        np.testing.assert_allclose(
+            np.reshape(outputs["predict_proba"]["data"], proba.shape), proba, **TOLERANCE
+        )
+        meta = httpx.get(f"{container.url}/v2/models/{model}", timeout=30).json()
+        assert meta["platform"] == "kninfer-sklearn-onnx"
+        request = pb.ModelInferRequest(model_name=model)
+        for name, datatype in COLUMNS.items():
+            tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(rows)])
+            if datatype == "BYTES":
+                tensor.contents.bytes_contents.extend(v.encode() for v in rows[name])
+            else:
+                tensor.contents.fp64_contents.extend(rows[name].tolist())
+        with grpc_stub(f"127.0.0.1:{container.grpc_port}") as stub:
+            answer = stub.ModelInfer(request, timeout=30)
+        # BYTES in raw_output_contents: each value a 4-byte little-endian length, then its bytes
+        raw, labels, at = answer.raw_output_contents[0], [], 0
+        while at < len(raw):
+            size = int.from_bytes(raw[at : at + 4], "little")
+            labels.append(raw[at + 4 : at + 4 + size].decode())
+            at += 4 + size
+        assert labels == compiled.estimator.predict(rows).tolist()
+        code, statuses, lost = stop_under_load(container, model, compiled.v2_body())
+        assert (code, lost) == (0, []), container.logs()
+        assert statuses and set(statuses) <= {200, 503}, statuses
+
+
+def test_the_onnx_image_cannot_import_scikit_learn_scipy_torch_or_mlflow() -> None:
+    """What the onnx image leaves out is not there to import: `import sklearn` (and scipy,
+    torch, mlflow) raises ModuleNotFoundError inside it; ONNX Runtime and numpy import."""
+    script = (
+        "import importlib\n"
+        "for name in ('sklearn', 'scipy', 'torch', 'mlflow', 'onnxruntime', 'numpy'):\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ModuleNotFoundError:\n"
+        "        print(name, 'missing')\n"
+        "    else:\n"
+        "        print(name, 'imported')\n"
+    )
+    done = subprocess.run(
+        [
+            "podman",
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--user",
+            "1000680000:0",
+            "--read-only",
+            "--entrypoint",
+            "python",
+            "localhost/kninfer:dev-onnx",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "sklearn missing",
+        "scipy missing",
+        "torch missing",
+        "mlflow missing",
+        "onnxruntime imported",
+        "numpy imported",
+    ]
+
+
+def test_cold_start_of_a_compiled_model_in_the_onnx_image(
+    compiled: Compiled, tmp_path: Path
+) -> None:
+    """Spawn to the first 200 on V2 infer, the compiled churn pipeline, median of 3, in turns:
+    the onnx image serving model.onnx (kserve/churn-compiled.yaml's pod), the sklearn image
+    serving the same directory's scikit-learn file (the same pod, `--runtime native`), and
+    `kninfer serve --runtime onnx` on the host. Reported (bench/results/images.md); asserted only
+    to finish."""
+    spec = compiled_spec(ROOT / "kserve" / "churn-compiled.yaml")
+    args = list(spec.spec["args"])
+    args[args.index("--runtime") + 1] = "native"
+    native = ContainerSpec(
+        spec.name,
+        {**spec.spec, "image": f"{RELEASE_IMAGE}-sklearn", "args": args},
+        spec.role,
+        spec.grace_s,
+        spec.storage_uri,
+    )
+    model = _model_name(spec.spec["args"])
+    body = compiled.v2_body()
+    times: dict[str, list[float]] = {"onnx": [], "native": [], "host": []}
+    for _ in range(3):
+        for key, which in (("onnx", spec), ("native", native)):
+            container = Container(which, free_port(), free_port(), compiled.directory)
+            with running(container):
+                _first_200(f"{container.url}/v2/models/{model}/infer", body=body)
+                times[key].append(time.perf_counter() - container.started_at)
+        port = free_port()
+        began = time.perf_counter()
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kninfer",
+                "serve",
+                "--predictor",
+                "sklearn",
+                "--runtime",
+                "onnx",
+                "--model-dir",
+                str(compiled.directory),
+                "--model-name",
+                model,
+                "--host",
+                "127.0.0.1",
+                "--http-port",
+                str(port),
+                "--grpc-port",
+                str(free_port()),
+            ],
+            env=server_env(tmp_path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _first_200(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body=body)
+            times["host"].append(time.perf_counter() - began)
+        finally:
+            process.terminate()
+            process.wait(30)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    record_cold_start(
+        "onnx",
+        {
+            "model": "churn, compiled: Pipeline(ColumnTransformer, GradientBoostingClassifier), "
+            "a string column (`kserve/churn-compiled.yaml`)",
+            "image_s": round(median["onnx"], 3),
+            "compared": {
+                "the same model's scikit-learn file in the sklearn image (`--runtime native`)": (
+                    round(median["native"], 3)
+                ),
+                "`kninfer serve --runtime onnx` on the host": round(median["host"], 3),
+            },
+            "runs": 3,
+        },
+    )
+    print(
+        f"\ncold start (spawn to first 200, compiled churn, median of 3): onnx image "
+        f"{median['onnx']:.2f}s, sklearn image (native) {median['native']:.2f}s, host "
+        f"{median['host']:.2f}s"
+    )
+    assert all(np.isfinite(list(median.values())))
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 
@@ -20,6 +19,7 @@ from kninfer.deploy.config import DeployConfig
 from kninfer.deploy.crd_store import SchemaStore
 from kninfer.deploy.render import knative_documents, kserve_documents, render
 from kninfer.deploy.validate import validate_document
+from tests.support.compiled_models import Compiled, churn
 from tests.support.paths import ROOT, SCHEMAS
 from tests.support.servers import ServerProcess, server_env
 
@@ -236,48 +236,9 @@ def test_the_example_is_checked_in_and_uses_the_onnx_image() -> None:
 
 
 @pytest.fixture(scope="module")
-def compiled_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any]:
-    """(directory, estimator, rows): a DataFrame pipeline with a string column and a
-    gradient-boosting classifier, compiled by the real `kninfer compile`."""
+def compiled_model(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
-    import joblib
-    import pandas as pd
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import GradientBoostingClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {
-            "age": rng.uniform(18, 80, 300),
-            "plan": rng.choice(["basic", "plus", "pro"], 300),
-            "fee": rng.normal(30, 8, 300),
-        }
-    )
-    labels = np.where((frame.age < 40) & (frame.plan == "basic"), "leave", "stay")
-    model = make_pipeline(
-        ColumnTransformer(
-            [
-                ("numbers", StandardScaler(), ["age", "fee"]),
-                ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
-            ]
-        ),
-        GradientBoostingClassifier(n_estimators=20, random_state=0),
-    ).fit(frame, labels)
-    directory = tmp_path_factory.mktemp("compiled") / "churn"
-    directory.mkdir()
-    joblib.dump(model, directory / "model.joblib")
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(directory)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return directory, model, frame.iloc[:6]
+    return churn(tmp_path_factory.mktemp("compiled") / "churn")
 
 
 def local_args(container: dict[str, Any], model_dir: Path) -> list[str]:
@@ -287,29 +248,18 @@ def local_args(container: dict[str, Any], model_dir: Path) -> list[str]:
     return args[1:]
 
 
-def test_the_rendered_args_serve_the_graph(
-    compiled_model: tuple[Path, Any, Any], tmp_path: Path
-) -> None:
-    directory, model, rows = compiled_model
+def test_the_rendered_args_serve_the_graph(compiled_model: Compiled, tmp_path: Path) -> None:
     (isvc,) = kserve_documents(config(compiled=True, storage_uri="s3://m/churn"))
-    args = local_args(isvc["spec"]["predictor"]["containers"][0], directory)
+    args = local_args(isvc["spec"]["predictor"]["containers"][0], compiled_model.directory)
     server = ServerProcess(args, server_env(tmp_path), tmp_path / "serve.log")
     try:
         server.start(timeout=120)
-        body = {
-            "inputs": [
-                {
-                    "name": column,
-                    "shape": [len(rows)],
-                    "datatype": "BYTES" if column == "plan" else "FP64",
-                    "data": rows[column].tolist(),
-                }
-                for column in rows.columns
-            ]
-        }
-        reply = httpx.post(f"{server.url}/v2/models/churn/infer", json=body, timeout=30)
+        reply = httpx.post(
+            f"{server.url}/v2/models/churn/infer", json=compiled_model.v2_body(), timeout=30
+        )
         assert reply.status_code == 200, reply.text
-        assert reply.json()["outputs"][0]["data"] == model.predict(rows).tolist()
+        expected = compiled_model.estimator.predict(compiled_model.rows).tolist()
+        assert reply.json()["outputs"][0]["data"] == expected
         meta = httpx.get(f"{server.url}/v2/models/churn", timeout=30).json()
         assert meta["platform"] == "kninfer-sklearn-onnx"
     finally:
@@ -317,11 +267,11 @@ def test_the_rendered_args_serve_the_graph(
 
 
 def test_the_rendered_args_refuse_a_model_that_is_not_compiled(
-    compiled_model: tuple[Path, Any, Any], tmp_path: Path
+    compiled_model: Compiled, tmp_path: Path
 ) -> None:
     """A storage_uri whose directory holds the scikit-learn file alone fails to start, in one
     line, instead of being served by a scikit-learn the onnx image does not have."""
-    directory, _, _ = compiled_model
+    directory = compiled_model.directory
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "model.joblib").write_bytes((directory / "model.joblib").read_bytes())
