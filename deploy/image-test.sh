@@ -10,8 +10,8 @@ PYTHON="${PYTHON:-.venv/bin/python}"
 export PYTHON
 PODMAN=(podman --runtime runc)
 # What a clean build takes in podman's store: 11 GB measured for the four images before onnx
-# (docs/deploy.md#images), which adds its dependency layer twice (the deps stage and the final
-# image), about 1.3 GB.
+# (docs/deploy.md#images); onnx adds its 610 MB virtualenv twice (the deps stage and the final
+# image), about 1.2 GB.
 NEEDS_GB="${IMAGE_TEST_MIN_FREE_GB:-13}"
 # Where tests/test_images.py writes the cold starts it measured.
 COLD_START=build/image-cold-start.json

@@ -76,6 +76,7 @@ EXAMPLES = (
     "psi-from-counters",
     "out-of-range",
     "mesh.yaml",
+    "compiled.yaml",
 )
 
 
@@ -531,6 +532,34 @@ def test_public_config_publishes_its_entry_only(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "3 document(s) in 2 file(s): valid" in checked.stderr
+
+
+def test_compiled_config_renders_the_onnx_image(tmp_path: Path) -> None:
+    """docs/compile.md, "The onnx image": the `compiled: true` config renders the onnx image with
+    `--runtime onnx` in both variants, and validates."""
+    import yaml
+
+    (tmp_path / "churn.yaml").write_text(blocks()["compiled.yaml"])
+    for command in (["render", "churn.yaml", "-o", "out"], ["validate", "out"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "kninfer", *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    for variant in ("kserve", "knative"):
+        (doc,) = yaml.safe_load_all((tmp_path / "out" / variant / "churn.yaml").read_text())
+        spec = doc["spec"]
+        (container,) = (
+            spec["predictor"]["containers"]
+            if variant == "kserve"
+            else spec["template"]["spec"]["containers"]
+        )
+        assert container["image"] == "ghcr.io/kninfer/kninfer:0.1.0-onnx"
+        assert container["args"][:5] == ["serve", "--predictor", "sklearn", "--runtime", "onnx"]
 
 
 def test_mesh_config_renders_the_policies_the_page_shows(tmp_path: Path) -> None:
