@@ -42,11 +42,10 @@ from typing import Any
 
 from bench import load
 from bench.harness import git_commit
-from bench.servers import BENCH, ROOT, ServerSpec
+from bench.servers import BENCH, ROOT, ServerSpec, uvicorn_peer
 
 RESULTS = BENCH / "results"
 PICTURE = ROOT / "docs" / "img" / "compiled.svg"
-PEERS = BENCH / "peers"
 MODELS = ("iris-lr", "forest", "churn-gbm")
 # kninfer's two runtimes, and the bare ONNX Runtime floor.
 RUNTIMES = ("onnx", "native", "floor")
@@ -196,21 +195,7 @@ def spec_for(name: str, runtime: str, model_dir: Path, work: Path) -> ServerSpec
         return ServerSpec(
             f"{name}-{runtime}",
             f"{name} ({runtime})",
-            lambda h, g, m: [
-                str(python()),
-                "-m",
-                "uvicorn",
-                module,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(h),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--app-dir",
-                str(PEERS),
-            ],
+            lambda h, g, m: uvicorn_peer(python(), module, h),
             env={"PYTHONUNBUFFERED": "1", "MODEL_DIR": str(model_dir)},
             cwd=work,
         )

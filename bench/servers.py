@@ -225,21 +225,7 @@ def build_specs(
                 ServerSpec(
                     name,
                     label,
-                    lambda h, g, m, py=python, module=module: [
-                        str(py),
-                        "-m",
-                        "uvicorn",
-                        module,
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(h),
-                        "--no-access-log",
-                        "--log-level",
-                        "warning",
-                        "--app-dir",
-                        str(PEERS),
-                    ],
+                    lambda h, g, m, py=python, module=module: uvicorn_peer(py, module, h),
                     env={**base_env, "MODEL_DIR": str(model_dir)},
                     cwd=work,
                 )
@@ -247,6 +233,25 @@ def build_specs(
         else:
             raise SystemExit(f"unknown server '{name}'")
     return specs
+
+
+def uvicorn_peer(python: Path, module: str, port: int) -> list[str]:
+    """argv of a bare peer app in bench/peers (`module:app`) on uvicorn, quiet, on `port`."""
+    return [
+        str(python),
+        "-m",
+        "uvicorn",
+        module,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--app-dir",
+        str(PEERS),
+    ]
 
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:

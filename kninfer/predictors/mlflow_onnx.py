@@ -85,10 +85,11 @@ def mlmodel(path: Path) -> dict[str, Any]:
     return doc
 
 
-def onnx_graph_file(path: Path) -> Path | None:
+def onnx_graph_file(path: Path, meta: dict[str, Any] | None = None) -> Path | None:
     """The graph of an MLflow model of the `onnx` flavor (MLmodel `flavors.onnx.data`), None
-    for any other flavor."""
-    flavor = (mlmodel(path).get("flavors") or {}).get("onnx")
+    for any other flavor. `meta`: the MLmodel file already parsed (`mlmodel`), else it is read."""
+    meta = mlmodel(path) if meta is None else meta
+    flavor = (meta.get("flavors") or {}).get("onnx")
     if not isinstance(flavor, dict) or not flavor.get("data"):
         return None
     return path / str(flavor["data"])
@@ -138,7 +139,8 @@ class OnnxMlflowPredictor(Predictor):
         from kninfer.predictors.mlflow import find_mlmodel_dir
 
         path = find_mlmodel_dir(self.model_dir)
-        graph = onnx_graph_file(path)
+        meta = mlmodel(path)
+        graph = onnx_graph_file(path, meta)
         if graph is None or not graph.is_file():
             raise ModelLoadError(
                 f"the MLflow model in {path} has no ONNX graph (MLmodel flavors.onnx.data): "
@@ -174,7 +176,6 @@ class OnnxMlflowPredictor(Predictor):
         # batcher builds no larger batch (the specs refuse a larger request).
         fixed = [spec.shape[0] for spec in self.inputs if spec.shape and spec.shape[0] > 0]
         self.max_batch_rows = min(fixed) if fixed else None
-        meta = mlmodel(path)
         self.run_id = meta.get("run_id")
         self._example = _serving_example(path, meta)
         self._run_options = quiet_run_options()
