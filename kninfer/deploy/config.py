@@ -28,6 +28,9 @@ DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
 # scikit-learn, scipy, torch or mlflow.
 FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
 COMPILED_FAMILY = "onnx"
+# The predictors whose compiled models the onnx image serves (kninfer.predictors: the sklearn
+# family's graph, and an MLflow model of the sklearn flavor compiled beside its MLmodel).
+COMPILED_PREDICTORS = ("sklearn", "mlflow")
 DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
 # Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
 # reply, so it can never feed events back into the broker.
@@ -332,7 +335,7 @@ class DeployConfig(_Strict):
     # The model at storage_uri is compiled by `kninfer compile` (model.onnx and compile.json):
     # served through ONNX Runtime (`--runtime onnx`, so a directory without model.onnx fails to
     # start instead of reaching for scikit-learn) from the onnx image, which carries no
-    # scikit-learn. The sklearn predictor only.
+    # scikit-learn (nor mlflow). The sklearn and mlflow predictors only.
     compiled: bool = False
     # None: the predictor family's image (FAMILY_IMAGE; `compiled`: the onnx one); a transformer
     # gets the sklearn one.
@@ -462,10 +465,11 @@ class DeployConfig(_Strict):
         return self
 
     def _check_compiled(self) -> None:
-        if self.predictor != "sklearn":
+        if self.predictor not in COMPILED_PREDICTORS:
             raise ValueError(
                 "compiled: true serves a scikit-learn model compiled by `kninfer compile` "
-                f"(predictor sklearn), not predictor {self.predictor}"
+                "(predictor sklearn, or mlflow for an MLflow model of the sklearn flavor), not "
+                f"predictor {self.predictor}"
             )
         if self.accelerator == "gpu":
             raise ValueError(

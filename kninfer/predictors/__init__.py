@@ -35,6 +35,8 @@ COMPILE_RECORD = "compile.json"
 ONNX_PREDICTOR = "kninfer.predictors.sklearn_onnx:OnnxSklearnPredictor"
 # An MLflow model of the `onnx` flavor, through ONNX Runtime without MLflow.
 MLFLOW_ONNX_PREDICTOR = "kninfer.predictors.mlflow_onnx:OnnxMlflowPredictor"
+# An MLflow model of the `sklearn` flavor compiled by `kninfer compile`, likewise.
+MLFLOW_COMPILED_PREDICTOR = "kninfer.predictors.mlflow_compiled:CompiledMlflowPredictor"
 
 
 def predictor_class(
@@ -58,12 +60,12 @@ def predictor_class(
         if family == "sklearn" and sklearn_runtime(model_dir, settings) == "onnx":
             target = ONNX_PREDICTOR
         elif family == "mlflow" and mlflow_runtime(model_dir, settings) == "onnx":
-            target = MLFLOW_ONNX_PREDICTOR
+            target = mlflow_onnx_predictor(model_dir)
         elif family not in ("sklearn", "mlflow") and settings.runtime == "onnx":
             raise ModelLoadError(
                 f"--runtime onnx serves a scikit-learn model compiled by `kninfer compile` "
-                f"(--predictor sklearn) or an MLflow model of the onnx flavor (--predictor "
-                f"mlflow); --predictor {family} has no ONNX runtime"
+                f"(--predictor sklearn) or an MLflow model of the onnx flavor or compiled "
+                f"(--predictor mlflow); --predictor {family} has no ONNX runtime"
             )
     if family == "sklearn" and target != ONNX_PREDICTOR:
         require_sklearn(
@@ -93,27 +95,64 @@ def require_sklearn(what: str, instead: str) -> None:
 
 def sklearn_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
     """How the sklearn family serves `model_dir`: `--runtime onnx` or `native` as told; `auto`
-    serves model.onnx when the directory has one, unless --model-sha256 pins another file (the
-    pin names the file to serve: a graph dropped beside a pinned model does not replace it).
-    Cheap, and imports nothing: kninfer.server.startup asks before it imports the server."""
+    serves model.onnx when the directory has one (`_compiled_chosen`). Cheap, and imports
+    nothing: kninfer.server.startup asks before it imports the server."""
     if settings.runtime != "auto":
         return settings.runtime
+    return "onnx" if _compiled_chosen(model_dir, settings) else "native"
+
+
+def _compiled_chosen(model_dir: Path, settings: ServeSettings) -> bool:
+    """Under `--runtime auto`: whether `model_dir` holds a model.onnx to serve, unless
+    --model-sha256 pins another file (the pin names the file to serve: a graph dropped beside a
+    pinned model does not replace it)."""
     graph = model_dir / ONNX_FILE
     if not graph.is_file():
-        return "native"
+        return False
     pin = settings.model_sha256
     if pin and _file_sha256(graph) != pin.strip().lower():
-        logger.info("%s is not the file --model-sha256 pins; serving the scikit-learn file", graph)
+        logger.info("%s is not the file --model-sha256 pins; serving the model's own file", graph)
+        return False
+    return True
+
+
+def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
+    """How the mlflow family serves `model_dir`: through ONNX Runtime (`auto`, `onnx`) an MLflow
+    model of the `onnx` flavor, or one of the `sklearn` flavor compiled by `kninfer compile`
+    whose graph answers as its pyfunc does (kninfer.predictors.mlflow_compiled); anything else,
+    or `native`, through `mlflow.pyfunc`. With `--runtime onnx` a model of another flavor fails
+    to load, saying so."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    from kninfer.errors import ModelLoadError
+    from kninfer.predictors.mlflow import find_mlmodel_dir
+    from kninfer.predictors.mlflow_compiled import compiled_sklearn_refusal
+    from kninfer.predictors.mlflow_onnx import mlmodel, onnx_graph_file
+
+    try:
+        path = find_mlmodel_dir(model_dir)
+        meta = mlmodel(path)
+    except ModelLoadError:
+        return "native"  # the pyfunc path says what is wrong with the directory
+    if onnx_graph_file(path, meta) is not None:
+        return "onnx"
+    if not _compiled_chosen(path, settings):
+        return "native"
+    refusal = compiled_sklearn_refusal(meta)
+    if refusal is not None:
+        logger.info(
+            "%s is not served: %s (the graph would not answer as the model's pyfunc does); "
+            "serving the model through mlflow.pyfunc",
+            path / ONNX_FILE,
+            refusal,
+        )
         return "native"
     return "onnx"
 
 
-def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
-    """How the mlflow family serves `model_dir`: an MLflow model of the `onnx` flavor through
-    ONNX Runtime (`auto`, `onnx`), anything else, or `native`, through `mlflow.pyfunc`. With
-    `--runtime onnx` a model of another flavor fails to load, saying so."""
-    if settings.runtime != "auto":
-        return settings.runtime
+def mlflow_onnx_predictor(model_dir: Path) -> str:
+    """The mlflow family's ONNX Runtime class for `model_dir`: the onnx flavor's, else the one
+    for a compiled sklearn-flavor model (whose load says what is wrong with anything else)."""
     from kninfer.errors import ModelLoadError
     from kninfer.predictors.mlflow import find_mlmodel_dir
     from kninfer.predictors.mlflow_onnx import onnx_graph_file
@@ -121,8 +160,8 @@ def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", 
     try:
         graph = onnx_graph_file(find_mlmodel_dir(model_dir))
     except ModelLoadError:
-        return "native"  # the pyfunc path says what is wrong with the directory
-    return "onnx" if graph is not None else "native"
+        return MLFLOW_ONNX_PREDICTOR  # its load says what is wrong with the directory
+    return MLFLOW_ONNX_PREDICTOR if graph is not None else MLFLOW_COMPILED_PREDICTOR
 
 
 def serves_onnx(settings: ServeSettings) -> bool:

@@ -79,7 +79,10 @@ def mlmodel(path: Path) -> dict[str, Any]:
     """The MLmodel file of an MLflow model directory, parsed."""
     import yaml
 
-    doc = yaml.safe_load((path / "MLmodel").read_text())
+    try:
+        doc = yaml.safe_load((path / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read {path / 'MLmodel'}: {exc}") from None
     if not isinstance(doc, dict):
         raise ModelLoadError(f"{path / 'MLmodel'} is not an MLmodel file")
     return doc

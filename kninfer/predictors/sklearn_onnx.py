@@ -230,8 +230,9 @@ class OnnxSklearnPredictor(SklearnPredictor):
         types = {i.name: self._datatype(i) for i in graph_inputs}
         self._graph_dtypes = {name: V2_TO_NUMPY[datatype] for name, datatype in types.items()}
         shapes = [_shape(i.shape) for i in graph_inputs]
-        declared = declared_spec(self.settings.input_spec, self.model_dir).inputs
-        if len(graph_inputs) == 1 and len(shapes[0]) == 2:
+        matrix = len(graph_inputs) == 1 and len(shapes[0]) == 2
+        declared = self.declared_inputs(matrix)
+        if matrix:
             # Fitted on an array: one [-1, n] matrix, declared or not, as the native model.
             name = self._graph_inputs[0]
             if types[name] == "BYTES":
@@ -264,6 +265,11 @@ class OnnxSklearnPredictor(SklearnPredictor):
             if self.columns.all_numeric
             else None
         )
+
+    def declared_inputs(self, matrix: bool) -> list[TensorSpec] | None:
+        """The inputs declared for the model (kninfer.yaml, --input-spec), if any; `matrix`:
+        the graph takes one [-1, n] matrix rather than a column each."""
+        return declared_spec(self.settings.input_spec, self.model_dir).inputs
 
     def _columns(
         self,

@@ -778,6 +778,9 @@ def test_the_graph_loads_without_mlflow_or_scikit_learn(model_dirs: dict[str, Pa
 
 
 def test_runtime_onnx_refuses_another_flavor(tmp_path: Path) -> None:
+    """--runtime onnx: a scikit-learn model not yet compiled is told to compile; a model of
+    another flavor is told which it can be."""
+    import mlflow.pyfunc
     import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
 
@@ -785,14 +788,23 @@ def test_runtime_onnx_refuses_another_flavor(tmp_path: Path) -> None:
     from kninfer.predictors import predictor_class
     from kninfer.settings import ServeSettings
 
-    model_dir = tmp_path / "lr"
-    mlflow.sklearn.save_model(LogisticRegression().fit(IRIS_ROWS, [0, 1, 1]), str(model_dir))
-    settings = ServeSettings(model_dir=model_dir, predictor="mlflow", runtime="onnx")
-    cls = predictor_class("mlflow", model_dir, settings)
-    with pytest.raises(ModelLoadError, match="serves the onnx flavor only"):
-        cls("m", model_dir, settings).load()
-    auto = ServeSettings(model_dir=model_dir, predictor="mlflow")
-    assert predictor_class("mlflow", model_dir, auto).__name__ == "MlflowPredictor"
+    class Doubler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input * 2
+
+    lr, custom = tmp_path / "lr", tmp_path / "custom"
+    mlflow.sklearn.save_model(LogisticRegression().fit(IRIS_ROWS, [0, 1, 1]), str(lr))
+    mlflow.pyfunc.save_model(str(custom), python_model=Doubler())
+    for model_dir, words in (
+        (lr, "compile it first"),
+        (custom, "serves an MLflow model of the onnx flavor, or one of the sklearn flavor"),
+    ):
+        settings = ServeSettings(model_dir=model_dir, predictor="mlflow", runtime="onnx")
+        cls = predictor_class("mlflow", model_dir, settings)
+        with pytest.raises(ModelLoadError, match=words):
+            cls("m", model_dir, settings).load()
+        auto = ServeSettings(model_dir=model_dir, predictor="mlflow")
+        assert predictor_class("mlflow", model_dir, auto).__name__ == "MlflowPredictor"
 
 
 def test_an_output_v2_cannot_carry_is_refused_at_load(tmp_path: Path) -> None:
