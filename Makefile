@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(LOCK)
 
 # Re-resolve every lock in requirements/ from pyproject.toml's ranges (docs/development.md).
 lock: $(STAMP)
-	UV=$(BIN)/uv requirements/lock.sh
+	UV=$(BIN)/uv LOCK_UPGRADE="$(LOCK_UPGRADE)" requirements/lock.sh
 
 # The suite against the newest releases the registry serves within pyproject.toml's ranges (not
 # the lock), in .venv-latest: finds an upgrade that breaks kninfer before `make lock` takes it.

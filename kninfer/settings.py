@@ -216,10 +216,10 @@ class ServeSettings(BaseSettings):
     )
     runtime: Literal["auto", "onnx", "native"] = Field(
         "auto",
-        description="how a scikit-learn or MLflow model runs: auto (model.onnx from `kninfer "
-        "compile`, or an MLflow model of the onnx flavor, through ONNX Runtime; else the "
-        "scikit-learn file or mlflow.pyfunc), onnx (ONNX Runtime only) or native (the "
-        "scikit-learn file or mlflow.pyfunc, any graph ignored)",
+        description="how a model runs: auto (model.onnx from `kninfer compile`, or an MLflow "
+        "model of the onnx flavor, through ONNX Runtime; a PyTorch model only on the CPU in "
+        "float32; else its framework: the scikit-learn file, mlflow.pyfunc or torch), onnx "
+        "(ONNX Runtime only) or native (the framework, any graph ignored)",
     )
 
     # CloudEvents

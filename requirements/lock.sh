@@ -37,7 +37,10 @@ compile() {  # compile OUT PYTHON_VERSION [uv args...]
 extras() { local e; for e in "$@"; do printf -- '--extra\n%s\n' "$e"; done; }
 
 mapfile -t all < <(extras dev pytorch mlflow storage onnx compile lightgbm xgboost otel)
-compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" --upgrade
+# LOCK_UPGRADE: what may move. Everything by default; `make lock LOCK_UPGRADE="--upgrade-package
+# NAME"` adds or moves one package and keeps every other at its locked version.
+read -r -a upgrade <<< "${LOCK_UPGRADE:-"--upgrade"}"
+compile all.txt 3.11 pyproject.toml "${all[@]}" "${torch_cpu[@]}" "${upgrade[@]}"
 mapfile -t dev < <(extras dev pytorch mlflow onnx compile lightgbm xgboost otel)
 compile dev.txt 3.11 pyproject.toml "${dev[@]}" "${torch_cpu[@]}" -c requirements/all.txt
 # scikit-learn and skops are core requirements of kninfer; the onnx image leaves them out of the

@@ -1,5 +1,6 @@
-"""`kninfer compile`: a scikit-learn model as model.onnx, verified against the model before it is
-written (kninfer.compile, docs/compile.md). Registering the command imports nothing heavy.
+"""`kninfer compile`: a scikit-learn or PyTorch model as model.onnx, verified against the model
+before it is written (kninfer.compile, docs/compile.md). Registering the command imports nothing
+heavy.
 
 Exit status: 0 written; 1 the model did not load, convert or verify (nothing written); 2 the
 rows to verify on are missing or unusable (a bad --sample, or none can be generated).
@@ -20,12 +21,13 @@ DEFAULT_TOLERANCE = 1e-5
 def add_compile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     compile_ = sub.add_parser(
         "compile",
-        help="convert a scikit-learn model to ONNX (model.onnx), verified against "
-        "the model on real rows before it is written",
-        description="Converts the scikit-learn model in MODEL_DIR (model.skops, model.joblib, "
-        "... or an MLflow model of the sklearn flavor) with skl2onnx, runs both on "
-        "the same rows and writes model.onnx and compile.json only if every label "
-        "is equal and every number within tolerance.",
+        help="convert a scikit-learn or PyTorch model to ONNX (model.onnx), verified "
+        "against the model on real rows before it is written",
+        description="Converts the model in MODEL_DIR (a scikit-learn file: model.skops, "
+        "model.joblib, ...; an MLflow model of the sklearn flavor; or a PyTorch model as "
+        "`kninfer serve --predictor pytorch` serves it) with skl2onnx or torch.onnx.export, "
+        "runs both on the same rows and writes model.onnx and compile.json only if every "
+        "label is equal and every number within tolerance.",
     )
     compile_.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
     compile_.add_argument(
@@ -40,9 +42,10 @@ def add_compile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         type=Path,
         metavar="FILE",
         help="rows to verify on: .csv with a header row, .parquet or .json "
-        '(records, or {"columns": [...], "data": [[...]]}); default: '
-        "the model's input example, else rows generated from what the "
-        "fitted model knows of each column",
+        '(records, or {"columns": [...], "data": [[...]]}); for a PyTorch model .npz or '
+        ".json with a list of rows per input name; default: the model's input example, "
+        "else rows generated from what the fitted model knows of each column (PyTorch: "
+        "from the declared shapes)",
     )
     compile_.add_argument(
         "--rtol",
@@ -70,6 +73,13 @@ def add_compile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=None,
         help="comma-separated types a .skops file may hold beyond skops' "
         "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)",
+    )
+    compile_.add_argument(
+        "--torch-module",
+        default=None,
+        metavar="MODULE:CLASS",
+        help="a PyTorch model's class, for weights saved as a state_dict (as serve's "
+        "--torch-module; default: kninfer.yaml's module)",
     )
     compile_.set_defaults(handler=cmd_compile)
 
@@ -100,7 +110,8 @@ def _skops_trusted(given: str | None) -> str:
 
 def cmd_compile(options: argparse.Namespace) -> int:
     hide_argv_from_kserve()  # loading the model imports the sklearn family, which imports kserve
-    from kninfer.compile.build import ONNX_FILE, compile_model
+    from kninfer.compile.build import compile_model
+    from kninfer.compile.record import ONNX_FILE
     from kninfer.errors import InvalidInput, KninferError
 
     target = options.out if options.out is not None else options.model_dir / ONNX_FILE
@@ -113,6 +124,7 @@ def cmd_compile(options: argparse.Namespace) -> int:
             atol=options.atol,
             rows=options.rows,
             skops_trusted=_skops_trusted(options.skops_trusted),
+            torch_module=options.torch_module,
         )
     except KninferError as exc:
         print(f"kninfer compile: {exc}", file=sys.stderr)

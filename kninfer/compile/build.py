@@ -5,9 +5,7 @@ never sees half a file)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from kninfer.compile.graph import (
     output_specs,
     versions,
 )
+from kninfer.compile.record import ONNX_FILE, RECORD_FORMAT, Compiled, write_compiled
 from kninfer.compile.rows import (
     Layout,
     RowSet,
@@ -33,24 +32,12 @@ from kninfer.compile.rows import (
     undescribed,
 )
 from kninfer.compile.source import load_source
-from kninfer.compile.verify import Report, compare, expected_outputs, onnx_outputs, refusal
+from kninfer.compile.verify import compare, expected_outputs, onnx_outputs, refusal
 from kninfer.errors import InvalidInput
 from kninfer.storage import sha256_of
 
-ONNX_FILE = "model.onnx"
-RECORD_FILE = "compile.json"
-RECORD_FORMAT = 1
 DEFAULT_ROWS = 1000
 DEFAULT_TOLERANCE = 1e-5
-
-
-@dataclass
-class Compiled:
-    onnx_file: Path
-    record_file: Path
-    record: dict[str, Any]
-    report: Report
-    rows: RowSet
 
 
 def compile_model(
@@ -61,10 +48,17 @@ def compile_model(
     atol: float = DEFAULT_TOLERANCE,
     rows: int = DEFAULT_ROWS,
     skops_trusted: str = "",
+    torch_module: str | None = None,
 ) -> Compiled:
     """Convert the model in `model_dir`, verify it on `rows` rows, write `out` (default
     MODEL_DIR/model.onnx) and compile.json beside it. Raises a KninferError and writes nothing
-    when the model does not load, does not convert or does not verify."""
+    when the model does not load, does not convert or does not verify. A PyTorch model
+    directory (or `torch_module`, as `kninfer serve --torch-module`) is exported by
+    kninfer.compile.torch_export."""
+    from kninfer.compile.torch_export import compile_pytorch, holds_torch_model
+
+    if holds_torch_model(model_dir, torch_module):
+        return compile_pytorch(model_dir, out, sample, rtol, atol, rows, torch_module)
     source = load_source(model_dir, skops_trusted)
     estimator = source.estimator
     layout = layout_of(estimator)
@@ -87,7 +81,6 @@ def compile_model(
 
     target = out if out is not None else model_dir / ONNX_FILE
     graph = converted.model.SerializeToString()
-    record_file = target.parent / RECORD_FILE
     record = {
         "format": RECORD_FORMAT,
         "source": {
@@ -111,9 +104,7 @@ def compile_model(
             **report.record(),
         },
     }
-    _write(target, graph)
-    _write(record_file, (json.dumps(record, indent=2) + "\n").encode())
-    return Compiled(target, record_file, record, report, rowset)
+    return write_compiled(target, graph, record, report, rowset)
 
 
 def _given_table(
@@ -157,17 +148,3 @@ def _verification_rows(
             # A handful of example rows, topped up with generated ones.
             return joined(example, generated_rows(layout, facts, count - len(example)))
     return generated_rows(layout, facts, count)
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Opened as a new file, so it gets the umask's permissions (mkstemp's 0600 would leave the
-    # graph unreadable to a server running as another user).
-    temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with temporary.open("wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -6,6 +6,8 @@ from kninfer.errors import KninferError
 
 # Every refusal to write model.onnx says this: nothing changes for the running service.
 STILL_SERVED = "model.onnx not written; the model keeps being served by scikit-learn"
+# The same for a PyTorch model (kninfer.compile.torch_export).
+STILL_SERVED_BY_TORCH = "model.onnx not written; the model keeps being served by PyTorch"
 
 
 class CompileError(KninferError):

@@ -52,6 +52,8 @@ class Report:
     rtol: float
     atol: float
     checks: list[OutputCheck]
+    # What the graph was compared with, for the messages.
+    reference: str = "scikit-learn"
     differing_rows: int = 0
     lines: list[str] = field(default_factory=list)
     # How many of the differing rows `lines` names.
@@ -102,7 +104,10 @@ def expected_outputs(estimator: Any, rows: RowSet, outputs: list[TensorSpec]) ->
 
 
 def onnx_outputs(
-    session: Any, feed: dict[str, np.ndarray], outputs: list[TensorSpec]
+    session: Any,
+    feed: dict[str, np.ndarray],
+    outputs: list[TensorSpec],
+    still_served: str = STILL_SERVED,
 ) -> dict[str, Any]:
     names = [spec.name for spec in outputs]
     try:
@@ -112,7 +117,7 @@ def onnx_outputs(
         raise VerificationFailed(
             f"ONNX Runtime could not run the converted graph on the "
             f"verification rows ({type(exc).__name__}: {first}); "
-            f"{STILL_SERVED}"
+            f"{still_served}"
         ) from None
     return dict(zip(names, values, strict=True))
 
@@ -125,10 +130,12 @@ def compare(
     rtol: float,
     atol: float,
     classifier: bool,
+    reference: str = "scikit-learn",
 ) -> Report:
-    """`labels` names each row for the report; a `classifier`'s `predict` is its labels."""
+    """`labels` names each row for the report; a `classifier`'s `predict` is its labels.
+    `reference` names what gave `expected`."""
     count = len(labels)
-    report = Report(count, rtol, atol, [])
+    report = Report(count, rtol, atol, [], reference)
     bad_rows = np.zeros(count, dtype=bool)
     notes: dict[int, list[str]] = {}
     for spec in outputs:
@@ -140,7 +147,7 @@ def compare(
             check.differing_rows = count
             bad_rows[:] = True
             report.lines.append(
-                f"{spec.name}: ONNX gave shape {list(got.shape)}, scikit-learn {list(want.shape)}"
+                f"{spec.name}: ONNX gave shape {list(got.shape)}, {reference} {list(want.shape)}"
             )
             continue
         got = got.reshape(want.shape)
@@ -149,10 +156,10 @@ def compare(
             for row in np.flatnonzero(differs)[:ROWS_SHOWN].tolist():
                 notes.setdefault(row, []).append(
                     f"{spec.name} is {_plain(got[row])!r} in ONNX, {_plain(want[row])!r} in "
-                    f"scikit-learn{_tie(expected.get('predict_proba'), row)}"
+                    f"{reference}{_tie(expected.get('predict_proba'), row)}"
                 )
         else:
-            differs = _numbers_differ(check, want, got, rtol, atol, notes)
+            differs = _numbers_differ(check, want, got, rtol, atol, notes, reference)
         check.differing_rows = int(differs.sum())
         bad_rows |= differs
     report.differing_rows = int(bad_rows.sum())
@@ -176,6 +183,7 @@ def _numbers_differ(
     rtol: float,
     atol: float,
     notes: dict[int, list[str]],
+    reference: str,
 ) -> np.ndarray:
     want = want.astype(np.float64).reshape(len(want), -1)
     got = got.astype(np.float64).reshape(len(got), -1)
@@ -200,7 +208,7 @@ def _numbers_differ(
         where = f"{check.name}[{column}]" if wide else check.name
         notes.setdefault(row, []).append(
             f"{where} is {got[row, column]:.9g} in ONNX, {want[row, column]:.9g} in "
-            f"scikit-learn (differs by {diff[row, column]:.3g}, allowed "
+            f"{reference} (differs by {diff[row, column]:.3g}, allowed "
             f"{allowed[row, column]:.3g})"
         )
     return np.asarray(differs)
@@ -222,10 +230,10 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def refusal(report: Report) -> str:
+def refusal(report: Report, still_served: str = STILL_SERVED) -> str:
     """The failure message: how many rows differ, the first ones, and what was not written."""
     head = (
-        f"the ONNX graph disagrees with scikit-learn on {report.differing_rows} of "
+        f"the ONNX graph disagrees with {report.reference} on {report.differing_rows} of "
         f"{report.rows} rows:"
     )
     more = report.differing_rows - report.rows_shown
@@ -236,6 +244,6 @@ def refusal(report: Report) -> str:
             *(f"  {line}" for line in report.lines),
             *tail,
             report.summary(),
-            f"{STILL_SERVED}; --rtol/--atol set the tolerance",
+            f"{still_served}; --rtol/--atol set the tolerance",
         ]
     )

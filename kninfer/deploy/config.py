@@ -28,9 +28,6 @@ DEFAULT_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0"
 # scikit-learn, scipy, torch or mlflow.
 FAMILY_IMAGE = DEFAULT_IMAGE + "-{family}"
 COMPILED_FAMILY = "onnx"
-# The predictors whose compiled models the onnx image serves (kninfer.predictors: the sklearn
-# family's graph, and an MLflow model of the sklearn flavor compiled beside its MLmodel).
-COMPILED_PREDICTORS = ("sklearn", "mlflow")
 DEFAULT_GPU_IMAGE = "ghcr.io/kninfer/kninfer:0.1.0-cuda"
 # Knative's sample event sink: logs every CloudEvent it receives and answers 202 without a
 # reply, so it can never feed events back into the broker.
@@ -335,7 +332,7 @@ class DeployConfig(_Strict):
     # The model at storage_uri is compiled by `kninfer compile` (model.onnx and compile.json):
     # served through ONNX Runtime (`--runtime onnx`, so a directory without model.onnx fails to
     # start instead of reaching for scikit-learn) from the onnx image, which carries no
-    # scikit-learn (nor mlflow). The sklearn and mlflow predictors only.
+    # scikit-learn, mlflow or torch, for any predictor family (each serves its compiled graph).
     compiled: bool = False
     # None: the predictor family's image (FAMILY_IMAGE; `compiled`: the onnx one); a transformer
     # gets the sklearn one.
@@ -465,12 +462,6 @@ class DeployConfig(_Strict):
         return self
 
     def _check_compiled(self) -> None:
-        if self.predictor not in COMPILED_PREDICTORS:
-            raise ValueError(
-                "compiled: true serves a scikit-learn model compiled by `kninfer compile` "
-                "(predictor sklearn, or mlflow for an MLflow model of the sklearn flavor), not "
-                f"predictor {self.predictor}"
-            )
         if self.accelerator == "gpu":
             raise ValueError(
                 "compiled: true runs on the CPU: the onnx image carries ONNX Runtime's CPU "

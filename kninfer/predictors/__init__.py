@@ -1,10 +1,11 @@
 """Model families. Each is one module with one `Predictor` subclass, imported only when served,
 so a scikit-learn service never pays for importing torch or mlflow.
 
-The sklearn family has two runtimes behind it (--runtime, `sklearn_runtime`): the estimator
-itself (kninfer.predictors.sklearn) and, for a model compiled by `kninfer compile`, its
-`model.onnx` through ONNX Runtime (kninfer.predictors.sklearn_onnx), which serves the same
-tensors without importing scikit-learn.
+Each family has two runtimes behind it (--runtime): its framework, and, for a model compiled by
+`kninfer compile`, its `model.onnx` through ONNX Runtime, which serves the same tensors without
+importing the framework (`sklearn_runtime`: kninfer.predictors.sklearn_onnx; `mlflow_runtime`:
+kninfer.predictors.mlflow_compiled, and kninfer.predictors.mlflow_onnx for the onnx flavor;
+`pytorch_runtime`: kninfer.predictors.pytorch_onnx).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from kninfer.predictors.compiled_graph import ONNX_FILE
 from kninfer.settings import PredictorFamily
 
 if TYPE_CHECKING:
@@ -28,15 +30,16 @@ FAMILIES: dict[PredictorFamily, str] = {
     "mlflow": "kninfer.predictors.mlflow:MlflowPredictor",
     "pytorch": "kninfer.predictors.pytorch:PytorchPredictor",
 }
-# The compiled form of a scikit-learn model (kninfer.compile writes it, and COMPILE_RECORD
-# beside it); kninfer.compile.build names the same files.
-ONNX_FILE = "model.onnx"
-COMPILE_RECORD = "compile.json"
 ONNX_PREDICTOR = "kninfer.predictors.sklearn_onnx:OnnxSklearnPredictor"
 # An MLflow model of the `onnx` flavor, through ONNX Runtime without MLflow.
 MLFLOW_ONNX_PREDICTOR = "kninfer.predictors.mlflow_onnx:OnnxMlflowPredictor"
 # An MLflow model of the `sklearn` flavor compiled by `kninfer compile`, likewise.
 MLFLOW_COMPILED_PREDICTOR = "kninfer.predictors.mlflow_compiled:CompiledMlflowPredictor"
+# A PyTorch model compiled by `kninfer compile`, without torch.
+PYTORCH_ONNX_PREDICTOR = "kninfer.predictors.pytorch_onnx:OnnxPytorchPredictor"
+# Where Linux exposes NVIDIA devices: `--device auto` would pick CUDA where one is present, so
+# `--runtime auto` keeps a compiled PyTorch model on torch there (asked without importing torch).
+NVIDIA_DEVICES = Path("/dev")
 
 
 def predictor_class(
@@ -61,11 +64,13 @@ def predictor_class(
             target = ONNX_PREDICTOR
         elif family == "mlflow" and mlflow_runtime(model_dir, settings) == "onnx":
             target = mlflow_onnx_predictor(model_dir)
-        elif family not in ("sklearn", "mlflow") and settings.runtime == "onnx":
+        elif family == "pytorch" and pytorch_runtime(model_dir, settings) == "onnx":
+            target = PYTORCH_ONNX_PREDICTOR
+        elif family not in FAMILIES and settings.runtime == "onnx":
             raise ModelLoadError(
-                f"--runtime onnx serves a scikit-learn model compiled by `kninfer compile` "
-                f"(--predictor sklearn) or an MLflow model of the onnx flavor or compiled "
-                f"(--predictor mlflow); --predictor {family} has no ONNX runtime"
+                f"--runtime onnx serves a model compiled by `kninfer compile` (--predictor "
+                f"sklearn, mlflow or pytorch) or an MLflow model of the onnx flavor; "
+                f"--predictor {family} has no ONNX runtime"
             )
     if family == "sklearn" and target != ONNX_PREDICTOR:
         require_sklearn(
@@ -148,6 +153,23 @@ def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", 
         )
         return "native"
     return "onnx"
+
+
+def pytorch_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
+    """How the pytorch family serves `model_dir`: `--runtime onnx` or `native` as told; `auto`
+    serves model.onnx (kninfer.predictors.pytorch_onnx) when the directory has one and the
+    model is to run where the graph runs, on the CPU in float32: `--device cpu`, or `auto` on a
+    machine without an NVIDIA device, and `--dtype float32`."""
+    if settings.runtime != "auto":
+        return settings.runtime
+    on_cpu = settings.device == "cpu" or (settings.device == "auto" and not _nvidia_device())
+    if not on_cpu or settings.dtype != "float32":
+        return "native"
+    return "onnx" if _compiled_chosen(model_dir, settings) else "native"
+
+
+def _nvidia_device() -> bool:
+    return any(NVIDIA_DEVICES.glob("nvidia[0-9]*"))
 
 
 def mlflow_onnx_predictor(model_dir: Path) -> str:

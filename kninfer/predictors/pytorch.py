@@ -131,7 +131,7 @@ def resolve_device(requested: str) -> str:
     raise ModelLoadError(f"--device must be auto, cpu, cuda or cuda:N; got '{requested}'")
 
 
-def _input_spec(spec: TensorSpec) -> TensorSpec:
+def input_spec(spec: TensorSpec) -> TensorSpec:
     """Let a floating input take any floating V2 type (JSON clients often send FP64) and an
     integer input any integer type; run() casts to what the model wants."""
     family = (
@@ -151,8 +151,10 @@ class PytorchPredictor(Predictor):
 
     kind: str = ""
     module: Any = None
-    # A .pt2's dimensions that must agree (and their range), by input position; see _SameSize.
-    same_size: tuple[_SameSize, ...] = ()
+    # The file the model was read from: the .pt2, the TorchScript archive or the weights.
+    model_path: Path | None = None
+    # A .pt2's dimensions that must agree (and their range), by input position; see SameSize.
+    same_size: tuple[SameSize, ...] = ()
 
     # ---- loading -------------------------------------------------------------------------------
 
@@ -179,10 +181,11 @@ class PytorchPredictor(Predictor):
             if module_path:
                 self.kind, self.module = "eager", self._load_eager(module_path, declared)
             elif (path := _named(self.model_dir, ("model.pt2",), (".pt2",))) is not None:
-                self.kind = "export"
+                self.kind, self.model_path = "export", path
                 self.module, inferred, self.same_size = self._load_export(path)
             elif (path := _named(self.model_dir, ("model.pt",), (".pt", ".ts"))) is not None:
-                self.kind, self.module = "torchscript", self._load_torchscript(path)
+                self.kind, self.model_path = "torchscript", path
+                self.module = self._load_torchscript(path)
             else:
                 raise ModelLoadError(
                     f"no PyTorch model in {self.model_dir}: expected model.pt2 (torch.export), "
@@ -202,7 +205,7 @@ class PytorchPredictor(Predictor):
                 "'[{name: input-0, datatype: FP32, shape: [-1, 4]}]' or in kninfer.yaml beside "
                 "the model"
             )
-        self.inputs = [_input_spec(s) for s in inputs]
+        self.inputs = [input_spec(s) for s in inputs]
         self._fit_batches_to_program()
         self.outputs = (
             declared.outputs or (inferred[1] if inferred else None) or self._probe_outputs()
@@ -265,7 +268,7 @@ class PytorchPredictor(Predictor):
 
     def _load_export(
         self, path: Path
-    ) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]], tuple[_SameSize, ...]]:
+    ) -> tuple[Any, tuple[list[TensorSpec], list[TensorSpec]], tuple[SameSize, ...]]:
         torch = self._torch
         program = torch.export.load(str(path))
         inferred = _program_specs(program)
@@ -290,6 +293,7 @@ class PytorchPredictor(Predictor):
                 f"no state_dict in {self.model_dir}: expected one of "
                 f"{', '.join(SAFETENSORS_FILES + STATE_DICT_FILES)}"
             )
+        self.model_path = weights
         # The class may live beside the weights (model.py), as TorchServe's model files do.
         cls = import_class(module_path, "--torch-module", search_path=self.model_dir)
         state = _read_state_dict(torch, weights)
@@ -675,7 +679,7 @@ def _output_names(out_spec: Any, count: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class _SameSize:
+class SameSize:
     """Input dimensions a torch.export program declares one size (they share one symbol:
     `dynamic_shapes={"x": {0: batch}, "mask": {0: batch}}`), and the range it was exported for.
     `dims` are (input position, dimension); `low`/`high` mirror the guards torch itself builds
@@ -684,6 +688,19 @@ class _SameSize:
     dims: tuple[tuple[int, int], ...]
     low: int | None
     high: int | None
+
+    def record(self) -> dict[str, Any]:
+        """As compile.json keeps it (kninfer.compile.torch_export): the graph does not."""
+        return {"dims": [list(d) for d in self.dims], "low": self.low, "high": self.high}
+
+    @classmethod
+    def from_record(cls, doc: Any) -> SameSize:
+        try:
+            dims = tuple((int(p), int(d)) for p, d in doc["dims"])
+            low, high = doc.get("low"), doc.get("high")
+            return cls(dims, None if low is None else int(low), None if high is None else int(high))
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError(f"compile.json: {doc!r} is not a same-size constraint") from None
 
     def check(self, names: Sequence[str], arrays: Arrays) -> None:
         """Raise InvalidInput when the request's arrays break this constraint."""
@@ -721,7 +738,7 @@ class _SameSize:
             )
 
 
-def _program_same_sizes(program: Any) -> tuple[_SameSize, ...]:
+def _program_same_sizes(program: Any) -> tuple[SameSize, ...]:
     """The dimensions of a program's user inputs that are one plain symbol each, grouped by
     symbol, with the symbol's range. Derived dimensions (`2 * batch`) are left to torch's own
     guards (and _raised_by_input_checks)."""
@@ -743,7 +760,7 @@ def _program_same_sizes(program: Any) -> tuple[_SameSize, ...]:
             low = int(lower) if math.isfinite(lower) and lower > 2 else None
             high = int(upper) if math.isfinite(upper) else None
         if len(where) > 1 or low is not None or high is not None:
-            groups.append(_SameSize(tuple(where), low, high))
+            groups.append(SameSize(tuple(where), low, high))
     return tuple(groups)
 
 

@@ -31,8 +31,6 @@ scikit-learn model would not give:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -40,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.predictors import COMPILE_RECORD, ONNX_FILE
 from kninfer.predictors.base import Arrays, model_rejected, result_array
+from kninfer.predictors.compiled_graph import ONNX_FILE, read_compiled
 from kninfer.predictors.onnx_runtime import (
     ORT_TYPES,
     container_cpus,
@@ -55,11 +53,12 @@ from kninfer.predictors.sklearn import NUMERIC_INPUTS, SklearnPredictor
 from kninfer.predictors.sklearn_columns import Columns, column_spec, read_columns
 from kninfer.predictors.spec import declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec
-from kninfer.storage import model_file, sha256_of
 
 logger = logging.getLogger("kninfer")
 
 PLATFORM = "kninfer-sklearn-onnx"
+# What --runtime native serves instead, for kninfer.predictors.compiled_graph's messages.
+NATIVE = "the scikit-learn file"
 OUTPUTS = ("predict", "predict_proba")
 # scikit-learn's tree models, which cast X to float32 (kninfer.predictors.sklearn
 # _computes_in_float32 tells them by module; compile.json names only the class).
@@ -102,21 +101,13 @@ class OnnxSklearnPredictor(SklearnPredictor):
     # ---- loading -------------------------------------------------------------------------
 
     def load_model(self) -> None:
-        graph = self._read_graph()
-        digest = hashlib.sha256(graph).hexdigest()
-        pin = self.settings.model_sha256
-        if pin and digest != pin.strip().lower():
-            raise ModelLoadError(
-                f"{ONNX_FILE} has sha256 {digest}, not the pinned {pin} "
-                "(--model-sha256); refusing to load it (--runtime native "
-                "serves the scikit-learn file the pin may name)"
-            )
-        record = self._read_record(digest)
+        compiled = read_compiled(self.model_dir, self.settings.model_sha256, NATIVE)
+        graph, record = compiled.graph, compiled.record
         self.record = record
-        source = _section(record, "source")
+        source = compiled.section("source")
         described = str(source.get("estimator") or "")
         self._estimator = described.split("(", 1)[0] or self._estimator
-        onnx = _section(record, "onnx")
+        onnx = compiled.section("onnx")
         precision = onnx.get("numeric_inputs_converted_as")
         self._float32 = precision == "FP32" or (
             described == self._estimator and self._estimator.startswith(FLOAT32_MODELS)
@@ -153,57 +144,6 @@ class OnnxSklearnPredictor(SklearnPredictor):
             source.get("file", "?"),
             described or "",
         )
-
-    def _read_graph(self) -> bytes:
-        if not (self.model_dir / ONNX_FILE).is_file():
-            raise ModelLoadError(
-                f"no {ONNX_FILE} in {self.model_dir}: --runtime onnx serves a model compiled "
-                f"with `kninfer compile {self.model_dir}`; compile it first, or serve the "
-                "scikit-learn file with --runtime auto or native"
-            )
-        try:
-            return model_file(self.model_dir, ONNX_FILE).read_bytes()
-        except OSError as exc:
-            raise ModelLoadError(f"cannot read {ONNX_FILE}: {exc}") from exc
-
-    def _read_record(self, digest: str) -> dict[str, Any]:
-        """compile.json, checked against the graph and against the file it was compiled from."""
-        path = self.model_dir / COMPILE_RECORD
-        if not path.is_file():
-            raise ModelLoadError(
-                f"{ONNX_FILE} in {self.model_dir} has no {COMPILE_RECORD} beside "
-                "it: kninfer serves graphs written by `kninfer compile`, which "
-                "writes both (--runtime native serves the scikit-learn file)"
-            )
-        try:
-            record = json.loads(model_file(self.model_dir, COMPILE_RECORD).read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot read {COMPILE_RECORD}: {exc}") from exc
-        if not isinstance(record, dict):
-            raise ModelLoadError(f"{COMPILE_RECORD} is not a JSON object")
-        onnx = _section(record, "onnx")
-        if onnx.get("sha256") != digest:
-            raise ModelLoadError(
-                f"{COMPILE_RECORD} describes another graph (sha256 {onnx.get('sha256')}), not "
-                f"this {ONNX_FILE} ({digest}); run `kninfer compile {self.model_dir}` again, or "
-                "serve the scikit-learn file with --runtime native"
-            )
-        source = _section(record, "source")
-        name, pinned = source.get("file"), source.get("sha256")
-        if isinstance(name, str) and isinstance(pinned, str):
-            try:
-                compiled_from = model_file(self.model_dir, name)
-            except ModelLoadError:
-                compiled_from = None  # compiled from outside the directory (--out): not here
-            if compiled_from is not None and compiled_from.is_file():
-                now = sha256_of(compiled_from)
-                if now != pinned:
-                    raise ModelLoadError(
-                        f"{ONNX_FILE} was compiled from {name} with sha256 {pinned}, but {name} "
-                        f"now has sha256 {now}: run `kninfer compile {self.model_dir}` again, or "
-                        f"serve {name} with --runtime native"
-                    )
-        return record
 
     def _read_outputs(self) -> None:
         outputs = self.session.get_outputs()
@@ -453,12 +393,6 @@ def _texts(values: np.ndarray) -> set[str]:
                 continue
         texts.add(value)
     return texts
-
-
-def _section(record: dict[str, Any], key: str) -> dict[str, Any]:
-    """compile.json's object `key`, or an empty one."""
-    value = record.get(key)
-    return value if isinstance(value, dict) else {}
 
 
 def _shape(dims: Sequence[Any]) -> tuple[int, ...]:

@@ -92,20 +92,19 @@ def test_a_compiled_model_runs_from_the_onnx_image_with_runtime_onnx(store: Sche
     assert_valid(render(cfg, "churn.yaml"), store)
 
 
-def test_a_compiled_mlflow_model_runs_from_the_onnx_image(store: SchemaStore) -> None:
-    """An MLflow model of the sklearn flavor compiled beside its MLmodel: the onnx image (no
-    mlflow there) serves it with --predictor mlflow --runtime onnx, under a runtime of its own."""
-    cfg = config(
-        predictor="mlflow",
-        compiled=True,
-        storage_uri="s3://models/churn-mlflow/v1",
-        kserve="runtime",
-    )
+@pytest.mark.parametrize("family", ["mlflow", "pytorch"])
+def test_a_compiled_model_of_any_family_runs_from_the_onnx_image(
+    store: SchemaStore, family: str
+) -> None:
+    """An MLflow model of the sklearn flavor compiled beside its MLmodel, or a compiled PyTorch
+    model: the onnx image (no mlflow, no torch there) serves it with --predictor FAMILY --runtime
+    onnx, under a runtime of its own."""
+    cfg = config(predictor=family, compiled=True, storage_uri="s3://models/m/v1", kserve="runtime")
     runtime, isvc = kserve_documents(cfg)
-    assert runtime["metadata"]["name"] == "kninfer-mlflow-onnx"
+    assert runtime["metadata"]["name"] == f"kninfer-{family}-onnx"
     (container,) = runtime["spec"]["containers"]
     assert container["image"] == ONNX_IMAGE
-    assert container["args"][:5] == ["serve", "--predictor", "mlflow", "--runtime", "onnx"]
+    assert container["args"][:5] == ["serve", "--predictor", family, "--runtime", "onnx"]
     assert_valid(render(cfg, "churn.yaml"), store)
 
 
@@ -211,12 +210,6 @@ def test_experiment_variants_and_runtimes(store: SchemaStore) -> None:
             "name: churn\ncompiled: true\n",
             "(top level): compiled: true needs storage_uri, the directory holding model.onnx and "
             "compile.json (the onnx image has no embedded model)",
-        ),
-        (
-            "name: churn\ncompiled: true\npredictor: pytorch\nstorage_uri: s3://m/net\n",
-            "(top level): compiled: true serves a scikit-learn model compiled by "
-            "`kninfer compile` (predictor sklearn, or mlflow for an MLflow model of the sklearn "
-            "flavor), not predictor pytorch",
         ),
         (
             "name: churn\ncompiled: true\nstorage_uri: s3://m/churn\naccelerator: gpu\n",

@@ -591,14 +591,16 @@ def test_the_pin_names_the_file_to_serve(built: Built) -> None:
     assert sklearn_runtime(model_dir, ServeSettings(model_dir=model_dir)) == "onnx"
 
 
-def test_runtime_onnx_is_for_the_sklearn_family_only(built: Built) -> None:
+def test_runtime_onnx_is_for_the_families_only(built: Built) -> None:
+    """A predictor class of the user's own has no ONNX runtime: --runtime onnx says so."""
     from kninfer.errors import ModelLoadError
     from kninfer.predictors import predictor_class
     from kninfer.settings import ServeSettings
 
-    settings = ServeSettings(model_dir=built.dirs["iris"], runtime="onnx", predictor="pytorch")
-    with pytest.raises(ModelLoadError, match="--predictor pytorch has no ONNX runtime"):
-        predictor_class("pytorch", built.dirs["iris"], settings)
+    own = "kninfer.predictors.sklearn:SklearnPredictor"
+    settings = ServeSettings(model_dir=built.dirs["iris"], runtime="onnx", predictor=own)
+    with pytest.raises(ModelLoadError, match=f"--predictor {own} has no ONNX runtime"):
+        predictor_class(own, built.dirs["iris"], settings)
 
 
 # ---- no scikit-learn -----------------------------------------------------------------------

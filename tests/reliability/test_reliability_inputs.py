@@ -13,7 +13,10 @@ mistakes.
 from __future__ import annotations
 
 import functools
+import shutil
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -1030,13 +1033,30 @@ def masked_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_masked_export(masked_module(tmp / "src"), tmp / "model")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["program", "compiled"])
 def masked_server(
-    tmp_path_factory: pytest.TempPathFactory, masked_dir: Path
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, masked_dir: Path
 ) -> Iterator[ServerProcess]:
+    """The program served by torch, and the same program compiled by `kninfer compile` and
+    served by ONNX Runtime (kninfer.predictors.pytorch_onnx): the same table for both."""
     tmp = tmp_path_factory.mktemp("reliability-masked")
+    model_dir, runtime = masked_dir, "native"
+    if request.param == "compiled":
+        pytest.importorskip("onnxscript", reason="the compile extra is not installed")
+        compiled_dir = tmp / "compiled"
+        shutil.copytree(masked_dir, compiled_dir)
+        done = subprocess.run(
+            [sys.executable, "-m", "kninfer", "compile", str(compiled_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        model_dir, runtime = compiled_dir, "onnx"
     proc = ServerProcess(
-        ["--predictor", "pytorch", "--model-name", "masked", "--model-dir", str(masked_dir)],
+        ["--predictor", "pytorch", "--model-name", "masked", "--model-dir", str(model_dir)]
+        + ["--runtime", runtime],
         server_env(tmp),
         tmp / "server.log",
     ).start(timeout=180)
