@@ -49,7 +49,7 @@ from kninfer.protocol.tensor import (
     TensorSpec,
     v2_datatype_of,
 )
-from kninfer.protocol.v1 import v1_rows
+from kninfer.protocol.v1 import named_tensors, v1_rows
 from kninfer.protocol.v2 import input_array, to_output
 
 if TYPE_CHECKING:
@@ -152,6 +152,10 @@ class Predictor(DeclaresTensors, Model):
         """The arrays of a V1 body (`instances` or `inputs`, KServe V1 protocol); a family with
         other V1 forms (records, MLflow's dataframe_split) overrides this."""
         rows = v1_rows(payload)
+        if rows.form == "instances" and isinstance(rows.rows, dict) and len(self.inputs) == 1:
+            # Named tensors, columnar (`{"inputs": {name: batch}}`): the one input's batch.
+            spec = self.inputs[0]
+            return self.v1_inputs(named_tensors(rows.rows, [spec.name])[spec.name])
         if rows.form == "dataframe_records":
             raise InvalidInput(
                 f"model '{self.name}' takes rows of numbers, not records keyed by column name: "

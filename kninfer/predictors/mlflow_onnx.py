@@ -49,7 +49,7 @@ from kninfer.predictors.onnx_runtime import (
     run_errors,
 )
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec
-from kninfer.protocol.v1 import V1Rows, instances_by_input, v1_rows
+from kninfer.protocol.v1 import V1Rows, instances_by_input, named_tensors, v1_rows
 from kninfer.protocol.v2 import has_bool
 
 logger = logging.getLogger("kninfer")
@@ -288,7 +288,7 @@ class OnnxMlflowPredictor(Predictor):
                     f"unknown input '{unknown[0]}' for model '{self.name}'; it takes "
                     f"{', '.join(names)}"
                 )
-            columns = data
+            columns = named_tensors(data, names)  # and every input there
         elif isinstance(data, list) and any(isinstance(row, dict) for row in data):
             columns = instances_by_input(data, names)
         elif isinstance(data, list) and len(names) == 1:

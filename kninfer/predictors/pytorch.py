@@ -63,7 +63,7 @@ from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
-from kninfer.protocol.v1 import instances_by_input
+from kninfer.protocol.v1 import instances_by_input, named_tensors, v1_rows
 from kninfer.protocol.v2 import has_bool
 from kninfer.references import import_class
 from kninfer.storage import model_file
@@ -367,6 +367,14 @@ class PytorchPredictor(Predictor):
         return ready
 
     # ---- requests ------------------------------------------------------------------------------
+
+    def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
+        """`{"inputs": {name: batch, ...}}` (named tensors, columnar), else rows or records."""
+        rows = v1_rows(payload)
+        if rows.form == "instances" and isinstance(rows.rows, dict):
+            columns = named_tensors(rows.rows, [spec.name for spec in self.inputs])
+            return {spec.name: _v1_input(spec, columns[spec.name]) for spec in self.inputs}
+        return super().v1_arrays(payload)
 
     def v1_inputs(self, instances: list[Any]) -> Arrays:
         """Rows of the single input (Predictor.v1_inputs), or objects keyed by input name, as

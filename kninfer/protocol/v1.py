@@ -1,5 +1,6 @@
 """KServe's V1 protocol (data plane V1, `POST /v1/models/NAME:predict`): a JSON object carrying
-rows as `instances` (or `inputs`), or a table in one of the two table forms of MLflow's scoring
+rows as `instances` (or `inputs`), named tensors in TensorFlow Serving's columnar form
+(`{"inputs": {"x": [...], "mask": [...]}}`, which KServe's V1 takes from it), or a table in one of the two table forms of MLflow's scoring
 protocol, `dataframe_split` or `dataframe_records` (mlflow.pyfunc.scoring_server), which every
 model that reads a table takes (kninfer.predictors.columns). The decoded payload is a dict; the
 model checks its rows against its own inputs.
@@ -34,8 +35,12 @@ def decode_v1_request(body: bytes) -> dict[str, Any]:
     instances = doc.get("instances", doc.get("inputs"))
     if instances is None:
         raise InvalidInput('request has no "instances"; expected {"instances": [[...], ...]}')
-    if not isinstance(instances, list):
-        raise InvalidInput('"instances" must be a list of rows')
+    if not isinstance(instances, list) and not (
+        isinstance(instances, dict) and "instances" not in doc
+    ):
+        raise InvalidInput(
+            '"instances" must be a list of rows (or "inputs" an object of named tensors)'
+        )
     return doc
 
 
@@ -78,6 +83,20 @@ def v1_rows(payload: dict[str, Any]) -> V1Rows:
     if "dataframe_records" in payload:
         return V1Rows("dataframe_records", payload["dataframe_records"])
     return V1Rows("instances", payload.get("instances", payload.get("inputs")))
+
+
+def named_tensors(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """TensorFlow Serving's columnar form (its REST API, "Columnar format"), `{"inputs": {"x":
+    [...], "mask": [...]}}`: each input's whole batch under its name. A key the model does not
+    take, or an input left out, is a 400 naming it."""
+    takes = ", ".join(names)
+    unknown = [key for key in doc if key not in names]
+    if unknown:
+        raise InvalidInput(f"'inputs' has unknown input '{unknown[0]}'; the model takes {takes}")
+    missing = [name for name in names if name not in doc]
+    if missing:
+        raise InvalidInput(f"'inputs' has no input '{missing[0]}'; the model takes {takes}")
+    return {name: doc[name] for name in names}
 
 
 def instances_by_input(instances: list[Any], names: list[str]) -> dict[str, list[Any]]:

@@ -161,8 +161,8 @@ def test_answers_are_the_modules_over_v2_v1_and_grpc(
             {"name": "mask", "datatype": "INT64", "shape": [20, 8], "data": mask.ravel().tolist()},
         ]
     }
-    for name in ("eager", "program"):
-        server = servers[name]
+    for served in ("eager", "program", "program-native"):
+        server, name = servers[served], served.removesuffix("-native")
         reply = httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, timeout=30)
         assert reply.status_code == 200, reply.text
         got = {o["name"]: np.reshape(o["data"], o["shape"]) for o in reply.json()["outputs"]}
@@ -173,6 +173,11 @@ def test_answers_are_the_modules_over_v2_v1_and_grpc(
         v1 = httpx.post(
             f"{server.url}/v1/models/{name}:predict", json={"instances": instances}, timeout=30
         )
+        assert v1.status_code == 200, v1.text
+        np.testing.assert_allclose(v1.json()["predictions"], want["logits"], **TOLERANCE)
+        # TensorFlow Serving's columnar form, which KServe's V1 takes: each input's whole batch.
+        columnar = {"inputs": {"x": x.tolist(), "mask": mask.tolist()}}
+        v1 = httpx.post(f"{server.url}/v1/models/{name}:predict", json=columnar, timeout=30)
         assert v1.status_code == 200, v1.text
         np.testing.assert_allclose(v1.json()["predictions"], want["logits"], **TOLERANCE)
     mlp_rows = x[:, :4].copy()

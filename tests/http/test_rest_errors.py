@@ -212,7 +212,12 @@ V1_CASES = [
         400,
         'request has no "instances"; expected {"instances": [[...], ...]}',
     ),
-    ("instances-not-list", {"instances": "x"}, 400, '"instances" must be a list of rows'),
+    (
+        "instances-not-list",
+        {"instances": "x"},
+        400,
+        '"instances" must be a list of rows (or "inputs" an object of named tensors)',
+    ),
     (
         "strings",
         {"instances": [["a", "b", "c", "d"]]},

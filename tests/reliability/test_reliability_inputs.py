@@ -1257,6 +1257,20 @@ MASKED_HTTP_CASES = [
         path=MASKED_V1,
     ),
     masked_case(
+        "masked-v1-columnar-missing-input",
+        {"inputs": {"x": [X_ROW]}},
+        400,
+        "'inputs' has no input 'mask'; the model takes x, mask",
+        path=MASKED_V1,
+    ),
+    masked_case(
+        "masked-v1-columnar-batch-mismatch",
+        {"inputs": {"x": [X_ROW] * 2, "mask": [MASK_ROW] * 3}},
+        400,
+        MISMATCH,
+        path=MASKED_V1,
+    ),
+    masked_case(
         "masked-v1-wrong-width",
         records(x=X_ROW[:7]),
         400,
