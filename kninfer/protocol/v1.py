@@ -1,9 +1,10 @@
 """KServe's V1 protocol (data plane V1, `POST /v1/models/NAME:predict`): a JSON object carrying
 rows as `instances` (or `inputs`), named tensors in TensorFlow Serving's columnar form
-(`{"inputs": {"x": [...], "mask": [...]}}`, which KServe's V1 takes from it), or a table in one of the two table forms of MLflow's scoring
-protocol, `dataframe_split` or `dataframe_records` (mlflow.pyfunc.scoring_server), which every
-model that reads a table takes (kninfer.predictors.columns). The decoded payload is a dict; the
-model checks its rows against its own inputs.
+(`{"inputs": {"x": [...], "mask": [...]}}`, which KServe's V1 takes from it), or a table in one of
+the two table forms of MLflow's scoring protocol, `dataframe_split` or `dataframe_records`
+(mlflow.pyfunc.scoring_server), which every model that reads a table takes
+(kninfer.predictors.columns). The decoded payload is a dict; the model checks its rows against
+its own inputs.
 """
 
 from __future__ import annotations
