@@ -5,7 +5,10 @@ Three models are trained here, saved with joblib and compiled with `kninfer comp
 - `iris-lr`: LogisticRegression on iris (an array model, INT64 labels);
 - `forest`: RandomForestClassifier of `--trees` trees on iris (string labels);
 - `churn-gbm`: Pipeline(ColumnTransformer(OneHotEncoder on a string column, StandardScaler on
-  two numeric ones), GradientBoostingClassifier), fitted on a DataFrame.
+  two numeric ones), GradientBoostingClassifier), fitted on a DataFrame;
+- `torch-net`: a PyTorch network of two inputs and two outputs (a trunk of two hidden layers of
+  256 over both inputs, a classification head and an embedding head), its state_dict beside its
+  class, served by the pytorch family (`native` is torch running the eager module).
 
 Each directory (joblib and model.onnx side by side) is served three ways: by kninfer with
 `--runtime onnx` and with `--runtime native`, and by the floor, a bare ASGI app that decodes the
@@ -46,7 +49,9 @@ from bench.servers import BENCH, ROOT, ServerSpec, uvicorn_peer
 
 RESULTS = BENCH / "results"
 PICTURE = ROOT / "docs" / "img" / "compiled.svg"
-MODELS = ("iris-lr", "forest", "churn-gbm")
+MODELS = ("iris-lr", "forest", "churn-gbm", "torch-net")
+# The family each model is served by (`--predictor`).
+FAMILY = {"torch-net": "pytorch"}
 # kninfer's two runtimes, and the bare ONNX Runtime floor.
 RUNTIMES = ("onnx", "native", "floor")
 # Today's floor for scikit-learn (bare ASGI + predict): cold start only, for the array models
@@ -138,6 +143,60 @@ def _churn_gbm() -> tuple[Any, Callable[[int], bytes]]:
     return model, body
 
 
+TORCH_NET = """
+import torch
+
+
+class TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = torch.nn.Sequential(
+            torch.nn.Linear(80, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256), torch.nn.ReLU()
+        )
+        self.classes = torch.nn.Linear(256, 10)
+        self.embedding = torch.nn.Linear(256, 32)
+
+    def forward(self, features: torch.Tensor, context: torch.Tensor) -> dict:
+        shared = self.trunk(torch.cat([features, context], dim=1))
+        return {"logits": self.classes(shared), "embedding": self.embedding(shared)}
+"""
+TORCH_YAML = """module: two_heads:TwoHeads
+inputs:
+  - {name: features, datatype: FP32, shape: [-1, 64]}
+  - {name: context, datatype: FP32, shape: [-1, 16]}
+"""
+
+
+def _torch_net(model_dir: Path) -> Callable[[int], bytes]:
+    """The network's directory (state_dict, class, kninfer.yaml), saved by a child process of
+    the project's Python (torch stays out of this one), and its request bodies."""
+    import numpy as np
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "two_heads.py").write_text(TORCH_NET)
+    (model_dir / "kninfer.yaml").write_text(TORCH_YAML)
+    save = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from two_heads import TwoHeads; "
+        "torch.manual_seed(0); torch.save(TwoHeads().state_dict(), sys.argv[1] + '/model.pth')"
+    )
+    subprocess.run([str(python()), "-c", save, str(model_dir)], check=True)
+    rng = np.random.default_rng(0)
+
+    def body(n: int) -> bytes:
+        inputs = [
+            {
+                "name": name,
+                "shape": [n, width],
+                "datatype": "FP32",
+                "data": rng.standard_normal(n * width).round(4).tolist(),
+            }
+            for name, width in (("features", 64), ("context", 16))
+        ]
+        return json.dumps({"inputs": inputs}).encode()
+
+    return body
+
+
 def _matrix_body(rows: Any, n: int) -> bytes:
     """A V2 request of the first `n` iris rows."""
     return json.dumps(
@@ -164,10 +223,13 @@ def build(name: str, work: Path, trees: int, sample: Path) -> tuple[Path, dict[i
         "forest": lambda: _forest(trees),
         "churn-gbm": _churn_gbm,
     }
-    model, body = makers[name]()
     model_dir = work / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, model_dir / "model.joblib")
+    if name == "torch-net":
+        body = _torch_net(model_dir)
+    else:
+        model, body = makers[name]()
+        model_dir.mkdir(parents=True, exist_ok=True)
+        joblib.dump(model, model_dir / "model.joblib")
     # A linear model's rows cannot be made up from what it learnt: verify on the iris rows.
     extra = ["--sample", str(sample)] if name == "iris-lr" else []
     done = subprocess.run(
@@ -211,7 +273,7 @@ def spec_for(name: str, runtime: str, model_dir: Path, work: Path) -> ServerSpec
             "--host",
             "127.0.0.1",
             "--predictor",
-            "sklearn",
+            FAMILY.get(name, "sklearn"),
             "--model-dir",
             str(model_dir),
             "--model-name",
@@ -266,7 +328,7 @@ def measure(
         for name in names:
             model_dir, bodies = dirs[name]
             first = bodies[1].read_bytes()
-            if name != "churn-gbm":  # the sklearn floor decodes one matrix input
+            if name in ("iris-lr", "forest"):  # the sklearn floor decodes one matrix input
                 spec = spec_for(name, SKLEARN_FLOOR, model_dir, work)
                 got = samples[name].setdefault(SKLEARN_FLOOR, {})
                 for _ in range(args.cold_runs):
@@ -327,22 +389,27 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def write_markdown(doc: dict[str, Any], path: Path) -> None:
+    forest = f" The forest has {doc['trees']} trees." if "forest" in doc["medians"] else ""
+    picture = (
+        ["![throughput and cold start](../../docs/img/compiled.svg)", ""]
+        if path.parent.resolve() == RESULTS.resolve()
+        else []
+    )
     lines = [
-        "# A compiled model (ONNX Runtime) against scikit-learn, served by kninfer",
+        "# A compiled model (ONNX Runtime) against its framework, served by kninfer",
         "",
         f"Command: `{doc['command']}`; kninfer {doc['commit']}; {doc['rounds']} round(s), the "
         f"servers in alternating turns, medians. Cold start is process spawn to the first "
         f"successful V2 answer ({doc['cold_runs']} per round). Load: wrk for "
         f"{doc['seconds']:g} s per point after {doc['warmup']:g} s of warm-up, V2 JSON, the "
-        f"server pinned to one core and wrk to the other; {doc['machine']}. The forest has "
-        f"{doc['trees']} trees. `onnx` and `native` are kninfer's two runtimes for the same "
-        "model directory; `floor` is a bare ASGI app running the same model.onnx "
-        "(bench/peers/bare_onnx.py); `sklearn floor` is a bare ASGI app calling scikit-learn's "
-        "`predict` (bench/peers/bare_asgi.py), cold start only. Higher is better for "
-        "throughput, lower for the rest.",
+        f"server pinned to one core and wrk to the other; {doc['machine']}.{forest} `onnx` and "
+        "`native` are kninfer's two runtimes for the same model directory (`native`: "
+        "scikit-learn, or torch with the pytorch family's default adaptive batching); `floor` "
+        "is a bare ASGI app running the same model.onnx (bench/peers/bare_onnx.py); `sklearn "
+        "floor` is a bare ASGI app calling scikit-learn's `predict` (bench/peers/bare_asgi.py), "
+        "cold start only. Higher is better for throughput, lower for the rest.",
         "",
-        "![throughput and cold start](../../docs/img/compiled.svg)",
-        "",
+        *picture,
         "| model | metric | onnx | native | floor | onnx / native | onnx / floor |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -370,7 +437,7 @@ def draw(doc: dict[str, Any], path: Path) -> None:
 
     colors = {"native": "#9e9e9e", "onnx": "#1f77b4", "floor": "#2ca02c", SKLEARN_FLOOR: "#bcbd22"}
     labels = {
-        "native": "kninfer, scikit-learn",
+        "native": "kninfer, its framework",
         "onnx": "kninfer, ONNX Runtime",
         "floor": "bare ASGI + ONNX Runtime",
         SKLEARN_FLOOR: "bare ASGI + scikit-learn",

@@ -2,8 +2,8 @@
 `model.onnx` into an ONNX Runtime session set up as kninfer sets it up (one intra-op thread per
 schedulable CPU, no spinning, all graph optimizations) and runs it for each V2 request; orjson
 for the body. Nothing a real service needs (validation, errors, metrics, datatypes beyond the
-benchmark's FP64 and BYTES) is here, so no real server can beat it: it measures what uvicorn +
-the session cost on this machine. Run as `uvicorn bare_onnx:app` with MODEL_DIR set.
+benchmark's FP32, FP64, INT64 and BYTES) is here, so no real server can beat it: it measures what
+uvicorn + the session cost on this machine. Run as `uvicorn bare_onnx:app` with MODEL_DIR set.
 """
 
 import os
@@ -23,14 +23,24 @@ session = ort.InferenceSession(
     _options,
     providers=["CPUExecutionProvider"],
 )
-_OUTPUT = "predict"
-_DATATYPES = {"tensor(int64)": "INT64", "tensor(string)": "BYTES", "tensor(double)": "FP64"}
-_OUTPUT_DATATYPE = _DATATYPES[next(o.type for o in session.get_outputs() if o.name == _OUTPUT)]
+_DATATYPES = {
+    "tensor(int64)": "INT64",
+    "tensor(string)": "BYTES",
+    "tensor(double)": "FP64",
+    "tensor(float)": "FP32",
+}
+_DTYPES = {"tensor(string)": object, "tensor(float)": np.float32, "tensor(int64)": np.int64}
+# A scikit-learn graph answers `predict` (what kninfer answers by default); any other graph (a
+# PyTorch export) every output.
+_NAMES = [o.name for o in session.get_outputs()]
+_OUTPUTS = ["predict"] if "predict" in _NAMES else _NAMES
+_OUTPUT_DATATYPES = {o.name: _DATATYPES[o.type] for o in session.get_outputs()}
+_INPUT_DTYPES = {i.name: _DTYPES.get(i.type, np.float64) for i in session.get_inputs()}
 _JSON = [(b"content-type", b"application/json")]
 
 
 def _array(tensor):
-    dtype = object if tensor["datatype"] == "BYTES" else np.float64
+    dtype = _INPUT_DTYPES[tensor["name"]]
     return np.asarray(tensor["data"], dtype=dtype).reshape(tensor["shape"])
 
 
@@ -45,17 +55,18 @@ async def app(scope, receive, send):
             break
     if scope["method"] == "POST":
         feeds = {t["name"]: _array(t) for t in orjson.loads(body)["inputs"]}
-        (result,) = session.run([_OUTPUT], feeds)
+        results = session.run(_OUTPUTS, feeds)
         payload = orjson.dumps(
             {
                 "model_name": "iris",
                 "outputs": [
                     {
-                        "name": _OUTPUT,
-                        "datatype": _OUTPUT_DATATYPE,
+                        "name": name,
+                        "datatype": _OUTPUT_DATATYPES[name],
                         "shape": list(result.shape),
-                        "data": result.tolist(),
+                        "data": result.reshape(-1).tolist(),
                     }
+                    for name, result in zip(_OUTPUTS, results, strict=True)
                 ],
             }
         )

@@ -59,6 +59,10 @@ class OnnxPytorchPredictor(PytorchPredictor):
 
     # A graph of tensor operators runs no user code: its time grows with the rows alone.
     inline_capable = True
+    # The family batches by default for torch (a GPU, or a CPU module, gains from a batch); a
+    # graph on the CPU answers a row in microseconds, and waiting to fill a batch cost more than
+    # it saved (docs/compile.md#pytorch). --batching turns it on.
+    batching_by_default = False
     kind = "onnx"
     session: Any = None
     _graph_dtypes: dict[str, Any]
