@@ -5,10 +5,9 @@ calls it as KServe would. What it adds over a bare `kserve.Model`:
 
 - model metadata stated from the loaded model (`inputs`/`outputs` as TensorSpecs);
 - requests checked against those specs before the model sees them (client mistakes are 400s);
-- `run()` executed on a bounded thread pool, never on the event loop. KServe 0.21 calls a
-  synchronous `predict` on the loop, so one slow prediction stalls every request and the
-  liveness probe (kserve#3950, kserve#5019);
-- an optional adaptive batcher between `predict` and `run` (kninfer.batching);
+- `run()` executed by kninfer.execution, which knows no family: on a bounded thread pool, never
+  on the event loop (or on it, for a fast compiled model), within the in-flight limit and the
+  request timeout, through the optional adaptive batcher (kninfer.batching);
 - load and warm-up timings for the cold-start log line and metrics.
 
 A family module subclasses this, sets `family`, and implements `load_model` and `run`; it never
@@ -17,8 +16,6 @@ touches HTTP, gRPC or CloudEvents.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 from abc import abstractmethod
@@ -36,12 +33,10 @@ from kninfer.errors import (
     EMPTY_BATCH,
     InvalidInput,
     ModelNotReady,
-    Overloaded,
     PayloadTooLarge,
-    RequestTimeout,
     WarmupFailed,
 )
-from kninfer.observability import tracing
+from kninfer.execution import Execution
 from kninfer.protocol.tensor import (
     V2_TO_NUMPY,
     Arrays,
@@ -59,22 +54,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("kninfer")
 
-# Inline execution (Predictor._decide_inline): warm-up calls timed after the first, and slow
-# calls on the event loop before requests of that size go back to the threads.
-INLINE_PROBES = 5
-INLINE_STRIKES = 3
-# The batch of warm-up rows repeated that is timed too, for requests of more rows than warm-up.
-INLINE_WIDE = 64
-# A first call above this many times the limit is not probed further (a slow model).
-INLINE_FIRST_CALL_FACTOR = 20
-
-
-def rows_of(arrays: Arrays) -> int:
-    """The rows of a request: the first dimension of its first input (1 for a scalar)."""
-    for array in arrays.values():
-        return int(array.shape[0]) if array.ndim else 1
-    return 0
-
 
 class Predictor(DeclaresTensors, Model):
     """Base of kninfer's model families (a `kserve.Model`)."""
@@ -82,7 +61,7 @@ class Predictor(DeclaresTensors, Model):
     family: ClassVar[str] = "base"
     # Whether adaptive batching is on when the user does not say (--batching/--no-batching).
     batching_by_default: ClassVar[bool] = False
-    # Whether a fast model may run on the event loop (_decide_inline): only where a call's time
+    # Whether a fast model may run on the event loop (Execution.decide_inline): only where a call's time
     # depends on its size alone. A pickled estimator, a torch module or an MLflow pyfunc can
     # run any code (sleep, call out), which would stall every request and probe meanwhile.
     inline_capable: ClassVar[bool] = False
@@ -95,11 +74,8 @@ class Predictor(DeclaresTensors, Model):
         self.outputs: list[TensorSpec] = []
         self.load_ms = 0.0
         self.warmup_ms = 0.0
-        self.executor = ThreadPoolExecutor(
-            max_workers=max(1, settings.inference_threads), thread_name_prefix=f"infer-{name}"
-        )
-        self._inflight = 0
-        self.batcher: AdaptiveBatcher | None = None
+        # Where and within what limits `run` executes (kninfer.execution).
+        self.execution = Execution(self)
         # Whether warmup_inputs() had to guess values (see warm_up).
         self.warmup_guessed = False
         # The most rows the model itself takes in one call, where it says (an exported program's
@@ -108,9 +84,6 @@ class Predictor(DeclaresTensors, Model):
         # Counts answered requests into the model's drift profile (`kninfer profile`); None
         # without one, and from the first request it could not count.
         self.drift: DriftMonitor | None = None
-        # Requests of up to this many rows run on the event loop (_decide_inline); 0: none do.
-        self.inline_max_rows = 0
-        self._slow_inline_rows: list[int] = []
 
     def batch_cap(self) -> int:
         """The largest batch to build for this model: --max-batch-size, or fewer where the
@@ -250,7 +223,10 @@ class Predictor(DeclaresTensors, Model):
         try:
             started = time.perf_counter()
             self.run(warm, names)
-            self._decide_inline(warm, names, (time.perf_counter() - started) * 1e6)
+            if self.inline_capable:
+                self.execution.decide_inline(
+                    warm, names, (time.perf_counter() - started) * 1e6, self.max_batch_rows
+                )
         except Exception as exc:
             if not self.warmup_guessed:
                 raise WarmupFailed(
@@ -264,69 +240,6 @@ class Predictor(DeclaresTensors, Model):
                 type(exc).__name__,
                 exc,
             )
-
-    def _decide_inline(self, warm: Arrays, names: list[str], first_us: float) -> None:
-        """Whether requests run on the event loop instead of an inference thread.
-
-        Handing a call to a thread and waking the loop when it is done costs tens of
-        microseconds of CPU per request (docs/performance.md#inline-models): more than a
-        compiled model takes to answer. An `inline_capable` model whose warm-up call and
-        INLINE_PROBES more each take under --inline-below-us runs inline, blocking the loop for
-        no longer than that; `_run_inline` keeps checking. With adaptive batching on (the batcher
-        is attached after load), requests still go through the batcher (`execute`).
-        """
-        limit = self.settings.inline_below_us
-        # The first call may carry one-time set-up: a model well above the limit is not probed.
-        if not self.inline_capable or limit <= 0 or first_us > INLINE_FIRST_CALL_FACTOR * limit:
-            return
-        rows = rows_of(warm)
-        if self._slowest_us(warm, names, INLINE_PROBES) >= limit or rows == 0:
-            return
-        self.inline_max_rows = rows
-        # A batch costs more than a row: `INLINE_WIDE` times the warm-up rows are timed too,
-        # where the model takes that many (a graph exported for a fixed batch does not).
-        wide_rows = rows * INLINE_WIDE
-        if all(array.ndim for array in warm.values()) and (
-            self.max_batch_rows is None or wide_rows <= self.max_batch_rows
-        ):
-            wide = {name: np.repeat(array, INLINE_WIDE, axis=0) for name, array in warm.items()}
-            if self._slowest_us(wide, names, 2) < limit:
-                self.inline_max_rows = wide_rows
-        logger.info(
-            "model '%s' runs requests of up to %d row(s) on the event loop (each call timed at "
-            "start-up took under %g us; --inline-below-us 0 turns this off)",
-            self.name,
-            self.inline_max_rows,
-            limit,
-        )
-
-    def _slowest_us(self, arrays: Arrays, names: list[str], times: int) -> float:
-        slowest = 0.0
-        for _ in range(times):
-            started = time.perf_counter()
-            self.run(arrays, names)
-            slowest = max(slowest, (time.perf_counter() - started) * 1e6)
-        return slowest
-
-    def _run_inline(self, arrays: Arrays, outputs: Sequence[str]) -> Arrays:
-        """`run` on the event loop, timed: after INLINE_STRIKES calls over --inline-below-us,
-        requests of as many rows as the smallest of them go to the inference threads again."""
-        started = time.perf_counter()
-        result = self.run(arrays, outputs)
-        if (time.perf_counter() - started) * 1e6 > self.settings.inline_below_us:
-            self._slow_inline_rows.append(rows_of(arrays))
-            if len(self._slow_inline_rows) >= INLINE_STRIKES:
-                self.inline_max_rows = min(self._slow_inline_rows) - 1
-                self._slow_inline_rows.clear()
-                logger.warning(
-                    "model '%s': %d calls took over %g us on the event loop; requests of more "
-                    "than %d row(s) run on inference threads from now on",
-                    self.name,
-                    INLINE_STRIKES,
-                    self.settings.inline_below_us,
-                    self.inline_max_rows,
-                )
-        return result
 
     async def __call__(  # type: ignore[override]
         self,
@@ -445,94 +358,9 @@ class Predictor(DeclaresTensors, Model):
     async def execute(
         self, arrays: Arrays, outputs: Sequence[str], params: Mapping[str, Any] | None = None
     ) -> Arrays:
-        """Run the model off the event loop, through the batcher when one is configured.
-
-        With `params` (see `request_params`) the model runs through `run_with_params`, on its
-        own: rows run with different params cannot share a batch.
-        """
-        if self._inflight >= self.settings.max_inflight:
-            raise Overloaded(
-                f"{self._inflight} inferences in flight for model '{self.name}' "
-                f"(limit {self.settings.max_inflight}); retry later"
-            )
-        # OpenTelemetry: the model call's `predict` span, recorded once the call is over (the
-        # batcher records `queue` and `predict` itself); off, this one check.
-        otel = tracing.OTEL
-        began = time.time_ns() if otel is not None else 0
-        if (
-            self.inline_max_rows
-            and self.batcher is None
-            and not params
-            and rows_of(arrays) <= self.inline_max_rows
-        ):
-            try:
-                result: Arrays = self._run_inline(arrays, outputs)
-            except Exception as exc:
-                if otel is not None:
-                    otel.record(tracing.PREDICT, began, error=exc)
-                raise
-            if otel is not None:
-                otel.record(tracing.PREDICT, began)
-            return self._observed(arrays, result)
-        loop = asyncio.get_running_loop()
-        if self.batcher is not None and not params:
-            otel = None  # kninfer.batching records the spans
-            work: asyncio.Future[Arrays] = asyncio.ensure_future(
-                self.batcher.submit(arrays, outputs)
-            )
-            work.add_done_callback(lambda _: self._release())
-            cancel: Any = work.cancel  # a queued request simply leaves its batch
-        else:
-            # The slot is freed when the thread really finishes, not when the caller stops
-            # waiting: a running thread cannot be cancelled, so a timed-out request keeps
-            # counting against max_inflight and memory stays bounded.
-            # `work` is only ever awaited through the waiter below and only `job.cancel()` is
-            # ever called, so `work` settles exactly when the thread finishes (or its queued job
-            # is cancelled); releasing there costs no second cross-thread wake-up of the loop.
-            job = (
-                self.executor.submit(self.run_with_params, arrays, list(outputs), params)
-                if params
-                else self.executor.submit(self.run, arrays, list(outputs))
-            )
-            work = asyncio.wrap_future(job, loop=loop)
-            work.add_done_callback(lambda _: self._release())
-            cancel = job.cancel  # succeeds only while the job is still queued
-        self._inflight += 1  # released by the callbacks above, which run on this loop later
-        work.add_done_callback(_consume)
-        timeout = self.settings.request_timeout_s
-        # `await wait_for(shield(work), timeout)`, spelled out: one waiter future woken by the
-        # work or by the timer, instead of wait_for's and shield's three futures and five
-        # callbacks per request. As with shield, cancelling this task (the client went away)
-        # cancels only the waiter; `work` settles when the thread really finishes.
-        waiter: asyncio.Future[None] = loop.create_future()
-        wake = functools.partial(_wake, waiter)
-        work.add_done_callback(wake)
-        timer = loop.call_later(timeout, _wake, waiter) if timeout > 0 else None
-        try:
-            await waiter
-        except asyncio.CancelledError as exc:
-            cancel()
-            if otel is not None:
-                otel.record(tracing.PREDICT, began, error=exc)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-            work.remove_done_callback(wake)
-        if not work.done():
-            cancel()
-            timed_out = RequestTimeout(
-                f"model '{self.name}' did not answer within {timeout:g}s "
-                "(KNINFER_REQUEST_TIMEOUT_S)"
-            )
-            if otel is not None:
-                otel.record(tracing.PREDICT, began, error=timed_out)
-            raise timed_out
-        if otel is not None:
-            otel.record(
-                tracing.PREDICT, began, error=None if work.cancelled() else work.exception()
-            )
-        return self._observed(arrays, work.result())
+        """Run the model (kninfer.execution), then count the answered request into the drift
+        profile. With `params` (see `request_params`) it runs through `run_with_params`."""
+        return self._observed(arrays, await self.execution.execute(arrays, outputs, params))
 
     def _observed(self, arrays: Arrays, result: Arrays) -> Arrays:
         """`result`, after the drift monitor counted the request (when there is one)."""
@@ -541,28 +369,32 @@ class Predictor(DeclaresTensors, Model):
             self.drift = None  # observe() logged why; the request is answered all the same
         return result
 
-    def _release(self) -> None:
-        self._inflight -= 1
+    # ---- execution, as the server and the batcher see it ------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return self.execution.executor
+
+    @property
+    def batcher(self) -> AdaptiveBatcher | None:
+        return self.execution.batcher
+
+    @batcher.setter
+    def batcher(self, batcher: AdaptiveBatcher | None) -> None:
+        self.execution.batcher = batcher
+
+    @property
+    def inline_max_rows(self) -> int:
+        """Requests of up to this many rows run on the event loop; 0: none do."""
+        return self.execution.inline_max_rows
 
     @property
     def inflight(self) -> int:
-        return self._inflight
+        return self.execution.inflight
 
     def stop(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.execution.stop()
         super().stop()
-
-
-def _wake(waiter: asyncio.Future[None], _: Any = None) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """Mark the outcome of work nobody waits for any more (timed out) as seen, so asyncio does
-    not log 'exception was never retrieved' for it."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _csv_number(cell: Any) -> Any:

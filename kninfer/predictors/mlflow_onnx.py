@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import EMPTY_BATCH, InvalidInput, ModelLoadError, ModelNotReady
-from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array, rows_of
+from kninfer.execution import rows_of
+from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
 from kninfer.predictors.columns import strings_array
 from kninfer.predictors.onnx_runtime import (
     ORT_TYPES,
@@ -129,7 +130,7 @@ class OnnxMlflowPredictor(Predictor):
     """An MLflow model of the `onnx` flavor through ONNX Runtime."""
 
     family = "mlflow"
-    # A graph runs no user code: its time grows with the rows alone (Predictor._decide_inline).
+    # A graph runs no user code: its time grows with the rows alone (kninfer.execution.Execution.decide_inline).
     inline_capable = True
     session: Any = None
     run_id: str | None = None
