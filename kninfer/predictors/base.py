@@ -61,9 +61,10 @@ class Predictor(DeclaresTensors, Model):
     family: ClassVar[str] = "base"
     # Whether adaptive batching is on when the user does not say (--batching/--no-batching).
     batching_by_default: ClassVar[bool] = False
-    # Whether a fast model may run on the event loop (Execution.decide_inline): only where a call's time
-    # depends on its size alone. A pickled estimator, a torch module or an MLflow pyfunc can
-    # run any code (sleep, call out), which would stall every request and probe meanwhile.
+    # Whether a fast model may run on the event loop (Execution.decide_inline): only where a
+    # call's time depends on its size alone. A pickled estimator, a torch module or an MLflow
+    # pyfunc can run any code (sleep, call out), which would stall every request and probe
+    # meanwhile.
     inline_capable: ClassVar[bool] = False
 
     def __init__(self, name: str, model_dir: Path, settings: ServeSettings) -> None:

@@ -130,7 +130,7 @@ class OnnxMlflowPredictor(Predictor):
     """An MLflow model of the `onnx` flavor through ONNX Runtime."""
 
     family = "mlflow"
-    # A graph runs no user code: its time grows with the rows alone (kninfer.execution.Execution.decide_inline).
+    # A graph runs no user code: its time grows with the rows alone (Execution.decide_inline).
     inline_capable = True
     session: Any = None
     run_id: str | None = None

@@ -76,7 +76,7 @@ class OnnxSklearnPredictor(SklearnPredictor):
     """A compiled scikit-learn model (model.onnx) through ONNX Runtime."""
 
     # A graph of tree and linear operators runs no user code: its time grows with the rows and
-    # nothing else, so a fast one may run on the event loop (kninfer.execution.Execution.decide_inline).
+    # nothing else, so a fast one may run on the event loop (Execution.decide_inline).
     inline_capable = True
     session: Any = None
     record: dict[str, Any] | None = None
