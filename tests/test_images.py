@@ -11,7 +11,8 @@ Cold start inside the image (podman run to the first 200) is measured next to th
 
 The onnx image (models compiled by `kninfer compile`, no scikit-learn) runs the manifests of
 `compiled: true` configs with a realistic pipeline compiled here, and answers what scikit-learn
-answers in this process. The cold starts go to COLD_START, which `make image-test` adds to
+answers in this process; rendered for the pytorch and mlflow families, it serves a compiled
+PyTorch program and a compiled MLflow model without torch or mlflow. The cold starts go to COLD_START, which `make image-test` adds to
 bench/results/images.{json,md} (`python -m bench.image_sizes --cold-start`).
 """
 
@@ -486,6 +487,115 @@ def test_a_compiled_model_in_the_onnx_image_answers_as_scikit_learn(
         code, statuses, lost = stop_under_load(container, model, compiled.v2_body())
         assert (code, lost) == (0, []), container.logs()
         assert statuses and set(statuses) <= {200, 503}, statuses
+
+
+def compiled_torch_dir(root: Path) -> tuple[Path, Any]:
+    """The two-input masked program (tests/support/torch_models), compiled by `kninfer compile`
+    on the host, and the module it was exported from."""
+    from tests.support.torch_models import masked_module, save_masked_export
+
+    module = masked_module(root / "src")
+    model_dir = save_masked_export(module, root / "net")
+    compile_on_host(model_dir)
+    return model_dir, module
+
+
+def compiled_mlflow_dir(root: Path) -> tuple[Path, Any]:
+    """An MLflow model of the sklearn flavor (a logistic regression on iris, with its input
+    example), compiled by `kninfer compile` beside its MLmodel on the host, and the estimator."""
+    import warnings
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    estimator = LogisticRegression(max_iter=500).fit(x, y)
+    model_dir = root / "iris-mlflow"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.sklearn.save_model(
+            estimator,
+            str(model_dir),
+            signature=infer_signature(x, estimator.predict(x)),
+            input_example=x[::10],
+        )
+    compile_on_host(model_dir)
+    return model_dir, estimator
+
+
+def compile_on_host(model_dir: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kninfer", "compile", str(model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    readable(model_dir)
+
+
+def rendered_compiled(family: str) -> ContainerSpec:
+    """The predictor container `kninfer render` makes for a `compiled: true` config of
+    `family` (KServe's custom container, the model at /mnt/models)."""
+    from kninfer.deploy.config import DeployConfig
+    from kninfer.deploy.render import kserve_documents
+
+    config = DeployConfig.model_validate(
+        {"name": "net", "predictor": family, "compiled": True, "storage_uri": "s3://m/net"}
+    )
+    (doc,) = kserve_documents(config)
+    (spec,) = pod_containers(doc, {})
+    assert local_image(spec.spec["image"]) == "localhost/kninfer:dev-onnx"
+    assert spec.spec["args"][1:5] == ["--predictor", family, "--runtime", "onnx"]
+    return spec
+
+
+@pytest.mark.parametrize("family", ["pytorch", "mlflow"])
+def test_the_onnx_image_serves_compiled_pytorch_and_mlflow_models(
+    family: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`compiled: true` for the pytorch and mlflow families: the onnx image, which has neither
+    torch nor mlflow, serves the graph `kninfer compile` wrote, and V2 answers what the model
+    answers in this process."""
+    root = tmp_path_factory.mktemp(f"mnt-models-compiled-{family}")
+    container = Container(rendered_compiled(family), free_port(), free_port(), None)
+    if family == "pytorch":
+        pytest.importorskip("onnxscript", reason="the compile extra is not installed")
+        from tests.support.torch_models import module_outputs
+
+        container.model_dir, module = compiled_torch_dir(root)
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((5, 8)).astype(np.float32)
+        mask = rng.integers(0, 2, (5, 8)).astype(np.int64)
+        want = module_outputs(module, x, mask)
+        inputs = [
+            {"name": "x", "datatype": "FP32", "shape": [5, 8], "data": x.ravel().tolist()},
+            {"name": "mask", "datatype": "INT64", "shape": [5, 8], "data": mask.ravel().tolist()},
+        ]
+    else:
+        pytest.importorskip("mlflow.sklearn", reason="the mlflow extra is not installed")
+        container.model_dir, estimator = compiled_mlflow_dir(root)
+        rows = np.asarray([ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
+        want = {"predict": estimator.predict(rows)}
+        inputs = [
+            {"name": "input-0", "datatype": "FP64", "shape": [3, 4], "data": rows.ravel().tolist()}
+        ]
+    with running(container):
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            container.probe(kind)
+        meta = httpx.get(f"{container.url}/v2/models/net", timeout=30).json()
+        assert meta["platform"] == f"kninfer-{family}-onnx"
+        reply = httpx.post(
+            f"{container.url}/v2/models/net/infer", json={"inputs": inputs}, timeout=30
+        )
+        assert reply.status_code == 200, reply.text
+        for output in reply.json()["outputs"]:
+            expected = np.asarray(want[output["name"]])
+            got = np.reshape(output["data"], output["shape"])
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_the_onnx_image_cannot_import_scikit_learn_scipy_torch_or_mlflow() -> None:
