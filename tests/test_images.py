@@ -13,7 +13,8 @@ The onnx image (models compiled by `kninfer compile`, no scikit-learn) runs the 
 `compiled: true` configs with a realistic pipeline compiled here, and answers what scikit-learn
 answers in this process; rendered for the pytorch and mlflow families, it serves a compiled
 PyTorch program and a compiled MLflow model without torch or mlflow. The cold starts go to
-COLD_START, which `make image-test` adds to bench/results/images.{json,md} (`python -m bench.image_sizes --cold-start`).
+COLD_START, which `make image-test` adds to bench/results/images.{json,md} (`python -m
+bench.image_sizes --cold-start`).
 """
 
 from __future__ import annotations
