@@ -75,6 +75,14 @@ def add_compile_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "trusted list (default: $KNINFER_SKOPS_TRUSTED, as serve)",
     )
     compile_.add_argument(
+        "--input-spec",
+        default=None,
+        metavar="SPEC",
+        help="the inputs as `kninfer serve --input-spec` declares them (YAML or JSON, or a file "
+        "of it), over kninfer.yaml's: a DataFrame column declared BYTES is a string input of "
+        "the graph; a PyTorch model's names, datatypes and shapes",
+    )
+    compile_.add_argument(
         "--torch-module",
         default=None,
         metavar="MODULE:CLASS",
@@ -125,6 +133,7 @@ def cmd_compile(options: argparse.Namespace) -> int:
             rows=options.rows,
             skops_trusted=_skops_trusted(options.skops_trusted),
             torch_module=options.torch_module,
+            input_spec=options.input_spec,
         )
     except KninferError as exc:
         print(f"kninfer compile: {exc}", file=sys.stderr)

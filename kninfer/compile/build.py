@@ -27,6 +27,7 @@ from kninfer.compile.rows import (
     given_rows,
     joined,
     layout_of,
+    note_declared,
     note_strings,
     read_table,
     undescribed,
@@ -34,6 +35,7 @@ from kninfer.compile.rows import (
 from kninfer.compile.source import load_source
 from kninfer.compile.verify import compare, expected_outputs, onnx_outputs, refusal
 from kninfer.errors import InvalidInput
+from kninfer.predictors.spec import declared_spec
 from kninfer.storage import sha256_of
 
 DEFAULT_ROWS = 1000
@@ -49,22 +51,25 @@ def compile_model(
     rows: int = DEFAULT_ROWS,
     skops_trusted: str = "",
     torch_module: str | None = None,
+    input_spec: str | None = None,
 ) -> Compiled:
     """Convert the model in `model_dir`, verify it on `rows` rows, write `out` (default
     MODEL_DIR/model.onnx) and compile.json beside it. Raises a KninferError and writes nothing
     when the model does not load, does not convert or does not verify. A PyTorch model
     directory (or `torch_module`, as `kninfer serve --torch-module`) is exported by
-    kninfer.compile.torch_export."""
+    kninfer.compile.torch_export. `input_spec` is `kninfer serve --input-spec`: it overrides
+    kninfer.yaml's declarations, which the graph follows as serving does."""
     from kninfer.compile.torch_export import compile_pytorch, holds_torch_model
 
     if holds_torch_model(model_dir, torch_module):
-        return compile_pytorch(model_dir, out, sample, rtol, atol, rows, torch_module)
+        return compile_pytorch(model_dir, out, sample, rtol, atol, rows, torch_module, input_spec)
     source = load_source(model_dir, skops_trusted)
     estimator = source.estimator
     layout = layout_of(estimator)
     facts = fitted_facts(estimator, layout)
     table, given_as = _given_table(sample, source.example_file, layout)
-    inputs = layout.inputs()  # after the given rows named their string columns
+    note_declared(declared_spec(input_spec, model_dir).inputs, layout)
+    inputs = layout.inputs()  # after the given rows and the declarations named string columns
     outputs = output_specs(estimator)
     converted = convert(estimator, inputs, outputs)
     rowset = _verification_rows(table, given_as, layout, facts, rows)

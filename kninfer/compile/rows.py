@@ -337,6 +337,33 @@ def _json_table(doc: Any, path: Path) -> Any:
     )
 
 
+def note_declared(declared: list[TensorSpec] | None, layout: Layout) -> None:
+    """The inputs kninfer.yaml or --input-spec declare, as `kninfer serve` reads them: a column
+    declared BYTES is a string column, one declared numeric is not, whatever the rows or the
+    fitted steps suggest. A declaration for a matrix model, or of a column the model was not
+    fitted on, is refused: the graph would not take what serve states."""
+    if not declared:
+        return
+    if layout.columns is None:
+        if len(declared) != 1 or declared[0].datatype == "BYTES":
+            raise InvalidInput(
+                "the model was fitted on a matrix: declare one numeric input of shape "
+                f"[-1, {layout.n_features}], as `kninfer serve` takes it"
+            )
+        return
+    unknown = [spec.name for spec in declared if spec.name not in layout.columns]
+    if unknown:
+        raise InvalidInput(
+            f"declared input(s) {', '.join(unknown)} are not columns the model was fitted on "
+            f"({', '.join(layout.columns)})"
+        )
+    for spec in declared:
+        if spec.datatype == "BYTES":
+            layout.strings.add(spec.name)
+        else:
+            layout.strings.discard(spec.name)
+
+
 def note_strings(table: Any, layout: Layout) -> None:
     """Columns the given rows hold as text are string columns too."""
     if layout.columns is None:

@@ -96,11 +96,12 @@ def compile_pytorch(
     atol: float,
     rows: int,
     torch_module: str | None = None,
+    input_spec: str | None = None,
 ) -> Compiled:
     """Export, verify and write, as kninfer.compile.build.compile_model does for scikit-learn."""
     from kninfer.compile.graph import opsets, session, versions
 
-    predictor = _load(model_dir, torch_module)
+    predictor = _load(model_dir, torch_module, input_spec)
     inputs, outputs = predictor.inputs, predictor.outputs
     rowset = _sample_rows(sample, inputs, rows) if sample else _generated_rows(inputs, rows)
     names = [spec.name for spec in outputs]
@@ -174,7 +175,7 @@ def _in_batches(
     return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
 
-def _load(model_dir: Path, torch_module: str | None) -> PytorchPredictor:
+def _load(model_dir: Path, torch_module: str | None, input_spec: str | None) -> PytorchPredictor:
     """The model as the pytorch family loads it, on the CPU in float32, without warm-up."""
     from kninfer.predictors.pytorch import PytorchPredictor
     from kninfer.settings import ServeSettings
@@ -185,6 +186,7 @@ def _load(model_dir: Path, torch_module: str | None) -> PytorchPredictor:
         "device": "cpu",
         "dtype": "float32",
         "torch_module": torch_module,
+        "input_spec": input_spec,
         "warmup": False,
         "batching": False,
     }

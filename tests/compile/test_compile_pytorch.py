@@ -314,3 +314,22 @@ def test_sample_rows_and_a_free_dimension(tmp_path: Path, modules: dict[str, Any
     done = run_compile(model_dir, "--sample", str(tmp_path / "rows.npz"))
     assert done.returncode == 0, done.stderr
     assert "verified 50 rows (50 sample)" in done.stdout
+
+
+def test_input_spec_declares_a_torchscript_models_inputs(
+    tmp_path: Path, modules: dict[str, Any]
+) -> None:
+    """A TorchScript archive does not state its inputs: `--input-spec`, as `kninfer serve`
+    takes it, declares them for the compile."""
+    from tests.support.torch_models import save_torchscript
+
+    model_dir = save_torchscript(modules["mlp"], tmp_path / "ts", spec=None)
+    done = run_compile(model_dir)
+    assert done.returncode == 1
+    assert "does not state its inputs" in done.stderr
+    spec = "[{name: input-0, datatype: FP32, shape: [-1, 4]}]"
+    done = run_compile(model_dir, "--input-spec", spec)
+    assert done.returncode == 0, done.stderr
+    assert record(model_dir)["inputs"] == [
+        {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}
+    ]
