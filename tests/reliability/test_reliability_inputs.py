@@ -3,10 +3,12 @@
 Each case asserts the exact status (or gRPC code) and a message naming the problem, then that the
 same server still answers a good request correctly (the contract in DESIGN.md, "Errors": a client
 mistake is a 4xx and the process keeps serving). One server, with small limits so the limit cases
-stay cheap, is shared by the whole module; a second serves a two-input torch.export program (x and
-an integer mask sharing one batch dimension of at most 64 rows, a dict of two outputs) for the
-mistakes only a model of several inputs invites, and a third the same module exported to ONNX as
-an MLflow model of the onnx flavor (`--predictor mlflow` through ONNX Runtime), for the same
+stay cheap, is shared by the whole module, and the table runs twice: against the iris model in
+scikit-learn and against the same model compiled by `kninfer compile` (ONNX Runtime). A second
+serves a two-input torch.export program (x and an integer mask sharing one batch dimension of at
+most 64 rows, a dict of two outputs) for the mistakes only a model of several inputs invites,
+again as the program and as its compiled graph; a third the same module exported to ONNX as an
+MLflow model of the onnx flavor (`--predictor mlflow` through ONNX Runtime), for the same
 mistakes.
 """
 
@@ -42,14 +44,46 @@ V1 = "/v1/models/iris:predict"
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["native", "compiled"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """The iris model served by scikit-learn, and the same model compiled by `kninfer compile`
+    and served by ONNX Runtime (kninfer.predictors.sklearn_onnx): one table for both."""
     tmp = tmp_path_factory.mktemp("reliability-inputs")
+    model: list[str] = []
+    if request.param == "compiled":
+        pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
+        from sklearn.datasets import load_iris
+
+        from kninfer.iris import ensure_iris_model
+
+        model_dir = ensure_iris_model(tmp / "models")
+        np.savetxt(tmp / "iris.csv", load_iris().data, delimiter=",")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kninfer",
+                "compile",
+                str(model_dir),
+                "--sample",
+                str(tmp / "iris.csv"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        model = ["--model-dir", str(model_dir), "--model-name", "iris", "--runtime", "onnx"]
     proc = ServerProcess(
-        ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS)],
+        ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS), *model],
         server_env(tmp),
         tmp / "server.log",
     ).start(timeout=120)
+    platform = httpx.get(f"{proc.url}/v2/models/iris", timeout=30).json()["platform"]
+    assert platform == ("kninfer-sklearn-onnx" if model else "kninfer-sklearn")
     yield proc
     assert proc.stop() == 0, proc.log()
 
