@@ -395,7 +395,7 @@ def served_inputs(predictor: Any, frame: Any, source: str) -> Served:
 
 def _column(series: Any, name: str, datatype: str) -> Any:
     """A column as the model's column of `datatype` holds it when served
-    (kninfer.predictors.columns.model_column): str objects with None for missing, bool, int64,
+    (kninfer.protocol.tables.model_column): str objects with None for missing, bool, int64,
     or float64 with NaN."""
     import numpy as np
 

@@ -41,7 +41,6 @@ import numpy as np
 from kninfer.errors import EMPTY_BATCH, InvalidInput, ModelLoadError, ModelNotReady
 from kninfer.execution import rows_of
 from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
-from kninfer.predictors.columns import strings_array
 from kninfer.predictors.onnx_runtime import (
     ORT_TYPES,
     inference_session,
@@ -49,6 +48,7 @@ from kninfer.predictors.onnx_runtime import (
     run_error_text,
     run_errors,
 )
+from kninfer.protocol.tables import strings_array
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec
 from kninfer.protocol.v1 import V1Rows, instances_by_input, named_tensors, v1_rows
 from kninfer.protocol.v2 import has_bool

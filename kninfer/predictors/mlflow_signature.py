@@ -28,7 +28,7 @@ import numpy as np
 
 from kninfer.errors import InvalidInput
 from kninfer.predictors.base import Arrays, Predictor
-from kninfer.predictors.columns import column_array, tabular_arrays
+from kninfer.protocol.tables import column_array, tabular_arrays
 from kninfer.protocol.tensor import NUMERIC_DATATYPES, NUMPY_TO_V2, V2_TO_NUMPY, TensorSpec
 from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import input_array, parameter_value

@@ -40,9 +40,9 @@ import numpy as np
 
 from kninfer.errors import InvalidInput, KninferError, ModelLoadError, ModelNotReady
 from kninfer.predictors.base import Arrays, Predictor, model_rejected, result_array
-from kninfer.predictors.columns import model_column, strings_array, tabular_arrays
 from kninfer.predictors.sklearn_columns import Columns, read_columns
 from kninfer.predictors.spec import declared_spec
+from kninfer.protocol.tables import model_column, strings_array, tabular_arrays
 from kninfer.protocol.tensor import TensorSpec, v2_datatype_of
 from kninfer.protocol.v1 import v1_rows
 from kninfer.protocol.v2 import has_bool, input_array
@@ -528,7 +528,7 @@ class SklearnPredictor(Predictor):
         return {spec.name: strings_array(spec.name, array)}
 
     def _typed(self, arrays: Arrays) -> Arrays:
-        """Each column as its DataFrame dtype (kninfer.predictors.columns.model_column). The
+        """Each column as its DataFrame dtype (kninfer.protocol.tables.model_column). The
         callers check the values once: decode() before typing, V1 after (check_arrays)."""
         assert self.columns is not None
         specs = {s.name: s for s in self.columns.specs}

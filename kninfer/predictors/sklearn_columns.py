@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kninfer.errors import InvalidInput, ModelLoadError
-from kninfer.predictors.columns import tabular_arrays
+from kninfer.protocol.tables import tabular_arrays
 from kninfer.protocol.tensor import TensorSpec
 
 # What MLflow writes beside a model (mlflow.models.Model.save: input_example.json, and since

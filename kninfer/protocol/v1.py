@@ -3,7 +3,7 @@ rows as `instances` (or `inputs`), named tensors in TensorFlow Serving's columna
 (`{"inputs": {"x": [...], "mask": [...]}}`, which KServe's V1 takes from it), or a table in one of
 the two table forms of MLflow's scoring protocol, `dataframe_split` or `dataframe_records`
 (mlflow.pyfunc.scoring_server), which every model that reads a table takes
-(kninfer.predictors.columns). The decoded payload is a dict; the model checks its rows against
+(kninfer.protocol.tables). The decoded payload is a dict; the model checks its rows against
 its own inputs.
 """
 
@@ -20,7 +20,7 @@ TABLE_FORMATS = ("dataframe_split", "dataframe_records")
 
 # A V1 payload decoded from CSV (MLflow's text/csv, kninfer.protocol.mlflow_scoring) carries its
 # cells as text, flagged under this key, for the model's columns to type
-# (kninfer.predictors.columns).
+# (kninfer.protocol.tables).
 CSV_PAYLOAD_KEY = "_kninfer_csv"
 
 

@@ -1,4 +1,5 @@
-"""Column-wise (tabular) requests: one V2 input per DataFrame column, and V1's row forms.
+"""The table codec: column-wise (tabular) requests, one V2 input per DataFrame column, and the
+V1 and MLflow forms that carry a table as rows, decoded against a model's column specs.
 
 A model fitted on a pandas DataFrame (a scikit-learn estimator with `feature_names_in_`, an
 MLflow model with a column signature) takes named columns of mixed types. This is how KServe's
