@@ -62,7 +62,6 @@ from kninfer.observability import tracing
 from kninfer.observability.prometheus import payload_log_dropped_counter
 from kninfer.observability.tracing import current_traceparent, trace_context
 from kninfer.protocol.tensor import served_version
-from kninfer.protocol.v1 import CSV_PAYLOAD_KEY
 from kninfer.protocol.v2 import input_array, parameter_value
 
 if TYPE_CHECKING:
@@ -186,8 +185,7 @@ class _ResponseSnapshot:
 
 def _snapshot_request(request: Any) -> Any:
     if isinstance(request, dict):
-        # A V1 / MLflow payload; CSV_PAYLOAD_KEY is kninfer's own marker, not the client's.
-        return {k: v for k, v in request.items() if k != CSV_PAYLOAD_KEY}
+        return dict(request)  # a V1 / MLflow payload
     inputs = getattr(request, "inputs", None)
     if inputs is None:
         return request

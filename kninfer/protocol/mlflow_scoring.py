@@ -11,7 +11,7 @@ from typing import Any
 
 from kninfer.errors import InvalidInput, UnsupportedMediaType
 from kninfer.protocol.jsonio import loads_json
-from kninfer.protocol.v1 import CSV_PAYLOAD_KEY, ROW_FORMATS, TABLE_FORMATS
+from kninfer.protocol.v1 import ROW_FORMATS, TABLE_FORMATS, CsvTable
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_CSV = "text/csv"
@@ -80,4 +80,4 @@ def _csv_payload(body: bytes) -> dict[str, Any]:
             raise InvalidInput(
                 f"CSV row {i + 1} has {len(row)} values; the header names {len(header)}"
             )
-    return {"dataframe_split": {"columns": header, "data": data}, CSV_PAYLOAD_KEY: True}
+    return {"dataframe_split": CsvTable(columns=header, data=data)}

@@ -18,10 +18,17 @@ from kninfer.protocol.jsonio import loads_json
 ROW_FORMATS = ("instances", "inputs")
 TABLE_FORMATS = ("dataframe_split", "dataframe_records")
 
-# A V1 payload decoded from CSV (MLflow's text/csv, kninfer.protocol.mlflow_scoring) carries its
-# cells as text, flagged under this key, for the model's columns to type
-# (kninfer.protocol.tables).
+# Deprecated: a CSV payload was once flagged under this key inside the payload. Its
+# `dataframe_split` is a CsvTable now, so the flag is not set; the name stays for importers.
 CSV_PAYLOAD_KEY = "_kninfer_csv"
+
+
+class CsvTable(dict[str, Any]):
+    """MLflow's `text/csv` body (kninfer.protocol.mlflow_scoring) as a `dataframe_split` table,
+    `{"columns": [...], "data": [[...], ...]}`, its cells still text for the model's columns to
+    type (kninfer.protocol.tables). A dict, so every reader of a V1 payload (a transformer, the
+    payload log) sees the split form as JSON gives it; its type, not a key in the payload, says
+    the cells are text."""
 
 
 def decode_v1_request(body: bytes) -> dict[str, Any]:
@@ -55,7 +62,7 @@ class V1Rows:
     form: Literal["dataframe_split", "dataframe_records", "instances"]
     rows: Any
     columns: list[str] | None = None
-    csv: bool = False  # cells are CSV text (CSV_PAYLOAD_KEY), for the model's columns to type
+    csv: bool = False  # cells are CSV text (a CsvTable), for the model's columns to type
 
     def instance_list(self, missing: str) -> list[Any]:
         """The rows as a non-empty list; `missing` is the 400's message when they are none."""
@@ -80,7 +87,7 @@ def v1_rows(payload: dict[str, Any]) -> V1Rows:
             not isinstance(columns, list) or not all(isinstance(c, str) for c in columns)
         ):
             raise InvalidInput("'dataframe_split.columns' must be a list of column names")
-        return V1Rows("dataframe_split", split["data"], columns, bool(payload.get(CSV_PAYLOAD_KEY)))
+        return V1Rows("dataframe_split", split["data"], columns, isinstance(split, CsvTable))
     if "dataframe_records" in payload:
         return V1Rows("dataframe_records", payload["dataframe_records"])
     return V1Rows("instances", payload.get("instances", payload.get("inputs")))
