@@ -50,7 +50,7 @@ from kninfer.predictors.onnx_runtime import (
 )
 from kninfer.protocol.tables import strings_array
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec
-from kninfer.protocol.v1 import V1Rows, instances_by_input, named_tensors, v1_rows
+from kninfer.protocol.v1 import V1Rows, tensors_by_input, v1_rows
 from kninfer.protocol.v2 import has_bool
 
 logger = logging.getLogger("kninfer")
@@ -282,31 +282,11 @@ class OnnxMlflowPredictor(Predictor):
         """`inputs`/`instances`: `{name: tensor}`, records keyed by input name, or the rows of
         a one-input graph."""
         names = [spec.name for spec in self.inputs]
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in names]
-            if unknown:
-                raise InvalidInput(
-                    f"unknown input '{unknown[0]}' for model '{self.name}'; it takes "
-                    f"{', '.join(names)}"
-                )
-            columns = named_tensors(data, names)  # and every input there
-        elif isinstance(data, list) and any(isinstance(row, dict) for row in data):
-            columns = instances_by_input(data, names)
-        elif isinstance(data, list) and len(names) == 1:
+        columns = tensors_by_input(data, names, self.name)
+        if columns is None and isinstance(data, list):
             columns = {names[0]: data}
-        elif isinstance(data, list):
-            keyed = ", ".join(f'"{name}": [...]' for name in names)
-            raise InvalidInput(
-                f"model '{self.name}' takes {len(names)} inputs ({', '.join(names)}): send "
-                f"each instance as an object keyed by input name, "
-                f'{{"instances": [{{{keyed}}}]}}, or the tensors by name, '
-                f'{{"inputs": {{{keyed}}}}}'
-            )
-        else:
+        elif columns is None:
             raise InvalidInput('request needs "inputs" or "instances"')
-        missing = [name for name in names if name not in columns]
-        if missing:
-            raise InvalidInput(f"missing input(s) {', '.join(missing)} for model '{self.name}'")
         return {spec.name: _tensor(spec, columns[spec.name]) for spec in self.inputs}
 
     def _table(self, rows: V1Rows) -> Arrays:

@@ -63,7 +63,7 @@ from kninfer.errors import InvalidInput, ModelLoadError
 from kninfer.predictors.base import Arrays, Predictor, model_rejected
 from kninfer.predictors.spec import DeclaredSpec, declared_spec
 from kninfer.protocol.tensor import V2_TO_NUMPY, TensorSpec, shape_matches
-from kninfer.protocol.v1 import instances_by_input, named_tensors, v1_rows
+from kninfer.protocol.v1 import tensors_by_input, v1_rows
 from kninfer.protocol.v2 import has_bool
 from kninfer.references import import_class
 from kninfer.storage import model_file
@@ -369,28 +369,15 @@ class PytorchPredictor(Predictor):
     # ---- requests ------------------------------------------------------------------------------
 
     def v1_arrays(self, payload: dict[str, Any]) -> Arrays:
-        """`{"inputs": {name: batch, ...}}` (named tensors, columnar), else rows or records."""
+        """KServe V1's named tensors (`{"inputs": {name: batch}}`, or instances keyed by input
+        name: what a model of several inputs needs), else rows of the single input."""
         rows = v1_rows(payload)
-        if rows.form == "instances" and isinstance(rows.rows, dict):
-            columns = named_tensors(rows.rows, [spec.name for spec in self.inputs])
-            return {spec.name: _v1_input(spec, columns[spec.name]) for spec in self.inputs}
-        return super().v1_arrays(payload)
-
-    def v1_inputs(self, instances: list[Any]) -> Arrays:
-        """Rows of the single input (Predictor.v1_inputs), or objects keyed by input name, as
-        KServe's V1 protocol sends named tensors: what a model of several inputs needs."""
-        if any(isinstance(instance, dict) for instance in instances):
-            columns = instances_by_input(instances, [spec.name for spec in self.inputs])
-            return {spec.name: _v1_input(spec, columns[spec.name]) for spec in self.inputs}
-        if len(self.inputs) > 1:
+        if rows.form == "instances":
             names = [spec.name for spec in self.inputs]
-            keyed = ", ".join(f'"{name}": [...]' for name in names)
-            raise InvalidInput(
-                f"model '{self.name}' takes {len(names)} inputs "
-                f"({', '.join(names)}): send each instance as an object keyed by "
-                f'input name, {{"instances": [{{{keyed}}}]}}'
-            )
-        return super().v1_inputs(instances)
+            columns = tensors_by_input(rows.rows, names, self.name)
+            if columns is not None:
+                return {spec.name: _v1_input(spec, columns[spec.name]) for spec in self.inputs}
+        return super().v1_arrays(payload)
 
     def validate_arrays(self, arrays: Arrays) -> None:
         # V2 requests were checked by TensorSpec.check in decode(); V1 rows arrive here unchecked.

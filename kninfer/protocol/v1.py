@@ -107,6 +107,25 @@ def named_tensors(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {name: doc[name] for name in names}
 
 
+def tensors_by_input(data: Any, names: list[str], model_name: str) -> dict[str, Any] | None:
+    """KServe V1's named tensors, in either form: `{"inputs": {name: batch}}` (`named_tensors`)
+    or instances keyed by input name (`instances_by_input`), as each input's values. None for
+    plain rows, which a model of one input reads as that input's rows; plain rows for a model
+    of several inputs are refused, saying how to send them."""
+    if isinstance(data, dict):
+        return named_tensors(data, names)
+    if isinstance(data, list) and any(isinstance(row, dict) for row in data):
+        return instances_by_input(data, names)
+    if isinstance(data, list) and len(names) > 1:
+        keyed = ", ".join(f'"{name}": [...]' for name in names)
+        raise InvalidInput(
+            f"model '{model_name}' takes {len(names)} inputs ({', '.join(names)}): send each "
+            f'instance as an object keyed by input name, {{"instances": [{{{keyed}}}]}}, or the '
+            f'tensors by name, {{"inputs": {{{keyed}}}}}'
+        )
+    return None
+
+
 def instances_by_input(instances: list[Any], names: list[str]) -> dict[str, list[Any]]:
     """KServe V1's named-tensor form, `{"instances": [{"x": [...], "mask": [...]}, ...]}`: each
     instance an object holding one value of every input in `names`. Returns each input's values

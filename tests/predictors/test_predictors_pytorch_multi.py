@@ -214,7 +214,8 @@ def test_v1_rows_for_a_two_input_model_are_a_400(servers, kind: str) -> None:
     assert reply.json() == {
         "error": (
             "model 'masked' takes 2 inputs (x, mask): send each instance as an object keyed by "
-            'input name, {"instances": [{"x": [...], "mask": [...]}]}'
+            'input name, {"instances": [{"x": [...], "mask": [...]}]}, or the tensors by name, '
+            '{"inputs": {"x": [...], "mask": [...]}}'
         )
     }
 
@@ -379,8 +380,8 @@ def test_v1_records_are_checked_like_v2_tensors(built) -> None:
     ]
     for instances, message in cases:
         with pytest.raises(InvalidInput) as error:
-            predictor.v1_inputs(instances)
+            predictor.v1_arrays({"instances": instances})
         assert str(error.value) == message
-    arrays = predictor.v1_inputs([{"mask": mask, "x": row}])
+    arrays = predictor.v1_arrays({"instances": [{"mask": mask, "x": row}]})
     assert (arrays["x"].dtype, arrays["mask"].dtype) == (np.float64, np.int64)
     np.testing.assert_array_equal(arrays["x"], X[:1].astype(np.float64))
