@@ -36,7 +36,13 @@ import pytest
 import yaml
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from tests.support.compiled_models import COLUMNS, Compiled, churn
+from tests.support.compiled_models import (
+    COLUMNS,
+    Compiled,
+    churn,
+    compiled_here,
+    save_mlflow_iris,
+)
 from tests.support.paths import ROOT
 from tests.support.pods import (
     RELEASE_IMAGE,
@@ -504,37 +510,14 @@ def compiled_torch_dir(root: Path) -> tuple[Path, Any]:
 def compiled_mlflow_dir(root: Path) -> tuple[Path, Any]:
     """An MLflow model of the sklearn flavor (a logistic regression on iris, with its input
     example), compiled by `kninfer compile` beside its MLmodel on the host, and the estimator."""
-    import warnings
-
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = load_iris(return_X_y=True)
-    estimator = LogisticRegression(max_iter=500).fit(x, y)
     model_dir = root / "iris-mlflow"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(
-            estimator,
-            str(model_dir),
-            signature=infer_signature(x, estimator.predict(x)),
-            input_example=x[::10],
-        )
+    estimator = save_mlflow_iris(model_dir)
     compile_on_host(model_dir)
     return model_dir, estimator
 
 
 def compile_on_host(model_dir: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    compiled_here(model_dir)
     readable(model_dir)
 
 

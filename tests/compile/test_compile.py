@@ -652,7 +652,7 @@ def test_declared_inputs_are_followed_as_serve_follows_them(tmp_path: Path) -> N
     """kninfer.yaml and --input-spec declare the inputs for `kninfer compile` as for `kninfer
     serve`: a declaration of a column the model was not fitted on is refused (exit 2), and the
     graph takes a declared BYTES column as strings."""
-    from tests.support.compiled_models import churn
+    from tests.support.compiled_models import churn, compiled_here, kninfer_compile
 
     model_dir = churn(tmp_path / "churn").directory
     for name in ("model.onnx", "compile.json"):
@@ -660,13 +660,7 @@ def test_declared_inputs_are_followed_as_serve_follows_them(tmp_path: Path) -> N
     (model_dir / "kninfer.yaml").write_text(
         "inputs:\n  - {name: postcode, datatype: BYTES, shape: [-1]}\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = kninfer_compile(model_dir)
     assert done.returncode == 2, done.stdout
     assert (
         "declared input(s) postcode are not columns the model was fitted on "
@@ -674,14 +668,7 @@ def test_declared_inputs_are_followed_as_serve_follows_them(tmp_path: Path) -> N
     ) in done.stderr
     assert not (model_dir / "model.onnx").exists()
     spec = "[{name: age, datatype: FP32, shape: [-1]}, {name: city, datatype: BYTES, shape: [-1]}]"
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir), "--input-spec", spec],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    compiled_here(model_dir, "--input-spec", spec)
     record = json.loads((model_dir / "compile.json").read_text())
     assert {i["name"]: i["datatype"] for i in record["inputs"]} == {
         "age": "FP64",

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +29,9 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.paths import ROOT
-from tests.support.servers import ServerProcess, grpc_stub, servers_started
+from tests.support.compiled_models import kninfer_compile
+from tests.support.processes import fresh_python
+from tests.support.servers import ServerProcess, both_runtimes, grpc_stub, servers_started
 
 pytest.importorskip("torch", reason="the pytorch extra is not installed")
 pytest.importorskip("onnxscript", reason="the compile extra is not installed")
@@ -44,17 +43,6 @@ MASKED_YAML = (
     "  - {name: x, datatype: FP32, shape: [-1, 8]}\n"
     "  - {name: mask, datatype: INT64, shape: [-1, 8]}\n"
 )
-
-
-def run_compile(model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +67,7 @@ def model_dirs(
     }
     (dirs["eager"] / "kninfer.yaml").write_text(MASKED_YAML)
     for path in dirs.values():
-        done = run_compile(path)
+        done = kninfer_compile(path)
         assert done.returncode == 0, done.stderr
         assert "verified 1000 rows (1000 generated)" in done.stdout
     return dirs
@@ -89,10 +77,7 @@ def model_dirs(
 def servers(
     model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ServerProcess]]:
-    commands: dict[str, list[str]] = {}
-    for name, path in model_dirs.items():
-        commands[name] = ["--predictor", "pytorch", "--model-dir", str(path), "--model-name", name]
-        commands[f"{name}-native"] = [*commands[name], "--runtime", "native"]
+    commands = both_runtimes("pytorch", model_dirs)
     with servers_started(commands, tmp_path_factory.mktemp("torch-compiled-servers")) as started:
         yield started
 
@@ -206,14 +191,7 @@ print(sorted(m for m in ("torch", "onnx", "onnxscript", "sklearn") if m in sys.m
 
 
 def test_the_graph_serves_without_torch(model_dirs: dict[str, Path]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", NO_TORCH, str(model_dirs["program"])],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_python(NO_TORCH, str(model_dirs["program"]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["OnnxPytorchPredictor True [64]", "[]"]
 
@@ -282,7 +260,7 @@ def test_a_module_that_does_not_export_is_one_line_and_writes_nothing(tmp_path: 
     (model_dir / "kninfer.yaml").write_text(
         "module: branching:Branching\ninputs:\n  - {name: x, datatype: FP32, shape: [-1, 3]}\n"
     )
-    done = run_compile(model_dir)
+    done = kninfer_compile(model_dir)
     assert done.returncode == 1, done.stdout
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(
@@ -304,14 +282,14 @@ def test_sample_rows_and_a_free_dimension(tmp_path: Path, modules: dict[str, Any
         "  - {name: probs, datatype: FP32, shape: [-1, 3]}\n"
     )
     (model_dir / "kninfer.yaml").write_text(MASKED_YAML.replace("[-1, 8]", "[-1, -1]") + outputs)
-    done = run_compile(model_dir)
+    done = kninfer_compile(model_dir)
     assert done.returncode == 2
     assert "cannot make up verification rows for x, mask: a dimension past the first" in (
         done.stderr
     )
     x, mask = rows(50, seed=9)
     np.savez(tmp_path / "rows.npz", x=x, mask=mask)
-    done = run_compile(model_dir, "--sample", str(tmp_path / "rows.npz"))
+    done = kninfer_compile(model_dir, "--sample", str(tmp_path / "rows.npz"))
     assert done.returncode == 0, done.stderr
     assert "verified 50 rows (50 sample)" in done.stdout
 
@@ -324,11 +302,11 @@ def test_input_spec_declares_a_torchscript_models_inputs(
     from tests.support.torch_models import save_torchscript
 
     model_dir = save_torchscript(modules["mlp"], tmp_path / "ts", spec=None)
-    done = run_compile(model_dir)
+    done = kninfer_compile(model_dir)
     assert done.returncode == 1
     assert "does not state its inputs" in done.stderr
     spec = "[{name: input-0, datatype: FP32, shape: [-1, 4]}]"
-    done = run_compile(model_dir, "--input-spec", spec)
+    done = kninfer_compile(model_dir, "--input-spec", spec)
     assert done.returncode == 0, done.stderr
     assert record(model_dir)["inputs"] == [
         {"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}

@@ -20,8 +20,6 @@ and refuse the same client mistakes with a 400.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +29,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.paths import ROOT
-from tests.support.servers import ServerProcess, grpc_stub, servers_started, triton_infer
+from tests.support.compiled_models import compiled_here, save_mlflow_iris
+from tests.support.processes import fresh_python
+from tests.support.servers import (
+    ServerProcess,
+    both_runtimes,
+    grpc_stub,
+    servers_started,
+    triton_infer,
+)
 
 pytest.importorskip("mlflow.sklearn", reason="the mlflow extra is not installed")
 pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
@@ -82,45 +87,14 @@ def save_churn(path: Path) -> None:
         )
 
 
-def save_iris(path: Path, **options: Any) -> None:
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = load_iris(return_X_y=True)
-    model = LogisticRegression(max_iter=500).fit(x, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mlflow.sklearn.save_model(
-            model,
-            str(path),
-            signature=infer_signature(x, model.predict(x)),
-            input_example=x[::10],
-            **options,
-        )
-
-
-def compile_dir(path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert (path / "model.onnx").is_file() and (path / "compile.json").is_file()
-
-
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("mlflow-compiled")
     dirs = {"churn": root / "churn", "iris": root / "iris"}
     save_churn(dirs["churn"])
-    save_iris(dirs["iris"])
+    save_mlflow_iris(dirs["iris"])
     for path in dirs.values():
-        compile_dir(path)
+        compiled_here(path)
     return dirs
 
 
@@ -128,10 +102,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def servers(
     model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ServerProcess]]:
-    commands: dict[str, list[str]] = {}
-    for name, path in model_dirs.items():
-        commands[name] = ["--predictor", "mlflow", "--model-dir", str(path), "--model-name", name]
-        commands[f"{name}-native"] = [*commands[name], "--runtime", "native"]
+    commands = both_runtimes("mlflow", model_dirs)
     with servers_started(commands, tmp_path_factory.mktemp("mlflow-compiled-servers")) as started:
         yield started
 
@@ -280,14 +251,7 @@ print(sorted(m for m in ("mlflow", "sklearn", "scipy", "onnx") if m in sys.modul
 def test_the_compiled_model_loads_without_mlflow_or_scikit_learn(
     model_dirs: dict[str, Path],
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", NO_MLFLOW, str(model_dirs["churn"])],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_python(NO_MLFLOW, str(model_dirs["churn"]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["CompiledMlflowPredictor False True", "[]"]
 
@@ -300,8 +264,8 @@ def test_a_pyfunc_answering_otherwise_is_not_served_from_the_graph(tmp_path: Pat
     from kninfer.settings import ServeSettings
 
     model_dir = tmp_path / "proba"
-    save_iris(model_dir, pyfunc_predict_fn="predict_proba")
-    compile_dir(model_dir)
+    save_mlflow_iris(model_dir, pyfunc_predict_fn="predict_proba")
+    compiled_here(model_dir)
     auto = ServeSettings(model_dir=model_dir, predictor="mlflow")
     assert predictor_class("mlflow", model_dir, auto).__name__ == "MlflowPredictor"
     forced = ServeSettings(model_dir=model_dir, predictor="mlflow", runtime="onnx")

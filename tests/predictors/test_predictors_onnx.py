@@ -42,6 +42,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from tests.support.paths import ROOT
+from tests.support.processes import fresh_python
 from tests.support.servers import ServerProcess, grpc_stub, server_env, servers_started
 
 MODELS = ("iris", "forest", "churn")
@@ -624,14 +625,7 @@ print(type(predictor).__name__, answer["predict"].shape,
 
 @pytest.mark.parametrize("name", MODELS)
 def test_a_compiled_model_loads_and_runs_without_scikit_learn(built: Built, name: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", NO_SKLEARN, str(built.dirs[name])],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_python(NO_SKLEARN, str(built.dirs[name]))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["OnnxSklearnPredictor", "(1,)", "[]"]
 

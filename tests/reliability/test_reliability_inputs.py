@@ -30,6 +30,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+from tests.support.compiled_models import compiled_here
 from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 # One shared server per module: keep the module on one xdist worker (--dist loadgroup).
@@ -60,22 +61,7 @@ def server(
 
         model_dir = ensure_iris_model(tmp / "models")
         np.savetxt(tmp / "iris.csv", load_iris().data, delimiter=",")
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "kninfer",
-                "compile",
-                str(model_dir),
-                "--sample",
-                str(tmp / "iris.csv"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        compiled_here(model_dir, "--sample", str(tmp / "iris.csv"))
         model = ["--model-dir", str(model_dir), "--model-name", "iris", "--runtime", "onnx"]
     proc = ServerProcess(
         ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS), *model],
@@ -1079,14 +1065,7 @@ def masked_server(
         pytest.importorskip("onnxscript", reason="the compile extra is not installed")
         compiled_dir = tmp / "compiled"
         shutil.copytree(masked_dir, compiled_dir)
-        done = subprocess.run(
-            [sys.executable, "-m", "kninfer", "compile", str(compiled_dir)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
+        compiled_here(compiled_dir)
         model_dir, runtime = compiled_dir, "onnx"
     proc = ServerProcess(
         ["--predictor", "pytorch", "--model-name", "masked", "--model-dir", str(model_dir)]
@@ -1887,8 +1866,6 @@ def test_text_grpc_bad_input(
 
 
 def compile_model(model_dir: Path, *extra: str) -> None:
-    import subprocess
-    import sys
 
     from tests.support.paths import ROOT
 

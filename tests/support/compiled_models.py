@@ -1,6 +1,9 @@
 """A realistic model compiled by the real `kninfer compile`, for the tests that serve its graph
 (tests/deploy/test_deploy_compiled.py on the host, tests/test_images.py in the onnx image).
 
+`kninfer_compile(model_dir, *args)` runs the command, as a user would, in a process of its own;
+`compiled_here(model_dir, *args)` also insists that it wrote the graph.
+
 `churn(directory)` fits a DataFrame pipeline (a numeric column with gaps behind an imputer and a
 scaler, two string columns one-hot encoded, a gradient-boosting classifier with string labels),
 saves it as `model.joblib`, and compiles it beside itself (`model.onnx`, `compile.json`). The
@@ -92,16 +95,53 @@ def churn(directory: Path) -> Compiled:
     ).fit(rows, labels)
     directory.mkdir(parents=True)
     joblib.dump(estimator, directory / "model.joblib")
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(directory)],
+    compiled_here(directory)
+    held_out, _ = frame(12, 7)
+    # A JSON request has no NaN: the held-out rows have every income.
+    held_out["income"] = held_out["income"].fillna(40_000.0)
+    return Compiled(directory, estimator, held_out)
+
+
+def kninfer_compile(model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kninfer compile MODEL_DIR ARGS...` in a process of its own; its output and status."""
+    return subprocess.run(
+        [sys.executable, "-m", "kninfer", "compile", str(model_dir), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def compiled_here(model_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kninfer compile`, which must succeed and write model.onnx and compile.json."""
+    done = kninfer_compile(model_dir, *args)
     assert done.returncode == 0, done.stdout + done.stderr
-    held_out, _ = frame(12, 7)
-    # A JSON request has no NaN: the held-out rows have every income.
-    held_out["income"] = held_out["income"].fillna(40_000.0)
-    return Compiled(directory, estimator, held_out)
+    assert (model_dir / "model.onnx").is_file() and (model_dir / "compile.json").is_file()
+    return done
+
+
+def save_mlflow_iris(path: Path, **options: Any) -> Any:
+    """A logistic regression on iris saved by `mlflow.sklearn.save_model` at `path` (a tensor
+    signature, an input example of 15 rows for `kninfer compile` to verify on; `options` go to
+    save_model); the estimator, to answer in this process."""
+    import warnings
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    estimator = LogisticRegression(max_iter=500).fit(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlflow.sklearn.save_model(
+            estimator,
+            str(path),
+            signature=infer_signature(x, estimator.predict(x)),
+            input_example=x[::10],
+            **options,
+        )
+    return estimator

@@ -203,3 +203,14 @@ def served_version(server: ServerProcess) -> str:
     if "--model-dir" in args:
         return directory_digest(Path(args[args.index("--model-dir") + 1]))
     return directory_digest(iris_model_dir(Path(server.env["XDG_CACHE_HOME"]) / "kninfer"))
+
+
+def both_runtimes(family: str, model_dirs: dict[str, Path]) -> dict[str, list[str]]:
+    """`kninfer serve` arguments for each compiled model directory twice: as it is (`NAME`,
+    `--runtime auto`, which finds model.onnx) and through its framework (`NAME-native`), each
+    model served under its own name."""
+    commands: dict[str, list[str]] = {}
+    for name, path in model_dirs.items():
+        commands[name] = ["--predictor", family, "--model-dir", str(path), "--model-name", name]
+        commands[f"{name}-native"] = [*commands[name], "--runtime", "native"]
+    return commands
