@@ -18,8 +18,8 @@ mlflow` answered before the compile:
 - the version is the MLflow run that logged the model (MLmodel `run_id`), when it names one.
 
 A model whose pyfunc answers anything else (MLmodel `predict_fn` other than `predict`, or an
-output signature naming its output) is not served from the graph: `auto` keeps serving it
-through `mlflow.pyfunc`, and `--runtime onnx` refuses it, saying why.
+output signature naming its output or stating several) is not served from the graph: `auto`
+keeps serving it through `mlflow.pyfunc`, and `--runtime onnx` refuses it, saying why.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def compiled_sklearn_refusal(meta: dict[str, Any]) -> str | None:
     if predict_fn != "predict":
         return f"its pyfunc answers with {predict_fn}, not predict"
     outputs = _signature_part(meta, "outputs")
-    if outputs and len(outputs) == 1 and outputs[0].get("name") not in (None, DEFAULT_OUTPUT):
-        return f"its output signature names the output '{outputs[0]['name']}'"
+    if outputs and (len(outputs) != 1 or outputs[0].get("name") not in (None, DEFAULT_OUTPUT)):
+        names = ", ".join(str(o.get("name") or "(unnamed)") for o in outputs)
+        return f"its output signature names {names}, not one unnamed output"
     return None
 
 

@@ -108,6 +108,13 @@ class OnnxPytorchPredictor(PytorchPredictor):
                 f" -> {', '.join(graph_outputs)}); run `kninfer compile {self.model_dir}` again"
             )
         self.inputs = [input_spec(s) for s in inputs]
+        unserved = [
+            f"{name} ({kind})" for name, kind in graph_inputs.items() if kind not in ORT_TYPES
+        ]
+        if unserved:
+            raise ModelLoadError(
+                f"model.onnx takes {', '.join(unserved)}; kninfer serves {', '.join(ORT_TYPES)}"
+            )
         self._graph_dtypes = {
             name: V2_TO_NUMPY[ORT_TYPES[kind]] for name, kind in graph_inputs.items()
         }
