@@ -131,7 +131,7 @@ def compile_pytorch(
     }
     if predictor.kind == "eager":
         source["module"] = torch_module or _declared_module(model_dir)
-        code = _module_file(predictor.module, target.parent)
+        code = _module_file(predictor.module, model_dir, target.parent)
         if code is not None:  # the class beside the weights (model.py): pinned as they are
             source["module_file"] = code[0]
             source["module_sha256"] = code[1]
@@ -196,18 +196,19 @@ def _load(model_dir: Path, torch_module: str | None, input_spec: str | None) -> 
     return predictor
 
 
-def _module_file(module: Any, root: Path) -> tuple[str, str] | None:
-    """The file defining `module`'s class, relative to `root`, and its sha256, when the file
-    lies under `root` (a model.py shipped beside the weights); None for an installed class."""
+def _module_file(module: Any, model_dir: Path, record_dir: Path) -> tuple[str, str] | None:
+    """The file defining `module`'s class, relative to `record_dir` (where compile.json goes, as
+    `source.file` is), and its sha256, when the file lies in `model_dir` (a model.py shipped
+    beside the weights); None for an installed class."""
     import inspect
 
     try:
         path = Path(inspect.getfile(type(module))).resolve()
     except (TypeError, OSError):
         return None
-    if not path.is_relative_to(root.resolve()):
+    if not path.is_relative_to(model_dir.resolve()):
         return None
-    return str(path.relative_to(root.resolve())), sha256_of(path)
+    return os.path.relpath(path, record_dir.resolve()), sha256_of(path)
 
 
 def _declared_module(model_dir: Path) -> str | None:
