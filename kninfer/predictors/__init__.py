@@ -3,7 +3,7 @@ so a scikit-learn service never pays for importing torch or mlflow.
 
 Each family has two runtimes behind it (--runtime): its framework, and, for a model compiled by
 `kninfer compile`, its `model.onnx` through ONNX Runtime, which serves the same tensors without
-importing the framework (`sklearn_runtime`: kninfer.predictors.sklearn_onnx; `mlflow_runtime`:
+importing the framework (`sklearn_runtime`: kninfer.predictors.sklearn_onnx; `mlflow_predictor`:
 kninfer.predictors.mlflow_compiled, and kninfer.predictors.mlflow_onnx for the onnx flavor;
 `pytorch_runtime`: kninfer.predictors.pytorch_onnx).
 """
@@ -62,8 +62,8 @@ def predictor_class(
     if model_dir is not None and settings is not None:
         if family == "sklearn" and sklearn_runtime(model_dir, settings) == "onnx":
             target = ONNX_PREDICTOR
-        elif family == "mlflow" and mlflow_runtime(model_dir, settings) == "onnx":
-            target = mlflow_onnx_predictor(model_dir)
+        elif family == "mlflow":
+            target = mlflow_predictor(model_dir, settings)
         elif family == "pytorch" and pytorch_runtime(model_dir, settings) == "onnx":
             target = PYTORCH_ONNX_PREDICTOR
         elif family not in FAMILIES and settings.runtime == "onnx":
@@ -121,28 +121,32 @@ def _compiled_chosen(model_dir: Path, settings: ServeSettings) -> bool:
     return True
 
 
-def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
-    """How the mlflow family serves `model_dir`: through ONNX Runtime (`auto`, `onnx`) an MLflow
-    model of the `onnx` flavor, or one of the `sklearn` flavor compiled by `kninfer compile`
-    whose graph answers as its pyfunc does (kninfer.predictors.mlflow_compiled); anything else,
-    or `native`, through `mlflow.pyfunc`. With `--runtime onnx` a model of another flavor fails
-    to load, saying so."""
-    if settings.runtime != "auto":
-        return settings.runtime
+def mlflow_predictor(model_dir: Path, settings: ServeSettings) -> str:
+    """The class the mlflow family serves `model_dir` with, its MLmodel read once: through ONNX
+    Runtime (`auto`, `onnx`) an MLflow model of the `onnx` flavor (kninfer.predictors.mlflow_onnx)
+    or one of the `sklearn` flavor compiled by `kninfer compile` whose graph answers as its
+    pyfunc does (kninfer.predictors.mlflow_compiled); anything else, or `native`, through
+    `mlflow.pyfunc`. Under `--runtime onnx` a directory that is neither fails to load, saying
+    so."""
     from kninfer.errors import ModelLoadError
     from kninfer.predictors.mlflow import find_mlmodel_dir
     from kninfer.predictors.mlflow_compiled import compiled_sklearn_refusal
     from kninfer.predictors.mlflow_onnx import mlmodel, onnx_graph_file
 
+    if settings.runtime == "native":
+        return FAMILIES["mlflow"]
     try:
         path = find_mlmodel_dir(model_dir)
         meta = mlmodel(path)
     except ModelLoadError:
-        return "native"  # the pyfunc path says what is wrong with the directory
+        # The pyfunc path says what is wrong with the directory; under `onnx`, the graph's.
+        return MLFLOW_ONNX_PREDICTOR if settings.runtime == "onnx" else FAMILIES["mlflow"]
     if onnx_graph_file(path, meta) is not None:
-        return "onnx"
+        return MLFLOW_ONNX_PREDICTOR
+    if settings.runtime == "onnx":
+        return MLFLOW_COMPILED_PREDICTOR  # its load says what is wrong with anything else
     if not _compiled_chosen(path, settings):
-        return "native"
+        return FAMILIES["mlflow"]
     refusal = compiled_sklearn_refusal(meta)
     if refusal is not None:
         logger.info(
@@ -151,8 +155,8 @@ def mlflow_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", 
             path / ONNX_FILE,
             refusal,
         )
-        return "native"
-    return "onnx"
+        return FAMILIES["mlflow"]
+    return MLFLOW_COMPILED_PREDICTOR
 
 
 def pytorch_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx", "native"]:
@@ -170,20 +174,6 @@ def pytorch_runtime(model_dir: Path, settings: ServeSettings) -> Literal["onnx",
 
 def _nvidia_device() -> bool:
     return any(NVIDIA_DEVICES.glob("nvidia[0-9]*"))
-
-
-def mlflow_onnx_predictor(model_dir: Path) -> str:
-    """The mlflow family's ONNX Runtime class for `model_dir`: the onnx flavor's, else the one
-    for a compiled sklearn-flavor model (whose load says what is wrong with anything else)."""
-    from kninfer.errors import ModelLoadError
-    from kninfer.predictors.mlflow import find_mlmodel_dir
-    from kninfer.predictors.mlflow_onnx import onnx_graph_file
-
-    try:
-        graph = onnx_graph_file(find_mlmodel_dir(model_dir))
-    except ModelLoadError:
-        return MLFLOW_ONNX_PREDICTOR  # its load says what is wrong with the directory
-    return MLFLOW_ONNX_PREDICTOR if graph is not None else MLFLOW_COMPILED_PREDICTOR
 
 
 def serves_onnx(settings: ServeSettings) -> bool:

@@ -2,7 +2,7 @@
 compile` compiled: `model.onnx` and `compile.json` beside its `MLmodel`, served without
 importing MLflow, scikit-learn or scipy.
 
-The mlflow family picks it (kninfer.predictors.mlflow_runtime, `--runtime`): `auto` when the
+The mlflow family picks it (kninfer.predictors.mlflow_predictor, `--runtime`): `auto` when the
 MLflow model's directory holds a model.onnx, `onnx` always. The graph is the one
 kninfer.predictors.sklearn_onnx serves for the sklearn family, with the same checks of
 compile.json against the graph and against the pickled model it was compiled from; what this

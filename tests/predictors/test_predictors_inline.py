@@ -10,8 +10,6 @@ asyncio's own loop (not uvloop) answers V2 over HTTP and gRPC as the default one
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.support.paths import ROOT
+from tests.support.compiled_models import compiled_here
 from tests.support.servers import ServerProcess, grpc_stub, server_env
 
 
@@ -37,15 +35,7 @@ def compiled_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     sample = model_dir.parent / "iris.csv"
     np.savetxt(sample, data.data, delimiter=",")
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir), "--sample", str(sample)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    compiled_here(model_dir, "--sample", str(sample))
     return model_dir
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+from tests.support.compiled_models import compiled_here
 from tests.support.paths import ROOT
 from tests.support.processes import fresh_python
 from tests.support.servers import ServerProcess, grpc_stub, server_env, servers_started
@@ -66,19 +67,6 @@ def churn_frame(n: int, seed: int) -> pd.DataFrame:
             "income": rng.normal(40_000, 12_000, n),
         }
     )
-
-
-def compile_dir(model_dir: Path, *extra: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert (model_dir / "model.onnx").is_file() and (model_dir / "compile.json").is_file()
 
 
 def build(root: Path) -> Built:
@@ -114,9 +102,9 @@ def build(root: Path) -> Built:
     np.savetxt(sample, iris.data, delimiter=",")  # a linear model's rows cannot be made up
     with ThreadPoolExecutor(3) as pool:  # each compile imports scikit-learn and skl2onnx
         jobs = [
-            pool.submit(compile_dir, dirs["iris"], "--sample", str(sample)),
-            pool.submit(compile_dir, dirs["forest"]),
-            pool.submit(compile_dir, dirs["churn"]),
+            pool.submit(compiled_here, dirs["iris"], "--sample", str(sample)),
+            pool.submit(compiled_here, dirs["forest"]),
+            pool.submit(compiled_here, dirs["churn"]),
         ]
         for job in jobs:
             job.result()
@@ -561,7 +549,7 @@ def test_an_all_numeric_column_model_takes_its_columns_or_one_matrix(tmp_path: P
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, frame.age > 45)
     (tmp_path / "numbers").mkdir()
     joblib.dump(model, tmp_path / "numbers" / "model.joblib")
-    compile_dir(tmp_path / "numbers")
+    compiled_here(tmp_path / "numbers")
     predictor = load_in_process(tmp_path / "numbers")
     assert [s.name for s in predictor.inputs] == ["age", "income"]
     rows = churn_frame(5, 9)[["age", "income"]]

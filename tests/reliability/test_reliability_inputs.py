@@ -3,8 +3,8 @@
 Each case asserts the exact status (or gRPC code) and a message naming the problem, then that the
 same server still answers a good request correctly (the contract in DESIGN.md, "Errors": a client
 mistake is a 4xx and the process keeps serving). One server, with small limits so the limit cases
-stay cheap, is shared by the whole module, and the table runs twice: against the iris model in
-scikit-learn and against the same model compiled by `kninfer compile` (ONNX Runtime). A second
+stay cheap, is shared by the whole module; the same table runs against the iris model compiled
+by `kninfer compile` (ONNX Runtime) at the end of the module. A second
 serves a two-input torch.export program (x and an integer mask sharing one batch dimension of at
 most 64 rows, a dict of two outputs) for the mistakes only a model of several inputs invites,
 again as the program and as its compiled graph; a third the same module exported to ONNX as an
@@ -17,8 +17,6 @@ from __future__ import annotations
 import functools
 import shutil
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,31 +43,14 @@ V1 = "/v1/models/iris:predict"
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(scope="module", params=["native", "compiled"])
-def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
-    """The iris model served by scikit-learn, and the same model compiled by `kninfer compile`
-    and served by ONNX Runtime (kninfer.predictors.sklearn_onnx): one table for both."""
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("reliability-inputs")
-    model: list[str] = []
-    if request.param == "compiled":
-        pytest.importorskip("skl2onnx", reason="the compile extra is not installed")
-        from sklearn.datasets import load_iris
-
-        from kninfer.iris import ensure_iris_model
-
-        model_dir = ensure_iris_model(tmp / "models")
-        np.savetxt(tmp / "iris.csv", load_iris().data, delimiter=",")
-        compiled_here(model_dir, "--sample", str(tmp / "iris.csv"))
-        model = ["--model-dir", str(model_dir), "--model-name", "iris", "--runtime", "onnx"]
     proc = ServerProcess(
-        ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS), *model],
+        ["--max-body-bytes", str(MAX_BODY), "--max-tensor-elements", str(MAX_ELEMENTS)],
         server_env(tmp),
         tmp / "server.log",
     ).start(timeout=120)
-    platform = httpx.get(f"{proc.url}/v2/models/iris", timeout=30).json()["platform"]
-    assert platform == ("kninfer-sklearn-onnx" if model else "kninfer-sklearn")
     yield proc
     assert proc.stop() == 0, proc.log()
 
@@ -84,6 +65,35 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 def stub(server: ServerProcess) -> Iterator[GRPCInferenceServiceStub]:
     with grpc_stub(server.grpc_target) as stub:
         yield stub
+
+
+def assert_refused(
+    client: httpx.Client,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    message: str,
+) -> None:
+    """The request gets `status` and a JSON `{"error": ...}` holding `message`."""
+    reply = client.post(path, content=body, headers=headers)
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert message in error, error
+
+
+def assert_grpc_refused(
+    stub: GRPCInferenceServiceStub,
+    request_: pb.ModelInferRequest,
+    code: grpc.StatusCode,
+    fragment: str,
+) -> None:
+    """The gRPC call fails with `code` and details holding `fragment`."""
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ModelInfer(request_, timeout=30)
+    assert caught.value.code() == code, caught.value.details()
+    assert fragment in (caught.value.details() or ""), caught.value.details()
 
 
 def still_serving(client: httpx.Client, stub: GRPCInferenceServiceStub) -> None:
@@ -875,11 +885,7 @@ def test_http_bad_input(
     status: int,
     message: str,
 ) -> None:
-    reply = client.post(path, content=body, headers=headers)
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert message in error, error
+    assert_refused(client, path, headers, body, status, message)
     still_serving(client, stub)
 
 
@@ -1028,10 +1034,7 @@ def test_grpc_bad_input(
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        stub.ModelInfer(request_, timeout=30)
-    assert caught.value.code() == code, caught.value.details()
-    assert fragment in (caught.value.details() or ""), caught.value.details()
+    assert_grpc_refused(stub, request_, code, fragment)
     still_serving(client, stub)
 
 
@@ -1341,11 +1344,7 @@ def test_masked_http_bad_input(
     status: int,
     message: str,
 ) -> None:
-    reply = masked_client.post(path, content=body, headers=headers)
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert message in error, error
+    assert_refused(masked_client, path, headers, body, status, message)
     masked_still_serving(masked_dir, masked_client, masked_stub)
 
 
@@ -1389,10 +1388,7 @@ def test_masked_grpc_bad_input(
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        masked_stub.ModelInfer(request_, timeout=30)
-    assert caught.value.code() == code, caught.value.details()
-    assert fragment in (caught.value.details() or ""), caught.value.details()
+    assert_grpc_refused(masked_stub, request_, code, fragment)
     masked_still_serving(masked_dir, masked_client, masked_stub)
 
 
@@ -1484,11 +1480,7 @@ def test_masked_onnx_http_bad_input(
     status: int,
     message: str,
 ) -> None:
-    reply = masked_onnx_client.post(path, content=body, headers=headers)
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert message in error, error
+    assert_refused(masked_onnx_client, path, headers, body, status, message)
     masked_onnx_still_serving(masked_dir, masked_onnx_client, masked_onnx_stub)
 
 
@@ -1504,10 +1496,7 @@ def test_masked_onnx_grpc_bad_input(
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        masked_onnx_stub.ModelInfer(request_, timeout=30)
-    assert caught.value.code() == code, caught.value.details()
-    assert fragment in (caught.value.details() or ""), caught.value.details()
+    assert_grpc_refused(masked_onnx_stub, request_, code, fragment)
     masked_onnx_still_serving(masked_dir, masked_onnx_client, masked_onnx_stub)
 
 
@@ -1803,11 +1792,7 @@ def test_text_http_bad_input(
     status: int,
     message: str,
 ) -> None:
-    reply = text_client.post(path, content=body, headers=headers)
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert message in error, error
+    assert_refused(text_client, path, headers, body, status, message)
     text_still_serving(text_dir, text_client, text_stub)
 
 
@@ -1848,10 +1833,7 @@ def test_text_grpc_bad_input(
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        text_stub.ModelInfer(request_, timeout=30)
-    assert caught.value.code() == code, caught.value.details()
-    assert fragment in (caught.value.details() or ""), caught.value.details()
+    assert_grpc_refused(text_stub, request_, code, fragment)
     text_still_serving(text_dir, text_client, text_stub)
 
 
@@ -1865,21 +1847,6 @@ def test_text_grpc_bad_input(
 # runtimes side by side; each case states both messages where they differ, and why.
 
 
-def compile_model(model_dir: Path, *extra: str) -> None:
-
-    from tests.support.paths import ROOT
-
-    done = subprocess.run(
-        [sys.executable, "-m", "kninfer", "compile", str(model_dir), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
 @pytest.fixture(scope="module")
 def compiled_iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded iris model (trained as the default server trains it) and its model.onnx,
@@ -1891,7 +1858,7 @@ def compiled_iris_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("reliability-compiled-iris")
     model_dir = ensure_iris_model(tmp / "cache")
     np.savetxt(tmp / "iris.csv", load_iris().data, delimiter=",")
-    compile_model(model_dir, "--sample", str(tmp / "iris.csv"))
+    compiled_here(model_dir, "--sample", str(tmp / "iris.csv"))
     return model_dir
 
 
@@ -1949,11 +1916,7 @@ def test_compiled_http_bad_input(
     status: int,
     message: str,
 ) -> None:
-    reply = compiled_client.post(path, content=body, headers=headers)
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith("application/json")
-    error = reply.json()["error"]
-    assert message in error, error
+    assert_refused(compiled_client, path, headers, body, status, message)
     still_serving(compiled_client, compiled_stub)
 
 
@@ -1965,10 +1928,7 @@ def test_compiled_grpc_bad_input(
     code: grpc.StatusCode,
     fragment: str,
 ) -> None:
-    with pytest.raises(grpc.RpcError) as caught:
-        compiled_stub.ModelInfer(request_, timeout=30)
-    assert caught.value.code() == code, caught.value.details()
-    assert fragment in (caught.value.details() or ""), caught.value.details()
+    assert_grpc_refused(compiled_stub, request_, code, fragment)
     still_serving(compiled_client, compiled_stub)
 
 
@@ -2011,7 +1971,7 @@ def clinic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ).fit(frame, (frame.age > 45).astype(int))
     model_dir = tmp_path_factory.mktemp("reliability-clinic-model")
     joblib.dump(model, model_dir / "model.joblib")
-    compile_model(model_dir)
+    compiled_here(model_dir)
     return model_dir
 
 
