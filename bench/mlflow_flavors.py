@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.mlflow_footprint import median_cpu
+from bench.mlflow_footprint import median_cpu, model_bytes, printed_json
 from bench.servers import BENCH
 
 RESULTS = BENCH / "results"
@@ -68,21 +68,13 @@ def measure(work: Path, runs: int) -> dict[str, Any]:
     rows = []
     for name, what in MODELS.items():
         path = work / name
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        imported = (
-            subprocess.run(
-                [str(python), "-c", IMPORTED, str(path)], check=True, capture_output=True, text=True
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
         rows.append(
             {
                 "model": name,
                 "what": what,
-                "bytes": size,
+                "bytes": model_bytes(path),
                 "load_cpu_s": median_cpu(python, runs, LOAD, str(path)),
-                "imports": json.loads(imported),
+                "imports": printed_json(python, IMPORTED, str(path)),
             }
         )
     return {"command": f"python -m bench.mlflow_flavors --runs {runs}", "runs": runs, "rows": rows}

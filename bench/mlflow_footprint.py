@@ -92,6 +92,20 @@ def median_cpu(python: Path, runs: int, code: str, *args: str) -> float:
     return round(statistics.median(cpu_seconds(python, code, *args) for _ in range(runs)), 2)
 
 
+def printed_json(python: Path, code: str, *args: str) -> Any:
+    """The JSON value the last line of one `python -c code args` child prints (what a load
+    left imported, say)."""
+    done = subprocess.run(
+        [str(python), "-c", code, *args], check=True, capture_output=True, text=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def model_bytes(model_dir: Path) -> int:
+    """The size of a saved model: its files, in every subdirectory."""
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+
+
 def has_torch(python: Path) -> bool:
     probe = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print(u.find_spec('torch') is not None)"],

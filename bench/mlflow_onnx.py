@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.mlflow_footprint import median_cpu
+from bench.mlflow_footprint import median_cpu, model_bytes, printed_json
 from bench.servers import BENCH
 
 RESULTS = BENCH / "results"
@@ -126,14 +126,6 @@ WAYS = {
 }
 
 
-def imports(python: Path, code: str, *args: str) -> list[str]:
-    done = subprocess.run(
-        [str(python), "-c", code, *args], check=True, capture_output=True, text=True
-    )
-    found: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
-    return found
-
-
 def measure(work: Path, runs: int) -> dict[str, Any]:
     shutil.rmtree(work, ignore_errors=True)  # mlflow save_model refuses an existing directory
     work.mkdir(parents=True)
@@ -142,7 +134,7 @@ def measure(work: Path, runs: int) -> dict[str, Any]:
     rows = []
     for name, what in MODELS.items():
         path = work / name
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        size = model_bytes(path)
         for way, (how, code, args) in WAYS.items():
             rows.append(
                 {
@@ -152,7 +144,7 @@ def measure(work: Path, runs: int) -> dict[str, Any]:
                     "way": way,
                     "how": how,
                     "cpu_s": median_cpu(python, runs, code, str(path), *args),
-                    "imports": imports(python, code, str(path), *args),
+                    "imports": printed_json(python, code, str(path), *args),
                 }
             )
     return {"command": f"python -m bench.mlflow_onnx --runs {runs}", "runs": runs, "rows": rows}
