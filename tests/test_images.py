@@ -372,6 +372,50 @@ def _first_200(url: str, deadline_s: float = 120, body: dict[str, Any] | None = 
     raise AssertionError(f"no 200 from {url} in {deadline_s}s")
 
 
+def image_cold_start_s(
+    container: Container, model: str, body: dict[str, Any] | None = None
+) -> float:
+    """Seconds from `podman run` of `container` to its first 200 on `model`'s V2 infer."""
+    with running(container):
+        _first_200(f"{container.url}/v2/models/{model}/infer", body=body)
+        return time.perf_counter() - container.started_at
+
+
+def host_cold_start_s(
+    serve_args: list[str], model: str, tmp_path: Path, body: dict[str, Any] | None = None
+) -> float:
+    """Seconds from spawning `kninfer serve SERVE_ARGS` on the host to its first 200 on
+    `model`'s V2 infer: what the image's cold start is compared with."""
+    port = free_port()
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kninfer",
+            "serve",
+            *serve_args,
+            "--model-name",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+        ],
+        env=server_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _first_200(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body=body)
+        return time.perf_counter() - began
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def test_cold_start_in_the_image_next_to_the_host(
     tmp_path: Path, iris_dir: Path, record_property: Any
 ) -> None:
@@ -381,41 +425,12 @@ def test_cold_start_in_the_image_next_to_the_host(
     image_s: list[float] = []
     host_s: list[float] = []
     for _ in range(3):
-        container = start(spec, iris_dir)
-        with running(container):
-            _first_200(f"{container.url}/v2/models/iris/infer")
-            image_s.append(time.perf_counter() - container.started_at)
-        port = free_port()
-        began = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kninfer",
-                "serve",
-                "--predictor",
-                "sklearn",
-                "--model-dir",
-                str(iris_dir),
-                "--model-name",
-                "iris",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                str(port),
-                "--grpc-port",
-                str(free_port()),
-            ],
-            env=server_env(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        image_s.append(image_cold_start_s(start(spec, iris_dir), "iris"))
+        host_s.append(
+            host_cold_start_s(
+                ["--predictor", "sklearn", "--model-dir", str(iris_dir)], "iris", tmp_path
+            )
         )
-        try:
-            _first_200(f"http://127.0.0.1:{port}/v2/models/iris/infer")
-            host_s.append(time.perf_counter() - began)
-        finally:
-            process.terminate()
-            process.wait(30)
     image, host = statistics.median(image_s), statistics.median(host_s)
     record_property("cold_start", {"image_s": image, "host_s": host, "ratio": image / host})
     record_cold_start(
@@ -654,45 +669,19 @@ def test_cold_start_of_a_compiled_model_in_the_onnx_image(
     model = _model_name(spec.spec["args"])
     body = compiled.v2_body()
     times: dict[str, list[float]] = {"onnx": [], "native": [], "host": []}
+    host_args = [
+        "--predictor",
+        "sklearn",
+        "--runtime",
+        "onnx",
+        "--model-dir",
+        str(compiled.directory),
+    ]
     for _ in range(3):
         for key, which in (("onnx", spec), ("native", native)):
             container = Container(which, free_port(), free_port(), compiled.directory)
-            with running(container):
-                _first_200(f"{container.url}/v2/models/{model}/infer", body=body)
-                times[key].append(time.perf_counter() - container.started_at)
-        port = free_port()
-        began = time.perf_counter()
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kninfer",
-                "serve",
-                "--predictor",
-                "sklearn",
-                "--runtime",
-                "onnx",
-                "--model-dir",
-                str(compiled.directory),
-                "--model-name",
-                model,
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                str(port),
-                "--grpc-port",
-                str(free_port()),
-            ],
-            env=server_env(tmp_path),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _first_200(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body=body)
-            times["host"].append(time.perf_counter() - began)
-        finally:
-            process.terminate()
-            process.wait(30)
+            times[key].append(image_cold_start_s(container, model, body))
+        times["host"].append(host_cold_start_s(host_args, model, tmp_path, body))
     median = {key: statistics.median(values) for key, values in times.items()}
     record_cold_start(
         "onnx",
