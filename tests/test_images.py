@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,7 +52,7 @@ from tests.support.pods import (
     pod_containers,
     running,
 )
-from tests.support.servers import free_port, grpc_stub, server_env
+from tests.support.servers import free_port, grpc_stub, server_env, stop_under_load
 
 pytestmark = [pytest.mark.image, pytest.mark.xdist_group("images")]
 
@@ -187,37 +186,14 @@ def check_traffic(container: Container, model: str) -> None:
     assert event.headers["ce-type"] == "dev.kninfer.inference.response"
 
 
-def stop_under_load(
+def stop_in_pod(
     container: Container, model: str, body: dict[str, Any] | None = None
 ) -> tuple[int, list[int], list[str]]:
-    """SIGTERM while a client keeps sending (`body`, default the role's iris request); the exit
-    code, the statuses it got, and the requests that were accepted but never answered (read
-    errors)."""
+    """`podman stop` (SIGTERM, then the grace period) while a client keeps sending `body`
+    (default the role's iris request): tests.support.servers.stop_under_load."""
     body = BODIES[container.spec.role] if body is None else body
-    statuses: list[int] = []
-    lost: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                try:
-                    statuses.append(
-                        http.post(f"{container.url}/v2/models/{model}/infer", json=body).status_code
-                    )
-                except httpx.ConnectError:
-                    return  # the listener is closed: refused, never accepted
-                except httpx.HTTPError as exc:
-                    lost.append(f"{type(exc).__name__}: {exc}")
-                    return
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    time.sleep(0.5)
-    code = container.stop()
-    stop.set()
-    thread.join(30)
-    return code, statuses, lost
+    url = f"{container.url}/v2/models/{model}/infer"
+    return stop_under_load(url, container.stop, body)
 
 
 @pytest.mark.parametrize("manifest", manifests(), ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -251,10 +227,10 @@ def run_predictor(spec: ContainerSpec, iris_dir: Path, transformers: list[Contai
                 for kind in ("readinessProbe", "livenessProbe"):
                     transformer.probe(kind)
                 check_traffic(transformer, model)
-                code, statuses, lost = stop_under_load(transformer, model)
+                code, statuses, lost = stop_in_pod(transformer, model)
                 assert (code, lost) == (0, []), transformer.logs()
                 assert statuses and set(statuses) <= {200, 503}, statuses
-        code, statuses, lost = stop_under_load(predictor, model)
+        code, statuses, lost = stop_in_pod(predictor, model)
         assert (code, lost) == (0, []), predictor.logs()
         assert statuses and set(statuses) <= {200, 503}, statuses
 
@@ -506,7 +482,7 @@ def test_a_compiled_model_in_the_onnx_image_answers_as_scikit_learn(
             labels.append(raw[at + 4 : at + 4 + size].decode())
             at += 4 + size
         assert labels == compiled.estimator.predict(rows).tolist()
-        code, statuses, lost = stop_under_load(container, model, compiled.v2_body())
+        code, statuses, lost = stop_in_pod(container, model, compiled.v2_body())
         assert (code, lost) == (0, []), container.logs()
         assert statuses and set(statuses) <= {200, 503}, statuses
 

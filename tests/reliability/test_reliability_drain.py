@@ -10,6 +10,7 @@ still running when the signal arrives.
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
 from tests.support.reliability_models import SlowClassifier, model_env, save_model
-from tests.support.servers import ServerProcess, grpc_stub, server_env
+from tests.support.servers import ServerProcess, grpc_stub, server_env, stop_under_load
 
 SLEEP_MS = 1500.0
 GRACE_S = 20.0
@@ -198,41 +199,11 @@ def test_keep_alive_clients_lose_no_accepted_request(tmp_path: Path) -> None:
 RECORD = '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
 
 
-def stop_under_load(
-    server: ServerProcess, clients: int, body: dict
-) -> tuple[int, list[int], list[str]]:
-    """SIGTERM while CLIENTS keep-alive clients keep sending BODY: the exit code, the statuses
-    answered, and the requests lost (a read error after the connection was made)."""
-    import threading
-
-    statuses: list[int] = []
-    lost: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=30) as http:
-            while not stop.is_set():
-                try:
-                    statuses.append(
-                        http.post(f"{server.url}/v2/models/iris/infer", json=body).status_code
-                    )
-                except httpx.ConnectError:
-                    return  # the listener is closed: refused, never accepted
-                except httpx.HTTPError as exc:
-                    lost.append(f"{type(exc).__name__}: {exc}")
-                    return
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
+def stop_with_sigterm(server: ServerProcess) -> int:
+    """SIGTERM, then the exit code once the drain is over."""
     server.signal()
     assert server.process is not None
-    code = server.process.wait(60)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
-    return code, statuses, lost
+    return server.process.wait(60)
 
 
 def test_a_transformer_loses_no_accepted_request(tmp_path: Path) -> None:
@@ -250,7 +221,12 @@ def test_a_transformer_loses_no_accepted_request(tmp_path: Path) -> None:
                 server_env(tmp_path),
                 tmp_path / f"transformer-{round_}.log",
             ).start()
-            code, statuses, lost = stop_under_load(transformer, 8, body)
+            code, statuses, lost = stop_under_load(
+                f"{transformer.url}/v2/models/iris/infer",
+                functools.partial(stop_with_sigterm, transformer),
+                body,
+                clients=8,
+            )
             assert (code, lost) == (0, []), transformer.log()
             assert statuses and set(statuses) == {200}, statuses
     finally:

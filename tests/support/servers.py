@@ -8,10 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -214,3 +216,36 @@ def both_runtimes(family: str, model_dirs: dict[str, Path]) -> dict[str, list[st
         commands[name] = ["--predictor", family, "--model-dir", str(path), "--model-name", name]
         commands[f"{name}-native"] = [*commands[name], "--runtime", "native"]
     return commands
+
+
+def stop_under_load(
+    url: str, stop: Callable[[], int], body: dict[str, Any], clients: int = 1
+) -> tuple[int, list[int], list[str]]:
+    """`stop()` the server (SIGTERM, as Kubernetes does; it returns the exit code) while
+    `clients` keep-alive clients keep posting `body` to `url`: the exit code, the statuses
+    answered, and the requests lost (a read error after the connection was made; a refused
+    connection is not lost: the listener closed before accepting it)."""
+    statuses: list[int] = []
+    lost: list[str] = []
+    stopping = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stopping.is_set():
+                try:
+                    statuses.append(http.post(url, json=body).status_code)
+                except httpx.ConnectError:
+                    return  # the listener is closed: refused, never accepted
+                except httpx.HTTPError as exc:
+                    lost.append(f"{type(exc).__name__}: {exc}")
+                    return
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    code = stop()
+    stopping.set()
+    for thread in threads:
+        thread.join(30)
+    return code, statuses, lost
