@@ -50,6 +50,7 @@ from tests.support.pods import (
     image_size,
     local_image,
     pod_containers,
+    python_in_image,
     running,
 )
 from tests.support.servers import free_port, grpc_stub, server_env, stop_under_load
@@ -268,31 +269,7 @@ def test_each_family_image_serves_as_an_arbitrary_uid(family: str, iris_dir: Pat
         + repr(absent[family])
         + " if u.find_spec(m)])"
     )
-    done = subprocess.run(
-        [
-            "podman",
-            "--runtime",
-            "runc",
-            "run",
-            "--rm",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=4096:4096",
-            "--user",
-            "1000680000:0",
-            "--read-only",
-            "--entrypoint",
-            "python",
-            f"localhost/kninfer:dev-{family}",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python_in_image(f"localhost/kninfer:dev-{family}", script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"{family} image carries {done.stdout.strip()}"
     assert image_size(f"localhost/kninfer:dev-{family}") < image_size("localhost/kninfer:dev")
@@ -586,33 +563,7 @@ def test_the_onnx_image_cannot_import_scikit_learn_scipy_torch_or_mlflow() -> No
         "    else:\n"
         "        print(name, 'imported')\n"
     )
-    done = subprocess.run(
-        [
-            "podman",
-            "--runtime",
-            "runc",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=20000:20000",
-            "--ulimit",
-            "nproc=4096:4096",
-            "--user",
-            "1000680000:0",
-            "--read-only",
-            "--entrypoint",
-            "python",
-            "localhost/kninfer:dev-onnx",
-            "-c",
-            script,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = python_in_image("localhost/kninfer:dev-onnx", script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "sklearn missing",

@@ -28,7 +28,6 @@ masked PyTorch module of tests/reliability gets the PyTorch family's bad-input c
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -40,7 +39,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support.paths import ROOT
+from tests.support.processes import fresh_python
 from tests.support.servers import ServerProcess, grpc_stub, servers_started, triton_infer
 
 pytest.importorskip("mlflow.onnx", reason="the mlflow extra is not installed")
@@ -755,19 +754,7 @@ def test_the_graph_loads_without_mlflow_or_scikit_learn(model_dirs: dict[str, Pa
     """A graph of any origin loads and runs its warm-up (the saved example where there is one)
     with neither MLflow, scikit-learn, scipy, the onnx package nor torch imported (pandas is,
     by kserve, in every kninfer process)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            NO_MLFLOW,
-            *(str(model_dirs[name]) for name in ("pair", "torch", "frame")),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = fresh_python(NO_MLFLOW, *(str(model_dirs[name]) for name in ("pair", "torch", "frame")))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         "OnnxMlflowPredictor False [1, 1]",

@@ -287,3 +287,30 @@ def image_size(image: str) -> int:
         check=True,
     )
     return int(json.loads(done.stdout.strip()))
+
+
+def python_in_image(image: str, script: str) -> subprocess.CompletedProcess[str]:
+    """`python -c SCRIPT` inside `image`, as a pod runs it (an arbitrary UID, a read-only root,
+    the pod limits) and with no network; its output and status (not checked)."""
+    return subprocess.run(
+        [
+            *PODMAN,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            *LIMITS,
+            "--user",
+            ARBITRARY_UID,
+            "--read-only",
+            "--entrypoint",
+            "python",
+            image,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
