@@ -536,12 +536,10 @@ def test_public_config_publishes_its_entry_only(tmp_path: Path) -> None:
     assert "3 document(s) in 2 file(s): valid" in checked.stderr
 
 
-def test_compiled_config_renders_the_onnx_image(tmp_path: Path) -> None:
-    """docs/compile.md, "The onnx image": the `compiled: true` config renders the onnx image with
-    `--runtime onnx` in both variants, and validates."""
-    import yaml
-
-    (tmp_path / "churn.yaml").write_text(blocks()["compiled.yaml"])
+def render_and_validate(tmp_path: Path, block: str) -> None:
+    """The page's config `block` as churn.yaml, rendered to out/ and validated there by the
+    real commands."""
+    (tmp_path / "churn.yaml").write_text(blocks()[block])
     for command in (["render", "churn.yaml", "-o", "out"], ["validate", "out"]):
         done = subprocess.run(
             [sys.executable, "-m", "kninfer", *command],
@@ -552,6 +550,14 @@ def test_compiled_config_renders_the_onnx_image(tmp_path: Path) -> None:
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compiled_config_renders_the_onnx_image(tmp_path: Path) -> None:
+    """docs/compile.md, "The onnx image": the `compiled: true` config renders the onnx image with
+    `--runtime onnx` in both variants, and validates."""
+    import yaml
+
+    render_and_validate(tmp_path, "compiled.yaml")
     for variant in ("kserve", "knative"):
         (doc,) = yaml.safe_load_all((tmp_path / "out" / variant / "churn.yaml").read_text())
         spec = doc["spec"]
@@ -746,17 +752,7 @@ def test_monitoring_config_renders_and_validates(tmp_path: Path) -> None:
     the thresholds the page states, and the dashboard, all valid against the CRDs."""
     import yaml
 
-    (tmp_path / "churn.yaml").write_text(blocks()["monitoring.yaml"])
-    for command in (["render", "churn.yaml", "-o", "out"], ["validate", "out"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "kninfer", *command],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
+    render_and_validate(tmp_path, "monitoring.yaml")
     docs = list(yaml.safe_load_all((tmp_path / "out" / "monitoring" / "churn.yaml").read_text()))
     assert [d["kind"] for d in docs] == ["PodMonitor", "PrometheusRule", "ConfigMap"]
     rules = {r.get("alert") or r["record"]: r for r in docs[1]["spec"]["groups"][0]["rules"]}
