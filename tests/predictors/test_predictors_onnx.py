@@ -450,8 +450,9 @@ def test_runtime_native_serves_the_joblib_beside_a_graph(
         assert reply.json()["outputs"][0]["data"] == expected(built, name)[0]
 
 
-def run_serve(tmp_path: Path, *args: str) -> tuple[int, str]:
-    """`kninfer serve` expected to fail at load: (exit status, its output)."""
+def run_serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`kninfer serve` expected to fail at load: (exit status, its output). `env`: the
+    process's environment, by default a test server's."""
     done = subprocess.run(
         [
             sys.executable,
@@ -466,7 +467,7 @@ def run_serve(tmp_path: Path, *args: str) -> tuple[int, str]:
             "0",
             *args,
         ],
-        env=server_env(tmp_path),
+        env=server_env(tmp_path) if env is None else env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -735,30 +736,11 @@ def test_without_scikit_learn_what_needs_it_is_refused_in_one_line(
         "native": ["--model-dir", str(model_dir), "--runtime", "native"],
         "default-model": ["--runtime", "onnx"],
     }[what]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kninfer",
-            "serve",
-            "--predictor",
-            "sklearn",
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            *args,
-        ],
-        env=without_scikit_learn(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    code, output = run_serve(
+        tmp_path, "--predictor", "sklearn", *args, env=without_scikit_learn(tmp_path)
     )
-    assert done.returncode == 1, done.stdout + done.stderr
-    (error,) = [ln for ln in done.stderr.splitlines() if "model failed to load" in ln]
+    assert code == 1, output
+    (error,) = [ln for ln in output.splitlines() if "model failed to load" in ln]
     expected_line = {
         "native": f"serving the scikit-learn model in {model_dir.resolve()} needs scikit-learn, "
         "which is not installed here; compile it with `kninfer compile` and serve its "
